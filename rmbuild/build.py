@@ -1,0 +1,396 @@
+"""Planning and running builds: model.yaml target -> chain of stages -> keyed artifacts.
+
+A target names a profile; the profile's ``depends_on`` links it to the stage that makes its
+input (e.g. ``onnxruntime-cpu`` <- ``onnx-export``), so a build is a small DAG shared across
+targets through the cache. For each stage, in order: compute the action key (which chains the
+upstream artifact's manifest digest, Merkle-style); on a hit reuse the artifact; on a miss take
+the key's lock, run the tool through the BinaryCompilerAdapter in a temp dir, ingest the outputs
+and write the index row last.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from artifact_store import ArtifactRecord, LockTimeout, Store
+
+import rmbuild
+from rmbuild.adapter import BinaryCompilerAdapter
+from rmbuild.errors import ModelSourceError, SpecError
+from rmbuild.keys import ActionKey, tree_digest
+from rmbuild.plugins import get_backend
+from rmbuild.profiles import find_profile
+from rmbuild.spec import FlagValue, LoadedProfile, LoadedSpec, load_model_spec
+from rmbuild.toolchains import Toolchain, find_toolchain
+from rmbuild.yamlio import line_of
+
+MAX_CHAIN = 16
+
+
+class Reporter(Protocol):
+    """Progress callbacks; the CLI renders them, the library stays silent by default."""
+
+    def stage_start(self, index: int, total: int, profile: str, key: str) -> None: ...
+    def stage_waiting(self, profile: str, key: str) -> None: ...
+    def stage_line(self, line: str) -> None: ...
+    def stage_done(self, profile: str, key: str, hit: bool, seconds: float) -> None: ...
+
+
+class SilentReporter:
+    def stage_start(self, index: int, total: int, profile: str, key: str) -> None:
+        pass
+
+    def stage_waiting(self, profile: str, key: str) -> None:
+        pass
+
+    def stage_line(self, line: str) -> None:
+        pass
+
+    def stage_done(self, profile: str, key: str, hit: bool, seconds: float) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class PlannedStage:
+    """One stage of a target's build, with its effective flags."""
+
+    loaded: LoadedProfile
+    toolchain: Toolchain
+    flags: dict[str, FlagValue]
+
+    @property
+    def profile(self):  # noqa: ANN201 - BuildProfile
+        return self.loaded.profile
+
+    def keyed_flags(self) -> dict[str, FlagValue]:
+        return {k: v for k, v in self.flags.items() if k not in self.profile.runtime_flags}
+
+    def runtime_flags(self) -> dict[str, FlagValue]:
+        return {k: v for k, v in self.flags.items() if k in self.profile.runtime_flags}
+
+
+@dataclass(frozen=True)
+class StageResult:
+    profile: str
+    key: str
+    hit: bool
+    seconds: float
+    record: ArtifactRecord
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """The outcome of building one target: every stage, the last one being the artifact."""
+
+    model: str
+    target: str
+    stages: list[StageResult]
+
+    @property
+    def artifact(self) -> ArtifactRecord:
+        return self.stages[-1].record
+
+    @property
+    def hit(self) -> bool:
+        return all(stage.hit for stage in self.stages)
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _merge_flags(
+    loaded: LoadedProfile, overrides: dict[str, FlagValue], spec: LoadedSpec, loc: tuple
+) -> dict[str, FlagValue]:
+    profile = loaded.profile
+    unknown = [name for name in overrides if name not in profile.flags]
+    if unknown:
+        name = unknown[0]
+        raise SpecError(
+            f"profile {profile.name!r} has no flag {name!r}",
+            file=spec.path,
+            line=line_of(spec.lines, (*loc, name)),
+            field=".".join(map(str, (*loc, name))),
+            context=[f"flags of {profile.name}: {', '.join(sorted(profile.flags)) or 'none'}"],
+        )
+    return {**profile.flags, **overrides}
+
+
+def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
+    """The chain of stages for ``target_name``, source-side first."""
+    targets = spec.spec.targets
+    if target_name not in targets:
+        raise SpecError(
+            f"no target named {target_name!r}",
+            file=spec.path,
+            field="targets",
+            context=[f"targets: {', '.join(targets)}"],
+        )
+    target = targets[target_name]
+    chain: list[PlannedStage] = []
+    name: str | None = target.profile
+    line = line_of(spec.lines, ("targets", target_name, "profile"))
+    while name is not None:
+        if len(chain) >= MAX_CHAIN or any(s.profile.name == name for s in chain):
+            raise SpecError(f"profile {name!r} depends on itself (a cycle in depends_on)",
+                            file=spec.path, line=line)
+        loaded = find_profile(name, spec.root, file=spec.path, line=line)
+        if chain:  # an upstream stage: overrides come from targets.<t>.stages.<profile>
+            override = target.stages.get(name)
+            flags = _merge_flags(loaded, override.flags if override else {}, spec,
+                                 ("targets", target_name, "stages", name, "flags"))
+        else:
+            flags = _merge_flags(loaded, target.flags, spec, ("targets", target_name, "flags"))
+        toolchain = find_toolchain(loaded.profile.toolchain, spec.root)
+        chain.append(PlannedStage(loaded, toolchain, flags))
+        line = None
+        name = loaded.profile.depends_on
+    chain.reverse()
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
+        if upstream.profile.output_format != downstream.profile.input_format:
+            raise SpecError(
+                f"profile {downstream.profile.name!r} takes {downstream.profile.input_format!r} "
+                f"but {upstream.profile.name!r} makes {upstream.profile.output_format!r}",
+                file=downstream.loaded.path, field="depends_on",
+            )
+    first = chain[0].profile
+    if first.input_format != spec.spec.source.format:
+        raise SpecError(
+            f"profile {first.name!r} takes {first.input_format!r} input but the source is "
+            f"{spec.spec.source.format!r}",
+            file=spec.path, line=line_of(spec.lines, ("source", "format")), field="source.format",
+        )
+    return chain
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+def _source_files(spec: LoadedSpec) -> dict[str, Path]:
+    src = spec.source_path
+    if src.is_file():
+        return {src.name: src}
+    if not src.is_dir():
+        raise ModelSourceError(
+            f"model source {str(src)!r} does not exist",
+            file=spec.path,
+            line=line_of(spec.lines, ("source", "path")),
+            field="source.path",
+            hint="paths in model.yaml are relative to the model.yaml file",
+        )
+    files = {}
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        # Hidden files and caches are not part of a model (.DS_Store, .cache/ from hub tools).
+        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+            continue
+        if path.is_file():
+            files[rel.as_posix()] = path
+    if not files:
+        raise ModelSourceError(f"model source {str(src)!r} is empty", file=spec.path,
+                               line=line_of(spec.lines, ("source", "path")), field="source.path")
+    return files
+
+
+def source_digest(spec: LoadedSpec, store: Store) -> str:
+    """Content digest of the model source (stat-cached file digests)."""
+    files = _source_files(spec)
+    digests = store.hash_files(list(files.values()))
+    return tree_digest({rel: digests[path] for rel, path in files.items()})
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def action_key(stage: PlannedStage, inputs: dict[str, str], start: Path | None) -> ActionKey:
+    """Build the key object for one stage from its input digests."""
+    profile = stage.profile
+    adapter = BinaryCompilerAdapter(profile, stage.toolchain, start)
+    rendered = adapter.render_for_key(stage.flags, sorted(inputs))
+    toolchain_id = stage.toolchain.identity()
+    tool: dict[str, Any] = {"name": profile.tool.name}
+    if profile.tool.package:
+        tool["package"] = profile.tool.package
+        packages = toolchain_id["packages"]
+        assert isinstance(packages, dict)
+        tool["version"] = (
+            packages[profile.tool.package]
+            if profile.tool.package in packages
+            else Toolchain(name=stage.toolchain.name, python=stage.toolchain.python,
+                           packages=[profile.tool.package]).identity()["packages"][
+                               profile.tool.package]
+        )
+    if (script := adapter.script_path()) is not None:
+        tool["script_sha256"] = _file_sha256(script)
+    fingerprint = get_backend(profile.backend).fingerprint(profile, dict(stage.flags))
+    return ActionKey(
+        inputs=inputs,
+        stage=profile.stage,
+        backend=profile.backend,
+        profile=profile.name,
+        flags=stage.keyed_flags(),
+        argv=rendered.argv,
+        configs=rendered.configs,
+        tool=tool,
+        toolchain=toolchain_id,
+        fingerprint=fingerprint,
+        env={name: os.environ.get(name, "") for name in sorted(profile.key_env)},
+    )
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _carry(profile_carry: list[str], source: Path, out: Path) -> None:
+    if not source.is_dir():
+        return
+    for pattern in profile_carry:
+        for path in sorted(source.glob(pattern)):
+            target = out / path.relative_to(source)
+            if path.is_file() and not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+
+
+def _run_stage(
+    *,
+    spec: LoadedSpec,
+    target: str,
+    stage: PlannedStage,
+    key: ActionKey,
+    key_hex: str,
+    input_path: Path,
+    parents: list[str],
+    store: Store,
+    reporter: Reporter,
+) -> ArtifactRecord:
+    profile = stage.profile
+    adapter = BinaryCompilerAdapter(profile, stage.toolchain, spec.root)
+    started_at = datetime.now(UTC)
+    t0 = time.monotonic()
+    tmp = store.tmpdir(f"build-{key_hex[:12]}-")
+    # The log lives outside the temp dir so a failure's log survives the cleanup; it is never
+    # on the hit path (a failed build writes no index row, so it cannot poison the cache).
+    log_dir = store.root / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{key_hex[:16]}-{started_at:%Y%m%dT%H%M%S}-{os.getpid()}.log"
+    try:
+        out = tmp / "out"
+        out.mkdir()
+        command = adapter.render_for_run(stage.flags, inputs={"model": input_path}, output=out,
+                                         workdir=tmp)
+        run = adapter.run(command, workdir=tmp, log_path=log_path, on_line=reporter.stage_line)
+        adapter.check_outputs(out, log_path)
+        _carry(profile.carry, input_path, out)
+        t1 = time.monotonic()
+        manifest = store.put_tree(out, move=True)
+        log_digest = store.put_file(log_path)
+        metadata = {
+            "rmbuild_version": rmbuild.__version__,
+            "model": spec.spec.name,
+            "target": target,
+            "profile": profile.name,
+            "stage": profile.stage,
+            "backend": profile.backend,
+            "output_format": profile.output_format,
+            "spec_file": str(spec.path),
+            "parents": parents,
+            "action_key": key.to_dict(),
+            "argv": command.argv,
+            "flags": dict(stage.flags),
+            "runtime_flags": stage.runtime_flags(),
+            "toolchain": key.toolchain,
+            "tool": key.tool,
+            "fingerprint": key.fingerprint,
+            "started_at": started_at.isoformat(),
+            "durations": {
+                "tool_s": round(run.duration_s, 3),
+                "ingest_s": round(time.monotonic() - t1, 3),
+                "total_s": round(time.monotonic() - t0, 3),
+            },
+            "host": {"node": platform.node(), "machine": platform.machine(),
+                     "system": platform.system()},
+            "log": log_digest,
+            "blobs": [log_digest],
+        }
+        record = store.commit(key_hex, manifest, model=spec.spec.name, target=target,
+                              backend=profile.backend, metadata=metadata)
+        log_path.unlink(missing_ok=True)
+        return record
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _key_lock(store: Store, key_hex: str, name: str, reporter: Reporter, timeout: float):
+    """Hold the key's lock; say so when another process is building the same key."""
+    try:
+        lock = store.lock(key_hex, timeout=0)
+        lock.__enter__()
+    except LockTimeout:
+        reporter.stage_waiting(name, key_hex)
+        lock = store.lock(key_hex, timeout=timeout)
+        lock.__enter__()
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
+def build(
+    spec: LoadedSpec,
+    target: str,
+    *,
+    store: Store,
+    reporter: Reporter | None = None,
+) -> BuildResult:
+    """Build (or find in the cache) every stage of ``target``."""
+    reporter = reporter or SilentReporter()
+    chain = plan(spec, target)
+    results: list[StageResult] = []
+    inputs = {"model": source_digest(spec, store)}
+    parent: str | None = None
+    for index, stage in enumerate(chain):
+        t0 = time.monotonic()
+        key = action_key(stage, inputs, spec.root)
+        key_hex = key.compute()
+        name = stage.profile.name
+        reporter.stage_start(index, len(chain), name, key_hex)
+        record = store.get(key_hex)
+        hit = record is not None
+        if record is None:
+            # Two builders of one key run the tool once: the second waits, then hits. The lock
+            # is an flock, so a SIGKILLed holder releases it with its death.
+            with _key_lock(store, key_hex, name, reporter, stage.profile.timeout + 120):
+                record = store.get(key_hex)
+                hit = record is not None
+                if record is None:
+                    # Only a miss needs the upstream files; hardlinks make this cheap.
+                    input_path = store.materialize(parent) if parent else spec.source_path
+                    record = _run_stage(spec=spec, target=target, stage=stage, key=key,
+                                        key_hex=key_hex, input_path=input_path,
+                                        parents=[parent] if parent else [], store=store,
+                                        reporter=reporter)
+        seconds = time.monotonic() - t0
+        reporter.stage_done(name, key_hex, hit, seconds)
+        results.append(StageResult(name, key_hex, hit, seconds, record))
+        inputs = {"model": record.manifest_digest}
+        parent = key_hex
+    return BuildResult(spec.spec.name, target, results)
+
+
+def compile_spec(
+    spec_path: str | Path, targets: list[str], *, store: Store, reporter: Reporter | None = None
+) -> list[BuildResult]:
+    """Library entry point of ``rmbuild compile``: build the named targets of a model.yaml."""
+    spec = load_model_spec(spec_path)
+    return [build(spec, target, store=store, reporter=reporter) for target in targets]

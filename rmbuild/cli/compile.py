@@ -1,0 +1,135 @@
+"""``rmbuild compile model.yaml --target T``: build targets, or say they are cached."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from rmbuild.cli._output import emit_json
+
+
+class PlainReporter:
+    """One line per event, for logs and CI (not a TTY)."""
+
+    def __init__(self, verbose: bool) -> None:
+        self.verbose = verbose
+
+    def stage_start(self, index: int, total: int, profile: str, key: str) -> None:
+        self._prefix = f"[{index + 1}/{total}] {profile} ({key[:12]})"
+
+    def stage_waiting(self, profile: str, key: str) -> None:
+        click.echo(f"{self._prefix}: another process is building this key; waiting", err=True)
+
+    def stage_line(self, line: str) -> None:
+        if self.verbose:
+            click.echo(f"    {line}", err=True)
+
+    def stage_done(self, profile: str, key: str, hit: bool, seconds: float) -> None:
+        what = "cache hit" if hit else f"built in {seconds:.1f} s"
+        click.echo(f"{self._prefix}: {what}", err=True)
+
+
+class LiveReporter:
+    """A live status line per stage on a TTY: elapsed time and the tool's latest log line."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+
+        self.console = Console(stderr=True, highlight=False)
+        self._status: Any = None
+        self._line = ""
+        self._label = ""
+        self._started = 0.0
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
+
+    def _render(self) -> str:
+        from rich.markup import escape
+
+        elapsed = time.monotonic() - self._started
+        width = max(20, self.console.width - len(self._label) - 16)
+        line = escape(self._line[:width])
+        return f"{self._label} [dim]{elapsed:5.1f}s[/] [dim italic]{line}[/]"
+
+    def _tick(self) -> None:
+        while not self._stop.wait(0.2):
+            if self._status is not None:
+                self._status.update(self._render())
+
+    def stage_start(self, index: int, total: int, profile: str, key: str) -> None:
+        self._label = f"[bold][{index + 1}/{total}][/] {profile} [dim]{key[:12]}[/]"
+        self._line, self._started = "", time.monotonic()
+        self._status = self.console.status(self._render())
+        self._status.start()
+        self._stop.clear()
+        self._ticker = threading.Thread(target=self._tick, daemon=True)
+        self._ticker.start()
+
+    def stage_waiting(self, profile: str, key: str) -> None:
+        self._line = "another process is building this key; waiting for it"
+
+    def stage_line(self, line: str) -> None:
+        self._line = line
+
+    def _end(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+    def stage_done(self, profile: str, key: str, hit: bool, seconds: float) -> None:
+        self._end()
+        what = "[green]cache hit[/]" if hit else f"[green]built[/] in {seconds:.1f} s"
+        self.console.print(f"{self._label} {what}")
+
+    def close(self) -> None:
+        self._end()
+
+
+@click.command("compile")
+@click.argument("spec", type=click.Path(dir_okay=False, path_type=str))
+@click.option("-t", "--target", "targets", multiple=True,
+              help="Target to build (repeatable). Default: every target of the model.")
+@click.option("--all", "all_targets", is_flag=True, help="Build every target.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_obj
+def command(app: Any, spec: str, targets: tuple[str, ...], all_targets: bool,
+            as_json: bool) -> None:
+    """Build targets of SPEC (a model.yaml). A target already built is a cache hit."""
+    from rmbuild.build import build
+    from rmbuild.spec import load_model_spec
+
+    loaded = load_model_spec(spec)
+    names = list(loaded.spec.targets) if all_targets or not targets else list(targets)
+    store = app.store()
+    live = sys.stderr.isatty() and not as_json
+    reporter: Any = LiveReporter() if live else PlainReporter(app.verbose)
+    results = []
+    try:
+        for name in names:
+            results.append(build(loaded, name, store=store, reporter=reporter))
+    finally:
+        if live:
+            reporter.close()
+    if as_json:
+        emit_json([
+            {
+                "model": r.model,
+                "target": r.target,
+                "artifact": r.artifact.key,
+                "hit": r.hit,
+                "stages": [{"profile": s.profile, "key": s.key, "hit": s.hit,
+                            "seconds": round(s.seconds, 3)} for s in r.stages],
+            }
+            for r in results
+        ])
+        return
+    for r in results:
+        state = "cached, no tool ran" if r.hit else "built"
+        click.echo(f"{r.model}:{r.target} -> {r.artifact.key}  ({state})")

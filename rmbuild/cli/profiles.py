@@ -1,0 +1,47 @@
+"""``rmbuild profiles``: the build profiles visible from here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from rmbuild.cli._output import console, emit_json
+
+
+@click.command("profiles")
+@click.option("--from", "start", type=click.Path(file_okay=False, path_type=Path),
+              help="Project folder to search from (default: the current folder).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def command(start: Path | None, as_json: bool) -> None:
+    """List profiles: project profiles/ first, then user config, then built-ins."""
+    from rmbuild.plugins import registry
+    from rmbuild.profiles import list_profiles
+
+    backends = registry()
+    rows = []
+    for loaded in list_profiles((start or Path.cwd()).resolve()):
+        p = loaded.profile
+        entry = backends.get(p.backend)
+        avail = entry.availability() if entry else None
+        rows.append({
+            "name": p.name, "backend": p.backend, "stage": p.stage, "resource": p.resource,
+            "input": p.input_format, "output": p.output_format, "depends_on": p.depends_on,
+            "toolchain": p.toolchain, "tool": p.tool.name, "path": str(loaded.path),
+            "available": bool(avail and avail.ok),
+            "reason": "" if avail and avail.ok else (avail.reason if avail
+                                                    else f"no backend {p.backend!r}"),
+        })
+    if as_json:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("PROFILE", "STAGE", "FLOW", "BACKEND", "TOOL", "STATUS", "FILE"):
+        table.add_column(column)
+    for r in rows:
+        flow = f"{r['input']} -> {r['output']}"
+        status = "[green]ok[/]" if r["available"] else f"[red]unavailable[/]: {r['reason']}"
+        table.add_row(r["name"], r["stage"], flow, r["backend"], r["tool"], status, r["path"])
+    console().print(table)

@@ -1,0 +1,58 @@
+"""``rmbuild run --artifact ID --prompt ...``: stream generated text."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+
+@click.command("run")
+@click.option("-a", "--artifact", "ref", required=True, help="Artifact id, unique prefix or alias.")
+@click.option("-p", "--prompt", default="The future of AI is", show_default=True)
+@click.option("-n", "--max-tokens", default=32, show_default=True, type=click.IntRange(0))
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="0 = greedy.")
+@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1,
+              min_open=True))
+@click.option("--seed", type=int, help="Seed for sampling.")
+@click.option("--verify", is_flag=True, help="Re-hash the artifact's files before loading.")
+@click.option("--json", "as_json", is_flag=True, help="Print text and stats as JSON at the end.")
+@click.pass_obj
+def command(app: Any, ref: str, prompt: str, max_tokens: int, temperature: float, top_p: float,
+            seed: int | None, verify: bool, as_json: bool) -> None:
+    """Generate text from an artifact, streaming tokens to stdout."""
+    import time
+
+    from rmbuild.runtime.loader import load
+    from rmbuild.runtime.sampling import SamplingParams
+
+    t0 = time.perf_counter()
+    session = load(ref, store=app.store(), verify=verify)
+    load_s = time.perf_counter() - t0
+    params = SamplingParams(temperature=temperature, top_p=top_p, seed=seed)
+    pieces = []
+    with session:
+        if not as_json:
+            sys.stdout.write(prompt)
+            sys.stdout.flush()
+        for piece in session.stream(prompt, max_tokens, params):
+            pieces.append(piece)
+            if not as_json:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        stats = session.last_stats
+    if as_json:
+        from rmbuild.cli._output import emit_json
+
+        emit_json({"artifact": session.info["artifact"], "prompt": prompt,
+                   "text": "".join(pieces), "new_tokens": stats.new_tokens,
+                   "stopped": stats.stopped, "load_s": round(load_s, 4),
+                   "prefill_s": round(stats.prefill_s, 4), "decode_s": round(stats.decode_s, 4),
+                   "tokens_per_s": round(stats.tokens_per_s, 1)})
+        return
+    sys.stdout.write("\n")
+    click.echo(f"[{stats.new_tokens} tokens, {stats.tokens_per_s:.0f} tok/s, load "
+               f"{load_s:.2f} s, {session.info['backend']} on {session.info['device']}, "
+               f"artifact {session.info['artifact'][:12]}]", err=True)

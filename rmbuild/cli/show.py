@@ -1,0 +1,88 @@
+"""``rmbuild show ID``: an artifact's provenance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from rmbuild.cli._output import console, emit_json, human_size, record_summary
+
+
+def describe(store: Any, record: Any) -> dict[str, Any]:
+    """Everything known about an artifact, as one JSON-able dict."""
+    meta = record.metadata
+    manifest = store.get_manifest(record.manifest_digest)
+    log = meta.get("log")
+    return {
+        **record_summary(record),
+        "manifest": record.manifest_digest,
+        "parents": meta.get("parents", []),
+        "spec_file": meta.get("spec_file"),
+        "argv": meta.get("argv", []),
+        "flags": meta.get("flags", {}),
+        "runtime_flags": meta.get("runtime_flags", {}),
+        "tool": meta.get("tool", {}),
+        "toolchain": meta.get("toolchain", {}),
+        "fingerprint": meta.get("fingerprint", {}),
+        "action_key": meta.get("action_key", {}),
+        "durations": meta.get("durations", {}),
+        "started_at": meta.get("started_at"),
+        "host": meta.get("host", {}),
+        "files": {rel: {"digest": e.digest, "size": e.size}
+                  for rel, e in sorted(manifest.files.items())},
+        "log": str(store.blob_path(log)) if log else None,
+    }
+
+
+@click.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def command(app: Any, ref: str, as_json: bool) -> None:
+    """Show provenance of REF (id, unique prefix or alias)."""
+    from rich.markup import escape
+
+    from rmbuild.store import resolve
+
+    store = app.store()
+    info = describe(store, resolve(store, ref))
+    if as_json:
+        emit_json(info)
+        return
+    out = console()
+    out.print(f"[bold]artifact[/] {info['id']}")
+    rows = [
+        ("model", info["model"]), ("target", info["target"]),
+        ("profile", f"{info['profile']} ({info['stage']})"), ("backend", info["backend"]),
+        ("aliases", ", ".join(info["aliases"]) or "-"), ("size", human_size(info["size"])),
+        ("created", info["created_at"]), ("built on", ", ".join(info["host"].values())),
+        ("model.yaml", info["spec_file"]), ("parents", ", ".join(info["parents"]) or "-"),
+        ("manifest", info["manifest"]),
+    ]
+    for name, value in rows:
+        out.print(f"  [bold]{name:<11}[/] {escape(str(value))}")
+    out.print("[bold]command[/] (rendered argv, no shell)")
+    out.print("  " + escape(" ".join(info["argv"])))
+    out.print("[bold]flags[/]")
+    for name, value in info["flags"].items():
+        note = "  [dim](runtime-only, not in key)[/]" if name in info["runtime_flags"] else ""
+        out.print(f"  {name} = {escape(repr(value))}{note}")
+    out.print("[bold]versions[/]")
+    tool = info["tool"]
+    out.print(f"  tool {tool.get('name')} {tool.get('package', '')} {tool.get('version', '')}"
+              + (f" sha256:{tool['script_sha256'][:12]}" if "script_sha256" in tool else ""))
+    tc = info["toolchain"]
+    out.print(f"  toolchain {tc.get('name')} (python {tc.get('python')})")
+    for name, version in (tc.get("packages") or {}).items():
+        out.print(f"    {name} {version or '-'}")
+    out.print("[bold]fingerprint[/]")
+    for name, value in (info["fingerprint"] or {"(none)": ""}).items():
+        out.print(f"  {name} {escape(str(value))}")
+    out.print("[bold]durations[/]")
+    for name, value in info["durations"].items():
+        out.print(f"  {name} {value}")
+    out.print("[bold]files[/]")
+    for rel, entry in info["files"].items():
+        out.print(f"  {entry['digest'][:12]}  {human_size(entry['size']):>10}  {escape(rel)}")
+    out.print(f"[bold]log[/] {info['log']}")

@@ -1,0 +1,34 @@
+"""``rmbuild tag ID ALIAS``: name an artifact, e.g. chat-main-cpu."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+
+@click.command("tag")
+@click.argument("ref")
+@click.argument("alias", required=False)
+@click.option("-d", "--delete", is_flag=True, help="Remove the alias REF instead.")
+@click.pass_obj
+def command(app: Any, ref: str, alias: str | None, delete: bool) -> None:
+    """Point ALIAS at artifact REF (re-pointing it if it exists); -d REF removes alias REF."""
+    import artifact_store
+
+    from rmbuild.errors import RmbuildError
+    from rmbuild.store import resolve
+
+    store = app.store()
+    try:
+        if delete:
+            store.untag(ref)
+            click.echo(f"removed alias {ref}")
+            return
+        if not alias:
+            raise click.UsageError("give an ALIAS (or -d ALIAS to remove one)")
+        record = resolve(store, ref)
+        store.tag(alias, record.key)
+    except (artifact_store.InvalidAlias, artifact_store.ArtifactNotFound) as exc:
+        raise RmbuildError(str(exc)) from None
+    click.echo(f"{alias} -> {record.key}")

@@ -1,0 +1,48 @@
+"""Finding BuildProfiles: the project's ``profiles/`` first, then the user's, then the built-ins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rmbuild.config import search_path
+from rmbuild.errors import ProfileNotFound
+from rmbuild.spec import LoadedProfile, load_profile
+
+
+def _candidates(start: Path | None) -> dict[str, Path]:
+    """Profile name (file stem) -> file, earlier search-path entries shadowing later ones."""
+    found: dict[str, Path] = {}
+    for folder in search_path("profiles", start):
+        for path in sorted(folder.glob("*.yaml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def find_profile(
+    name: str, start: Path | None = None, *, file: Path | None = None, line: int | None = None
+) -> LoadedProfile:
+    """Load the profile called ``name``; a missing one lists the ones that exist."""
+    candidates = _candidates(start)
+    if name not in candidates:
+        known = ", ".join(sorted(candidates)) or "none"
+        raise ProfileNotFound(
+            f"no profile named {name!r}",
+            file=file,
+            line=line,
+            field="profile",
+            context=[f"profiles found: {known}"],
+            hint="add profiles/<name>.yaml next to your model.yaml, or pick one of the above",
+        )
+    loaded = load_profile(candidates[name])
+    if loaded.profile.name != name:
+        raise ProfileNotFound(
+            f"profile file is named {name!r} but declares name {loaded.profile.name!r}",
+            file=candidates[name],
+            field="name",
+        )
+    return loaded
+
+
+def list_profiles(start: Path | None = None) -> list[LoadedProfile]:
+    """Every profile visible from ``start``; broken ones raise (they'd fail a build anyway)."""
+    return [load_profile(path) for _, path in sorted(_candidates(start).items())]

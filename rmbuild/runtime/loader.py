@@ -1,0 +1,64 @@
+"""The runtime loader: artifact reference -> compatible, materialized, loaded session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rmbuild.errors import StoreCorrupt
+from rmbuild.plugins import require_available
+from rmbuild.store import open_store, resolve
+
+if TYPE_CHECKING:
+    from artifact_store import ArtifactRecord, Store
+
+    from rmbuild.runtime.session import BackendSession
+
+
+def _check_sizes(store: Store, record: ArtifactRecord, tree: Path) -> None:
+    # Cheap guard on every load (a truncated file fails here, not inside a vendor runtime);
+    # `rmbuild verify` / verify=True re-hashes everything.
+    manifest = store.get_manifest(record.manifest_digest)
+    for rel, entry in manifest.files.items():
+        path = tree / rel
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = -1
+        if size != entry.size:
+            raise StoreCorrupt(
+                f"artifact {record.key[:12]}: {rel} is {size} bytes, the manifest says "
+                f"{entry.size}",
+                hint="run `rmbuild verify` and rebuild the artifact with `rmbuild compile`",
+            )
+
+
+def prepare(
+    ref: str, *, store: Store | None = None, verify: bool = False
+) -> tuple[ArtifactRecord, Path]:
+    """Resolve ``ref``, check it is compatible with this machine, materialize it."""
+    store = store or open_store()
+    record = resolve(store, ref)
+    plugin = require_available(record.backend)
+    plugin.check_compatible(record.metadata)
+    if verify and (problems := store.verify(record.key)):
+        raise StoreCorrupt(f"artifact {record.key[:12]} is corrupt", context=problems,
+                           hint="rebuild it with `rmbuild compile`")
+    tree = store.materialize(record.key)
+    _check_sizes(store, record, tree)
+    store.touch(record.key)
+    return record, tree
+
+
+def load(
+    ref: str, *, store: Store | None = None, verify: bool = False, **options: Any
+) -> BackendSession:
+    """A ready session for artifact ``ref`` (id, unique prefix or alias)."""
+    store = store or open_store()
+    record, tree = prepare(ref, store=store, verify=verify)
+    plugin = require_available(record.backend)
+    session = plugin.create_session(tree, record.metadata, options)
+    session.info.update({"artifact": record.key, "model": record.model, "target": record.target,
+                         "path": os.fspath(tree)})
+    return session

@@ -1,0 +1,60 @@
+"""Tokenization at run time through the ``tokenizers`` library alone.
+
+transformers is heavy to import and not needed to run an artifact: ``tokenizer.json`` carries the
+whole pipeline (normalizer, pre-tokenizer, model, post-processor adding BOS).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rmbuild.errors import StoreCorrupt
+
+
+class Tokenizer:
+    """A thin wrapper over ``tokenizers.Tokenizer`` loaded from an artifact folder."""
+
+    def __init__(self, artifact_dir: Path) -> None:
+        path = artifact_dir / "tokenizer.json"
+        if not path.is_file():
+            raise StoreCorrupt(
+                f"artifact has no tokenizer.json ({artifact_dir})",
+                hint="the profile must carry the tokenizer files into the artifact",
+            )
+        from tokenizers import Tokenizer as _Tokenizer
+
+        self._tok = _Tokenizer.from_file(str(path))
+
+    def encode(self, text: str) -> list[int]:
+        return list(self._tok.encode(text).ids)
+
+    def decode(self, ids: list[int]) -> str:
+        return self._tok.decode(ids, skip_special_tokens=True)
+
+
+class StreamDecoder:
+    """Turns a token stream into text pieces without splitting multi-byte characters.
+
+    Byte-level BPE tokens can end mid-character; decoding the whole sequence and emitting only the
+    new suffix (holding back a trailing U+FFFD) gives exactly the text a full decode would.
+    """
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._ids: list[int] = []
+        self._emitted = 0
+
+    def push(self, token: int) -> str:
+        self._ids.append(token)
+        text = self._tokenizer.decode(self._ids)
+        if text.endswith("\ufffd"):
+            return ""
+        piece = text[self._emitted :]
+        self._emitted = len(text)
+        return piece
+
+    def flush(self) -> str:
+        text = self._tokenizer.decode(self._ids)
+        piece = text[self._emitted :]
+        self._emitted = len(text)
+        return piece

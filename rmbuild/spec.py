@@ -1,0 +1,175 @@
+"""The declarative inputs: ModelSpec (``model.yaml``) and BuildProfile (``profiles/*.yaml``).
+
+Both are pydantic models with ``extra="forbid"`` so that a typo is an error naming the field and
+its line, not a silently ignored setting. ``rmbuild schema`` emits their JSON Schema.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from rmbuild.yamlio import load_yaml, validate
+
+NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+FlagValue = str | int | float | bool | None | list[str | int | float | bool]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- ModelSpec
+
+
+class Source(_Strict):
+    """Where the model comes from."""
+
+    path: str = Field(description="Folder (HF layout) or file, relative to model.yaml.")
+    format: Literal["hf", "onnx"] = Field("hf", description="What the source is.")
+
+
+class StageOverride(_Strict):
+    """Flag overrides for an upstream stage of a target (e.g. the ONNX export)."""
+
+    flags: dict[str, FlagValue] = Field(default_factory=dict)
+
+
+class Target(_Strict):
+    """One named way to build the model: a profile plus overrides of its flags."""
+
+    profile: str = Field(description="Name of a BuildProfile (profiles/*.yaml).")
+    flags: dict[str, FlagValue] = Field(
+        default_factory=dict, description="Overrides of the profile's flags."
+    )
+    stages: dict[str, StageOverride] = Field(
+        default_factory=dict,
+        description="Overrides for upstream stages, by profile name (e.g. onnx-export).",
+    )
+    description: str = ""
+
+
+class ModelSpec(_Strict):
+    """``model.yaml``: a logical model, its source and its targets."""
+
+    name: str = Field(pattern=NAME_RE, description="Logical model name applications ask for.")
+    source: Source
+    task: Literal["text-generation"] = "text-generation"
+    targets: dict[str, Target] = Field(min_length=1)
+
+    @field_validator("targets")
+    @classmethod
+    def _target_names(cls, value: dict[str, Target]) -> dict[str, Target]:
+        for name in value:
+            if not re.match(NAME_RE, name):
+                raise ValueError(f"target name {name!r} must match {NAME_RE}")
+        return value
+
+
+class LoadedSpec(BaseModel):
+    """A ModelSpec with the file it came from (for paths and error messages)."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    spec: ModelSpec
+    path: Path
+    lines: dict[Any, int] = Field(default_factory=dict, repr=False)
+
+    @property
+    def root(self) -> Path:
+        return self.path.parent
+
+    @property
+    def source_path(self) -> Path:
+        return (self.root / self.spec.source.path).resolve()
+
+
+def load_model_spec(path: str | Path) -> LoadedSpec:
+    """Read and validate a ``model.yaml``; errors name file, line and field."""
+    path = Path(path).resolve()
+    data, lines = load_yaml(path)
+    spec = validate(ModelSpec, data, path, lines)
+    return LoadedSpec(spec=spec, path=path, lines=lines)
+
+
+# --------------------------------------------------------------------------- BuildProfile
+
+
+class ToolSpec(_Strict):
+    """The black-box tool a profile runs."""
+
+    name: str = Field(description="Executable name, looked up in the toolchain's bin dir.")
+    package: str | None = Field(
+        None, description="Distribution whose version identifies the tool (importlib.metadata)."
+    )
+    script: str | None = Field(
+        None,
+        description="A helper script shipped with rmbuild (rmbuild/tools/NAME.py) that is the "
+        "tool; its digest enters the key.",
+    )
+
+
+class BuildProfile(_Strict):
+    """One way to produce one artifact kind from one input format."""
+
+    name: str = Field(pattern=NAME_RE)
+    description: str = ""
+    resource: Literal["cpu", "gpu", "npu", "pim", "remote", "any"] = "any"
+    backend: str = Field(description="Backend plugin that loads the artifact.")
+    stage: Literal["export", "graph-pass", "compile"] = "compile"
+    interface: Literal["cli", "c-api", "python", "config-file"] = "cli"
+    input_format: str
+    output_format: str
+    depends_on: str | None = Field(
+        None, description="Profile whose artifact is this stage's input (the DAG edge)."
+    )
+    toolchain: str = Field("main", description="Toolchain environment the tool runs in.")
+    tool: ToolSpec
+    template: str = Field(description="Jinja template rendering the argv, one argument a line.")
+    configs: dict[str, str] = Field(
+        default_factory=dict,
+        description="Config files to render before running: relative path -> template.",
+    )
+    flags: dict[str, FlagValue] = Field(default_factory=dict, description="Flags and defaults.")
+    runtime_flags: list[str] = Field(
+        default_factory=list,
+        description="Flags that change how the tool or the session runs but not the artifact; "
+        "they are excluded from the action key.",
+    )
+    outputs: list[str] = Field(min_length=1, description="Glob patterns the tool must leave.")
+    carry: list[str] = Field(
+        default_factory=list,
+        description="Files copied from the input into the artifact (tokenizer, config).",
+    )
+    env: dict[str, str] = Field(default_factory=dict, description="Environment for the tool.")
+    key_env: list[str] = Field(
+        default_factory=list, description="Environment variables whose values enter the key."
+    )
+    timeout: float = Field(3600, gt=0, description="Seconds before the tool is killed.")
+
+    @field_validator("runtime_flags")
+    @classmethod
+    def _known_runtime_flags(cls, value: list[str], info: Any) -> list[str]:
+        flags = info.data.get("flags", {})
+        unknown = [name for name in value if name not in flags]
+        if unknown:
+            raise ValueError(f"runtime_flags names flags the profile does not have: {unknown}")
+        return value
+
+
+class LoadedProfile(BaseModel):
+    """A BuildProfile with the file it came from."""
+
+    model_config = ConfigDict(frozen=True)
+
+    profile: BuildProfile
+    path: Path
+
+
+def load_profile(path: Path) -> LoadedProfile:
+    """Read and validate one profile file."""
+    data, lines = load_yaml(path)
+    return LoadedProfile(profile=validate(BuildProfile, data, path, lines), path=path)

@@ -1,0 +1,143 @@
+"""Toolchains: the environments vendor tools run in, identified by what is installed in them.
+
+Vendor SDKs pin conflicting packages, so a profile names a toolchain and the tool runs inside
+that toolchain's environment as a subprocess. rmbuild's own environment is the toolchain
+``main``; a vendor's own install is registered by pointing a toolchain file at its Python. The
+toolchain's identity (Python version + the versions of the packages it declares) enters every
+action key of the stages that run in it, so upgrading an SDK invalidates as data (USER-NEEDS 3).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rmbuild.config import search_path
+from rmbuild.errors import SpecError, ToolNotFound
+from rmbuild.yamlio import load_yaml, validate
+
+
+class Toolchain(BaseModel):
+    """A pinned set of packages in one Python environment."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    python: str | None = Field(
+        None, description="Interpreter of the environment; null = the one running rmbuild."
+    )
+    packages: list[str] = Field(default_factory=list, description="Packages that identify it.")
+    extra: str | None = Field(None, description="rmbuild extra that installs it (for hints).")
+
+    @property
+    def python_path(self) -> Path:
+        return Path(self.python).expanduser() if self.python else Path(sys.executable)
+
+    @property
+    def bin_dir(self) -> Path:
+        return self.python_path.parent
+
+    def install_hint(self) -> str:
+        if self.extra:
+            return f"pip install 'rmbuild[{self.extra}]'"
+        return f"install the {self.name} toolchain (see rmbuild toolchains)"
+
+    def which(self, tool: str) -> Path:
+        """Find ``tool`` in this toolchain's bin dir first, then on PATH."""
+        if os.sep in tool:
+            path = Path(tool)
+            if path.is_file() and os.access(path, os.X_OK):
+                return path
+        else:
+            for search in (str(self.bin_dir), os.environ.get("PATH", "")):
+                found = shutil.which(tool, path=search)
+                if found:
+                    return Path(found)
+        raise ToolNotFound(
+            f"{tool!r} is not installed in toolchain {self.name!r}",
+            tool=tool,
+            hint=f"{self.install_hint()}; looked in {self.bin_dir} and on PATH",
+        )
+
+    def identity(self) -> dict[str, object]:
+        """What identifies this toolchain in a key: Python version and package versions."""
+        return _identity(self.python_path, tuple(self.packages), self.python is None, self.name)
+
+
+_PROBE = (
+    "import json,sys,importlib.metadata as m\n"
+    "def v(p):\n"
+    "    try: return m.version(p)\n"
+    "    except m.PackageNotFoundError: return None\n"
+    "print(json.dumps({'python': '%d.%d.%d' % sys.version_info[:3],"
+    " 'packages': {p: v(p) for p in sys.argv[1:]}}))\n"
+)
+
+
+@cache
+def _identity(
+    python: Path, packages: tuple[str, ...], in_process: bool, name: str
+) -> dict[str, object]:
+    if in_process:
+        import importlib.metadata as md
+
+        def version(pkg: str) -> str | None:
+            try:
+                return md.version(pkg)
+            except md.PackageNotFoundError:
+                return None
+
+        versions = {p: version(p) for p in packages}
+        py = "%d.%d.%d" % sys.version_info[:3]
+    else:
+        # Another environment: ask its own interpreter (one short subprocess).
+        try:
+            out = subprocess.run(
+                [str(python), "-c", _PROBE, *packages],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=True,
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise ToolNotFound(
+                f"toolchain {name!r}: its Python {python} does not run ({exc})",
+                tool=str(python),
+            ) from None
+        data = json.loads(out)
+        versions, py = data["packages"], data["python"]
+    return {"name": name, "python": py, "packages": dict(sorted(versions.items()))}
+
+
+def _files(start: Path | None) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for folder in search_path("profiles", start):
+        for path in sorted((folder / "toolchains").glob("*.yaml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def find_toolchain(name: str, start: Path | None = None) -> Toolchain:
+    """Load toolchain ``name`` from ``profiles/toolchains/NAME.yaml`` (project, user, built-in)."""
+    files = _files(start)
+    if name not in files:
+        raise SpecError(
+            f"no toolchain named {name!r}",
+            field="toolchain",
+            context=[f"toolchains found: {', '.join(sorted(files)) or 'none'}"],
+            hint="add profiles/toolchains/<name>.yaml (python: path to its interpreter)",
+        )
+    data, lines = load_yaml(files[name])
+    return validate(Toolchain, data, files[name], lines)
+
+
+def list_toolchains(start: Path | None = None) -> list[Toolchain]:
+    return [find_toolchain(name, start) for name in sorted(_files(start))]
