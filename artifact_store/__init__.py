@@ -1,0 +1,48 @@
+"""artifact_store: a content-addressed store of build artifacts with an SQL action cache.
+
+Standalone (imports nothing from rmbuild). ``Store`` is imported lazily so that importing
+this package does not pull in SQLAlchemy until a store is actually opened.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from artifact_store.errors import (
+    AmbiguousRef,
+    ArtifactNotFound,
+    CorruptManifest,
+    CorruptObject,
+    InvalidAlias,
+    LockTimeout,
+    StoreError,
+)
+from artifact_store.hashing import HASH_VERSION
+from artifact_store.records import ArtifactRecord, FileEntry, GcReport, Manifest
+
+if TYPE_CHECKING:
+    from artifact_store.store import Store
+
+__all__ = [
+    "HASH_VERSION",
+    "AmbiguousRef",
+    "ArtifactNotFound",
+    "ArtifactRecord",
+    "CorruptManifest",
+    "CorruptObject",
+    "FileEntry",
+    "GcReport",
+    "InvalidAlias",
+    "LockTimeout",
+    "Manifest",
+    "Store",
+    "StoreError",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Store":
+        from artifact_store.store import Store
+
+        return Store
+    raise AttributeError(f"module 'artifact_store' has no attribute {name!r}")

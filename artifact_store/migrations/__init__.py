@@ -1,0 +1,1 @@
+"""Alembic migration scripts for the artifact index (applied by ``index.ensure_schema``)."""

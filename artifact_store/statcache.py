@@ -1,0 +1,94 @@
+"""File digests cached by (absolute path, inode, mtime_ns, size, HASH_VERSION).
+
+The same trick as dvc-data's ``state`` table: an unchanged multi-GB model file is hashed
+once, then recognised by ``stat()`` alone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from artifact_store import index
+from artifact_store.hashing import HASH_VERSION
+
+# A file modified within the filesystem's timestamp granularity of being hashed could change
+# again without its mtime moving ("racy git"); such young files are hashed but not cached.
+RACY_WINDOW_NS = 2_000_000_000
+# Stay below SQLite's bound-parameter limit (32766 on current builds, 999 on old ones).
+_CHUNK = 900
+
+
+@dataclass(frozen=True)
+class StatKey:
+    """What must be unchanged for a cached digest to be trusted."""
+
+    path: str  # absolute
+    inode: int
+    mtime_ns: int
+    size: int
+
+    @classmethod
+    def of(cls, path: str, st: os.stat_result) -> StatKey:
+        return cls(path, st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def cacheable(self, now_ns: int | None = None) -> bool:
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        return self.mtime_ns < now_ns - RACY_WINDOW_NS
+
+
+def lookup(engine: Engine, keys: Sequence[StatKey]) -> dict[str, str]:
+    """Cached digests for ``keys`` whose stat still matches, by absolute path (one query)."""
+    if not keys:
+        return {}
+    wanted = {k.path: k for k in keys}
+    t = index.file_hashes
+    found: dict[str, str] = {}
+    paths = list(wanted)
+    with engine.connect() as conn:
+        for i in range(0, len(paths), _CHUNK):
+            rows = conn.execute(
+                sa.select(t.c.path, t.c.inode, t.c.mtime_ns, t.c.size, t.c.digest).where(
+                    t.c.path.in_(paths[i : i + _CHUNK]), t.c.hash_version == HASH_VERSION
+                )
+            )
+            for path, inode, mtime_ns, size, digest in rows:
+                k = wanted[path]
+                if (inode, mtime_ns, size) == (k.inode, k.mtime_ns, k.size):
+                    found[path] = digest
+    return found
+
+
+def store(engine: Engine, entries: Iterable[tuple[StatKey, str]]) -> None:
+    """Remember digests (best effort: a lost race with another writer is ignored)."""
+    now_ns = time.time_ns()
+    rows = {
+        k.path: {
+            "path": k.path,
+            "inode": k.inode,
+            "mtime_ns": k.mtime_ns,
+            "size": k.size,
+            "hash_version": HASH_VERSION,
+            "digest": digest,
+        }
+        for k, digest in entries
+        if k.cacheable(now_ns)
+    }
+    if not rows:
+        return
+    t = index.file_hashes
+    paths = list(rows)
+    try:
+        with index.write_connection(engine) as conn, conn.begin():
+            # Delete + insert instead of a dialect-specific upsert: portable, and one
+            # transaction per batch.
+            for i in range(0, len(paths), _CHUNK):
+                conn.execute(t.delete().where(t.c.path.in_(paths[i : i + _CHUNK])))
+            conn.execute(t.insert(), list(rows.values()))
+    except sa.exc.IntegrityError:
+        pass  # a concurrent writer cached the same paths; its digests are as good as ours

@@ -1,0 +1,633 @@
+"""The store: content-addressed blobs on disk plus an SQL index (the action cache).
+
+Layout under ``root``::
+
+    objects/ab/cdef…   immutable, read-only blobs (file contents and manifests)
+    tmp/               scratch on the same filesystem (ingest temp files, build dirs)
+    locks/             one flock file per key being built
+    trees/<key>/       materialized artifacts (hardlinks to blobs)
+    logs/              for callers' build logs
+    index.sqlite       the default index (any SQLAlchemy URL may replace it)
+
+Write order is what makes crashes harmless: blobs are durable before the manifest that
+names them, and the manifest before the index row that names it. A crash at any point
+leaves only unreferenced blobs, which :meth:`Store.gc` removes.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import json
+import os
+import re
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from artifact_store import hashing, index, statcache
+from artifact_store.blobs import Blobs
+from artifact_store.errors import (
+    AmbiguousRef,
+    ArtifactNotFound,
+    CorruptManifest,
+    CorruptObject,
+    InvalidAlias,
+    LockTimeout,
+    StoreError,
+)
+from artifact_store.hashing import is_digest
+from artifact_store.records import ArtifactRecord, FileEntry, GcReport, Manifest, canonical_json
+
+MIN_PREFIX = 4
+_MAX_CANDIDATES = 50
+# Keys and aliases name files (trees/<key>, locks/<key>.lock), so both are kept to a
+# filesystem-safe alphabet.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+_HEX_RE = re.compile(r"[0-9a-fA-F]+")
+# Hardlinking fails across filesystems, on files we don't own (protected_hardlinks), past the
+# link limit, or where links are unsupported; all of these fall back to a copy.
+_NO_LINK_ERRNOS = (errno.EXDEV, errno.EPERM, errno.EACCES, errno.EMLINK, errno.ENOTSUP)
+
+
+def validate_alias(alias: str) -> None:
+    """Raise :class:`InvalidAlias` unless ``alias`` is usable.
+
+    An alias must match ``[A-Za-z0-9][A-Za-z0-9._-]*`` (at most 200 characters) and must not be
+    all hex of length >= 4, because ``resolve`` would then not know whether it is an alias or a
+    key prefix.
+    """
+    if not isinstance(alias, str) or not _NAME_RE.fullmatch(alias):
+        raise InvalidAlias(alias, "use letters, digits, '.', '_' or '-', starting alphanumeric")
+    if len(alias) >= MIN_PREFIX and _HEX_RE.fullmatch(alias):
+        raise InvalidAlias(alias, "all-hex names look like key prefixes; add a non-hex letter")
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not _NAME_RE.fullmatch(key):
+        raise StoreError(f"invalid key {key!r}: use at most 200 of [A-Za-z0-9._-]")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _metadata_blobs(metadata: dict[str, Any]) -> list[str]:
+    blobs = metadata.get("blobs", [])
+    if not isinstance(blobs, list) or not all(isinstance(d, str) and is_digest(d) for d in blobs):
+        raise StoreError('metadata["blobs"] must be a list of SHA-256 hex digests')
+    return blobs
+
+
+class Store:
+    """A local artifact store; see the module docstring for the layout.
+
+    One ``Store`` per process or thread is the intended use; open it with a context manager
+    (or call :meth:`close`) to release database connections.
+    """
+
+    def __init__(self, root: str | os.PathLike[str], index_url: str | None = None) -> None:
+        self.root: Path = Path(root).expanduser().absolute()
+        for sub in ("objects", "tmp", "locks", "trees", "logs"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        self.index_url = index_url or f"sqlite:///{self.root / 'index.sqlite'}"
+        self._blobs = Blobs(self.root / "objects", self.root / "tmp")
+        self._engine = index.create_engine(self.index_url)
+        index.ensure_schema(self._engine, self.root / "locks" / "index-migrate.lock")
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the index's connections. The store may not be used afterwards."""
+        self._engine.dispose()
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with index.write_connection(self._engine) as conn, conn.begin():
+            yield conn
+
+    # ---- blobs -----------------------------------------------------------------------------
+
+    def put_file(self, path: str | os.PathLike[str], *, move: bool = False) -> str:
+        """Store the file at ``path`` as a blob and return its digest.
+
+        With ``move=True`` the source is renamed into the store when it is on the same
+        filesystem (cheap ingest of build outputs); the source path is then gone. An existing
+        blob is never rewritten.
+        """
+        p = Path(path)
+        if move:
+            return self._blobs.move_file(p)[0]
+        return self._copy_in([p])[0][0]
+
+    def put_bytes(self, data: bytes) -> str:
+        """Store ``data`` as a blob and return its digest."""
+        return self._blobs.put_bytes(data)
+
+    def has_blob(self, digest: str) -> bool:
+        """True if blob ``digest`` is present (not checked for corruption; see verify_blob)."""
+        return self._blobs.exists(digest)
+
+    def blob_path(self, digest: str) -> Path:
+        """Where blob ``digest`` lives (whether or not it exists). Never write to it."""
+        return self._blobs.path(digest)
+
+    def read_bytes(self, digest: str) -> bytes:
+        """The content of blob ``digest``, checked against the digest (CorruptObject if not)."""
+        return self._blobs.read_bytes(digest)
+
+    def verify_blob(self, digest: str) -> bool:
+        """Re-hash blob ``digest``; False if it is missing or corrupt."""
+        return self._blobs.verify(digest)
+
+    def _copy_in(self, paths: list[Path]) -> list[tuple[str, int]]:
+        # Stat cache first: an unchanged input whose blob is already stored is not read.
+        keys = [statcache.StatKey.of(os.path.abspath(p), os.stat(p)) for p in paths]
+        cached = statcache.lookup(self._engine, keys)
+        out: list[tuple[str, int]] = []
+        fresh: list[tuple[statcache.StatKey, str]] = []
+        for p, k in zip(paths, keys, strict=False):
+            known = (cached[k.path], k.size) if k.path in cached else None
+            digest, size = self._blobs.put_file(p, known=known)
+            out.append((digest, size))
+            if known is None and statcache.StatKey.of(k.path, os.stat(p)) == k:
+                fresh.append((k, digest))
+        statcache.store(self._engine, fresh)
+        return out
+
+    # ---- hashing ---------------------------------------------------------------------------
+
+    def hash_file(self, path: str | os.PathLike[str]) -> str:
+        """SHA-256 of the file at ``path``, from the stat cache when the file is unchanged."""
+        return next(iter(self.hash_files([path]).values()))
+
+    def hash_files(self, paths: Iterable[str | os.PathLike[str]]) -> dict[Path, str]:
+        """Digests of several files, keyed by the paths as given.
+
+        Cache lookups are one batched query; only files whose (inode, mtime, size) changed
+        are read. Files younger than a couple of seconds are hashed but not cached, since
+        their mtime may not yet reflect a write that is still landing.
+        """
+        given = [Path(p) for p in paths]
+        keys: list[statcache.StatKey] = []
+        for p in given:
+            st = os.stat(p)
+            if not stat.S_ISREG(st.st_mode):
+                raise StoreError(f"{p} is not a regular file")
+            keys.append(statcache.StatKey.of(os.path.abspath(p), st))
+        cached = statcache.lookup(self._engine, keys)
+        result: dict[Path, str] = {}
+        fresh: dict[str, tuple[statcache.StatKey, str]] = {}
+        for p, k in zip(given, keys, strict=False):
+            digest = cached.get(k.path) or (fresh[k.path][1] if k.path in fresh else None)
+            if digest is None:
+                digest = hashing.hash_path(k.path)
+                # Only cache if the file did not change while it was being read.
+                if statcache.StatKey.of(k.path, os.stat(k.path)) == k:
+                    fresh[k.path] = (k, digest)
+            result[p] = digest
+        statcache.store(self._engine, fresh.values())
+        return result
+
+    # ---- trees -----------------------------------------------------------------------------
+
+    def put_tree(self, directory: str | os.PathLike[str], *, move: bool = False) -> Manifest:
+        """Store every regular file under ``directory`` and its manifest; return the manifest.
+
+        Paths are POSIX relpaths. A symlink is stored as the content it points to, and must
+        point inside ``directory`` (StoreError otherwise, before anything is stored). Empty
+        directories are not recorded. With ``move=True`` files are renamed into the store
+        and ``directory`` is left depleted; the caller removes it.
+        """
+        top = Path(directory).absolute()
+        if not top.is_dir():
+            raise StoreError(f"{top} is not a directory")
+        entries = list(_walk_tree(top))
+        # Files reached twice (through a symlink) are ingested once, by their real path, so
+        # a move cannot pull a file out from under its second name.
+        by_real: dict[str, list[str]] = {}
+        modes: dict[str, int] = {}
+        for rel, real in entries:
+            by_real.setdefault(real, []).append(rel)
+            modes[real] = 0o755 if os.stat(real).st_mode & 0o111 else 0o644
+        reals = list(by_real)
+        if move:
+            results = [self._blobs.move_file(Path(r)) for r in reals]
+        else:
+            results = self._copy_in([Path(r) for r in reals])
+        files: dict[str, FileEntry] = {}
+        for real, (digest, size) in zip(reals, results, strict=False):
+            for rel in by_real[real]:
+                files[rel] = FileEntry(digest, size, modes[real])
+        manifest = Manifest.from_files(files)
+        self._blobs.put_bytes(manifest.to_json())
+        return manifest
+
+    def get_manifest(self, digest: str) -> Manifest:
+        """Load and validate manifest blob ``digest`` (CorruptObject / CorruptManifest)."""
+        return Manifest.from_json(self._blobs.read_bytes(digest), digest)
+
+    # ---- index -----------------------------------------------------------------------------
+
+    def commit(
+        self,
+        key: str,
+        manifest: Manifest,
+        *,
+        model: str,
+        target: str,
+        backend: str,
+        metadata: dict[str, Any],
+        replace: bool = False,
+    ) -> ArtifactRecord:
+        """Record ``key`` -> ``manifest`` in the index; this is the moment an artifact exists.
+
+        Every blob (files, the manifest, ``metadata["blobs"]``) must already be stored;
+        CorruptObject names the first one missing. If ``key`` exists, the existing record is
+        returned unchanged (the first writer wins, so concurrent builders both succeed, even
+        with non-reproducible compilers); pass ``replace=True`` to re-point it instead.
+        ``metadata`` is opaque JSON.
+        """
+        _check_key(key)
+        try:
+            meta = json.loads(canonical_json(metadata))
+        except (TypeError, ValueError) as e:
+            raise StoreError(f"metadata for {key!r} is not JSON-serializable: {e}") from None
+        if not self._blobs.exists(manifest.digest):
+            if self._blobs.put_bytes(manifest.to_json()) != manifest.digest:
+                raise CorruptManifest(manifest.digest, "digest does not match its content")
+        for rel, entry in manifest.files.items():
+            if not self._blobs.exists(entry.digest):
+                raise CorruptObject(entry.digest, f"missing (file {rel!r} of {key}); put it first")
+        for digest in _metadata_blobs(meta):
+            if not self._blobs.exists(digest):
+                raise CorruptObject(digest, f"missing (metadata blob of {key}); put it first")
+        t = index.artifacts
+        now = _utcnow()
+        values = {
+            "manifest_digest": manifest.digest,
+            "model": model,
+            "target": target,
+            "backend": backend,
+            "last_used_at": now,
+            "size": manifest.size,
+            "metadata": meta,
+        }
+        replaced = False
+        try:
+            with self._write() as conn:
+                existing = conn.execute(sa.select(t.c.key).where(t.c.key == key)).first()
+                if existing is None:
+                    conn.execute(t.insert().values(key=key, created_at=now, **values))
+                elif replace:
+                    conn.execute(t.update().where(t.c.key == key).values(**values))
+                    replaced = True
+        except sa.exc.IntegrityError:
+            pass  # another process inserted the same key first (non-SQLite race): it wins
+        if replaced:
+            # materialize trusts a complete-looking trees/<key>; it is now the old content.
+            _remove_aside(self.root / "trees" / key)
+        record = self.get(key)
+        assert record is not None  # just written, and deletes of fresh keys are not expected
+        return record
+
+    def get(self, key: str) -> ArtifactRecord | None:
+        """The record for exactly ``key``, or None."""
+        with self._engine.connect() as conn:
+            records = self._select(conn, index.artifacts.c.key == key)
+        return records[0] if records else None
+
+    def _select(
+        self, conn: Connection, *where: Any, limit: int | None = None
+    ) -> list[ArtifactRecord]:
+        t, a = index.artifacts, index.aliases
+        q = sa.select(t).where(*where).order_by(t.c.created_at.desc(), t.c.key)
+        if limit is not None:
+            q = q.limit(limit)
+        rows = conn.execute(q).mappings().all()
+        if not rows:
+            return []
+        keys = [r["key"] for r in rows]
+        names: dict[str, list[str]] = {}
+        q2 = sa.select(a.c.alias, a.c.key).order_by(a.c.alias)
+        if len(keys) <= 500:
+            q2 = q2.where(a.c.key.in_(keys))
+        for alias, key in conn.execute(q2):
+            names.setdefault(key, []).append(alias)
+        return [
+            ArtifactRecord(
+                key=r["key"],
+                manifest_digest=r["manifest_digest"],
+                model=r["model"],
+                target=r["target"],
+                backend=r["backend"],
+                created_at=r["created_at"],
+                last_used_at=r["last_used_at"],
+                size=r["size"],
+                metadata=r["metadata"],
+                aliases=tuple(names.get(r["key"], ())),
+            )
+            for r in rows
+        ]
+
+    def resolve(self, ref: str) -> ArtifactRecord:
+        """Find an artifact by exact key, alias, or unique hex prefix (>= 4 chars), like git."""
+        t, a = index.artifacts, index.aliases
+        with self._engine.connect() as conn:
+            found = self._select(conn, t.c.key == ref)
+            if found:
+                return found[0]
+            alias_key = conn.execute(sa.select(a.c.key).where(a.c.alias == ref)).scalar()
+            if alias_key is not None:
+                found = self._select(conn, t.c.key == alias_key)
+                if found:
+                    return found[0]
+            if not ref or not _HEX_RE.fullmatch(ref):
+                raise ArtifactNotFound(ref)
+            if len(ref) < MIN_PREFIX:
+                raise ArtifactNotFound(
+                    ref, f"prefix too short; give at least {MIN_PREFIX} hex characters"
+                )
+            found = self._select(
+                conn, t.c.key.startswith(ref.lower(), autoescape=True), limit=_MAX_CANDIDATES
+            )
+        if not found:
+            raise ArtifactNotFound(ref)
+        if len(found) > 1:
+            raise AmbiguousRef(ref, found)
+        return found[0]
+
+    def list(
+        self, *, model: str | None = None, target: str | None = None, backend: str | None = None
+    ) -> list[ArtifactRecord]:
+        """Artifacts matching every given filter, newest first."""
+        t = index.artifacts
+        where = [
+            col == val
+            for col, val in ((t.c.model, model), (t.c.target, target), (t.c.backend, backend))
+            if val is not None
+        ]
+        with self._engine.connect() as conn:
+            return self._select(conn, *where)
+
+    def delete(self, key: str) -> None:
+        """Remove the row for ``key`` and its aliases; blobs stay until :meth:`gc`."""
+        with self._write() as conn:
+            conn.execute(index.aliases.delete().where(index.aliases.c.key == key))
+            gone = conn.execute(index.artifacts.delete().where(index.artifacts.c.key == key))
+            if gone.rowcount == 0:
+                raise ArtifactNotFound(key)
+
+    def tag(self, alias: str, key: str) -> None:
+        """Point ``alias`` at ``key`` (re-pointing it if it exists)."""
+        validate_alias(alias)
+        a = index.aliases
+        for attempt in (1, 2):
+            try:
+                with self._write() as conn:
+                    t = index.artifacts
+                    if conn.execute(sa.select(t.c.key).where(t.c.key == key)).first() is None:
+                        raise ArtifactNotFound(key)
+                    conn.execute(a.delete().where(a.c.alias == alias))
+                    conn.execute(a.insert().values(alias=alias, key=key, updated_at=_utcnow()))
+                return
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
+
+    def untag(self, alias: str) -> None:
+        """Remove ``alias`` (ArtifactNotFound if there is no such alias)."""
+        with self._write() as conn:
+            gone = conn.execute(index.aliases.delete().where(index.aliases.c.alias == alias))
+            if gone.rowcount == 0:
+                raise ArtifactNotFound(alias, "no such alias")
+
+    def touch(self, key: str) -> None:
+        """Mark ``key`` as used now (gc's LRU eviction order)."""
+        t = index.artifacts
+        with self._write() as conn:
+            done = conn.execute(t.update().where(t.c.key == key).values(last_used_at=_utcnow()))
+            if done.rowcount == 0:
+                raise ArtifactNotFound(key)
+
+    # ---- materialize / verify ----------------------------------------------------------------
+
+    def materialize(self, key: str, dest: str | os.PathLike[str] | None = None) -> Path:
+        """Lay out artifact ``key`` as a directory and return it (default ``trees/<key>``).
+
+        Files are read-only hardlinks to blobs (copies across filesystems, and for
+        executables, whose mode a shared blob inode cannot carry). The tree is built in a
+        sibling temp dir and renamed into place, so readers see all of it or nothing, and
+        concurrent callers are fine. An existing complete tree is reused; a user-given
+        ``dest`` that exists and does not match is refused rather than overwritten.
+        """
+        record = self.get(key)
+        if record is None:
+            raise ArtifactNotFound(key)
+        manifest = self.get_manifest(record.manifest_digest)
+        managed = dest is None
+        out = (self.root / "trees" / key) if dest is None else Path(dest).absolute()
+        if _tree_complete(out, manifest):
+            self.touch(key)
+            return out
+        if os.path.lexists(out):
+            if managed:
+                _remove_aside(out)
+            elif out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+                out.rmdir()
+            else:
+                raise StoreError(
+                    f"{out} exists and is not artifact {key}; remove it or pick another dest"
+                )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        try:
+            for rel, entry in manifest.files.items():
+                target = tmp / rel
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    self._place(entry, target)
+                except (FileExistsError, NotADirectoryError):
+                    raise CorruptManifest(
+                        manifest.digest, f"path {rel!r} clashes with another"
+                    ) from None
+            os.chmod(tmp, 0o755)  # mkdtemp makes 0o700
+            try:
+                os.rename(tmp, out)
+            except OSError as e:
+                # Someone else finished the same tree first: theirs is as good as ours.
+                lost_race = e.errno in (errno.EEXIST, errno.ENOTEMPTY)
+                if not lost_race or not _tree_complete(out, manifest):
+                    raise
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        self.touch(key)
+        return out
+
+    def _place(self, entry: FileEntry, target: Path) -> None:
+        src = self._blobs.path(entry.digest)
+        if not src.exists():
+            raise CorruptObject(entry.digest, f"missing (needed for {target.name})")
+        if not entry.executable:
+            try:
+                os.link(src, target)
+                return
+            except OSError as e:
+                if e.errno not in _NO_LINK_ERRNOS:
+                    raise
+        shutil.copyfile(src, target)
+        os.chmod(target, 0o555 if entry.executable else 0o444)
+
+    def verify(self, key: str) -> builtins.list[str]:
+        """Re-hash every blob of artifact ``key``; return problems found (empty = healthy)."""
+        record = self.get(key)
+        if record is None:
+            raise ArtifactNotFound(key)
+        problems: builtins.list[str] = []
+        md = record.manifest_digest
+        if not self._blobs.exists(md):
+            return [f"manifest blob {md} is missing"]
+        if not self._blobs.verify(md):
+            return [f"manifest blob {md} is corrupt (content does not match digest)"]
+        try:
+            manifest = self.get_manifest(md)
+        except StoreError as e:
+            return [str(e)]
+        checked: dict[str, str | None] = {}
+        wanted = [(f"file {rel!r}", e.digest, e.size) for rel, e in manifest.files.items()]
+        wanted += [("metadata blob", d, None) for d in record.metadata.get("blobs", [])]
+        for what, digest, size in wanted:
+            if digest not in checked:
+                checked[digest] = self._check_blob(digest, size)
+            if checked[digest]:
+                problems.append(f"{what}: blob {digest} {checked[digest]}")
+        return problems
+
+    def _check_blob(self, digest: str, size: int | None) -> str | None:
+        path = self._blobs.path(digest)
+        try:
+            actual = path.stat().st_size
+        except FileNotFoundError:
+            return "is missing"
+        if size is not None and actual != size:
+            return f"has {actual} bytes, manifest says {size}"
+        if not self._blobs.verify(digest):
+            return "is corrupt (content does not match digest)"
+        return None
+
+    # ---- locks, scratch, gc ------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, key: str, timeout: float | None = None) -> Iterator[None]:
+        """Hold the per-key build lock (flock; released by the kernel if the holder dies).
+
+        ``timeout=None`` waits forever; otherwise LockTimeout after ``timeout`` seconds.
+        """
+        from filelock import FileLock, Timeout
+
+        _check_key(key)
+        path = self.root / "locks" / f"{key}.lock"
+        fl = FileLock(str(path), timeout=-1 if timeout is None else timeout)
+        try:
+            fl.acquire()
+        except Timeout:
+            raise LockTimeout(key, str(path), timeout) from None
+        try:
+            yield
+        finally:
+            fl.release()
+
+    def tmpdir(self, prefix: str) -> Path:
+        """A fresh directory under ``tmp/`` (same filesystem as objects, so moves are renames).
+
+        The caller removes it; gc removes ones untouched for an hour.
+        """
+        if "/" in prefix or os.sep in prefix:
+            raise StoreError(f"tmpdir prefix {prefix!r} must not contain a path separator")
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root / "tmp"))
+
+    def gc(
+        self,
+        *,
+        dry_run: bool = False,
+        max_size: int | None = None,
+        grace: float = 3600.0,
+    ) -> GcReport:
+        """Remove unreferenced blobs, stale tmp/ and trees/ entries; evict LRU to ``max_size``.
+
+        Blobs younger than ``grace`` seconds are kept even if unreferenced: they may belong to
+        a build that has stored its files but not yet committed. See :mod:`artifact_store.gc`.
+        """
+        from artifact_store.gc import collect
+
+        return collect(self, dry_run=dry_run, max_size=max_size, grace=grace)
+
+
+def _walk_tree(top: Path) -> Iterator[tuple[str, str]]:
+    """Yield ``(posix relpath, real path)`` for every file under ``top``, symlinks followed.
+
+    Raises StoreError for symlinks leaving ``top``, symlink cycles and special files.
+    """
+    real_top = os.path.realpath(top)
+    stack: list[tuple[str, str, frozenset[str]]] = [(str(top), "", frozenset({real_top}))]
+    while stack:
+        dirpath, prefix, ancestors = stack.pop()
+        with os.scandir(dirpath) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for e in entries:
+            rel = prefix + e.name
+            real = os.path.realpath(e.path)
+            if e.is_symlink() and os.path.commonpath([real, real_top]) != real_top:
+                raise StoreError(f"symlink {rel!r} in {top} points outside it, to {real}")
+            if e.is_dir():
+                if real in ancestors:
+                    raise StoreError(f"symlink {rel!r} in {top} makes a cycle")
+                stack.append((e.path, rel + "/", ancestors | {real}))
+            elif e.is_file():
+                yield rel, real
+            elif e.is_symlink():
+                raise StoreError(f"symlink {rel!r} in {top} is dangling")
+            else:
+                raise StoreError(f"{rel!r} in {top} is not a regular file or directory")
+
+
+def _tree_complete(out: Path, manifest: Manifest) -> bool:
+    if out.is_symlink() or not out.is_dir():
+        return False
+    for rel, entry in manifest.files.items():
+        try:
+            st = os.lstat(out / rel)
+        except OSError:
+            return False
+        if not stat.S_ISREG(st.st_mode) or st.st_size != entry.size:
+            return False
+    return True
+
+
+def _remove_aside(path: Path) -> None:
+    # Rename first so a concurrent reader never sees a half-deleted tree under the real name.
+    aside = path.with_name(f".{path.name}.stale-{os.getpid()}-{id(path):x}")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return
+    if aside.is_dir() and not aside.is_symlink():
+        shutil.rmtree(aside, ignore_errors=True)
+    else:
+        aside.unlink(missing_ok=True)

@@ -1,0 +1,133 @@
+"""The stat cache as seen through Store.hash_file / hash_files / put_file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import pytest
+
+from artifact_store import Store, hashing, statcache
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records every path actually read by the hasher."""
+    calls: list[str] = []
+    real = hashing.hash_path
+
+    def spy(path: str | os.PathLike[str]) -> str:
+        calls.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(hashing, "hash_path", spy)
+    return calls
+
+
+def test_unchanged_file_is_not_reread(
+    store: Store, tmp_path: Path, counted: list[str], age
+) -> None:
+    f = tmp_path / "weights.bin"
+    f.write_bytes(b"w" * 10_000)
+    age(f)
+    d = store.hash_file(f)
+    assert d == hashlib.sha256(b"w" * 10_000).hexdigest()
+    assert counted == [str(f)]
+    assert store.hash_file(f) == d
+    assert counted == [str(f)], "unchanged file was hashed again"
+
+
+def test_changed_file_is_rehashed(store: Store, tmp_path: Path, counted: list[str], age) -> None:
+    f = tmp_path / "w"
+    f.write_bytes(b"one")
+    age(f, 7200)
+    store.hash_file(f)
+    f.write_bytes(b"two")  # same size; only content and mtime differ
+    age(f, 3600)
+    assert store.hash_file(f) == hashlib.sha256(b"two").hexdigest()
+    assert len(counted) == 2
+
+
+def test_replaced_file_with_same_stat_but_new_inode_is_rehashed(
+    store: Store, tmp_path: Path, counted: list[str], age
+) -> None:
+    f = tmp_path / "w"
+    f.write_bytes(b"one")
+    age(f)
+    store.hash_file(f)
+    mtime = f.stat().st_mtime_ns
+    tmp = tmp_path / "w.new"
+    tmp.write_bytes(b"two")
+    os.utime(tmp, ns=(mtime, mtime))
+    os.replace(tmp, f)
+    assert store.hash_file(f) == hashlib.sha256(b"two").hexdigest()
+
+
+def test_young_files_are_hashed_but_not_cached(
+    store: Store, tmp_path: Path, counted: list[str]
+) -> None:
+    f = tmp_path / "fresh"
+    f.write_bytes(b"x")
+    store.hash_file(f)
+    store.hash_file(f)
+    assert len(counted) == 2
+
+
+def test_hash_files_uses_one_lookup_query(
+    store: Store, tmp_path: Path, counted: list[str], age, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = []
+    for i in range(30):
+        f = tmp_path / f"f{i}"
+        f.write_bytes(str(i).encode())
+        age(f)
+        files.append(f)
+    first = store.hash_files(files)
+    assert len(counted) == 30
+    lookups: list[int] = []
+    real = statcache.lookup
+    monkeypatch.setattr(
+        statcache, "lookup", lambda e, keys: lookups.append(len(keys)) or real(e, keys)
+    )
+
+    import sqlalchemy as sa
+
+    statements: list[str] = []
+    sa.event.listen(store._engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    second = store.hash_files(files)
+    assert second == first and set(second) == set(files)
+    assert len(counted) == 30 and lookups == [30]
+    assert sum("file_hashes" in s for s in statements) == 1
+
+
+def test_hash_version_bump_invalidates(
+    store: Store, tmp_path: Path, counted: list[str], age, monkeypatch
+) -> None:
+    f = tmp_path / "w"
+    f.write_bytes(b"x")
+    age(f)
+    store.hash_file(f)
+    monkeypatch.setattr(statcache, "HASH_VERSION", hashing.HASH_VERSION + 1)
+    store.hash_file(f)
+    assert len(counted) == 2
+
+
+def test_put_file_of_cached_input_skips_the_copy(
+    store: Store, tmp_path: Path, age, monkeypatch
+) -> None:
+    f = tmp_path / "model.bin"
+    f.write_bytes(b"m" * 1000)
+    age(f)
+    d = store.put_file(f)
+    from artifact_store import blobs
+
+    monkeypatch.setattr(blobs, "hash_fileobj", lambda *a: pytest.fail("file was read again"))
+    assert store.put_file(f) == d
+
+
+def test_hash_file_rejects_directories(store: Store, tmp_path: Path) -> None:
+    from artifact_store import StoreError
+
+    with pytest.raises(StoreError):
+        store.hash_file(tmp_path)
