@@ -97,16 +97,20 @@ class LiveReporter:
 @click.option("-t", "--target", "targets", multiple=True,
               help="Target to build (repeatable). Default: every target of the model.")
 @click.option("--all", "all_targets", is_flag=True, help="Build every target.")
+@click.option("--tag", "alias", metavar="ALIAS",
+              help="Point ALIAS at the artifact (one target only), e.g. chat-main-cpu.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def command(app: Any, spec: str, targets: tuple[str, ...], all_targets: bool,
-            as_json: bool) -> None:
+            alias: str | None, as_json: bool) -> None:
     """Build targets of SPEC (a model.yaml). A target already built is a cache hit."""
     from rmbuild.build import build
     from rmbuild.spec import load_model_spec
 
     loaded = load_model_spec(spec)
     names = list(loaded.spec.targets) if all_targets or not targets else list(targets)
+    if alias and len(names) != 1:
+        raise click.UsageError("--tag needs exactly one --target")
     store = app.store()
     live = sys.stderr.isatty() and not as_json
     reporter: Any = LiveReporter() if live else PlainReporter(app.verbose)
@@ -117,6 +121,8 @@ def command(app: Any, spec: str, targets: tuple[str, ...], all_targets: bool,
     finally:
         if live:
             reporter.close()
+    if alias:
+        store.tag(alias, results[0].artifact.key)
     if as_json:
         emit_json([
             {
@@ -132,4 +138,5 @@ def command(app: Any, spec: str, targets: tuple[str, ...], all_targets: bool,
         return
     for r in results:
         state = "cached, no tool ran" if r.hit else "built"
-        click.echo(f"{r.model}:{r.target} -> {r.artifact.key}  ({state})")
+        tagged = f", tagged {alias}" if alias else ""
+        click.echo(f"{r.model}:{r.target} -> {r.artifact.key}  ({state}{tagged})")
