@@ -17,11 +17,12 @@ import click
 @click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1,
               min_open=True))
 @click.option("--seed", type=int, help="Seed for sampling.")
+@click.option("--device", help="Run on this device instead of the profile's (e.g. CPU, GPU, NPU).")
 @click.option("--verify", is_flag=True, help="Re-hash the artifact's files before loading.")
 @click.option("--json", "as_json", is_flag=True, help="Print text and stats as JSON at the end.")
 @click.pass_obj
 def command(app: Any, ref: str, prompt: str, max_tokens: int, temperature: float, top_p: float,
-            seed: int | None, verify: bool, as_json: bool) -> None:
+            seed: int | None, device: str | None, verify: bool, as_json: bool) -> None:
     """Generate text from an artifact, streaming tokens to stdout."""
     import time
 
@@ -29,7 +30,8 @@ def command(app: Any, ref: str, prompt: str, max_tokens: int, temperature: float
     from rmbuild.runtime.sampling import SamplingParams
 
     t0 = time.perf_counter()
-    session = load(ref, store=app.store(), verify=verify)
+    options = {"device": device} if device else {}
+    session = load(ref, store=app.store(), verify=verify, **options)
     load_s = time.perf_counter() - t0
     params = SamplingParams(temperature=temperature, top_p=top_p, seed=seed)
     pieces = []

@@ -35,13 +35,25 @@ def _check_sizes(store: Store, record: ArtifactRecord, tree: Path) -> None:
 
 
 def prepare(
-    ref: str, *, store: Store | None = None, verify: bool = False
+    ref: str,
+    *,
+    store: Store | None = None,
+    verify: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> tuple[ArtifactRecord, Path]:
-    """Resolve ``ref``, check it is compatible with this machine, materialize it."""
+    """Resolve ``ref``, check it is compatible with this machine, materialize it.
+
+    Load-time ``options`` (e.g. ``device``) override the recorded runtime flags for the check,
+    so ``--device CPU`` can run an artifact whose profile defaults to an absent NPU.
+    """
     store = store or open_store()
     record = resolve(store, ref)
     plugin = require_available(record.backend)
-    plugin.check_compatible(record.metadata)
+    metadata = record.metadata
+    if options:
+        metadata = {**metadata,
+                    "runtime_flags": {**(metadata.get("runtime_flags") or {}), **options}}
+    plugin.check_compatible(metadata)
     if verify and (problems := store.verify(record.key)):
         raise StoreCorrupt(f"artifact {record.key[:12]} is corrupt", context=problems,
                            hint="rebuild it with `rmbuild compile`")
@@ -56,7 +68,7 @@ def load(
 ) -> BackendSession:
     """A ready session for artifact ``ref`` (id, unique prefix or alias)."""
     store = store or open_store()
-    record, tree = prepare(ref, store=store, verify=verify)
+    record, tree = prepare(ref, store=store, verify=verify, options=options)
     plugin = require_available(record.backend)
     session = plugin.create_session(tree, record.metadata, options)
     session.info.update({"artifact": record.key, "model": record.model, "target": record.target,

@@ -95,6 +95,12 @@ class OnnxRuntimeBackend(BackendPlugin):
         from rmbuild.runtime.session import BackendSession, eos_ids
         from rmbuild.runtime.tokenizer import Tokenizer
 
+        device = str(options.get("device") or "cpu")
+        if device.lower() != "cpu":
+            raise IncompatibleArtifact(
+                f"the onnxruntime backend runs on the CPU here, not on {device!r}",
+                hint="drop --device, or build a target for that device",
+            )
         runtime_flags = {**(metadata.get("runtime_flags") or {}), **options}
         step = OnnxDecoderStep(artifact_dir / "model.onnx", runtime_flags)
         return BackendSession(

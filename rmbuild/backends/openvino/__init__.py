@@ -1,0 +1,1 @@
+"""OpenVINO backend: ONNX -> IR with the ``ovc`` CLI, generation through ``libopenvino_c``."""
