@@ -38,8 +38,8 @@ def resolve(store: Store, ref: str) -> ArtifactRecord:
             context=[describe(c) for c in exc.candidates],
             hint="give more characters of the id",
         ) from None
-    except artifact_store.ArtifactNotFound:
+    except artifact_store.ArtifactNotFound as exc:
         raise ArtifactNotFound(
-            f"no artifact matches {ref!r}",
+            str(exc),
             hint="`rmbuild ls` lists the artifacts in this store (ids, prefixes and aliases work)",
         ) from None

@@ -16,9 +16,18 @@ from typing import Any
 from rmbuild.config import search_path
 from rmbuild.errors import TemplateError
 
+# In argv templates every ``{{ value }}`` is bracketed by these while the lines are split, so a
+# value is never trimmed or taken for a ``#`` comment: ``"# x"`` as a flag value would otherwise
+# vanish and shift every argument after it by one. Neither character can appear in an argv.
+_OPEN, _CLOSE = "\x00", "\x01"
+
+
+def _bracket(value: Any) -> str:
+    return f"{_OPEN}{value}{_CLOSE}"
+
 
 @cache
-def _environment(folders: tuple[Path, ...]) -> Any:
+def _environment(folders: tuple[Path, ...], argv: bool = False) -> Any:
     import jinja2
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -29,6 +38,7 @@ def _environment(folders: tuple[Path, ...]) -> Any:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        finalize=_bracket if argv else None,
     )
     return env
 
@@ -45,10 +55,14 @@ def _template_line(exc: BaseException, name: str) -> int | None:
 
 def render(name: str, context: dict[str, Any], start: Path | None = None) -> str:
     """Render template ``name`` (found on the templates search path) with ``context``."""
+    return _render(name, context, start, argv=False)
+
+
+def _render(name: str, context: dict[str, Any], start: Path | None, *, argv: bool) -> str:
     import jinja2
 
     folders = tuple(search_path("templates", start))
-    env = _environment(folders)
+    env = _environment(folders, argv)
     try:
         template = env.get_template(name)
     except jinja2.TemplateNotFound:
@@ -78,11 +92,15 @@ def render(name: str, context: dict[str, Any], start: Path | None = None) -> str
 
 def render_argv(name: str, context: dict[str, Any], start: Path | None = None) -> list[str]:
     """Render an argv template: each non-blank line is one argument, ``#`` lines are comments."""
-    text = render(name, context, start)
+    text = _render(name, context, start, argv=True)
     argv = []
     for line in text.splitlines():
+        # Only the template's own text is trimmed and can be a comment; values are bracketed.
         arg = line.strip()
-        if arg and not arg.startswith("#"):
+        if arg.startswith("#"):
+            continue
+        arg = arg.replace(_OPEN, "").replace(_CLOSE, "")
+        if arg:
             argv.append(arg)
     if not argv:
         raise TemplateError("template rendered an empty command", file=name)

@@ -48,7 +48,7 @@ class Toolchain(BaseModel):
     def install_hint(self) -> str:
         if self.extra:
             return f"pip install 'rmbuild[{self.extra}]'"
-        return f"install the {self.name} toolchain (see rmbuild toolchains)"
+        return f"install the tools of toolchain {self.name!r} into {self.python_path.parent}"
 
     def which(self, tool: str) -> Path:
         """Find ``tool`` in this toolchain's bin dir first, then on PATH."""

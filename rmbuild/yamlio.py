@@ -65,20 +65,47 @@ def line_of(lines: dict[Loc, int], loc: Loc) -> int | None:
     return None
 
 
+def _place(loc: tuple, data: Any, missing: bool) -> tuple[Loc, list[str]]:
+    """Split pydantic's ``loc`` into the place in the file and the union members it tried.
+
+    For ``str | int | list[...]`` fields pydantic appends the member's name ('str', 'int') to
+    the path; reporting ``flags.opt_level.str`` would send the user looking for a key that is
+    not in the file. A part is a place only if it indexes the data (or names the missing field).
+    """
+    place: list[str | int] = []
+    tried: list[str] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not (missing and i == len(loc) - 1):
+            if not str(part).startswith("function-"):
+                tried.append(str(part))
+            continue
+        place.append(part)
+    return tuple(place), tried
+
+
 def validate(model: type[M], data: Any, path: Path, lines: dict[Loc, int]) -> M:
     """Validate ``data`` into ``model``; the first error names file, line and field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors(include_url=False)[0]
-        loc = tuple(part for part in err["loc"] if not str(part).startswith("function-"))
+        errors = exc.errors(include_url=False)
+        placed = [(*_place(e["loc"], data, e["type"] == "missing"), e) for e in errors]
+        loc, _, err = placed[0]
         field = ".".join(str(part) for part in loc) or None
         msg = err["msg"]
+        tried = [t for place, ts, _ in placed if place == loc for t in ts[-1:]]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
-        elif "input" in err and err["type"] not in ("missing",):
+        elif len(tried) > 1:  # every member of a union failed: say what was allowed
+            msg = f"wrong type: expected one of {', '.join(dict.fromkeys(tried))}"
+        if "input" in err and err["type"] not in ("missing", "extra_forbidden"):
             msg = f"{msg} (got {err['input']!r})"
-        others = len(exc.errors()) - 1
+        others = len({place for place, _, _ in placed}) - 1
         context = [f"and {others} more problem(s) in the same file"] if others else None
         raise SpecError(
             msg, file=path, line=line_of(lines, loc), field=field, context=context

@@ -1,0 +1,245 @@
+"""Shared fixtures: an isolated store and config dir, a throwaway project, the CLI in-process.
+
+The project fixture builds a self-contained folder (model, model.yaml, ``profiles/``,
+``profiles/toolchains/``, ``templates/``) whose one profile runs ``tests/fakes/fake_compiler.py``
+instead of a real vendor compiler, so the error paths run on any machine in milliseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+FAKES = Path(__file__).resolve().parent / "fakes"
+
+# Run the CLI in a child process exactly as the `rmbuild` script does (there is no __main__).
+CLI_CODE = "import sys; from rmbuild.cli import main; sys.exit(main(sys.argv[1:]))"
+
+FAKE_PROFILE = """\
+name: fake-compile
+description: the stand-in compiler of the tests
+backend: onnxruntime
+stage: compile
+input_format: hf
+output_format: fake-bin
+toolchain: fake
+tool:
+  name: {tool}
+template: fake.argv.j2
+flags:
+  mode: ok
+  lines: 0
+  sleep: 0
+  level: 1
+  threads: 0
+  counter: ""
+  marker: ""
+  name: ""
+runtime_flags: [threads]
+outputs:
+  - model.bin
+timeout: {timeout}
+"""
+
+FAKE_TOOLCHAIN = """\
+name: fake
+description: the test suite's own interpreter
+python: null
+packages: []
+"""
+
+FAKE_TEMPLATE = """\
+{# the stand-in compiler; one argument per line, never through a shell #}
+{{ tool }}
+--out
+{{ output }}
+--input
+{{ inputs.model }}
+--mode
+{{ flags.mode }}
+--lines
+{{ flags.lines }}
+--sleep
+{{ flags.sleep }}
+--level
+{{ flags.level }}
+--threads
+{{ flags.threads }}
+{% if flags.counter %}
+--counter
+{{ flags.counter }}
+{% endif %}
+{% if flags.marker %}
+--marker
+{{ flags.marker }}
+{% endif %}
+{% if flags.name %}
+--name
+{{ flags.name }}
+{% endif %}
+"""
+
+
+def spec_text(flags: dict[str, object] | None = None, *, source: str = "model",
+              name: str = "tiny", profile: str = "fake-compile") -> str:
+    """A model.yaml with one target ``fake``; flag values are written as JSON (valid YAML)."""
+    lines = [
+        f"name: {name}",
+        "source:",
+        f"  path: {json.dumps(source)}",
+        "  format: hf",
+        "targets:",
+        "  fake:",
+        f"    profile: {profile}",
+    ]
+    if flags:
+        lines.append("    flags:")
+        lines += [f"      {k}: {json.dumps(v)}" for k, v in flags.items()]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Project:
+    """A throwaway rmbuild project in a temp dir."""
+
+    root: Path
+    spec: Path
+    model: Path
+    fake: Path
+    store: Path
+
+    def write_spec(self, text: str) -> Path:
+        self.spec.write_text(text, encoding="utf-8")
+        return self.spec
+
+    def set_flags(self, **flags: object) -> Path:
+        return self.write_spec(spec_text(flags))
+
+    spec_text = staticmethod(spec_text)
+
+    def assert_empty(self, cli_run) -> None:  # noqa: ANN001
+        """No artifact row, and nothing left half-built where `ls`/`run` could see it."""
+        listing = cli_run("ls", "--json")
+        assert listing.code == 0, listing.err
+        assert listing.json() == []
+        for sub in ("tmp", "trees"):
+            folder = self.store / sub
+            leftovers = sorted(folder.iterdir()) if folder.is_dir() else []
+            assert leftovers == [], leftovers
+
+    def write_profile(self, name: str, text: str) -> Path:
+        path = self.root / "profiles" / f"{name}.yaml"
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def write_template(self, name: str, text: str) -> Path:
+        path = self.root / "templates" / name
+        path.write_text(text, encoding="utf-8")
+        return path
+
+    def fake_profile(self, *, tool: str | None = None, timeout: float = 30) -> str:
+        return FAKE_PROFILE.format(tool=json.dumps(tool or str(self.fake)), timeout=timeout)
+
+
+@pytest.fixture(autouse=True)
+def _no_user_config(tmp_path_factory: pytest.TempPathFactory,
+                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The developer's own profiles/templates (user config dir, env paths) never leak in."""
+    monkeypatch.setenv("RMBUILD_CONFIG_DIR", str(tmp_path_factory.mktemp("user-config")))
+    for name in ("RMBUILD_PROFILES_PATH", "RMBUILD_TEMPLATES_PATH", "RMBUILD_DEBUG"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def store_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty store of this test's own (``$RMBUILD_STORE``), SQLite index inside it."""
+    root = tmp_path / "store"
+    monkeypatch.setenv("RMBUILD_STORE", str(root))
+    monkeypatch.delenv("RMBUILD_INDEX_URL", raising=False)
+    return root
+
+
+def make_fake_tool(folder: Path, name: str = "fake-compiler") -> Path:
+    """Copy the stand-in compiler as an executable whose shebang is this interpreter."""
+    folder.mkdir(parents=True, exist_ok=True)
+    body = (FAKES / "fake_compiler.py").read_text(encoding="utf-8").split("\n", 1)[1]
+    path = folder / name
+    path.write_text(f"#!{sys.executable}\n{body}", encoding="utf-8")
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path, store_dir: Path) -> Project:
+    """model/, model.yaml, profiles/fake-compile.yaml, profiles/toolchains/fake.yaml, templates/."""
+    root = tmp_path / "proj"
+    # A .git marker stops the upward profile search here, so the repo's profiles/ stay out
+    # (the built-ins are still searched last, as for any user).
+    (root / ".git").mkdir(parents=True)
+    model = root / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}\n', encoding="utf-8")
+    (model / "weights.bin").write_bytes(b"\x00\x01" * 64)
+    (root / "profiles" / "toolchains").mkdir(parents=True)
+    (root / "templates").mkdir()
+    fake = make_fake_tool(tmp_path / "bin")
+    proj = Project(root=root, spec=root / "model.yaml", model=model, fake=fake, store=store_dir)
+    proj.write_profile("fake-compile", proj.fake_profile())
+    (root / "profiles" / "toolchains" / "fake.yaml").write_text(FAKE_TOOLCHAIN, encoding="utf-8")
+    proj.write_template("fake.argv.j2", FAKE_TEMPLATE)
+    proj.write_spec(spec_text())
+    return proj
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+    def assert_failure(self, code: int) -> None:
+        """A user-facing failure: this exit code, an error message, no traceback."""
+        assert self.code == code, (self.code, self.out, self.err)
+        assert "Traceback" not in self.err and "Traceback" not in self.out
+        assert "internal error" not in self.err
+        assert "error" in self.err
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]):  # noqa: ANN201 - Callable[..., CliResult]
+    """Run ``rmbuild ARGS`` in-process through ``rmbuild.cli.main``; returns code/out/err."""
+    from rmbuild.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def cli_process():  # noqa: ANN201 - Callable[..., subprocess.Popen]
+    """Start ``rmbuild ARGS`` as its own process (for kill and concurrency tests)."""
+
+    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        return subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            [sys.executable, "-c", CLI_CODE, *args],
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    return start

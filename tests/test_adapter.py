@@ -1,0 +1,199 @@
+"""BinaryCompilerAdapter: rendering (for the key and for the run), running, checking outputs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from rmbuild.adapter import BinaryCompilerAdapter
+from rmbuild.errors import OutputsMissing, SpecError, ToolError, ToolNotFound, ToolTimeout
+from rmbuild.spec import BuildProfile
+from rmbuild.toolchains import Toolchain
+
+if TYPE_CHECKING:
+    from conftest import Project
+
+TOOLCHAIN = Toolchain(name="fake", python=None, packages=[])
+
+
+def _profile(project: Project, **changes: object) -> BuildProfile:
+    data = {
+        "name": "fake-compile", "backend": "onnxruntime", "input_format": "hf",
+        "output_format": "fake-bin", "toolchain": "fake", "tool": {"name": str(project.fake)},
+        "template": "fake.argv.j2",
+        "flags": {"mode": "ok", "lines": 0, "sleep": 0, "level": 1, "threads": 0,
+                  "counter": "", "marker": "", "name": ""},
+        "runtime_flags": ["threads"], "outputs": ["model.bin"], "timeout": 30,
+    }
+    data.update(changes)
+    return BuildProfile.model_validate(data)
+
+
+def _adapter(project: Project, **changes: object) -> BinaryCompilerAdapter:
+    return BinaryCompilerAdapter(_profile(project, **changes), TOOLCHAIN, project.root)
+
+
+def _run(adapter: BinaryCompilerAdapter, tmp_path: Path, flags: dict | None = None,
+         **kw: object):  # noqa: ANN202
+    work = tmp_path / "work"
+    out = work / "out"
+    out.mkdir(parents=True, exist_ok=True)
+    merged = {**adapter.profile.flags, **(flags or {})}
+    command = adapter.render_for_run(merged, inputs={"model": tmp_path / "in"}, output=out,
+                                     workdir=work)
+    run = adapter.run(command, workdir=work, log_path=tmp_path / "tool.log", **kw)
+    return command, run, out
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+@pytest.mark.parametrize("value", ["a\nb", "a\rb", ["ok", "x\ny"]])
+def test_flag_value_with_line_break_is_rejected(project: Project, value: object) -> None:
+    adapter = _adapter(project)
+    flags = {**adapter.profile.flags, "name": value}
+    for render in (lambda: adapter.render_for_key(flags, ["model"]),
+                   lambda: adapter.render_for_run(flags, inputs={}, output=project.root,
+                                                  workdir=project.root)):
+        with pytest.raises(SpecError) as info:
+            render()
+        assert info.value.field == "flags.name"
+        assert "line breaks" in info.value.message
+
+
+def test_render_for_run_gives_one_argument_per_line(project: Project, tmp_path: Path) -> None:
+    adapter = _adapter(project)
+    flags = {**adapter.profile.flags, "name": "x; touch pwned && echo $(id) | cat"}
+    out, work = tmp_path / "o u t", tmp_path / "w"
+    command = adapter.render_for_run(flags, inputs={"model": tmp_path / "m; rm -rf ~"},
+                                     output=out, workdir=work)
+    assert command.argv == [
+        str(project.fake), "--out", str(out), "--input", str(tmp_path / "m; rm -rf ~"),
+        "--mode", "ok", "--lines", "0", "--sleep", "0", "--level", "1", "--threads", "0",
+        "--name", "x; touch pwned && echo $(id) | cat",
+    ]
+    assert command.configs == {}
+
+
+def test_render_for_key_has_roles_not_paths(project: Project) -> None:
+    adapter = _adapter(project)
+    command = adapter.render_for_key({**adapter.profile.flags, "threads": 8}, ["model"])
+    assert command.argv[:5] == ["<tool:" + str(project.fake) + ">", "--out", "<output>",
+                                "--input", "<input:model>"]
+    # A runtime-only flag enters the key as a placeholder, never as its value.
+    assert command.argv[command.argv.index("--threads") + 1] == "<runtime:threads>"
+    assert "8" not in command.argv
+
+
+def test_configs_are_rendered_into_the_workdir(project: Project, tmp_path: Path) -> None:
+    project.write_template("fake.cfg.j2", "level = {{ flags.level }}\nout = {{ output }}\n")
+    project.write_template("cfg.argv.j2", (project.root / "templates" / "fake.argv.j2")
+                           .read_text() + "--config\n{{ configs['sub/opts.ini'] }}\n")
+    adapter = _adapter(project, template="cfg.argv.j2", configs={"sub/opts.ini": "fake.cfg.j2"})
+    keyed = adapter.render_for_key(adapter.profile.flags, ["model"])
+    assert keyed.configs == {"sub/opts.ini": "level = 1\nout = <output>\n"}
+    assert keyed.argv[-2:] == ["--config", "<config:sub/opts.ini>"]
+    command, run, out = _run(adapter, tmp_path)
+    written = tmp_path / "work" / "sub" / "opts.ini"
+    assert written.read_text() == f"level = 1\nout = {out}\n"
+    assert command.argv[-1] == str(written)
+    assert json.loads((out / "argv.json").read_text())[-1] == str(written)
+
+
+@pytest.mark.parametrize("rel", ["../escape.ini", "sub/../../escape.ini", "/tmp/escape-abs.ini"])
+def test_config_path_escaping_the_workdir_is_refused(project: Project, tmp_path: Path,
+                                                     rel: str) -> None:
+    project.write_template("fake.cfg.j2", "x = 1\n")
+    adapter = _adapter(project, configs={rel: "fake.cfg.j2"})
+    with pytest.raises(SpecError) as info:
+        _run(adapter, tmp_path)
+    assert "escapes the work dir" in info.value.message
+    assert info.value.field == f"configs.{rel}"
+    assert not (tmp_path / "escape.ini").exists()
+    assert not (tmp_path / "work" / "escape.ini").exists()
+    assert not Path("/tmp/escape-abs.ini").exists()
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def test_run_captures_log_and_streams_lines(project: Project, tmp_path: Path) -> None:
+    seen: list[str] = []
+    command, run, out = _run(_adapter(project), tmp_path, {"lines": 3}, on_line=seen.append)
+    assert run.returncode == 0 and run.argv == command.argv
+    assert seen == ["log line 1", "log line 2", "log line 3", "done"]
+    log = run.log_path.read_text()
+    assert log.startswith("$ " + " ".join(command.argv))
+    assert "log line 3\n" in log
+    assert (out / "model.bin").is_file()
+    _adapter(project).check_outputs(out, run.log_path)
+
+
+def test_run_passes_arguments_literally(project: Project, tmp_path: Path) -> None:
+    value = "x; touch pwned && echo $(id) | cat `id` > out.txt"
+    command, _, out = _run(_adapter(project), tmp_path, {"name": value})
+    argv = json.loads((out / "argv.json").read_text())
+    assert argv == command.argv[1:]
+    assert argv[argv.index("--name") + 1] == value
+    assert not list(tmp_path.rglob("pwned")) and not list(tmp_path.rglob("out.txt"))
+
+
+def test_nonzero_exit_raises_tool_error_with_tail(project: Project, tmp_path: Path) -> None:
+    with pytest.raises(ToolError) as info:
+        _run(_adapter(project), tmp_path, {"mode": "fail", "lines": 25})
+    err = info.value
+    assert type(err) is ToolError
+    assert err.tool == str(project.fake)
+    assert err.log_path == tmp_path / "tool.log"
+    assert len(err.tail) == 20
+    assert err.tail[-1] == "fatal: the fake compiler failed on purpose"
+    assert err.tail[0] == "log line 7"
+    assert f"full log: {tmp_path / 'tool.log'}" in err.context
+
+
+def test_timeout_kills_the_tool(project: Project, tmp_path: Path) -> None:
+    with pytest.raises(ToolTimeout) as info:
+        _run(_adapter(project), tmp_path, {"mode": "hang", "lines": 1}, timeout=0.5)
+    assert "did not finish within 0.5 s" in info.value.message
+    assert info.value.tail == ["log line 1"]
+
+
+def test_missing_tool(project: Project, tmp_path: Path) -> None:
+    adapter = _adapter(project, tool={"name": "no-such-compiler-xyz"})
+    with pytest.raises(ToolNotFound) as info:
+        _run(adapter, tmp_path)
+    assert info.value.tool == "no-such-compiler-xyz" and info.value.hint
+
+
+def test_tool_that_is_not_executable(project: Project, tmp_path: Path) -> None:
+    plain = tmp_path / "plain-file"
+    plain.write_text("not a program")
+    with pytest.raises(ToolNotFound):
+        _run(_adapter(project, tool={"name": str(plain)}), tmp_path)
+
+
+def test_profile_env_reaches_the_tool_and_tmpdir_is_private(project: Project,
+                                                           tmp_path: Path) -> None:
+    project.write_template("env.argv.j2", "{{ python }}\n-c\nimport os; print('V=' + "
+                           "os.environ['FAKE_VAR'], 'T=' + os.environ['TMPDIR'])\n")
+    adapter = _adapter(project, template="env.argv.j2", env={"FAKE_VAR": "from-profile"})
+    seen: list[str] = []
+    _run(adapter, tmp_path, on_line=seen.append)
+    assert seen == [f"V=from-profile T={tmp_path / 'work' / 'tmp'}"]
+
+
+def test_missing_outputs(project: Project, tmp_path: Path) -> None:
+    adapter = _adapter(project, outputs=["model.bin", "weights/*.bin"])
+    _, run, out = _run(adapter, tmp_path)
+    with pytest.raises(OutputsMissing) as info:
+        adapter.check_outputs(out, run.log_path)
+    assert "weights/*.bin" in info.value.message and "model.bin" not in info.value.message
+    assert info.value.log_path == run.log_path
+
+
+def test_interpreter_is_this_python(project: Project) -> None:
+    assert TOOLCHAIN.python_path == Path(sys.executable)

@@ -1,0 +1,134 @@
+"""Builds through the CLI on the stand-in compiler: caching, keyed vs runtime-only flags, literal
+arguments. (Key inputs one by one are in test_keys.py; this checks what a user sees.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from conftest import Project
+
+
+def _compile(cli, project: Project) -> dict:  # noqa: ANN001
+    r = cli("compile", str(project.spec), "--json")
+    assert r.code == 0, r.err
+    (result,) = r.json()
+    return result
+
+
+def _runs(counter: Path) -> int:
+    return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+
+def _argv_of(artifact: str) -> list[str]:
+    from rmbuild.store import open_store
+
+    with open_store() as store:
+        tree = store.materialize(artifact)
+        return json.loads((tree / "argv.json").read_text())
+
+
+def test_second_compile_is_a_hit_and_runs_nothing(project: Project, cli) -> None:  # noqa: ANN001
+    counter = project.root / "runs.txt"
+    project.set_flags(counter=str(counter))
+    first = _compile(cli, project)
+    second = cli("compile", str(project.spec))
+    assert second.code == 0
+    assert "cache hit" in second.err and "cached, no tool ran" in second.out
+    assert first["hit"] is False and _runs(counter) == 1
+    listing = cli("ls", "--json").json()
+    assert [a["id"] for a in listing] == [first["artifact"]]
+    assert listing[0]["model"] == "tiny" and listing[0]["target"] == "fake"
+    assert not list((project.store / "tmp").iterdir())
+
+
+def test_runtime_only_flag_does_not_change_the_artifact(project: Project, cli) -> None:  # noqa: ANN001
+    counter = project.root / "runs.txt"
+    project.set_flags(counter=str(counter), threads=1)
+    first = _compile(cli, project)
+    project.set_flags(counter=str(counter), threads=8)
+    second = _compile(cli, project)
+    assert second["hit"] is True
+    assert second["artifact"] == first["artifact"]
+    assert _runs(counter) == 1
+
+
+def test_keyed_flag_changes_the_artifact(project: Project, cli) -> None:  # noqa: ANN001
+    counter = project.root / "runs.txt"
+    project.set_flags(counter=str(counter), level=1)
+    first = _compile(cli, project)
+    project.set_flags(counter=str(counter), level=2)
+    second = _compile(cli, project)
+    assert second["hit"] is False
+    assert second["artifact"] != first["artifact"]
+    assert _runs(counter) == 2
+    assert len(cli("ls", "--json").json()) == 2
+
+
+def test_model_content_changes_the_artifact_but_its_folder_name_does_not(  # noqa: ANN001
+        project: Project, cli) -> None:
+    first = _compile(cli, project)
+    (project.model / "weights.bin").write_bytes(b"other weights")
+    second = _compile(cli, project)
+    assert second["artifact"] != first["artifact"]
+    # Moving the same content to another folder name is still a hit.
+    project.model.rename(project.root / "moved")
+    project.write_spec(project.spec_text(source="moved"))
+    third = _compile(cli, project)
+    assert third["hit"] is True and third["artifact"] == second["artifact"]
+
+
+METACHARS = "x; touch {pwned} && echo $(id) | cat `id` > {pwned}2 & #"
+
+
+@pytest.mark.parametrize("value", [METACHARS, "# looks like a comment", "  spaced  ", "$HOME"])
+def test_flag_value_reaches_the_tool_as_one_literal_argument(project: Project, cli,  # noqa: ANN001
+                                                             tmp_path: Path, value: str) -> None:
+    pwned = tmp_path / "pwned"
+    value = value.format(pwned=pwned)
+    project.set_flags(name=value)
+    result = _compile(cli, project)
+    argv = _argv_of(result["artifact"])
+    assert argv[argv.index("--name") + 1] == value
+    assert argv[-2:] == ["--name", value]  # nothing split off or shifted
+    assert not list(tmp_path.rglob("pwned*"))
+    shown = cli("show", result["artifact"][:8], "--json")
+    assert shown.code == 0 and value in shown.json()["argv"]
+
+
+def test_model_folder_with_shell_metacharacters(project: Project, cli, tmp_path: Path,  # noqa: ANN001
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    pwned = tmp_path / "pwned"
+    monkeypatch.setenv("PWNED", str(pwned))  # a shell would expand it; a folder name cannot hold /
+    name = "m; touch $PWNED $(id) | cat"
+    project.model.rename(project.root / name)
+    project.write_spec(project.spec_text(source=name))
+    result = _compile(cli, project)
+    argv = _argv_of(result["artifact"])
+    assert argv[argv.index("--input") + 1] == str(project.root / name)
+    assert not pwned.exists()
+
+
+def test_model_name_with_shell_metacharacters_is_rejected(project: Project, cli) -> None:  # noqa: ANN001
+    project.write_spec(project.spec_text(name=json.dumps("x; touch pwned && echo $(id)")))
+    r = cli("compile", str(project.spec))
+    r.assert_failure(3)
+    assert f"{project.spec}:1: field 'name'" in r.err
+
+
+def test_library_compile_spec(project: Project) -> None:
+    from rmbuild.build import compile_spec
+    from rmbuild.store import open_store
+
+    with open_store() as store:
+        (result,) = compile_spec(project.spec, ["fake"], store=store)
+        assert result.hit is False and len(result.stages) == 1
+        assert result.artifact.metadata["argv"][0] == str(project.fake)
+        assert result.artifact.metadata["runtime_flags"] == {"threads": 0}
+        assert "threads" not in result.artifact.metadata["action_key"]["flags"]
+        (again,) = compile_spec(project.spec, ["fake"], store=store)
+        assert again.hit is True and again.artifact.key == result.artifact.key

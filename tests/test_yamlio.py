@@ -1,0 +1,148 @@
+"""YAML loading with line numbers, and validation errors that name file, line and field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from rmbuild.errors import SpecError
+from rmbuild.yamlio import line_of, load_yaml, validate
+
+DOC = """\
+# a comment
+name: tiny
+targets:
+  npu:
+    flags:
+      opt_level: 3
+      dims: [1, 2]
+  cpu:
+    profile: x
+"""
+
+
+class _Inner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    opt_level: int = 0
+    dims: list[int] = []
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    targets: dict[str, dict[str, _Inner | str]] = {}
+
+
+def _load(tmp_path: Path, text: str):  # noqa: ANN202
+    path = tmp_path / "doc.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path, *load_yaml(path)
+
+
+def test_every_location_has_its_line(tmp_path: Path) -> None:
+    _, data, lines = _load(tmp_path, DOC)
+    assert data["targets"]["npu"]["flags"]["opt_level"] == 3
+    assert lines[("name",)] == 2
+    assert lines[("targets", "npu", "flags", "opt_level")] == 6
+    assert lines[("targets", "npu", "flags", "dims", 1)] == 7
+    assert lines[("targets", "cpu", "profile")] == 9
+
+
+def test_line_of_falls_back_to_the_deepest_known_parent(tmp_path: Path) -> None:
+    _, _, lines = _load(tmp_path, DOC)
+    # 'flags:' is on line 5 and its first entry on 6; either points the user at the block.
+    assert line_of(lines, ("targets", "npu", "flags", "missing", "deeper")) in (5, 6)
+    assert line_of(lines, ("targets", "cpu", "nope")) in (8, 9)
+    assert line_of({}, ("a",)) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("a: 1\nb: [1, 2\nc: 3\n", 3),       # unclosed flow sequence
+        ("a: 1\n  b: 2\n", 2),               # bad indentation
+        ("a: 1\na: {x: 1\n", 3),             # unclosed mapping at end of input
+        ("a: 'unterminated\nb: 2\n", 3),
+        ("a:\n\t- tab\n", 2),
+    ],
+)
+def test_malformed_yaml_names_the_line(tmp_path: Path, text: str, line: int) -> None:
+    with pytest.raises(SpecError) as info:
+        _load(tmp_path, text)
+    err = info.value
+    assert err.line == line, err.message
+    assert err.message.startswith(f"{tmp_path / 'doc.yaml'}:{line}: malformed YAML")
+
+
+def test_empty_file_is_empty_data(tmp_path: Path) -> None:
+    _, data, lines = _load(tmp_path, "# only a comment\n")
+    assert data == {} and lines == {}
+
+
+def test_unsafe_tags_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(SpecError):
+        _load(tmp_path, "a: !!python/object/apply:os.system ['touch pwned']\n")
+    assert not Path("pwned").exists()
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        load_yaml(tmp_path / "nope.yaml")
+    assert "file not found" in info.value.message and "nope.yaml" in info.value.message
+    bad = tmp_path / "latin1.yaml"
+    bad.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(SpecError) as info:
+        load_yaml(bad)
+    assert "cannot read" in info.value.message
+
+
+def test_unknown_field_names_field_and_line(tmp_path: Path) -> None:
+    path, data, lines = _load(tmp_path, DOC.replace("      dims", "      dimz"))
+    with pytest.raises(SpecError) as info:
+        validate(_Doc, data, path, lines)
+    err = info.value
+    assert err.line == 7 and err.field is not None and err.field.endswith("dimz")
+    assert "unknown field" in err.message
+
+
+def test_wrong_type_names_field_line_and_input(tmp_path: Path) -> None:
+    path, data, lines = _load(tmp_path, DOC.replace("opt_level: 3", "opt_level: high"))
+    with pytest.raises(SpecError) as info:
+        validate(_Doc, data, path, lines)
+    err = info.value
+    assert err.line == 6 and "opt_level" in (err.field or "")
+    assert "'high'" in err.message
+
+
+def test_list_item_error_names_its_line(tmp_path: Path) -> None:
+    text = DOC.replace("dims: [1, 2]", "dims:\n        - 1\n        - x")
+    path, data, lines = _load(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        validate(_Doc, data, path, lines)
+    assert info.value.line == 9
+
+
+def test_missing_field_and_count_of_other_problems(tmp_path: Path) -> None:
+    path, data, lines = _load(tmp_path, "targets: 3\nextra: 1\n")
+    with pytest.raises(SpecError) as info:
+        validate(_Doc, data, path, lines)
+    assert info.value.field == "name" and "missing" in info.value.message.lower()
+    assert info.value.context == ["and 2 more problem(s) in the same file"]
+
+
+def test_union_member_names_do_not_leak_into_the_field(tmp_path: Path) -> None:
+    """``str | int | ...`` fields: pydantic appends 'str', 'int' to the path; they are not keys."""
+    from rmbuild.spec import ModelSpec
+
+    text = ("name: t\nsource:\n  path: m\ntargets:\n  a:\n    profile: p\n    flags:\n"
+            "      opt_level: {x: 1}\n")
+    path, data, lines = _load(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        validate(ModelSpec, data, path, lines)
+    err = info.value
+    assert err.field == "targets.a.flags.opt_level" and err.line == 8
+    assert "wrong type: expected one of str, int, float, bool" in err.message
+    assert "{'x': 1}" in err.message
+    assert err.context == []  # one problem, not one per union member
