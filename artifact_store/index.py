@@ -16,9 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-# Must equal alembic's head; tests/artifact_store/test_index.py checks it. Bump together with
-# every new migration script.
-HEAD_REVISION = "0001_initial"
+# Re-exported: defined in schema_version so the sqlite3 fast path can read it without SQLAlchemy.
+from artifact_store.schema_version import HEAD_REVISION as HEAD_REVISION
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 

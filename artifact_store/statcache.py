@@ -7,15 +7,18 @@ once, then recognised by ``stat()`` alone.
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-
-from artifact_store import index
 from artifact_store.hashing import HASH_VERSION
+
+# SQLAlchemy (and index.py, which needs it) is imported inside the functions that use it: a
+# cache hit looks digests up through a plain sqlite3 connection and must not pay its import.
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 # A file modified within the filesystem's timestamp granularity of being hashed could change
 # again without its mtime moving ("racy git"); such young files are hashed but not cached.
@@ -42,26 +45,47 @@ class StatKey:
         return self.mtime_ns < now_ns - RACY_WINDOW_NS
 
 
-def lookup(engine: Engine, keys: Sequence[StatKey]) -> dict[str, str]:
-    """Cached digests for ``keys`` whose stat still matches, by absolute path (one query)."""
+def lookup(db: Engine | sqlite3.Connection, keys: Sequence[StatKey]) -> dict[str, str]:
+    """Cached digests for ``keys`` whose stat still matches, by absolute path (one query).
+
+    ``db`` is the index's engine, or the store's read-only sqlite3 connection (fast path).
+    """
     if not keys:
         return {}
     wanted = {k.path: k for k in keys}
-    t = index.file_hashes
     found: dict[str, str] = {}
     paths = list(wanted)
-    with engine.connect() as conn:
+    for path, inode, mtime_ns, size, digest in _cached_rows(db, paths):
+        k = wanted[path]
+        if (inode, mtime_ns, size) == (k.inode, k.mtime_ns, k.size):
+            found[path] = digest
+    return found
+
+
+def _cached_rows(db: Engine | sqlite3.Connection, paths: list[str]) -> Iterable[tuple]:
+    """``(path, inode, mtime_ns, size, digest)`` rows of ``file_hashes`` for ``paths``."""
+    if isinstance(db, sqlite3.Connection):
+        # Same query as below, written out for sqlite3; HASH_VERSION is read at call time.
         for i in range(0, len(paths), _CHUNK):
-            rows = conn.execute(
+            chunk = paths[i : i + _CHUNK]
+            yield from db.execute(
+                "SELECT path, inode, mtime_ns, size, digest FROM file_hashes"
+                f" WHERE path IN ({', '.join('?' * len(chunk))}) AND hash_version = ?",
+                (*chunk, HASH_VERSION),
+            )
+        return
+    import sqlalchemy as sa
+
+    from artifact_store import index
+
+    t = index.file_hashes
+    with db.connect() as conn:
+        for i in range(0, len(paths), _CHUNK):
+            yield from conn.execute(
                 sa.select(t.c.path, t.c.inode, t.c.mtime_ns, t.c.size, t.c.digest).where(
                     t.c.path.in_(paths[i : i + _CHUNK]), t.c.hash_version == HASH_VERSION
                 )
             )
-            for path, inode, mtime_ns, size, digest in rows:
-                k = wanted[path]
-                if (inode, mtime_ns, size) == (k.inode, k.mtime_ns, k.size):
-                    found[path] = digest
-    return found
 
 
 def store(engine: Engine, entries: Iterable[tuple[StatKey, str]]) -> None:
@@ -81,6 +105,10 @@ def store(engine: Engine, entries: Iterable[tuple[StatKey, str]]) -> None:
     }
     if not rows:
         return
+    import sqlalchemy as sa
+
+    from artifact_store import index
+
     t = index.file_hashes
     paths = list(rows)
     try:

@@ -9,6 +9,11 @@ Layout under ``root``::
     logs/              for callers' build logs
     index.sqlite       the default index (any SQLAlchemy URL may replace it)
 
+SQLAlchemy costs ~0.2 s to import, most of a CLI cache hit. So for a plain ``sqlite:///`` file
+index already at the head revision, the hit's reads (:meth:`Store.get` and the stat-cache
+lookup) use a stdlib ``sqlite3`` read-only connection, and SQLAlchemy is imported and the engine
+created only on the first write or other query. Every other index opens the engine at once.
+
 Write order is what makes crashes harmless: blobs are durable before the manifest that
 names them, and the manifest before the index row that names it. A crash at any point
 leaves only unreferenced blobs, which :meth:`Store.gc` removes.
@@ -22,18 +27,16 @@ import json
 import os
 import re
 import shutil
+import sqlite3
 import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection
-
-from artifact_store import hashing, index, statcache
+from artifact_store import hashing, statcache
 from artifact_store.blobs import Blobs
 from artifact_store.errors import (
     AmbiguousRef,
@@ -46,6 +49,12 @@ from artifact_store.errors import (
 )
 from artifact_store.hashing import is_digest
 from artifact_store.records import ArtifactRecord, FileEntry, GcReport, Manifest, canonical_json
+from artifact_store.schema_version import HEAD_REVISION
+
+# sqlalchemy and artifact_store.index (which imports it) are imported inside the methods that
+# need them, never at module level: see the module docstring.
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
 
 MIN_PREFIX = 4
 _MAX_CANDIDATES = 50
@@ -100,8 +109,26 @@ class Store:
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         self.index_url = index_url or f"sqlite:///{self.root / 'index.sqlite'}"
         self._blobs = Blobs(self.root / "objects", self.root / "tmp")
-        self._engine = index.create_engine(self.index_url)
-        index.ensure_schema(self._engine, self.root / "locks" / "index-migrate.lock")
+        self._sa_engine: Engine | None = None
+        # Fast path for reads (see the module docstring); None means "use the engine".
+        self._reader = _open_reader(self.index_url)
+        if self._reader is None:
+            self._engine  # noqa: B018  # create and migrate now, so errors surface at open
+
+    @property
+    def _engine(self) -> Engine:
+        """The SQLAlchemy engine, created (and the schema brought to head) on first use."""
+        if self._sa_engine is None:
+            from artifact_store import index
+
+            engine = index.create_engine(self.index_url)
+            try:
+                index.ensure_schema(engine, self.root / "locks" / "index-migrate.lock")
+            except BaseException:
+                engine.dispose()
+                raise
+            self._sa_engine = engine
+        return self._sa_engine
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -114,10 +141,15 @@ class Store:
 
     def close(self) -> None:
         """Release the index's connections. The store may not be used afterwards."""
-        self._engine.dispose()
+        if self._reader is not None:
+            self._reader.close()
+        if self._sa_engine is not None:
+            self._sa_engine.dispose()
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
+        from artifact_store import index
+
         with index.write_connection(self._engine) as conn, conn.begin():
             yield conn
 
@@ -158,7 +190,7 @@ class Store:
     def _copy_in(self, paths: list[Path]) -> list[tuple[str, int]]:
         # Stat cache first: an unchanged input whose blob is already stored is not read.
         keys = [statcache.StatKey.of(os.path.abspath(p), os.stat(p)) for p in paths]
-        cached = statcache.lookup(self._engine, keys)
+        cached = statcache.lookup(self._reader or self._engine, keys)
         out: list[tuple[str, int]] = []
         fresh: list[tuple[statcache.StatKey, str]] = []
         for p, k in zip(paths, keys, strict=False):
@@ -167,7 +199,7 @@ class Store:
             out.append((digest, size))
             if known is None and statcache.StatKey.of(k.path, os.stat(p)) == k:
                 fresh.append((k, digest))
-        statcache.store(self._engine, fresh)
+        self._remember(fresh)
         return out
 
     # ---- hashing ---------------------------------------------------------------------------
@@ -190,7 +222,7 @@ class Store:
             if not stat.S_ISREG(st.st_mode):
                 raise StoreError(f"{p} is not a regular file")
             keys.append(statcache.StatKey.of(os.path.abspath(p), st))
-        cached = statcache.lookup(self._engine, keys)
+        cached = statcache.lookup(self._reader or self._engine, keys)
         result: dict[Path, str] = {}
         fresh: dict[str, tuple[statcache.StatKey, str]] = {}
         for p, k in zip(given, keys, strict=False):
@@ -201,8 +233,15 @@ class Store:
                 if statcache.StatKey.of(k.path, os.stat(k.path)) == k:
                     fresh[k.path] = (k, digest)
             result[p] = digest
-        statcache.store(self._engine, fresh.values())
+        self._remember(fresh.values())
         return result
+
+    def _remember(self, fresh: Iterable[tuple[statcache.StatKey, str]]) -> None:
+        # Filtered here too so that a run whose new digests are all too young to cache does
+        # not create the engine (and import SQLAlchemy) only for statcache.store to skip them.
+        entries = [(k, d) for k, d in fresh if k.cacheable()]
+        if entries:
+            statcache.store(self._engine, entries)
 
     # ---- trees -----------------------------------------------------------------------------
 
@@ -277,6 +316,10 @@ class Store:
         for digest in _metadata_blobs(meta):
             if not self._blobs.exists(digest):
                 raise CorruptObject(digest, f"missing (metadata blob of {key}); put it first")
+        import sqlalchemy as sa
+
+        from artifact_store import index
+
         t = index.artifacts
         now = _utcnow()
         values = {
@@ -308,6 +351,10 @@ class Store:
 
     def get(self, key: str) -> ArtifactRecord | None:
         """The record for exactly ``key``, or None."""
+        if self._reader is not None:
+            return _get_fast(self._reader, key)
+        from artifact_store import index
+
         with self._engine.connect() as conn:
             records = self._select(conn, index.artifacts.c.key == key)
         return records[0] if records else None
@@ -315,6 +362,10 @@ class Store:
     def _select(
         self, conn: Connection, *where: Any, limit: int | None = None
     ) -> list[ArtifactRecord]:
+        import sqlalchemy as sa
+
+        from artifact_store import index
+
         t, a = index.artifacts, index.aliases
         q = sa.select(t).where(*where).order_by(t.c.created_at.desc(), t.c.key)
         if limit is not None:
@@ -347,6 +398,10 @@ class Store:
 
     def resolve(self, ref: str) -> ArtifactRecord:
         """Find an artifact by exact key, alias, or unique hex prefix (>= 4 chars), like git."""
+        import sqlalchemy as sa
+
+        from artifact_store import index
+
         t, a = index.artifacts, index.aliases
         with self._engine.connect() as conn:
             found = self._select(conn, t.c.key == ref)
@@ -376,6 +431,8 @@ class Store:
         self, *, model: str | None = None, target: str | None = None, backend: str | None = None
     ) -> list[ArtifactRecord]:
         """Artifacts matching every given filter, newest first."""
+        from artifact_store import index
+
         t = index.artifacts
         where = [
             col == val
@@ -387,6 +444,8 @@ class Store:
 
     def delete(self, key: str) -> None:
         """Remove the row for ``key`` and its aliases; blobs stay until :meth:`gc`."""
+        from artifact_store import index
+
         with self._write() as conn:
             conn.execute(index.aliases.delete().where(index.aliases.c.key == key))
             gone = conn.execute(index.artifacts.delete().where(index.artifacts.c.key == key))
@@ -396,6 +455,10 @@ class Store:
     def tag(self, alias: str, key: str) -> None:
         """Point ``alias`` at ``key`` (re-pointing it if it exists)."""
         validate_alias(alias)
+        import sqlalchemy as sa
+
+        from artifact_store import index
+
         a = index.aliases
         for attempt in (1, 2):
             try:
@@ -412,6 +475,8 @@ class Store:
 
     def untag(self, alias: str) -> None:
         """Remove ``alias`` (ArtifactNotFound if there is no such alias)."""
+        from artifact_store import index
+
         with self._write() as conn:
             gone = conn.execute(index.aliases.delete().where(index.aliases.c.alias == alias))
             if gone.rowcount == 0:
@@ -419,6 +484,8 @@ class Store:
 
     def touch(self, key: str) -> None:
         """Mark ``key`` as used now (gc's LRU eviction order)."""
+        from artifact_store import index
+
         t = index.artifacts
         with self._write() as conn:
             done = conn.execute(t.update().where(t.c.key == key).values(last_used_at=_utcnow()))
@@ -577,6 +644,96 @@ class Store:
         from artifact_store.gc import collect
 
         return collect(self, dry_run=dry_run, max_size=max_size, grace=grace)
+
+
+# ---- the sqlite3 read path -------------------------------------------------------------------
+# These mirror index.py's tables and UTCDateTime/JSON column types, and must return exactly what
+# the SQLAlchemy path returns; tests/artifact_store/test_store.py compares the two.
+
+_ARTIFACT_COLUMNS = (
+    "key",
+    "manifest_digest",
+    "model",
+    "target",
+    "backend",
+    "created_at",
+    "last_used_at",
+    "size",
+    "metadata",
+)
+
+
+def _open_reader(url: str) -> sqlite3.Connection | None:
+    """A read-only sqlite3 connection to the index at ``url``, if the fast path applies.
+
+    Only for a plain ``sqlite:///<path>`` URL (no driver, no query string, no %-escapes, which
+    SQLAlchemy would interpret), whose file exists and is stamped with HEAD_REVISION. Anything
+    else (fresh or old database, other dialects) returns None and goes through SQLAlchemy,
+    which creates or migrates the schema.
+    """
+    prefix = "sqlite:///"
+    path = url[len(prefix) :] if url.startswith(prefix) else ""
+    if not path or path == ":memory:" or any(c in path for c in "?%#") or not os.path.isfile(path):
+        return None
+    try:
+        # mode=ro: this connection never writes (and cannot create the file); under WAL it
+        # still maps the -shm index, so it reads concurrently with writers, without blocking.
+        # check_same_thread=False: the engine it stands in for was usable from any thread.
+        conn = sqlite3.connect(
+            Path(path).absolute().as_uri() + "?mode=ro",
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    except sqlite3.Error:
+        return None
+    try:
+        # Same 30 s wait as the engine's connections (index.create_engine) when locked.
+        conn.execute("PRAGMA busy_timeout = 30000")
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:  # no alembic_version yet, or not a database: SQLAlchemy decides
+        row = None
+    if row is None or row[0] != HEAD_REVISION:
+        conn.close()
+        return None
+    return conn
+
+
+def _get_fast(conn: sqlite3.Connection, key: str) -> ArtifactRecord | None:
+    """:meth:`Store.get` through sqlite3; the same record the SQLAlchemy path builds."""
+    cols = ", ".join(f"a.{c}" for c in _ARTIFACT_COLUMNS)
+    # One statement (so one snapshot, like the engine's transaction): a row per alias.
+    rows = conn.execute(
+        f"SELECT {cols}, al.alias FROM artifacts AS a"
+        " LEFT JOIN aliases AS al ON al.key = a.key WHERE a.key = ? ORDER BY al.alias",
+        (key,),
+    ).fetchall()
+    if not rows:
+        return None
+    r = dict(zip(_ARTIFACT_COLUMNS, rows[0], strict=False))
+    return ArtifactRecord(
+        key=r["key"],
+        manifest_digest=r["manifest_digest"],
+        model=r["model"],
+        target=r["target"],
+        backend=r["backend"],
+        created_at=_utc_from_sqlite(r["created_at"]),
+        last_used_at=_utc_from_sqlite(r["last_used_at"]),
+        size=r["size"],
+        # sa.JSON stores json.dumps text in SQLite and decodes it with json.loads.
+        metadata=json.loads(r["metadata"]),
+        aliases=tuple(row[-1] for row in rows if row[-1] is not None),
+    )
+
+
+def _utc_from_sqlite(value: str) -> datetime:
+    """Decode a UTCDateTime column as index.UTCDateTime does.
+
+    SQLAlchemy's SQLite DateTime stores naive UTC as ``YYYY-MM-DD HH:MM:SS.ffffff`` text, which
+    fromisoformat parses; the result is made aware UTC.
+    """
+    dt = datetime.fromisoformat(value)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def _walk_tree(top: Path) -> Iterator[tuple[str, str]]:
