@@ -1,0 +1,1 @@
+"""IREE backend: ONNX -> MLIR (iree-import-onnx) -> .vmfb (iree-compile) -> iree.runtime."""
