@@ -39,14 +39,18 @@ MAX_CHAIN = 16
 class Reporter(Protocol):
     """Progress callbacks; the CLI renders them, the library stays silent by default."""
 
-    def stage_start(self, index: int, total: int, profile: str, key: str) -> None: ...
+    def stage_start(
+        self, target: str, index: int, total: int, profile: str, key: str
+    ) -> None: ...
     def stage_waiting(self, profile: str, key: str) -> None: ...
     def stage_line(self, line: str) -> None: ...
     def stage_done(self, profile: str, key: str, hit: bool, seconds: float) -> None: ...
 
 
 class SilentReporter:
-    def stage_start(self, index: int, total: int, profile: str, key: str) -> None:
+    def stage_start(
+        self, target: str, index: int, total: int, profile: str, key: str
+    ) -> None:
         pass
 
     def stage_waiting(self, profile: str, key: str) -> None:
@@ -150,9 +154,13 @@ def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
         else:
             flags = _merge_flags(loaded, target.flags, spec, ("targets", target_name, "flags"))
         toolchain = find_toolchain(loaded.profile.toolchain, spec.root)
+        first = not chain
         chain.append(PlannedStage(loaded, toolchain, flags))
         line = None
         name = loaded.profile.depends_on
+        if first and target.depends_on is not None:
+            name = target.depends_on
+            line = line_of(spec.lines, ("targets", target_name, "depends_on"))
     chain.reverse()
     for upstream, downstream in zip(chain, chain[1:], strict=False):
         if upstream.profile.output_format != downstream.profile.input_format:
@@ -364,7 +372,7 @@ def build(
         key = action_key(stage, inputs, spec.root)
         key_hex = key.compute()
         name = stage.profile.name
-        reporter.stage_start(index, len(chain), name, key_hex)
+        reporter.stage_start(target, index, len(chain), name, key_hex)
         record = store.get(key_hex)
         hit = record is not None
         if record is None:
@@ -388,9 +396,50 @@ def build(
     return BuildResult(spec.spec.name, target, results)
 
 
+def _build_worker(spec_path: str, target: str, root: str, url: str | None,
+                  reporter: Reporter | None) -> BuildResult:
+    """One target in a worker process, with its own store handle (connections don't fork)."""
+    from artifact_store import Store
+
+    with Store(root, url) as store:
+        return build(load_model_spec(spec_path), target, store=store, reporter=reporter)
+
+
 def compile_spec(
-    spec_path: str | Path, targets: list[str], *, store: Store, reporter: Reporter | None = None
+    spec_path: str | Path,
+    targets: list[str] | None = None,
+    *,
+    store: Store,
+    reporter: Reporter | None = None,
+    jobs: int = 1,
 ) -> list[BuildResult]:
-    """Library entry point of ``rmbuild compile``: build the named targets of a model.yaml."""
+    """Library entry point of ``rmbuild compile``: build targets of a model.yaml.
+
+    With ``jobs > 1`` targets build in parallel worker processes. Stages they share (the export)
+    meet at the key's lock: one worker builds it, the others wait and hit. Every target runs to
+    the end; the first failure is raised after all have finished. ``reporter`` must then be
+    picklable.
+    """
     spec = load_model_spec(spec_path)
-    return [build(spec, target, store=store, reporter=reporter) for target in targets]
+    names = targets or list(spec.spec.targets)
+    for name in names:
+        plan(spec, name)  # fail fast on spec errors, before starting anything
+    if jobs <= 1 or len(names) == 1:
+        return [build(spec, name, store=store, reporter=reporter) for name in names]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        futures = [pool.submit(_build_worker, str(spec.path), name, str(store.root),
+                               store.index_url, reporter) for name in names]
+        outcomes = []
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - re-raised below, after the others
+                outcomes.append(exc)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    if errors:
+        raise errors[0]
+    return [o for o in outcomes if isinstance(o, BuildResult)]

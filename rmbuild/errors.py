@@ -38,6 +38,11 @@ class RmbuildError(Exception):
         self.context = list(context or [])
         self.hint = hint
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take keyword-only arguments, which default exception pickling loses; a
+        # build running in a worker process (`compile -j`) must hand its error back intact.
+        return (_restore, (type(self), self.args, self.__dict__))
+
     def to_dict(self) -> dict[str, object]:
         """A machine-readable form, used by ``--json`` output."""
         return {
@@ -46,6 +51,14 @@ class RmbuildError(Exception):
             "context": self.context,
             "hint": self.hint,
         }
+
+
+def _restore(cls: type[RmbuildError], args: tuple[object, ...], state: dict[str, object]
+             ) -> RmbuildError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class SpecError(RmbuildError):

@@ -49,6 +49,11 @@ class Target(_Strict):
         default_factory=dict,
         description="Overrides for upstream stages, by profile name (e.g. onnx-export).",
     )
+    depends_on: str | None = Field(
+        None,
+        description="Replace the profile's input stage, e.g. insert a graph pass (onnxslim) "
+        "between the export and the compile.",
+    )
     description: str = ""
 
 

@@ -13,13 +13,15 @@ from rmbuild.cli._output import emit_json
 
 
 class PlainReporter:
-    """One line per event, for logs and CI (not a TTY)."""
+    """One line per event, for logs, CI and parallel builds (not a TTY)."""
 
     def __init__(self, verbose: bool) -> None:
         self.verbose = verbose
 
-    def stage_start(self, index: int, total: int, profile: str, key: str) -> None:
-        self._prefix = f"[{index + 1}/{total}] {profile} ({key[:12]})"
+    def stage_start(
+        self, target: str, index: int, total: int, profile: str, key: str
+    ) -> None:
+        self._prefix = f"{target} [{index + 1}/{total}] {profile} ({key[:12]})"
 
     def stage_waiting(self, profile: str, key: str) -> None:
         click.echo(f"{self._prefix}: another process is building this key; waiting", err=True)
@@ -60,8 +62,10 @@ class LiveReporter:
             if self._status is not None:
                 self._status.update(self._render())
 
-    def stage_start(self, index: int, total: int, profile: str, key: str) -> None:
-        self._label = f"[bold][{index + 1}/{total}][/] {profile} [dim]{key[:12]}[/]"
+    def stage_start(
+        self, target: str, index: int, total: int, profile: str, key: str
+    ) -> None:
+        self._label = f"{target} [bold][{index + 1}/{total}][/] {profile} [dim]{key[:12]}[/]"
         self._line, self._started = "", time.monotonic()
         self._status = self.console.status(self._render())
         self._status.start()
@@ -97,14 +101,16 @@ class LiveReporter:
 @click.option("-t", "--target", "targets", multiple=True,
               help="Target to build (repeatable). Default: every target of the model.")
 @click.option("--all", "all_targets", is_flag=True, help="Build every target.")
+@click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(1),
+              help="Targets to build in parallel (shared stages are built once).")
 @click.option("--tag", "alias", metavar="ALIAS",
               help="Point ALIAS at the artifact (one target only), e.g. chat-main-cpu.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def command(app: Any, spec: str, targets: tuple[str, ...], all_targets: bool,
-            alias: str | None, as_json: bool) -> None:
+            jobs: int, alias: str | None, as_json: bool) -> None:
     """Build targets of SPEC (a model.yaml). A target already built is a cache hit."""
-    from rmbuild.build import build
+    from rmbuild.build import compile_spec
     from rmbuild.spec import load_model_spec
 
     loaded = load_model_spec(spec)
@@ -112,12 +118,12 @@ def command(app: Any, spec: str, targets: tuple[str, ...], all_targets: bool,
     if alias and len(names) != 1:
         raise click.UsageError("--tag needs exactly one --target")
     store = app.store()
-    live = sys.stderr.isatty() and not as_json
+    parallel = jobs > 1 and len(names) > 1
+    live = sys.stderr.isatty() and not as_json and not parallel
     reporter: Any = LiveReporter() if live else PlainReporter(app.verbose)
-    results = []
+    started = time.monotonic()
     try:
-        for name in names:
-            results.append(build(loaded, name, store=store, reporter=reporter))
+        results = compile_spec(loaded.path, names, store=store, reporter=reporter, jobs=jobs)
     finally:
         if live:
             reporter.close()
@@ -140,3 +146,5 @@ def command(app: Any, spec: str, targets: tuple[str, ...], all_targets: bool,
         state = "cached, no tool ran" if r.hit else "built"
         tagged = f", tagged {alias}" if alias else ""
         click.echo(f"{r.model}:{r.target} -> {r.artifact.key}  ({state}{tagged})")
+    if len(results) > 1:
+        click.echo(f"{len(results)} targets in {time.monotonic() - started:.1f} s", err=True)
