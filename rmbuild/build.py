@@ -251,7 +251,8 @@ def action_key(stage: PlannedStage, inputs: dict[str, str], start: Path | None) 
         tool=tool,
         toolchain=toolchain_id,
         fingerprint=fingerprint,
-        env={name: os.environ.get(name, "") for name in sorted(profile.key_env)},
+        carry=sorted(profile.carry),
+        env={**profile.env, **{name: os.environ.get(name, "") for name in profile.key_env}},
     )
 
 
@@ -299,6 +300,7 @@ def _run_stage(
         run = adapter.run(command, workdir=tmp, log_path=log_path, on_line=reporter.stage_line)
         adapter.check_outputs(out, log_path)
         _carry(profile.carry, input_path, out)
+        get_backend(profile.backend).prepare_outputs(profile, input_path, out)
         t1 = time.monotonic()
         manifest = store.put_tree(out, move=True)
         log_digest = store.put_file(log_path)

@@ -54,8 +54,10 @@ class ActionKey:
     toolchain: dict[str, Any]
     # The environment facts the backend declares (device arch, SKU, CPU ISA, driver).
     fingerprint: dict[str, Any]
-    # Only the env vars the profile allow-lists; flags hidden in env vars must still be
-    # recorded (optimum-neuron #457).
+    # Files copied from the input into the artifact (tokenizer, config): part of its content.
+    carry: list[str] = field(default_factory=list)
+    # The profile's env for the tool, and the env vars it allow-lists from the caller's
+    # environment; flags hidden in env vars must still be recorded (optimum-neuron #457).
     env: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

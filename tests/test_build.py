@@ -132,3 +132,65 @@ def test_library_compile_spec(project: Project) -> None:
         assert "threads" not in result.artifact.metadata["action_key"]["flags"]
         (again,) = compile_spec(project.spec, ["fake"], store=store)
         assert again.hit is True and again.artifact.key == result.artifact.key
+
+
+def _two_stage_project(project: Project, counter: Path, *, jobs_targets: int = 2) -> None:
+    """fake-compile (hf -> fake-bin) feeding fake-second (fake-bin -> fake-bin2) per target."""
+    second = project.fake_profile().replace("name: fake-compile", "name: fake-second")
+    second = second.replace("input_format: hf", "input_format: fake-bin")
+    second = second.replace("output_format: fake-bin", "output_format: fake-bin2")
+    project.write_profile("fake-second", second + "depends_on: fake-compile\n")
+    targets = "\n".join(
+        f"  t{i}:\n    profile: fake-second\n    flags: {{level: {i + 10}}}\n"
+        f"    stages:\n      fake-compile:\n        flags: {{counter: {json.dumps(str(counter))},"
+        f" sleep: 1}}"
+        for i in range(jobs_targets)
+    )
+    project.write_spec(f"name: tiny\nsource: {{path: model}}\ntargets:\n{targets}\n")
+
+
+def test_parallel_targets_share_the_upstream_stage(project: Project, cli) -> None:  # noqa: ANN001
+    counter = project.root / "runs.txt"
+    _two_stage_project(project, counter)
+    r = cli("compile", str(project.spec), "--all", "-j", "2", "--json")
+    assert r.code == 0, r.err
+    results = r.json()
+    assert [x["target"] for x in results] == ["t0", "t1"]
+    assert results[0]["stages"][0]["key"] == results[1]["stages"][0]["key"]
+    assert results[0]["artifact"] != results[1]["artifact"]
+    # Both workers needed the shared stage at once; the tool ran once for it.
+    assert _runs(counter) == 1
+    assert sum(x["stages"][0]["hit"] for x in results) == 1
+
+
+def test_parallel_failure_is_reported_with_its_tool(project: Project, cli) -> None:  # noqa: ANN001
+    _two_stage_project(project, project.root / "runs.txt")
+    text = project.spec.read_text().replace("flags: {level: 11}", "flags: {level: 11, mode: fail}")
+    project.write_spec(text)
+    r = cli("compile", str(project.spec), "--all", "-j", "2")
+    r.assert_failure(4)
+    assert "fake-compiler" in r.err and "exit code" in r.err
+    listing = {a["target"] for a in cli("ls", "--json").json()}
+    assert "t0" in listing  # the other target still finished
+
+
+def test_target_depends_on_inserts_a_stage(project: Project, cli) -> None:  # noqa: ANN001
+    _two_stage_project(project, project.root / "runs.txt", jobs_targets=1)
+    middle = project.fake_profile().replace("name: fake-compile", "name: fake-middle")
+    middle = middle.replace("input_format: hf", "input_format: fake-bin")
+    project.write_profile("fake-middle", middle + "depends_on: fake-compile\n")
+    project.write_spec(project.spec.read_text() + "    depends_on: fake-middle\n")
+    r = cli("compile", str(project.spec), "--json")
+    assert r.code == 0, r.err
+    assert [s["profile"] for s in r.json()[0]["stages"]] == [
+        "fake-compile", "fake-middle", "fake-second"]
+
+
+def test_target_depends_on_with_the_wrong_format_is_a_spec_error(project: Project,
+                                                                 cli) -> None:  # noqa: ANN001
+    _two_stage_project(project, project.root / "runs.txt", jobs_targets=1)
+    # fake-second takes fake-bin; making it depend on itself-like fake-second (fake-bin2) fails.
+    project.write_spec(project.spec.read_text() + "    depends_on: fake-second\n")
+    r = cli("compile", str(project.spec))
+    r.assert_failure(3)
+    assert "cycle" in r.err or "takes" in r.err

@@ -69,6 +69,13 @@ class BackendPlugin:
         """
         return {}
 
+    def prepare_outputs(self, profile: BuildProfile, input_dir: Path, output_dir: Path) -> None:
+        """Write sidecar files the runtime needs and the black-box tool does not leave.
+
+        Runs after the tool succeeded, before the outputs are ingested; must be deterministic
+        in the stage's (keyed) inputs.
+        """
+
     def check_compatible(self, metadata: dict[str, Any]) -> None:
         """Raise IncompatibleArtifact, saying why, if the artifact cannot run here."""
 

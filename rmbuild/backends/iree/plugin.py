@@ -95,6 +95,28 @@ class IREEBackend(BackendPlugin):
             "streaming": True,
         }
 
+    # ------------------------------------------------------------------ build
+
+    def prepare_outputs(self, profile: BuildProfile, input_dir: Path, output_dir: Path) -> None:
+        # The compiled function takes its arguments positionally and keeps no names, and the
+        # exporters order them differently (Llama: input_ids, attention_mask, position_ids,
+        # past...; GPT-2: input_ids, past..., attention_mask, position_ids). The import stage
+        # records the ONNX graph's order next to the MLIR; the compile stages carry it along.
+        model = input_dir / "model.onnx"
+        if profile.output_format != "mlir" or not model.is_file():
+            return
+        import json
+
+        import onnx
+
+        graph = onnx.load(str(model), load_external_data=False).graph
+        initializers = {init.name for init in graph.initializer}
+        io = {
+            "inputs": [i.name for i in graph.input if i.name not in initializers],
+            "outputs": [o.name for o in graph.output],
+        }
+        (output_dir / "io.json").write_text(json.dumps(io, indent=1) + "\n")
+
     # ------------------------------------------------------------------ keys
 
     def fingerprint(self, profile: BuildProfile, flags: dict[str, Any]) -> dict[str, Any]:
