@@ -91,7 +91,7 @@ def _print_error(exc: Any) -> None:
     from rich.markup import escape
 
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    console.print(f"[bold red]error[/][dim][{exc.code}][/]: {escape(exc.message)}")
+    console.print(f"[bold red]error[/][dim]{escape(f'[{exc.code}]')}[/]: {escape(exc.message)}")
     for line in exc.context:
         console.print(f"  {escape(line)}")
     if exc.hint:
