@@ -139,7 +139,9 @@ class BinaryCompilerAdapter:
         }
         return RenderedCommand(argv=argv, configs=configs)
 
-    def render_for_key(self, flags: dict[str, FlagValue], input_roles: list[str]) -> RenderedCommand:
+    def render_for_key(
+        self, flags: dict[str, FlagValue], input_roles: list[str]
+    ) -> RenderedCommand:
         """Render with every path replaced by its role name and runtime flags by placeholders."""
         _check_flag_values(self.profile, flags)
         keyed = {

@@ -21,9 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from artifact_store import ArtifactRecord, LockTimeout, Store
-
 import rmbuild
+from artifact_store import ArtifactRecord, LockTimeout, Store
 from rmbuild.adapter import BinaryCompilerAdapter
 from rmbuild.errors import ModelSourceError, SpecError
 from rmbuild.keys import ActionKey, tree_digest

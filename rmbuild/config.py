@@ -20,7 +20,7 @@ def store_root(explicit: str | os.PathLike | None = None) -> Path:
 
 
 def index_url(explicit: str | None = None) -> str | None:
-    """Any SQLAlchemy URL: ``--index-url``, else ``$RMBUILD_INDEX_URL``; None means SQLite in the store."""
+    """``--index-url``, else ``$RMBUILD_INDEX_URL`` (any SQLAlchemy URL); None: SQLite."""
     return explicit or os.environ.get("RMBUILD_INDEX_URL") or None
 
 

@@ -131,7 +131,9 @@ class BuildProfile(_Strict):
     depends_on: str | None = Field(
         None, description="Profile whose artifact is this stage's input (the DAG edge)."
     )
-    toolchain: str = Field(description="Toolchain (profiles/toolchains/NAME.yaml) the tool runs in.")
+    toolchain: str = Field(
+        description="Toolchain (profiles/toolchains/NAME.yaml) the tool runs in."
+    )
     tool: ToolSpec
     template: str = Field(description="Jinja template rendering the argv, one argument a line.")
     configs: dict[str, str] = Field(

@@ -96,7 +96,7 @@ def _identity(
                 return None
 
         versions = {p: version(p) for p in packages}
-        py = "%d.%d.%d" % sys.version_info[:3]
+        py = ".".join(str(part) for part in sys.version_info[:3])
     else:
         # Another environment: ask its own interpreter (one short subprocess).
         try:

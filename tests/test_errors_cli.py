@@ -13,8 +13,6 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
-
 from rmbuild.errors import EXIT_NOT_FOUND, EXIT_SPEC, EXIT_TOOL
 
 if TYPE_CHECKING:
@@ -218,7 +216,7 @@ def test_unknown_artifact_id(project: Project, cli) -> None:  # noqa: ANN001
                  ("tag", "deadbeef", "some-alias")):
         r = cli(*args)
         r.assert_failure(EXIT_NOT_FOUND)
-        assert "no artifact matches 'deadbeef'" in r.err
+        assert "error[artifact-not-found]: no artifact matches 'deadbeef'" in r.err
         assert "rmbuild ls" in r.err
 
 

@@ -72,7 +72,6 @@ def reference(model_dir: Path) -> tuple[list[int], list[int], np.ndarray]:
 @pytest.fixture(scope="module")
 def built(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
     from artifact_store import Store
-
     from rmbuild.build import compile_spec
 
     root = tmp_path_factory.mktemp("parity")

@@ -1,4 +1,4 @@
-"""The whole loop on the real toolchain: model.yaml -> export -> optimize -> store -> ls/show -> run.
+"""The whole loop on the real toolchain: model.yaml -> export -> optimize -> store -> ls/show/run.
 
 Runs optimum-cli and ONNX Runtime for real on the example tiny Llama (a few seconds).
 """

@@ -15,7 +15,6 @@ import click
 def command(app: Any, ref: str, alias: str | None, delete: bool) -> None:
     """Point ALIAS at artifact REF (re-pointing it if it exists); -d REF removes alias REF."""
     import artifact_store
-
     from rmbuild.errors import RmbuildError
     from rmbuild.store import resolve
 

@@ -12,7 +12,6 @@ from rmbuild.store import open_store, resolve
 
 if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Store
-
     from rmbuild.runtime.session import BackendSession
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy comes with the backends' extras; `rmbuild run --help` needs none
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class SamplingParams:
 
 def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> int:
     """Pick the next token from a 1-D logits vector."""
+    import numpy as np
+
     if params.temperature == 0:
         return int(np.argmax(logits))
     scaled = logits.astype(np.float64) / params.temperature

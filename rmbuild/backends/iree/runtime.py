@@ -14,9 +14,10 @@ initializers), and which the exporter fixes as::
 
 So the step reads the function's arity from the module (``main_graph(0rrrrrrr_rrrrr)``: 7 in,
 5 out), checks it against ``num_hidden_layers`` in config.json (whether ``position_ids`` is
-there follows from the count), and checks the output shapes on every call. An ``io.json``
-sidecar (``{"inputs": [...], "outputs": [...]}``, the ONNX names in order) in the artifact, if
-present, takes precedence over the convention.
+there follows from the count), and checks the output shapes on every call. The import stage
+writes an ``io.json`` sidecar (``{"inputs": [...], "outputs": [...]}``, the ONNX names in order;
+see ``IREEBackend.prepare_outputs``) that the compile stages carry; it takes precedence over the
+convention, which GPT-2's export (past before attention_mask) does not follow.
 
 A zero-length past (``[1, kv_heads, 0, head_dim]``) works on IREE's local (CPU) devices: the
 dims are dynamic in the module. On ``cuda`` it does not (IREE 3.13, seen on an H200): importing a

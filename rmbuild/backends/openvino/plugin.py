@@ -46,12 +46,13 @@ class OpenVINOBackend(BackendPlugin):
     description = "OpenVINO IR (ovc), run through libopenvino_c on CPU, GPU or NPU"
 
     def availability(self) -> Availability:
-        from rmbuild.backends.openvino import capi
-
         version = probe.installed_version()
         install = f"pip install 'rmbuild[{self.extra}]'"
         if version is None:
             return Availability(ok=False, reason="openvino is not installed", install=install)
+        # Only now: the binding needs numpy, which comes with the openvino extra.
+        from rmbuild.backends.openvino import capi
+
         try:
             library = probe.library_path()
         except capi.OVLibraryNotFound as exc:
