@@ -28,7 +28,7 @@ from rmbuild.errors import ModelSourceError, SpecError
 from rmbuild.keys import ActionKey, tree_digest
 from rmbuild.plugins import get_backend
 from rmbuild.profiles import find_profile
-from rmbuild.spec import FlagValue, LoadedProfile, LoadedSpec, load_model_spec
+from rmbuild.spec import BuildProfile, FlagValue, LoadedProfile, LoadedSpec, load_model_spec
 from rmbuild.toolchains import Toolchain, find_toolchain
 from rmbuild.yamlio import line_of
 
@@ -71,7 +71,7 @@ class PlannedStage:
     flags: dict[str, FlagValue]
 
     @property
-    def profile(self):  # noqa: ANN201 - BuildProfile
+    def profile(self) -> BuildProfile:
         return self.loaded.profile
 
     def keyed_flags(self) -> dict[str, FlagValue]:
@@ -227,15 +227,7 @@ def action_key(stage: PlannedStage, inputs: dict[str, str], start: Path | None) 
     tool: dict[str, Any] = {"name": profile.tool.name}
     if profile.tool.package:
         tool["package"] = profile.tool.package
-        packages = toolchain_id["packages"]
-        assert isinstance(packages, dict)
-        tool["version"] = (
-            packages[profile.tool.package]
-            if profile.tool.package in packages
-            else Toolchain(name=stage.toolchain.name, python=stage.toolchain.python,
-                           packages=[profile.tool.package]).identity()["packages"][
-                               profile.tool.package]
-        )
+        tool["version"] = stage.toolchain.package_version(profile.tool.package)
     if (script := adapter.script_path()) is not None:
         tool["script_sha256"] = _file_sha256(script)
     fingerprint = get_backend(profile.backend).fingerprint(profile, dict(stage.flags))

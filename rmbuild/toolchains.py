@@ -71,6 +71,15 @@ class Toolchain(BaseModel):
         """What identifies this toolchain in a key: Python version and package versions."""
         return _identity(self.python_path, tuple(self.packages), self.python is None, self.name)
 
+    def package_version(self, package: str) -> str | None:
+        """The version of one package in this environment (a declared one or any other)."""
+        packages = self.identity()["packages"]
+        assert isinstance(packages, dict)
+        if package in packages:
+            return packages[package]
+        other = _identity(self.python_path, (package,), self.python is None, self.name)
+        return other["packages"][package]  # type: ignore[index]
+
 
 _PROBE = (
     "import json,sys,importlib.metadata as m\n"
