@@ -415,10 +415,10 @@ def compile_spec(
     """
     spec = load_model_spec(spec_path)
     names = targets or list(spec.spec.targets)
-    for name in names:
-        plan(spec, name)  # fail fast on spec errors, before starting anything
     if jobs <= 1 or len(names) == 1:
         return [build(spec, name, store=store, reporter=reporter) for name in names]
+    for name in names:
+        plan(spec, name)  # fail fast on spec errors, before starting any worker
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
