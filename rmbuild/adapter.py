@@ -70,6 +70,15 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         pass
 
 
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the tool and everything it started (it leads its own session)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # already gone
+    proc.wait()
+
+
 class BinaryCompilerAdapter:
     """Renders and runs one profile's tool."""
 
@@ -249,17 +258,15 @@ class BinaryCompilerAdapter:
             try:
                 returncode = proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                _kill_group(proc)
                 reader.join(timeout=5)
                 raise ToolTimeout(
                     f"{tool_name} did not finish within {timeout:g} s and was killed",
                     tool=tool_name, log_path=log_path, tail=list(tail),
                     hint="raise the profile's timeout if the model is large",
                 ) from None
-            except BaseException:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            except BaseException:  # Ctrl-C or any error of ours: never leave the tool running
+                _kill_group(proc)
                 raise
             reader.join(timeout=30)
         duration = time.monotonic() - started
