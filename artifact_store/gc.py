@@ -90,7 +90,7 @@ def collect(store: Store, *, dry_run: bool, max_size: int | None, grace: float) 
 
     tmp_removed = 0
     for entry in _children(store.root / "tmp"):
-        if now - _newest_mtime(entry) > STALE_AFTER:
+        if now - _newest_mtime(entry) > STALE_AFTER and not _in_use(entry):
             tmp_removed += 1
             bytes_freed += _tree_bytes(entry)
             if not dry_run:
@@ -118,6 +118,22 @@ def collect(store: Store, *, dry_run: bool, max_size: int | None, grace: float) 
         size_before=size_before,
         size_after=total,
     )
+
+
+def _in_use(entry: Path) -> bool:
+    """Is a live process holding this build dir (Store.build_dir)?"""
+    from filelock import FileLock, Timeout
+
+    from artifact_store.store import IN_USE
+
+    marker = entry / IN_USE
+    if not marker.exists():
+        return False
+    try:
+        with FileLock(str(marker), timeout=0):
+            return False
+    except Timeout:
+        return True
 
 
 def _size(path: Path) -> int:

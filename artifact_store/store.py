@@ -57,6 +57,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 MIN_PREFIX = 4
+# The lock file inside a busy build dir (see Store.build_dir and gc).
+IN_USE = ".in-use"
 _MAX_CANDIDATES = 50
 # Keys and aliases name files (trees/<key>, locks/<key>.lock), so both are kept to a
 # filesystem-safe alphabet.
@@ -623,11 +625,28 @@ class Store:
     def tmpdir(self, prefix: str) -> Path:
         """A fresh directory under ``tmp/`` (same filesystem as objects, so moves are renames).
 
-        The caller removes it; gc removes ones untouched for an hour.
+        The caller removes it; gc removes ones untouched for an hour (use :meth:`build_dir`
+        for work that may stay silent longer).
         """
         if "/" in prefix or os.sep in prefix:
             raise StoreError(f"tmpdir prefix {prefix!r} must not contain a path separator")
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.root / "tmp"))
+
+    @contextmanager
+    def build_dir(self, prefix: str) -> Iterator[Path]:
+        """A :meth:`tmpdir` held busy while in use, then removed.
+
+        A compiler may write nothing for hours; the flock on ``IN_USE`` inside the dir tells gc
+        the dir is alive whatever its mtime, and dies with the process if it is killed.
+        """
+        from filelock import FileLock
+
+        path = self.tmpdir(prefix)
+        try:
+            with FileLock(str(path / IN_USE)):
+                yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
 
     def gc(
         self,

@@ -17,12 +17,12 @@ import platform
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 import rmbuild
-from artifact_store import ArtifactRecord, LockTimeout, Store
+from artifact_store import ArtifactRecord, LockTimeout, Store, StoreError
 from rmbuild.adapter import BinaryCompilerAdapter
 from rmbuild.errors import ModelSourceError, SpecError
 from rmbuild.keys import ActionKey, tree_digest
@@ -33,6 +33,9 @@ from rmbuild.toolchains import Toolchain, find_toolchain
 from rmbuild.yamlio import line_of
 
 MAX_CHAIN = 16
+# A cache hit refreshes last_used_at (for gc's LRU) at most this often: the write is what
+# would make a hit import SQLAlchemy, so it is amortized.
+TOUCH_EVERY = timedelta(hours=1)
 
 
 class Reporter(Protocol):
@@ -272,18 +275,18 @@ def _run_stage(
     parents: list[str],
     store: Store,
     reporter: Reporter,
+    replace: bool,
 ) -> ArtifactRecord:
     profile = stage.profile
     adapter = BinaryCompilerAdapter(profile, stage.toolchain, spec.root)
     started_at = datetime.now(UTC)
     t0 = time.monotonic()
-    tmp = store.tmpdir(f"build-{key_hex[:12]}-")
-    # The log lives outside the temp dir so a failure's log survives the cleanup; it is never
+    # The log lives outside the build dir so a failure's log survives the cleanup; it is never
     # on the hit path (a failed build writes no index row, so it cannot poison the cache).
     log_dir = store.root / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{key_hex[:16]}-{started_at:%Y%m%dT%H%M%S}-{os.getpid()}.log"
-    try:
+    with store.build_dir(f"build-{key_hex[:12]}-") as tmp:
         out = tmp / "out"
         out.mkdir()
         command = adapter.render_for_run(stage.flags, inputs={"model": input_path}, output=out,
@@ -294,7 +297,7 @@ def _run_stage(
         get_backend(profile.backend).prepare_outputs(profile, input_path, out)
         t1 = time.monotonic()
         manifest = store.put_tree(out, move=True)
-        log_digest = store.put_file(log_path)
+        log_digest = store.put_file(log_path, move=True)
         metadata = {
             "rmbuild_version": rmbuild.__version__,
             "model": spec.spec.name,
@@ -323,12 +326,24 @@ def _run_stage(
             "log": log_digest,
             "blobs": [log_digest],
         }
-        record = store.commit(key_hex, manifest, model=spec.spec.name, target=target,
-                              backend=profile.backend, metadata=metadata)
-        log_path.unlink(missing_ok=True)
-        return record
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        return store.commit(key_hex, manifest, model=spec.spec.name, target=target,
+                            backend=profile.backend, metadata=metadata, replace=replace)
+
+
+def _usable(store: Store, key_hex: str) -> ArtifactRecord | None:
+    """The artifact for ``key_hex`` if its row exists and its blobs are all there.
+
+    A row whose blobs were lost (a disk problem, a hand deletion) is rebuilt, never served and
+    never left blocking its key; `rmbuild verify` finds corrupt content, this finds absence.
+    """
+    record = store.get(key_hex)
+    if record is None or not store.has_blob(record.manifest_digest):
+        return None
+    try:
+        files = store.get_manifest(record.manifest_digest).files.values()
+    except StoreError:
+        return None
+    return record if all(store.has_blob(entry.digest) for entry in files) else None
 
 
 @contextlib.contextmanager
@@ -366,13 +381,13 @@ def build(
         key_hex = key.compute()
         name = stage.profile.name
         reporter.stage_start(target, index, len(chain), name, key_hex)
-        record = store.get(key_hex)
+        record = _usable(store, key_hex)
         hit = record is not None
         if record is None:
             # Two builders of one key run the tool once: the second waits, then hits. The lock
             # is an flock, so a SIGKILLed holder releases it with its death.
             with _key_lock(store, key_hex, name, reporter, stage.profile.timeout + 120):
-                record = store.get(key_hex)
+                record = _usable(store, key_hex)
                 hit = record is not None
                 if record is None:
                     # Only a miss needs the upstream files; hardlinks make this cheap.
@@ -380,7 +395,10 @@ def build(
                     record = _run_stage(spec=spec, target=target, stage=stage, key=key,
                                         key_hex=key_hex, input_path=input_path,
                                         parents=[parent] if parent else [], store=store,
-                                        reporter=reporter)
+                                        reporter=reporter,
+                                        replace=store.get(key_hex) is not None)
+        elif datetime.now(UTC) - record.last_used_at > TOUCH_EVERY:
+            store.touch(key_hex)  # keeps `gc --max-size` from evicting what CI keeps hitting
         seconds = time.monotonic() - t0
         reporter.stage_done(name, key_hex, hit, seconds)
         results.append(StageResult(name, key_hex, hit, seconds, record))

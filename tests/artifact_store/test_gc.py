@@ -96,3 +96,18 @@ def test_gc_removes_trees_of_deleted_artifacts(store: Store, tmp_path: Path, bui
     report = store.gc(grace=0)
     assert report.trees_removed == 1 and not tree.exists()
     assert report.blobs_removed == 2
+
+
+def test_gc_keeps_a_silent_build_dir_while_its_builder_lives(store: Store) -> None:
+    old = time.time() - 7200
+    with store.build_dir("build-") as busy:
+        (busy / "quiet").write_bytes(b"a compiler that prints nothing for hours")
+        for p in (busy / "quiet", busy / ".in-use", busy):
+            os.utime(p, (old, old))
+        assert store.gc().tmp_removed == 0 and busy.exists()
+    assert not busy.exists()  # removed on exit
+    dead = store.tmpdir("build-")
+    (dead / ".in-use").write_bytes(b"")  # marker left by a killed builder: no flock held
+    for p in (dead / ".in-use", dead):
+        os.utime(p, (old, old))
+    assert store.gc().tmp_removed == 1 and not dead.exists()

@@ -76,3 +76,19 @@ def test_tag_retag_and_untag(project: Project, cli) -> None:  # noqa: ANN001
     assert cli("tag", "-d", "chat-main-cpu").code == 0
     gone = cli("show", "chat-main-cpu")
     assert gone.code == 5
+
+
+def test_an_artifact_whose_blobs_were_lost_is_rebuilt_not_served(project: Project,
+                                                                 cli) -> None:  # noqa: ANN001
+    counter = project.root / "runs.txt"
+    project.set_flags(counter=str(counter))
+    artifact = _built(project, cli)
+    info = cli("show", artifact, "--json").json()
+    blob = project.store / "objects" / info["manifest"][:2] / info["manifest"][2:]
+    blob.unlink()
+    again = cli("compile", str(project.spec), "--json")
+    assert again.code == 0, again.err
+    assert again.json()[0]["artifact"] == artifact and again.json()[0]["hit"] is False
+    assert len(counter.read_text().splitlines()) == 2
+    assert cli("verify", artifact).code == 0
+    assert len(cli("ls", "--json").json()) == 1
