@@ -48,35 +48,48 @@ class ToolRun:
     log_path: Path
 
 
-def _check_flag_values(profile: BuildProfile, flags: dict[str, FlagValue]) -> None:
-    # One argument per rendered line: a newline inside a value would split it into two.
-    for name, value in flags.items():
-        values = value if isinstance(value, list) else [value]
-        for item in values:
-            if isinstance(item, str) and ("\n" in item or "\r" in item):
+# One argument per rendered line: a line break inside a value would split it into two, and
+# \x00/\x01 are the markers render_argv brackets values with (no argv can hold \x00 anyway).
+_FORBIDDEN = ("\n", "\r", "\x00", "\x01")
+
+
+def _check_values(profile: BuildProfile, values: dict[str, object], what: str) -> None:
+    for name, value in values.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and any(ch in item for ch in _FORBIDDEN):
                 raise SpecError(
-                    "flag values cannot contain line breaks", field=f"flags.{name}",
+                    f"{what} cannot contain line breaks or NUL characters",
+                    field=f"{what}.{name}" if what == "flags" else name,
                     file=profile.name,
                 )
 
 
+def _find_prctl() -> Callable[..., int] | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+# Looked up once in the parent, so the forked child (preexec_fn) only makes one libc call.
+_PRCTL = _find_prctl()
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     # If rmbuild is SIGKILLed mid-build, take the compiler down with it instead of leaving an
-    # orphan writing into a temp dir nobody will ingest.
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    # orphan writing into a build dir nobody will ingest.
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+def _kill_group(proc: subprocess.Popen[bytes], wait: bool = True) -> None:
     """Kill the tool and everything it started (it leads its own session)."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except (ProcessLookupError, PermissionError):
         pass  # already gone
-    proc.wait()
+    if wait:
+        proc.wait()
 
 
 class BinaryCompilerAdapter:
@@ -152,7 +165,7 @@ class BinaryCompilerAdapter:
         self, flags: dict[str, FlagValue], input_roles: list[str]
     ) -> RenderedCommand:
         """Render with every path replaced by its role name and runtime flags by placeholders."""
-        _check_flag_values(self.profile, flags)
+        _check_values(self.profile, flags, "flags")
         keyed = {
             name: (f"<runtime:{name}>" if name in self.profile.runtime_flags else value)
             for name, value in flags.items()
@@ -173,7 +186,10 @@ class BinaryCompilerAdapter:
         self, flags: dict[str, FlagValue], *, inputs: dict[str, Path], output: Path, workdir: Path
     ) -> RenderedCommand:
         """Render the real command for this machine."""
-        _check_flag_values(self.profile, flags)
+        _check_values(self.profile, flags, "flags")
+        paths = {f"input {role}": str(path) for role, path in inputs.items()}
+        _check_values(self.profile, {**paths, "output": str(output), "work dir": str(workdir)},
+                      "paths")
         tool = self.resolve_tool()
         script = self.script_path()
         context = self._context(
@@ -268,7 +284,12 @@ class BinaryCompilerAdapter:
             except BaseException:  # Ctrl-C or any error of ours: never leave the tool running
                 _kill_group(proc)
                 raise
+            # Whatever the tool left running in its session (a daemon holding our pipe, a stray
+            # worker) dies with it: nothing outlives a build, and the pipe closes at once.
+            _kill_group(proc, wait=False)
             reader.join(timeout=30)
+            assert proc.stdout is not None
+            proc.stdout.close()
         duration = time.monotonic() - started
         if returncode != 0:
             raise ToolError(

@@ -157,6 +157,23 @@ class BuildProfile(_Strict):
     )
     timeout: float = Field(3600, gt=0, description="Seconds before the tool is killed.")
 
+    @field_validator("outputs", "carry")
+    @classmethod
+    def _relative_patterns(cls, value: list[str]) -> list[str]:
+        # Patterns are resolved inside the stage's folders; none may reach outside them.
+        for pattern in value:
+            if pattern.startswith(("/", "~")) or ".." in Path(pattern).parts:
+                raise ValueError(f"{pattern!r} must be a relative path inside the stage's folder")
+        return value
+
+    @field_validator("configs")
+    @classmethod
+    def _relative_configs(cls, value: dict[str, str]) -> dict[str, str]:
+        for rel in value:
+            if rel.startswith(("/", "~")) or ".." in Path(rel).parts:
+                raise ValueError(f"config path {rel!r} must stay inside the work dir")
+        return value
+
     @field_validator("runtime_flags")
     @classmethod
     def _known_runtime_flags(cls, value: list[str], info: Any) -> list[str]:

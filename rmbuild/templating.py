@@ -94,7 +94,10 @@ def render_argv(name: str, context: dict[str, Any], start: Path | None = None) -
     """Render an argv template: each non-blank line is one argument, ``#`` lines are comments."""
     text = _render(name, context, start, argv=True)
     argv = []
-    for line in text.splitlines():
+    # Split on "\n" only: str.splitlines() also breaks on U+2028, \x85, \x0c..., which a flag
+    # value may hold, and would turn one value into several arguments.
+    for line in text.split("\n"):
+        line = line.removesuffix("\r")
         # Only the template's own text is trimmed and can be a comment; values are bracketed.
         arg = line.strip()
         if arg.startswith("#"):

@@ -51,20 +51,21 @@ class Toolchain(BaseModel):
         return f"install the tools of toolchain {self.name!r} into {self.python_path.parent}"
 
     def which(self, tool: str) -> Path:
-        """Find ``tool`` in this toolchain's bin dir first, then on PATH."""
+        """Find ``tool`` in this toolchain's bin dir (or take it as a path).
+
+        Not on PATH: another install found there would run while the key records this
+        toolchain's versions.
+        """
         if os.sep in tool:
             path = Path(tool)
             if path.is_file() and os.access(path, os.X_OK):
                 return path
-        else:
-            for search in (str(self.bin_dir), os.environ.get("PATH", "")):
-                found = shutil.which(tool, path=search)
-                if found:
-                    return Path(found)
+        elif found := shutil.which(tool, path=str(self.bin_dir)):
+            return Path(found)
         raise ToolNotFound(
             f"{tool!r} is not installed in toolchain {self.name!r}",
             tool=tool,
-            hint=f"{self.install_hint()}; looked in {self.bin_dir} and on PATH",
+            hint=f"{self.install_hint()}; looked in {self.bin_dir}",
         )
 
     def identity(self) -> dict[str, object]:

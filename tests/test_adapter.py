@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from pydantic import ValidationError
 
 from rmbuild.adapter import BinaryCompilerAdapter
 from rmbuild.errors import OutputsMissing, SpecError, ToolError, ToolNotFound, ToolTimeout
@@ -108,7 +109,12 @@ def test_configs_are_rendered_into_the_workdir(project: Project, tmp_path: Path)
 def test_config_path_escaping_the_workdir_is_refused(project: Project, tmp_path: Path,
                                                      rel: str) -> None:
     project.write_template("fake.cfg.j2", "x = 1\n")
-    adapter = _adapter(project, configs={rel: "fake.cfg.j2"})
+    # Refused when the profile is read, before anything renders or runs...
+    with pytest.raises(ValidationError, match="must stay inside the work dir"):
+        _adapter(project, configs={rel: "fake.cfg.j2"})
+    # ...and, should an unvalidated profile get through, again when the file is written.
+    profile = _profile(project).model_copy(update={"configs": {rel: "fake.cfg.j2"}})
+    adapter = BinaryCompilerAdapter(profile, TOOLCHAIN, project.root)
     with pytest.raises(SpecError) as info:
         _run(adapter, tmp_path)
     assert "escapes the work dir" in info.value.message
@@ -116,6 +122,20 @@ def test_config_path_escaping_the_workdir_is_refused(project: Project, tmp_path:
     assert not (tmp_path / "escape.ini").exists()
     assert not (tmp_path / "work" / "escape.ini").exists()
     assert not Path("/tmp/escape-abs.ini").exists()
+
+
+@pytest.mark.parametrize("value", ["a\u2028--evil", "a\x0c--evil", "a\x85--evil"])
+def test_unicode_line_separators_stay_inside_one_argument(project: Project, tmp_path: Path,
+                                                         value: str) -> None:
+    command, _, _ = _run(_adapter(project), tmp_path, {"name": value})
+    assert command.argv[command.argv.index("--name") + 1] == value
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "a\x01b"])
+def test_nul_and_marker_characters_are_refused(project: Project, tmp_path: Path,
+                                              value: str) -> None:
+    with pytest.raises(SpecError, match="line breaks or NUL"):
+        _run(_adapter(project), tmp_path, {"name": value})
 
 
 # ----------------------------------------------------------------------------- running
@@ -197,3 +217,38 @@ def test_missing_outputs(project: Project, tmp_path: Path) -> None:
 
 def test_interpreter_is_this_python(project: Project) -> None:
     assert TOOLCHAIN.python_path == Path(sys.executable)
+
+
+def test_a_tool_leaving_a_background_child_neither_stalls_nor_leaks(project: Project,
+                                                                   tmp_path: Path) -> None:
+    import os
+    import time
+
+    pidfile = tmp_path / "child.pid"
+    tool = tmp_path / "daemonizing-compiler"
+    tool.write_text(
+        "#!/bin/sh\n"
+        "# writes its output, then leaves a child holding stdout, like a compile server\n"
+        'while [ "$1" != "--out" ]; do shift; done\n'
+        'touch "$2/model.bin"\n'
+        f"sleep 60 & echo $! > {pidfile}\n"
+    )
+    tool.chmod(0o755)
+    adapter = _adapter(project, tool={"name": str(tool)})
+    started = time.monotonic()
+    _, run, out = _run(adapter, tmp_path)
+    assert run.returncode == 0 and (out / "model.bin").exists()
+    assert time.monotonic() - started < 10  # not the 30 s reader timeout, nor the 60 s sleep
+    child = int(pidfile.read_text())
+    for _ in range(50):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        try:  # reap it if it is ours (it is not: it belonged to the tool's session)
+            os.waitpid(child, os.WNOHANG)
+        except ChildProcessError:
+            pass
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the tool's background child outlived the build")
