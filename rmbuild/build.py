@@ -163,7 +163,19 @@ def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
         if first and target.depends_on is not None:
             name = target.depends_on
             line = line_of(spec.lines, ("targets", target_name, "depends_on"))
+        elif loaded.profile.input_format == spec.spec.source.format:
+            name = None  # the source already is this stage's input (e.g. an ONNX folder)
     chain.reverse()
+    upstream_names = {stage.profile.name for stage in chain[:-1]}
+    for name in target.stages:
+        if name not in upstream_names:
+            raise SpecError(
+                f"target {target_name!r} has no upstream stage {name!r}",
+                file=spec.path,
+                line=line_of(spec.lines, ("targets", target_name, "stages", name)),
+                field=f"targets.{target_name}.stages.{name}",
+                context=[f"its upstream stages: {', '.join(sorted(upstream_names)) or 'none'}"],
+            )
     for upstream, downstream in zip(chain, chain[1:], strict=False):
         if upstream.profile.output_format != downstream.profile.input_format:
             raise SpecError(
@@ -186,8 +198,14 @@ def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
 
 def _source_files(spec: LoadedSpec) -> dict[str, Path]:
     src = spec.source_path
+    where = {"file": spec.path, "line": line_of(spec.lines, ("source", "path")),
+             "field": "source.path"}
     if src.is_file():
-        return {src.name: src}
+        raise ModelSourceError(
+            f"model source {str(src)!r} is a file; give the folder that holds the model",
+            hint="an HF folder, or for format: onnx a folder with model.onnx (and its external "
+            "data), config.json and the tokenizer files", **where,
+        )
     if not src.is_dir():
         raise ModelSourceError(
             f"model source {str(src)!r} does not exist",
@@ -205,8 +223,9 @@ def _source_files(spec: LoadedSpec) -> dict[str, Path]:
         if path.is_file():
             files[rel.as_posix()] = path
     if not files:
-        raise ModelSourceError(f"model source {str(src)!r} is empty", file=spec.path,
-                               line=line_of(spec.lines, ("source", "path")), field="source.path")
+        raise ModelSourceError(f"model source {str(src)!r} is empty", **where)
+    if spec.spec.source.format == "onnx" and "model.onnx" not in files:
+        raise ModelSourceError(f"format is onnx but {str(src)!r} has no model.onnx", **where)
     return files
 
 

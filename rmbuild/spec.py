@@ -28,8 +28,13 @@ class _Strict(BaseModel):
 class Source(_Strict):
     """Where the model comes from."""
 
-    path: str = Field(description="Folder (HF layout) or file, relative to model.yaml.")
-    format: Literal["hf", "onnx"] = Field("hf", description="What the source is.")
+    path: str = Field(description="The model's folder, relative to model.yaml.")
+    format: Literal["hf", "onnx"] = Field(
+        "hf",
+        description="hf: a Hugging Face folder; onnx: a folder with model.onnx (KV-cache "
+        "export), config.json and tokenizer files. Stages whose input the source already is "
+        "are skipped.",
+    )
 
 
 class StageOverride(_Strict):

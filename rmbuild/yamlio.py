@@ -32,6 +32,23 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
             _walk(item, loc + (i,), lines)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing duplicate keys (YAML says they are an error; PyYAML
+    would silently keep the last one, so a second ``cpu:`` target would replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"duplicate key {key!r}", key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
     """Parse ``path`` safely and return ``(data, line_of_each_location)``."""
     try:
@@ -41,10 +58,14 @@ def load_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise SpecError(f"cannot read: {exc}", file=path) from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        if node is None:
-            return {}, {}
-        data = yaml.SafeLoader(text).get_single_data()
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return {}, {}
+            data = loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None

@@ -276,3 +276,20 @@ def _alive(pid: int) -> bool:
             return False
         time.sleep(0.05)
     return True
+
+
+def test_a_misspelt_upstream_stage_override_is_an_error(project: Project, cli) -> None:  # noqa: ANN001
+    project.write_spec(project.spec_text() + "    stages:\n      onnx-exprot: {flags: {}}\n")
+    r = cli("compile", str(project.spec))
+    r.assert_failure(EXIT_SPEC)
+    assert f"{project.spec}:9: field 'targets.fake.stages.onnx-exprot'" in r.err
+    assert "no upstream stage 'onnx-exprot'" in r.err
+    project.assert_empty(cli)
+
+
+def test_a_file_as_model_source_names_source_path(project: Project, cli) -> None:  # noqa: ANN001
+    project.write_spec(project.spec_text(source="model/config.json"))
+    r = cli("compile", str(project.spec))
+    r.assert_failure(EXIT_SPEC)
+    assert f"{project.spec}:3: field 'source.path'" in r.err and "is a file" in r.err
+    project.assert_empty(cli)

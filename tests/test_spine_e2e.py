@@ -151,3 +151,25 @@ def test_info_backends_profiles_schema(env: dict[str, str]) -> None:
     assert {"onnx-export", "onnxruntime-cpu"} <= profiles
     schema = json.loads(rmbuild("schema", env=env).stdout)
     assert "targets" in schema["properties"]
+
+
+def test_an_onnx_folder_source_skips_the_export(tmp_path: Path, built: dict, env: dict[str, str],
+                                                reference_text: str) -> None:
+    # Users who export themselves give rmbuild the ONNX folder; the export stage is skipped.
+    export_id = built["stages"][0]["key"]
+    info = json.loads(rmbuild("show", export_id, "--json", env=env).stdout)
+    store_root = Path(env["RMBUILD_STORE"])
+    onnx_dir = tmp_path / "exported"
+    onnx_dir.mkdir()
+    for rel, entry in info["files"].items():
+        digest = entry["digest"]
+        shutil.copyfile(store_root / "objects" / digest[:2] / digest[2:], onnx_dir / rel)
+    spec = tmp_path / "model.yaml"
+    spec.write_text("name: tiny-llama-onnx\nsource: {path: exported, format: onnx}\n"
+                    "targets:\n  cpu: {profile: onnxruntime-cpu}\n")
+    out = rmbuild("compile", str(spec), "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)[0]
+    assert [s["profile"] for s in result["stages"]] == ["onnxruntime-cpu"]
+    run = rmbuild("run", "-a", result["artifact"], "--json", env=env)
+    assert json.loads(run.stdout)["text"] == reference_text

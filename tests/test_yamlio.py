@@ -146,3 +146,10 @@ def test_union_member_names_do_not_leak_into_the_field(tmp_path: Path) -> None:
     assert "wrong type: expected one of str, int, float, bool" in err.message
     assert "{'x': 1}" in err.message
     assert err.context == []  # one problem, not one per union member
+
+
+def test_duplicate_keys_are_an_error_with_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("name: x\ntargets:\n  a: {profile: p}\n  a: {profile: q}\n")
+    with pytest.raises(SpecError, match=r"m\.yaml:4: malformed YAML: duplicate key 'a'"):
+        load_yaml(path)
