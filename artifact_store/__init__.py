@@ -16,6 +16,7 @@ from artifact_store.errors import (
     InvalidAlias,
     LockTimeout,
     StoreError,
+    StoreUnavailable,
 )
 from artifact_store.hashing import HASH_VERSION
 from artifact_store.records import ArtifactRecord, FileEntry, GcReport, Manifest
@@ -37,6 +38,7 @@ __all__ = [
     "Manifest",
     "Store",
     "StoreError",
+    "StoreUnavailable",
 ]
 
 

@@ -79,3 +79,7 @@ class InvalidAlias(StoreError):
     def __init__(self, alias: str, problem: str) -> None:
         self.alias = alias
         super().__init__(f"invalid alias {alias!r}: {problem}")
+
+
+class StoreUnavailable(StoreError):
+    """The store folder or its index cannot be opened (bad path, bad URL, missing driver)."""

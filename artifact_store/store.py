@@ -46,6 +46,7 @@ from artifact_store.errors import (
     InvalidAlias,
     LockTimeout,
     StoreError,
+    StoreUnavailable,
 )
 from artifact_store.hashing import is_digest
 from artifact_store.records import ArtifactRecord, FileEntry, GcReport, Manifest, canonical_json
@@ -107,8 +108,12 @@ class Store:
 
     def __init__(self, root: str | os.PathLike[str], index_url: str | None = None) -> None:
         self.root: Path = Path(root).expanduser().absolute()
-        for sub in ("objects", "tmp", "locks", "trees", "logs"):
-            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        try:
+            for sub in ("objects", "tmp", "locks", "trees", "logs"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot use {self.root} as a store: {exc.strerror or exc}"
+                                   ) from None
         self.index_url = index_url or f"sqlite:///{self.root / 'index.sqlite'}"
         self._blobs = Blobs(self.root / "objects", self.root / "tmp")
         self._sa_engine: Engine | None = None
@@ -121,11 +126,23 @@ class Store:
     def _engine(self) -> Engine:
         """The SQLAlchemy engine, created (and the schema brought to head) on first use."""
         if self._sa_engine is None:
+            import sqlalchemy as sa
+
             from artifact_store import index
 
-            engine = index.create_engine(self.index_url)
+            # A bad URL, a missing DB driver, a file that is not a database, a server that is
+            # down: the index is unusable, which is the user's to fix, not a crash.
+            try:
+                engine = index.create_engine(self.index_url)
+            except (sa.exc.SQLAlchemyError, ImportError) as exc:
+                raise StoreUnavailable(f"cannot open the index {_safe_url(self.index_url)}: "
+                                       f"{exc}") from None
             try:
                 index.ensure_schema(engine, self.root / "locks" / "index-migrate.lock")
+            except (sa.exc.SQLAlchemyError, ImportError) as exc:
+                engine.dispose()
+                raise StoreUnavailable(f"cannot open the index {_safe_url(self.index_url)}: "
+                                       f"{str(exc).splitlines()[0]}") from None
             except BaseException:
                 engine.dispose()
                 raise
@@ -680,6 +697,11 @@ _ARTIFACT_COLUMNS = (
     "size",
     "metadata",
 )
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
 def _open_reader(url: str) -> sqlite3.Connection | None:

@@ -18,6 +18,7 @@ EXIT_TOOL = 4
 EXIT_NOT_FOUND = 5
 EXIT_INCOMPATIBLE = 6
 EXIT_UNAVAILABLE = 7
+EXIT_STORE = 8
 
 
 class RmbuildError(Exception):
@@ -165,3 +166,24 @@ class BackendUnavailable(RmbuildError):
 class StoreCorrupt(RmbuildError):
     code = "store-corrupt"
     exit_code = EXIT_INCOMPATIBLE
+
+
+class InvalidName(RmbuildError):
+    """A name given on the command line is not acceptable (e.g. an alias)."""
+
+    code = "invalid-name"
+    exit_code = EXIT_USAGE
+
+
+class BuildLockTimeout(RmbuildError):
+    """Another process held a key's build lock for longer than the stage may take."""
+
+    code = "build-lock-timeout"
+    exit_code = EXIT_TOOL
+
+
+class StoreUnavailable(RmbuildError):
+    """The store folder or its index cannot be opened."""
+
+    code = "store-unavailable"
+    exit_code = EXIT_STORE

@@ -81,7 +81,8 @@ def cli(ctx: click.Context, store: str | None, index_url: str | None, verbose: b
     \b
     Exit codes: 0 ok, 1 internal error, 2 usage error, 3 bad model.yaml/profile/template,
     4 a tool failed (not found, exit code, timeout, missing outputs), 5 artifact not found or
-    ambiguous, 6 artifact incompatible with this machine or corrupt, 7 backend unavailable.
+    ambiguous, 6 artifact incompatible with this machine or corrupt, 7 backend unavailable,
+    8 store or index unavailable, 130 interrupted.
     """
     ctx.obj = AppContext(store, index_url, verbose or bool(os.environ.get("RMBUILD_DEBUG")))
 
@@ -100,7 +101,7 @@ def _print_error(exc: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rmbuild`` script; returns (and exits with) the exit code."""
-    from rmbuild.errors import EXIT_INCOMPATIBLE, EXIT_INTERNAL, RmbuildError
+    from rmbuild.errors import EXIT_INTERNAL, RmbuildError
 
     verbose = bool(os.environ.get("RMBUILD_DEBUG")) or any(
         a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:])
@@ -129,10 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         code = 0
     except Exception as exc:
-        store_error = _store_error(exc)
-        if store_error is not None:
-            _print_error(RmbuildError(store_error, hint="run `rmbuild verify` or `rmbuild gc`"))
-            code = EXIT_INCOMPATIBLE
+        translated = _translate(exc)
+        if translated is not None:
+            if verbose:
+                import traceback
+
+                traceback.print_exc()
+            _print_error(translated)
+            code = translated.exit_code
         else:
             import traceback
 
@@ -147,10 +152,10 @@ def main(argv: list[str] | None = None) -> int:
     return code
 
 
-def _store_error(exc: BaseException) -> str | None:
-    """artifact_store's own errors are about the store's state, not bugs in rmbuild."""
-    module = sys.modules.get("artifact_store")
-    if module is not None and isinstance(exc, module.StoreError):
-        return f"artifact store: {exc}"
-    return None
+def _translate(exc: BaseException) -> Any:
+    """artifact_store's own errors are about the store's state or the user's input, not bugs."""
+    if "artifact_store" not in sys.modules or not isinstance(exc, Exception):
+        return None
+    from rmbuild.store import translate
 
+    return translate(exc)

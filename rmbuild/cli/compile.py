@@ -115,8 +115,12 @@ def command(app: Any, spec: str, targets: tuple[str, ...], all_targets: bool,
 
     loaded = load_model_spec(spec)
     names = list(loaded.spec.targets) if all_targets or not targets else list(targets)
-    if alias and len(names) != 1:
-        raise click.UsageError("--tag needs exactly one --target")
+    if alias:
+        if len(names) != 1:
+            raise click.UsageError("--tag needs exactly one --target")
+        from artifact_store.store import validate_alias
+
+        validate_alias(alias)  # before the build, not after it
     store = app.store()
     parallel = jobs > 1 and len(names) > 1
     live = sys.stderr.isatty() and not as_json and not parallel

@@ -14,20 +14,15 @@ import click
 @click.pass_obj
 def command(app: Any, ref: str, alias: str | None, delete: bool) -> None:
     """Point ALIAS at artifact REF (re-pointing it if it exists); -d REF removes alias REF."""
-    import artifact_store
-    from rmbuild.errors import RmbuildError
     from rmbuild.store import resolve
 
     store = app.store()
-    try:
-        if delete:
-            store.untag(ref)
-            click.echo(f"removed alias {ref}")
-            return
-        if not alias:
-            raise click.UsageError("give an ALIAS (or -d ALIAS to remove one)")
-        record = resolve(store, ref)
-        store.tag(alias, record.key)
-    except (artifact_store.InvalidAlias, artifact_store.ArtifactNotFound) as exc:
-        raise RmbuildError(str(exc)) from None
+    if delete:
+        store.untag(ref)
+        click.echo(f"removed alias {ref}")
+        return
+    if not alias:
+        raise click.UsageError("give an ALIAS (or -d ALIAS to remove one)")
+    record = resolve(store, ref)
+    store.tag(alias, record.key)
     click.echo(f"{alias} -> {record.key}")
