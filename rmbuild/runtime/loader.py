@@ -12,6 +12,7 @@ from rmbuild.store import open_store, resolve
 
 if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Store
+    from rmbuild.backends.base import BackendPlugin
     from rmbuild.runtime.session import BackendSession
 
 
@@ -36,16 +37,15 @@ def _check_sizes(store: Store, record: ArtifactRecord, tree: Path) -> None:
 def prepare(
     ref: str,
     *,
-    store: Store | None = None,
+    store: Store,
     verify: bool = False,
     options: dict[str, Any] | None = None,
-) -> tuple[ArtifactRecord, Path]:
+) -> tuple[ArtifactRecord, Path, BackendPlugin]:
     """Resolve ``ref``, check it is compatible with this machine, materialize it.
 
     Load-time ``options`` (e.g. ``device``) override the recorded runtime flags for the check,
     so ``--device CPU`` can run an artifact whose profile defaults to an absent NPU.
     """
-    store = store or open_store()
     record = resolve(store, ref)
     plugin = require_available(record.backend)
     metadata = record.metadata
@@ -56,20 +56,29 @@ def prepare(
     if verify and (problems := store.verify(record.key)):
         raise StoreCorrupt(f"artifact {record.key[:12]} is corrupt", context=problems,
                            hint="rebuild it with `rmbuild compile`")
-    tree = store.materialize(record.key)
+    tree = store.materialize(record.key)  # also marks it used, for gc's LRU
     _check_sizes(store, record, tree)
-    store.touch(record.key)
-    return record, tree
+    return record, tree, plugin
 
 
 def load(
     ref: str, *, store: Store | None = None, verify: bool = False, **options: Any
 ) -> BackendSession:
-    """A ready session for artifact ``ref`` (id, unique prefix or alias)."""
+    """A ready session for artifact ``ref`` (id, unique prefix or alias).
+
+    Without ``store``, the default store is opened and closed with the session.
+    """
+    own = store is None
     store = store or open_store()
-    record, tree = prepare(ref, store=store, verify=verify, options=options)
-    plugin = require_available(record.backend)
-    session = plugin.create_session(tree, record.metadata, options)
+    try:
+        record, tree, plugin = prepare(ref, store=store, verify=verify, options=options)
+        session = plugin.create_session(tree, record.metadata, options)
+    except BaseException:
+        if own:
+            store.close()
+        raise
     session.info.update({"artifact": record.key, "model": record.model, "target": record.target,
                          "path": os.fspath(tree)})
+    if own:
+        session.closers.append(store.close)
     return session

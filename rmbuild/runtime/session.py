@@ -52,6 +52,8 @@ class BackendSession:
     eos_token_ids: set[int] = field(default_factory=set)
     info: dict[str, Any] = field(default_factory=dict)
     last_stats: GenerationStats = field(default_factory=GenerationStats)
+    # Called on close() after the backend's step (e.g. the store `rmbuild.load` opened).
+    closers: list[Any] = field(default_factory=list)
 
     def generate_ids(
         self, prompt_ids: list[int], max_tokens: int, params: SamplingParams | None = None
@@ -111,6 +113,8 @@ class BackendSession:
         close = getattr(self.step_fn, "close", None)
         if close is not None:
             close()
+        while self.closers:
+            self.closers.pop()()
 
     def __enter__(self) -> BackendSession:
         return self
