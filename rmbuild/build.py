@@ -252,7 +252,8 @@ def action_key(stage: PlannedStage, inputs: dict[str, str], start: Path | None) 
         tool["version"] = stage.toolchain.package_version(profile.tool.package)
     if (script := adapter.script_path()) is not None:
         tool["script_sha256"] = _file_sha256(script)
-    fingerprint = get_backend(profile.backend).fingerprint(profile, dict(stage.flags))
+    fingerprint = get_backend(profile.backend).fingerprint(profile, dict(stage.flags),
+                                                           stage.toolchain)
     return ActionKey(
         inputs=inputs,
         stage=profile.stage,

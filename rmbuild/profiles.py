@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rmbuild.config import search_path
-from rmbuild.errors import ProfileNotFound
+from rmbuild.errors import ProfileNotFound, SpecError
 from rmbuild.spec import LoadedProfile, load_profile
 
 
@@ -43,6 +43,13 @@ def find_profile(
     return loaded
 
 
-def list_profiles(start: Path | None = None) -> list[LoadedProfile]:
-    """Every profile visible from ``start``; broken ones raise (they'd fail a build anyway)."""
-    return [load_profile(path) for _, path in sorted(_candidates(start).items())]
+def list_profiles(start: Path | None = None) -> list[LoadedProfile | SpecError]:
+    """Every profile visible from ``start``; a broken one is listed as its error, so one bad
+    file does not hide all the others."""
+    found: list[LoadedProfile | SpecError] = []
+    for _, path in sorted(_candidates(start).items()):
+        try:
+            found.append(load_profile(path))
+        except SpecError as exc:
+            found.append(exc)
+    return found

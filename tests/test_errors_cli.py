@@ -293,3 +293,14 @@ def test_a_file_as_model_source_names_source_path(project: Project, cli) -> None
     r.assert_failure(EXIT_SPEC)
     assert f"{project.spec}:3: field 'source.path'" in r.err and "is a file" in r.err
     project.assert_empty(cli)
+
+
+def test_a_broken_profile_is_listed_as_invalid_not_hiding_the_others(project: Project,  # noqa: ANN001
+                                                                     cli) -> None:
+    project.write_profile("broken", "name: broken\nbackend: [not, a, string]\n")
+    r = cli("profiles", "--from", str(project.root), "--json")
+    assert r.code == 0, r.err
+    rows = {row["name"]: row for row in r.json()}
+    assert rows["fake-compile"]["available"]
+    assert not rows["broken"]["available"] and "invalid" in rows["broken"]["reason"]
+    assert "broken.yaml:2" in rows["broken"]["reason"]

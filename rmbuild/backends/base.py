@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from rmbuild.runtime.session import BackendSession
     from rmbuild.spec import BuildProfile
+    from rmbuild.toolchains import Toolchain
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,14 @@ class BackendPlugin:
         """What the backend can do (dtypes, dynamic shapes, streaming...)."""
         return {}
 
-    def fingerprint(self, profile: BuildProfile, flags: dict[str, Any]) -> dict[str, Any]:
+    def fingerprint(
+        self, profile: BuildProfile, flags: dict[str, Any], toolchain: Toolchain | None = None
+    ) -> dict[str, Any]:
         """Environment facts that key artifacts of ``profile`` built with ``flags``.
 
         Only facts that change the output belong here (device arch, NPU SKU, CPU ISA where the
-        compiler bakes it in). Tool and SDK versions are keyed through the toolchain already.
+        compiler bakes it in). Tool and SDK versions are keyed through the toolchain already;
+        ``toolchain`` is the one the stage's tool will run from, to ask it what it targets.
         """
         return {}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 from typing import Any
 
 import click
@@ -17,7 +18,7 @@ def machine_info() -> dict[str, Any]:
     from rmbuild.toolchains import list_toolchains
 
     toolchains = []
-    for tc in list_toolchains():
+    for tc in list_toolchains(Path.cwd()):  # the project's own toolchains too
         try:
             identity = tc.identity()
             toolchains.append({"name": tc.name, "python": str(tc.python_path),

@@ -15,12 +15,20 @@ from rmbuild.cli._output import console, emit_json
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def command(start: Path | None, as_json: bool) -> None:
     """List profiles: project profiles/ first, then user config, then built-ins."""
+    from rmbuild.errors import SpecError
     from rmbuild.plugins import registry
     from rmbuild.profiles import list_profiles
 
     backends = registry()
     rows = []
     for loaded in list_profiles((start or Path.cwd()).resolve()):
+        if isinstance(loaded, SpecError):
+            path = str(loaded.file)
+            rows.append({"name": Path(path).stem, "backend": "", "stage": "", "resource": "",
+                         "input": "", "output": "", "depends_on": None, "toolchain": "",
+                         "tool": "", "path": path, "available": False,
+                         "reason": f"invalid: {loaded.message}"})
+            continue
         p = loaded.profile
         entry = backends.get(p.backend)
         avail = entry.availability() if entry else None

@@ -19,17 +19,19 @@ kernels are embedded as PTX, which the driver JIT-compiles forward).
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rmbuild.backends.base import Availability, BackendPlugin, Resource
 from rmbuild.backends.iree import probe
-from rmbuild.errors import IncompatibleArtifact, SpecError
+from rmbuild.errors import IncompatibleArtifact, SpecError, ToolError, ToolNotFound
 from rmbuild.hostinfo import cpu_info
 
 if TYPE_CHECKING:
     from rmbuild.runtime.session import BackendSession
     from rmbuild.spec import BuildProfile
+    from rmbuild.toolchains import Toolchain
 
 VMFB_FORMAT = "iree-vmfb"
 
@@ -61,6 +63,14 @@ def _driver_and_device(device: Any, driver: str) -> tuple[str, str | None]:
     if "://" in text:
         return text.split("://")[0], text
     return text, None
+
+
+def _resolve_failed(tool: Path, exc: BaseException) -> ToolError:
+    return ToolError(
+        f"could not ask {tool.name} which target it compiles for: {str(exc)[:300]}",
+        tool=tool.name,
+        hint="the target is part of the action key; check that iree-compile runs",
+    )
 
 
 class IREEBackend(BackendPlugin):
@@ -119,10 +129,19 @@ class IREEBackend(BackendPlugin):
 
     # ------------------------------------------------------------------ keys
 
-    def fingerprint(self, profile: BuildProfile, flags: dict[str, Any]) -> dict[str, Any]:
+    def fingerprint(
+        self, profile: BuildProfile, flags: dict[str, Any], toolchain: Toolchain | None = None
+    ) -> dict[str, Any]:
         if profile.output_format != VMFB_FORMAT:
             return {}  # the import is target-independent; the toolchain version keys it
-        tool = probe.find_iree_compile(profile.toolchain)
+        # Ask the very iree-compile the stage will run (its toolchain's), never another one.
+        if toolchain is not None:
+            try:
+                tool: Path | None = toolchain.which("iree-compile")
+            except ToolNotFound:
+                tool = None  # the build itself will say so
+        else:
+            tool = probe.find_iree_compile(profile.toolchain)
         if "cuda_target" in flags:
             return self._cuda_fingerprint(profile, flags, tool)
         return self._cpu_fingerprint(flags, tool)
@@ -145,9 +164,8 @@ class IREEBackend(BackendPlugin):
                 hint="use an sm_XX it knows (sm_80 PTX also runs on newer GPUs), or an arch name "
                 "such as ampere or ada",
             ) from None
-        except (RuntimeError, OSError) as exc:
-            fp["resolve_error"] = str(exc)[:200]
-            return fp
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            raise _resolve_failed(tool, exc) from None
         fp.update(arch=resolved["arch"], ptx=resolved["features"])
         return fp
 
@@ -158,9 +176,10 @@ class IREEBackend(BackendPlugin):
         if tool is not None:
             try:
                 return probe.resolve_llvmcpu(tool, cpu, features, triple)
-            except (RuntimeError, OSError):
-                pass
-        # No compiler to ask (the build will say so): key on what "host" means from /proc.
+            except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+                # A key from a degraded guess would differ from the real one: refuse instead.
+                raise _resolve_failed(tool, exc) from None
+        # No compiler to ask (the build will fail saying so): key on what /proc says.
         fp: dict[str, Any] = {
             "target_device": "local",
             "backend": "llvm-cpu",

@@ -18,6 +18,7 @@ from rmbuild.hostinfo import cpu_info
 if TYPE_CHECKING:
     from rmbuild.runtime.session import BackendSession
     from rmbuild.spec import BuildProfile
+    from rmbuild.toolchains import Toolchain
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -49,7 +50,9 @@ class OnnxRuntimeBackend(BackendPlugin):
     def get_capability(self) -> dict[str, Any]:
         return {"devices": ["cpu"], "kv_cache": True, "dynamic_shapes": True, "streaming": True}
 
-    def fingerprint(self, profile: BuildProfile, flags: dict[str, Any]) -> dict[str, Any]:
+    def fingerprint(
+        self, profile: BuildProfile, flags: dict[str, Any], toolchain: Toolchain | None = None
+    ) -> dict[str, Any]:
         # Only level "all" bakes the CPU's ISA into the graph; keying on it elsewhere would
         # split the cache across machines for nothing.
         if flags.get("opt_level") == "all":

@@ -18,6 +18,7 @@ from rmbuild.errors import IncompatibleArtifact
 if TYPE_CHECKING:
     from rmbuild.runtime.session import BackendSession
     from rmbuild.spec import BuildProfile
+    from rmbuild.toolchains import Toolchain
 
 IR_FILE = "openvino_model.xml"
 RUNTIMES = ("capi", "python")
@@ -78,7 +79,9 @@ class OpenVINOBackend(BackendPlugin):
             "runtimes": list(RUNTIMES),
         }
 
-    def fingerprint(self, profile: BuildProfile, flags: dict[str, Any]) -> dict[str, Any]:
+    def fingerprint(
+        self, profile: BuildProfile, flags: dict[str, Any], toolchain: Toolchain | None = None
+    ) -> dict[str, Any]:
         # The IR depends on the ovc release (keyed through the toolchain's openvino version) and
         # on weight compression and input shapes (keyed flags). It does not depend on the device
         # or this CPU: device code is generated at load time. Nothing else to add.
