@@ -17,7 +17,8 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   echo "rmbuild: installing rmbuild[$EXTRAS] into $VENV (first run takes a minute)" >&2
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip \
     2> >(grep -v "^WARNING: Location" >&2)
-  # torch is pinned to 2.13.0 in pyproject.toml: the CPU wheel, not a multi-GB CUDA build.
+  # torch is pinned to 2.13.0 in pyproject.toml: on these machines pip's find-links hold its CPU
+  # wheel; elsewhere add PyTorch's CPU index (--extra-index-url .../whl/cpu) to avoid a CUDA build.
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT[$EXTRAS]" \
     2> >(grep -v "^WARNING: Location" >&2)
   echo "$want" > "$stamp"

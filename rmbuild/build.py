@@ -437,7 +437,7 @@ def _build_worker(spec_path: str, target: str, root: str, url: str | None,
 
 
 def compile_spec(
-    spec_path: str | Path,
+    spec: LoadedSpec | str | Path,
     targets: list[str] | None = None,
     *,
     store: Store,
@@ -451,7 +451,8 @@ def compile_spec(
     the end; the first failure is raised after all have finished. ``reporter`` must then be
     picklable.
     """
-    spec = load_model_spec(spec_path)
+    if not isinstance(spec, LoadedSpec):
+        spec = load_model_spec(spec)
     names = targets or list(spec.spec.targets)
     if jobs <= 1 or len(names) == 1:
         return [build(spec, name, store=store, reporter=reporter) for name in names]

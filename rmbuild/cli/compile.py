@@ -127,7 +127,7 @@ def command(app: Any, spec: str, targets: tuple[str, ...], all_targets: bool,
     reporter: Any = LiveReporter() if live else PlainReporter(app.verbose)
     started = time.monotonic()
     try:
-        results = compile_spec(loaded.path, names, store=store, reporter=reporter, jobs=jobs)
+        results = compile_spec(loaded, names, store=store, reporter=reporter, jobs=jobs)
     finally:
         if live:
             reporter.close()
