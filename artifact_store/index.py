@@ -1,4 +1,4 @@
-"""The SQL index: artifacts (the action cache), aliases, and the file stat cache.
+"""The SQL index: artifacts (the action cache), their uses, aliases, and the file stat cache.
 
 The schema lives in alembic migrations (``migrations/versions``); the tables below mirror the
 head revision for queries. Opening an index that is already at ``HEAD_REVISION`` costs one
@@ -71,6 +71,24 @@ aliases = sa.Table(
         index=True,
     ),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Every (model, target) an artifact serves. artifacts.model/target name only the build that
+# made it; a build for another target that finds it as a cache hit adds a use here, so that
+# Store.list(target=...) finds it too.
+artifact_uses = sa.Table(
+    "artifact_uses",
+    metadata_obj,
+    sa.Column(
+        "key",
+        sa.String(255),
+        sa.ForeignKey("artifacts.key", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("model", sa.String(255), primary_key=True),
+    sa.Column("target", sa.String(255), primary_key=True),
+    sa.Column("first_used_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_artifact_uses_model_target", "model", "target"),
 )
 
 file_hashes = sa.Table(

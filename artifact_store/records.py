@@ -114,7 +114,11 @@ def _encode(files: Mapping[str, FileEntry]) -> bytes:
 
 @dataclass(frozen=True)
 class ArtifactRecord:
-    """One row of the action cache: ``key`` -> manifest, plus what it was built for."""
+    """One row of the action cache: ``key`` -> manifest, plus what it was built for.
+
+    ``model``/``target`` are those of the build that first made it; ``uses`` are all the
+    sorted ``(model, target)`` pairs it serves (that first one included, see Store.add_use).
+    """
 
     key: str
     manifest_digest: str
@@ -126,6 +130,7 @@ class ArtifactRecord:
     size: int
     metadata: dict[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
+    uses: tuple[tuple[str, str], ...] = ()
 
     __hash__ = None  # type: ignore[assignment]  # metadata is a dict
 

@@ -99,6 +99,20 @@ def _metadata_blobs(metadata: dict[str, Any]) -> list[str]:
     return blobs
 
 
+def _insert_use(conn: Connection, key: str, model: str, target: str, now: datetime) -> bool:
+    """Add use (key, model, target) unless present, in ``conn``'s transaction; True if added."""
+    import sqlalchemy as sa
+
+    from artifact_store import index
+
+    u = index.artifact_uses
+    q = sa.select(u.c.key).where(u.c.key == key, u.c.model == model, u.c.target == target)
+    if conn.execute(q).first() is not None:
+        return False
+    conn.execute(u.insert().values(key=key, model=model, target=target, first_used_at=now))
+    return True
+
+
 class Store:
     """A local artifact store; see the module docstring for the layout.
 
@@ -319,7 +333,8 @@ class Store:
         CorruptObject names the first one missing. If ``key`` exists, the existing record is
         returned unchanged (the first writer wins, so concurrent builders both succeed, even
         with non-reproducible compilers); pass ``replace=True`` to re-point it instead.
-        ``metadata`` is opaque JSON.
+        Either way (``model``, ``target``) is recorded as a use of ``key`` (see
+        :meth:`add_use`) in the same transaction. ``metadata`` is opaque JSON.
         """
         _check_key(key)
         try:
@@ -350,23 +365,78 @@ class Store:
             "size": manifest.size,
             "metadata": meta,
         }
-        replaced = False
-        try:
-            with self._write() as conn:
-                existing = conn.execute(sa.select(t.c.key).where(t.c.key == key)).first()
-                if existing is None:
-                    conn.execute(t.insert().values(key=key, created_at=now, **values))
-                elif replace:
-                    conn.execute(t.update().where(t.c.key == key).values(**values))
-                    replaced = True
-        except sa.exc.IntegrityError:
-            pass  # another process inserted the same key first (non-SQLite race): it wins
+        # Two tries: where writers are not serialized (not SQLite), a concurrent commit of the
+        # same key (or use) fails our insert and rolls back the whole transaction; the retry
+        # finds their row, which wins, and records only our use of it.
+        for attempt in (1, 2):
+            replaced = False
+            try:
+                with self._write() as conn:
+                    existing = conn.execute(sa.select(t.c.key).where(t.c.key == key)).first()
+                    if existing is None:
+                        conn.execute(t.insert().values(key=key, created_at=now, **values))
+                    elif replace:
+                        conn.execute(t.update().where(t.c.key == key).values(**values))
+                        replaced = True
+                    _insert_use(conn, key, model, target, now)
+                break
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
         if replaced:
             # materialize trusts a complete-looking trees/<key>; it is now the old content.
             _remove_aside(self.root / "trees" / key)
         record = self.get(key)
         assert record is not None  # just written, and deletes of fresh keys are not expected
         return record
+
+    def add_use(self, key: str, model: str, target: str) -> bool:
+        """Record that the build of (``model``, ``target``) uses artifact ``key``.
+
+        For a build that finds ``key`` as a cache hit although another (model, target) made
+        it, so that :meth:`list` finds it under both. Idempotent: True if the use is new.
+        ArtifactNotFound for an unknown key. This writes (and so loads SQLAlchemy); on a
+        cache hit, ask :meth:`has_use` first, which usually does not.
+        """
+        import sqlalchemy as sa
+
+        from artifact_store import index
+
+        t = index.artifacts
+        # Two tries, as in commit: a concurrent insert of the same use (or a delete of the
+        # artifact) fails ours; the retry sees what they did.
+        for attempt in (1, 2):
+            try:
+                with self._write() as conn:
+                    if conn.execute(sa.select(t.c.key).where(t.c.key == key)).first() is None:
+                        raise ArtifactNotFound(key)
+                    return _insert_use(conn, key, model, target, _utcnow())
+            except sa.exc.IntegrityError:
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    def has_use(self, key: str, model: str, target: str) -> bool:
+        """True if (``model``, ``target``) is a recorded use of ``key`` (False for no such key).
+
+        A read, so it takes the sqlite3 fast path when the store has one: the common
+        ``if not store.has_use(...): store.add_use(...)`` of a cache hit imports no SQLAlchemy
+        once the use is known.
+        """
+        if self._reader is not None:
+            row = self._reader.execute(
+                "SELECT 1 FROM artifact_uses WHERE key = ? AND model = ? AND target = ?",
+                (key, model, target),
+            ).fetchone()
+            return row is not None
+        import sqlalchemy as sa
+
+        from artifact_store import index
+
+        u = index.artifact_uses
+        q = sa.select(u.c.key).where(u.c.key == key, u.c.model == model, u.c.target == target)
+        with self._engine.connect() as conn:
+            return conn.execute(q).first() is not None
 
     def get(self, key: str) -> ArtifactRecord | None:
         """The record for exactly ``key``, or None."""
@@ -385,7 +455,7 @@ class Store:
 
         from artifact_store import index
 
-        t, a = index.artifacts, index.aliases
+        t, a, u = index.artifacts, index.aliases, index.artifact_uses
         q = sa.select(t).where(*where).order_by(t.c.created_at.desc(), t.c.key)
         if limit is not None:
             q = q.limit(limit)
@@ -394,11 +464,16 @@ class Store:
             return []
         keys = [r["key"] for r in rows]
         names: dict[str, list[str]] = {}
+        uses: dict[str, builtins.list[tuple[str, str]]] = {}
         q2 = sa.select(a.c.alias, a.c.key).order_by(a.c.alias)
+        q3 = sa.select(u.c.model, u.c.target, u.c.key)
         if len(keys) <= 500:
             q2 = q2.where(a.c.key.in_(keys))
+            q3 = q3.where(u.c.key.in_(keys))
         for alias, key in conn.execute(q2):
             names.setdefault(key, []).append(alias)
+        for model, target, key in conn.execute(q3):
+            uses.setdefault(key, []).append((model, target))
         return [
             ArtifactRecord(
                 key=r["key"],
@@ -411,6 +486,9 @@ class Store:
                 size=r["size"],
                 metadata=r["metadata"],
                 aliases=tuple(names.get(r["key"], ())),
+                # Sorted here, not by ORDER BY: a server's collation may differ from Python's
+                # (and the fast path's) code-point order.
+                uses=tuple(sorted(uses.get(r["key"], ()))),
             )
             for r in rows
         ]
@@ -449,24 +527,34 @@ class Store:
     def list(
         self, *, model: str | None = None, target: str | None = None, backend: str | None = None
     ) -> list[ArtifactRecord]:
-        """Artifacts matching every given filter, newest first."""
+        """Artifacts matching every given filter, newest first.
+
+        ``model`` and ``target`` match an artifact's uses (see :meth:`add_use`), not only its
+        first builder's: it is listed if any one use matches both.
+        """
+        import sqlalchemy as sa
+
         from artifact_store import index
 
-        t = index.artifacts
-        where = [
-            col == val
-            for col, val in ((t.c.model, model), (t.c.target, target), (t.c.backend, backend))
-            if val is not None
-        ]
+        t, u = index.artifacts, index.artifact_uses
+        where = [t.c.backend == backend] if backend is not None else []
+        if model is not None or target is not None:
+            # IN (subquery), not a join: an artifact with several matching uses is listed once.
+            pairs = ((u.c.model, model), (u.c.target, target))
+            conds = [col == val for col, val in pairs if val is not None]
+            where.append(t.c.key.in_(sa.select(u.c.key).where(*conds)))
         with self._engine.connect() as conn:
             return self._select(conn, *where)
 
     def delete(self, key: str) -> None:
-        """Remove the row for ``key`` and its aliases; blobs stay until :meth:`gc`."""
+        """Remove the row for ``key``, its aliases and uses; blobs stay until :meth:`gc`."""
         from artifact_store import index
 
         with self._write() as conn:
+            # The foreign keys cascade too; deleting explicitly does not depend on the database
+            # enforcing them.
             conn.execute(index.aliases.delete().where(index.aliases.c.key == key))
+            conn.execute(index.artifact_uses.delete().where(index.artifact_uses.c.key == key))
             gone = conn.execute(index.artifacts.delete().where(index.artifacts.c.key == key))
             if gone.rowcount == 0:
                 raise ArtifactNotFound(key)
@@ -743,15 +831,20 @@ def _open_reader(url: str) -> sqlite3.Connection | None:
 def _get_fast(conn: sqlite3.Connection, key: str) -> ArtifactRecord | None:
     """:meth:`Store.get` through sqlite3; the same record the SQLAlchemy path builds."""
     cols = ", ".join(f"a.{c}" for c in _ARTIFACT_COLUMNS)
-    # One statement (so one snapshot, like the engine's transaction): a row per alias.
+    # One statement (so one snapshot, like the engine's transaction; an explicit BEGIN would
+    # clash on this connection shared between threads): a row per alias and per use, tagged
+    # by kind, or a single row of NULLs after the artifact's columns if it has neither.
     rows = conn.execute(
-        f"SELECT {cols}, al.alias FROM artifacts AS a"
-        " LEFT JOIN aliases AS al ON al.key = a.key WHERE a.key = ? ORDER BY al.alias",
-        (key,),
+        f"SELECT {cols}, x.kind, x.v1, x.v2 FROM artifacts AS a LEFT JOIN ("
+        " SELECT 'alias' AS kind, alias AS v1, NULL AS v2 FROM aliases WHERE key = :key"
+        " UNION ALL SELECT 'use', model, target FROM artifact_uses WHERE key = :key"
+        ") AS x ON 1 WHERE a.key = :key",
+        {"key": key},
     ).fetchall()
     if not rows:
         return None
     r = dict(zip(_ARTIFACT_COLUMNS, rows[0], strict=False))
+    n = len(_ARTIFACT_COLUMNS)
     return ArtifactRecord(
         key=r["key"],
         manifest_digest=r["manifest_digest"],
@@ -763,7 +856,10 @@ def _get_fast(conn: sqlite3.Connection, key: str) -> ArtifactRecord | None:
         size=r["size"],
         # sa.JSON stores json.dumps text in SQLite and decodes it with json.loads.
         metadata=json.loads(r["metadata"]),
-        aliases=tuple(row[-1] for row in rows if row[-1] is not None),
+        # Sorted in Python as _select's aliases are by ORDER BY: aliases are ASCII, so the two
+        # orders agree (and uses are sorted in Python on both paths).
+        aliases=tuple(sorted(row[n + 1] for row in rows if row[n] == "alias")),
+        uses=tuple(sorted((row[n + 1], row[n + 2]) for row in rows if row[n] == "use")),
     )
 
 

@@ -417,8 +417,12 @@ def build(
                                         parents=[parent] if parent else [], store=store,
                                         reporter=reporter,
                                         replace=store.get(key_hex) is not None)
-        elif datetime.now(UTC) - record.last_used_at > TOUCH_EVERY:
-            store.touch(key_hex)  # keeps `gc --max-size` from evicting what CI keeps hitting
+        else:
+            if not store.has_use(key_hex, spec.spec.name, target):
+                # A shared stage (the export) serves this target too: `ls --target` shows it.
+                store.add_use(key_hex, spec.spec.name, target)
+            if datetime.now(UTC) - record.last_used_at > TOUCH_EVERY:
+                store.touch(key_hex)  # keeps `gc --max-size` from evicting what CI keeps hitting
         seconds = time.monotonic() - t0
         reporter.stage_done(name, key_hex, hit, seconds)
         results.append(StageResult(name, key_hex, hit, seconds, record))

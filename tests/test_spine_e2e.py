@@ -125,6 +125,9 @@ def test_plain_export_target_runs_too(env: dict[str, str], reference_text: str) 
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)[0]
     assert result["hit"]  # shares the export stage with the cpu target
+    listed = json.loads(rmbuild("ls", "--target", "onnx", "--json", env=env).stdout)
+    assert [r["id"] for r in listed] == [result["artifact"]]
+    assert {u["target"] for u in listed[0]["uses"]} == {"cpu", "onnx"}
     run = rmbuild("run", "-a", result["artifact"], "--json", env=env)
     assert json.loads(run.stdout)["text"] == reference_text
 

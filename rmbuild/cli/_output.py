@@ -65,6 +65,8 @@ def record_summary(record: Any) -> dict[str, Any]:
         "created_at": record.created_at.isoformat(),
         "last_used_at": record.last_used_at.isoformat() if record.last_used_at else None,
         "aliases": list(record.aliases),
+        # Every (model, target) the artifact serves; model/target above are its first builder.
+        "uses": [{"model": m, "target": t} for m, t in record.uses],
     }
 
 

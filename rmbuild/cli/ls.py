@@ -35,7 +35,8 @@ def command(app: Any, model: str | None, target: str | None, backend: str | None
         info = record_summary(r)
         versions = info["toolchain"]
         tool = next(iter(versions.items()), None)
-        table.add_row(r.key[:12], r.model, r.target, info["profile"] or "", r.backend,
+        targets = ",".join(sorted({t for m, t in r.uses if m == r.model})) or r.target
+        table.add_row(r.key[:12], r.model, targets, info["profile"] or "", r.backend,
                       f"{tool[0]} {tool[1]}" if tool else "", human_size(r.size),
                       age(r.created_at), ",".join(r.aliases))
     console().print(table)

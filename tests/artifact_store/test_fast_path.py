@@ -54,6 +54,8 @@ def populated(tmp_path: Path, build) -> Path:
         build(s, tmp_path, KEY, {"model.onnx": b"graph"}, metadata=META)
         s.tag("zeta", KEY)  # tagged out of order: both paths must sort aliases
         s.tag("alpha", KEY)
+        # Uses added out of order too (the first, ("m", "cpu"), came with the commit).
+        assert s.add_use(KEY, "m", "gpu") and s.add_use(KEY, "a-model", "cpu")
         build(s, tmp_path, "plain", {"x": b"x"})
         # A timestamp with zero microseconds: check both paths decode the stored text alike.
         import sqlalchemy as sa
@@ -94,6 +96,10 @@ def test_fast_get_equals_sqlalchemy_get(populated: Path) -> None:
         rec = fast.get(KEY)
         assert rec is not None
         assert rec.aliases == ("alpha", "zeta") and rec.metadata == META
+        assert rec.uses == (("a-model", "cpu"), ("m", "cpu"), ("m", "gpu"))
+        fixed = fast.get("fixed-time")  # inserted without commit: no uses, no aliases
+        assert fixed is not None and fixed.uses == () and fixed.aliases == ()
+        assert slow.list(target="gpu") == [rec]  # list builds the same records as get
         # A write goes through SQLAlchemy (created on demand); the reader sees it at once.
         before = rec.last_used_at
         time.sleep(0.01)
@@ -219,3 +225,28 @@ def test_cache_hit_does_not_import_sqlalchemy(populated: Path, tmp_path: Path, a
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_has_use_does_not_import_sqlalchemy(populated: Path) -> None:
+    code = textwrap.dedent(
+        f"""
+        import sys
+        import artifact_store
+        s = artifact_store.Store({str(populated)!r})
+        assert s.has_use({KEY!r}, "m", "gpu")
+        assert not s.has_use({KEY!r}, "m", "npu")
+        assert not s.has_use("missing", "m", "cpu")
+        assert "sqlalchemy" not in sys.modules, "has_use must take the sqlite3 path"
+        assert s.add_use({KEY!r}, "m", "npu")  # the write loads SQLAlchemy on demand
+        assert "sqlalchemy" in sys.modules
+        assert s.has_use({KEY!r}, "m", "npu") and ("m", "npu") in s.get({KEY!r}).uses
+        s.close()
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+    with _sa_store(populated) as slow:  # and the SQLAlchemy path answers alike
+        assert slow.has_use(KEY, "m", "npu") and not slow.has_use(KEY, "x", "npu")
+        assert not slow.has_use("missing", "m", "cpu")
