@@ -162,21 +162,16 @@ class BuildProfile(_Strict):
     )
     timeout: float = Field(3600, gt=0, description="Seconds before the tool is killed.")
 
-    @field_validator("outputs", "carry")
+    @field_validator("outputs", "carry", "configs")
     @classmethod
-    def _relative_patterns(cls, value: list[str]) -> list[str]:
-        # Patterns are resolved inside the stage's folders; none may reach outside them.
-        for pattern in value:
-            if pattern.startswith(("/", "~")) or ".." in Path(pattern).parts:
-                raise ValueError(f"{pattern!r} must be a relative path inside the stage's folder")
-        return value
-
-    @field_validator("configs")
-    @classmethod
-    def _relative_configs(cls, value: dict[str, str]) -> dict[str, str]:
-        for rel in value:
+    def _relative_paths(cls, value: Any, info: Any) -> Any:
+        # Output/carry patterns and config files are resolved inside the stage's folders (the
+        # output dir, the input dir, the work dir); none may reach outside them.
+        for rel in value:  # a list of patterns, or the configs' relative paths (dict keys)
             if rel.startswith(("/", "~")) or ".." in Path(rel).parts:
-                raise ValueError(f"config path {rel!r} must stay inside the work dir")
+                if info.field_name == "configs":
+                    raise ValueError(f"config path {rel!r} must stay inside the work dir")
+                raise ValueError(f"{rel!r} must be a relative path inside the stage's folder")
         return value
 
     @field_validator("runtime_flags")

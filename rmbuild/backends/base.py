@@ -19,6 +19,16 @@ if TYPE_CHECKING:
     from rmbuild.toolchains import Toolchain
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """"1.32.0", "2026.4.1-22982-abc" (a C library's build number), "2.13.0+cpu" -> numbers,
+    for the backends' version rules."""
+    parts = []
+    for piece in version.split("+")[0].split("-")[0].split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
 @dataclass(frozen=True)
 class Resource:
     """A device this machine has."""

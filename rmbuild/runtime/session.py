@@ -123,17 +123,38 @@ class BackendSession:
         self.close()
 
 
-def eos_ids(artifact_dir: Path) -> set[int]:
-    """EOS token ids from generation_config.json / config.json of an HF-style artifact."""
+def read_json(path: Path) -> dict[str, Any]:
+    """A JSON file of the artifact (config.json, io.json...), or {} when it is absent."""
     import json
 
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def eos_ids(artifact_dir: Path) -> set[int]:
+    """EOS token ids from generation_config.json / config.json of an HF-style artifact."""
     ids: set[int] = set()
     for name in ("generation_config.json", "config.json"):
-        path = artifact_dir / name
-        if path.is_file():
-            value = json.loads(path.read_text()).get("eos_token_id")
-            if isinstance(value, int):
-                ids.add(value)
-            elif isinstance(value, list):
-                ids.update(v for v in value if isinstance(v, int))
+        value = read_json(artifact_dir / name).get("eos_token_id")
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list):
+            ids.update(v for v in value if isinstance(v, int))
     return ids
+
+
+def kv_cache_shape(
+    config: dict[str, Any], heads: int | None = None, head_dim: int | None = None
+) -> tuple[int, int, int, int]:
+    """The empty KV cache's shape, [1, kv_heads, 0, head_dim], of an exported causal LM.
+
+    ``heads``/``head_dim`` come from the graph where its dims are static; the rest from the HF
+    config carried into the artifact (Llama and GPT-2 spell the fields differently).
+    """
+    n_heads = config.get("num_attention_heads") or config.get("n_head")
+    heads = heads or config.get("num_key_value_heads") or n_heads
+    if head_dim is None:
+        hidden = config.get("hidden_size") or config.get("n_embd")
+        head_dim = config.get("head_dim") or (hidden // n_heads if hidden and n_heads else None)
+    if not heads or not head_dim:
+        raise ValueError("cannot tell the KV cache shape: config.json lacks the head counts")
+    return (1, int(heads), 0, int(head_dim))

@@ -32,12 +32,13 @@ The present tensors stay on the device (``DeviceArray``) and are fed back as the
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from rmbuild.runtime.session import kv_cache_shape, read_json
 
 _FUNCTION = "main_graph"
 
@@ -65,10 +66,10 @@ class IREEDecoderStep:
         n_in, n_out = _arity(self.module.lookup_function(name))
 
         folder = vmfb_path.parent
-        config = _read_json(folder / "config.json")
+        config = read_json(folder / "config.json")
         self.input_names, self.output_names = _io_names(folder, config, n_in, n_out)
         self.past_names = [n for n in self.input_names if n.startswith("past_key_values.")]
-        self._kv_shape = _kv_shape(config)
+        self._kv_shape = kv_cache_shape(config)
         self._kv_dtype = np.dtype(options.get("kv_dtype") or "float32")
         local = (device or driver).startswith("local")
         pad = options.get("pad_past")
@@ -150,14 +151,10 @@ def _arity(function: Any) -> tuple[int | None, int | None]:
     return len(match.group(1)), len(match.group(2))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def _io_names(
     folder: Path, config: dict[str, Any], n_in: int | None, n_out: int | None
 ) -> tuple[list[str], list[str]]:
-    sidecar = _read_json(folder / "io.json")
+    sidecar = read_json(folder / "io.json")
     if sidecar.get("inputs") and sidecar.get("outputs"):
         inputs, outputs = list(sidecar["inputs"]), list(sidecar["outputs"])
     else:
@@ -192,14 +189,3 @@ def _io_names(
     if unknown:
         raise ValueError(f"cannot feed the module's inputs {sorted(unknown)}")
     return inputs, outputs
-
-
-def _kv_shape(config: dict[str, Any]) -> tuple[int, int, int, int]:
-    """[1, kv_heads, 0, head_dim] from the HF config."""
-    n_heads = config.get("num_attention_heads") or config.get("n_head")
-    kv_heads = config.get("num_key_value_heads") or n_heads
-    hidden = config.get("hidden_size") or config.get("n_embd")
-    head_dim = config.get("head_dim") or (hidden // n_heads if hidden and n_heads else None)
-    if not kv_heads or not head_dim:
-        raise ValueError("cannot tell the KV cache shape from config.json")
-    return (1, int(kv_heads), 0, int(head_dim))

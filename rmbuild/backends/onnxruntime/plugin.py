@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmbuild.backends.base import Availability, BackendPlugin, Resource
+from rmbuild.backends.base import Availability, BackendPlugin, Resource, version_tuple
 from rmbuild.backends.onnxruntime import probe
 from rmbuild.errors import IncompatibleArtifact
 from rmbuild.hostinfo import cpu_info
@@ -20,13 +20,6 @@ if TYPE_CHECKING:
     from rmbuild.spec import BuildProfile
     from rmbuild.toolchains import Toolchain
 
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    parts = []
-    for piece in version.split("+")[0].split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
 
 
 class OnnxRuntimeBackend(BackendPlugin):
@@ -71,7 +64,7 @@ class OnnxRuntimeBackend(BackendPlugin):
             return  # a plain export is portable ONNX
         level = (metadata.get("flags") or {}).get("opt_level")
         if level == "all":
-            if _version_tuple(here)[:2] != _version_tuple(built)[:2]:
+            if version_tuple(here)[:2] != version_tuple(built)[:2]:
                 raise IncompatibleArtifact(
                     f"optimized at level 'all' with onnxruntime {built}; this machine has {here} "
                     "(level 'all' needs the same major.minor)",
@@ -85,7 +78,7 @@ class OnnxRuntimeBackend(BackendPlugin):
                     "lacks",
                     hint="rebuild it here, or use opt_level: extended for portable graphs",
                 )
-        elif _version_tuple(here) < _version_tuple(built):
+        elif version_tuple(here) < version_tuple(built):
             raise IncompatibleArtifact(
                 f"optimized with onnxruntime {built}, newer than this machine's {here}",
                 hint=f"upgrade onnxruntime to >= {built}, or rebuild it here",

@@ -8,11 +8,12 @@ and ``present.<i>.key|value``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from rmbuild.runtime.session import kv_cache_shape, read_json
 
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
            "tensor(double)": np.float64}
@@ -41,11 +42,12 @@ class OnnxDecoderStep:
             raise ValueError(f"{model_path} is not a KV-cache LM export: missing {missing}")
         self._past_shapes = {}
         self._past_dtypes = {}
-        config = _read_config(model_path.parent)
+        config = read_json(model_path.parent / "config.json")
         for name in self.past_names:
             meta = inputs[name]
             self._past_dtypes[name] = _DTYPES.get(meta.type, np.float32)
-            self._past_shapes[name] = _past_shape(meta.shape, config)
+            static = [d if isinstance(d, int) else None for d in meta.shape]
+            self._past_shapes[name] = kv_cache_shape(config, static[1], static[3])
         self.reset()
 
     def reset(self) -> None:
@@ -74,23 +76,3 @@ class OnnxDecoderStep:
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
 
-
-def _read_config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _past_shape(shape: list[Any], config: dict[str, Any]) -> tuple[int, int, int, int]:
-    """[1, kv_heads, 0, head_dim] from the input's static dims, or from the HF config."""
-    heads = shape[1] if isinstance(shape[1], int) else None
-    head_dim = shape[3] if isinstance(shape[3], int) else None
-    if heads is None:
-        heads = config.get("num_key_value_heads") or config.get("num_attention_heads") or \
-            config.get("n_head")
-    if head_dim is None:
-        hidden = config.get("hidden_size") or config.get("n_embd")
-        n_heads = config.get("num_attention_heads") or config.get("n_head")
-        head_dim = config.get("head_dim") or (hidden // n_heads if hidden and n_heads else None)
-    if not heads or not head_dim:
-        raise ValueError("cannot tell the KV cache shape from the graph or config.json")
-    return (1, int(heads), 0, int(head_dim))

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmbuild.backends.base import Availability, BackendPlugin, Resource
+from rmbuild.backends.base import Availability, BackendPlugin, Resource, version_tuple
 from rmbuild.backends.openvino import probe
 from rmbuild.errors import IncompatibleArtifact
 
@@ -23,14 +23,6 @@ if TYPE_CHECKING:
 IR_FILE = "openvino_model.xml"
 RUNTIMES = ("capi", "python")
 
-
-def _version_tuple(version: str) -> tuple[int, ...]:
-    # "2026.4.1", "2026.4.1-22982-abc" (the C library's build number) -> (2026, 4, 1)
-    parts = []
-    for piece in version.split("+")[0].split("-")[0].split(".")[:3]:
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        parts.append(int(digits) if digits else 0)
-    return tuple(parts)
 
 
 def _runtime_flags(
@@ -110,7 +102,7 @@ class OpenVINOBackend(BackendPlugin):
             )
         here = self._here_version(runtime)
         built = ((metadata.get("toolchain") or {}).get("packages") or {}).get("openvino")
-        if built and _version_tuple(here) < _version_tuple(built):
+        if built and version_tuple(here) < version_tuple(built):
             raise IncompatibleArtifact(
                 f"converted to IR with openvino {built}, newer than this machine's OpenVINO "
                 f"{here} (an IR loads only in the release that wrote it or a newer one)",

@@ -15,7 +15,6 @@ unusable library is :class:`~rmbuild.errors.BackendUnavailable`, a failing C cal
 from __future__ import annotations
 
 import contextlib
-import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from rmbuild.backends.openvino import capi
 from rmbuild.errors import EXIT_TOOL, BackendUnavailable, IncompatibleArtifact, RmbuildError
+from rmbuild.runtime.session import kv_cache_shape, read_json
 
 INSTALL = "pip install 'rmbuild[openvino]'"
 
@@ -174,7 +174,11 @@ class _KVLoop:
         types = dict(zip(input_names, input_types, strict=True))
         self.past_names = sorted(n for n in input_names if n.startswith("past_key_values."))
         self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
-        shape = _past_shape(_read_config(xml_path.parent))
+        try:
+            shape = kv_cache_shape(read_json(xml_path.parent / "config.json"))
+        except ValueError as exc:
+            raise OpenVINOError(str(exc), hint="the profile must carry config.json into the "
+                                "artifact") from None
         self._past_shapes = {n: shape for n in self.past_names}
         self._past_dtypes = {n: _NUMPY_FROM_OV.get(types[n], np.float32) for n in self.past_names}
         self.reset()
@@ -309,22 +313,3 @@ class OVPythonDecoderStep(_KVLoop):
 
 def _ov_type_name(element_type: Any) -> str:
     return {"f32": "F32", "f16": "F16", "f64": "F64"}.get(element_type.get_type_name(), "F32")
-
-
-def _read_config(folder: Path) -> dict[str, Any]:
-    path = folder / "config.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _past_shape(config: dict[str, Any]) -> tuple[int, int, int, int]:
-    """[1, kv_heads, 0, head_dim] from the HF config carried into the artifact."""
-    n_heads = config.get("num_attention_heads") or config.get("n_head")
-    heads = config.get("num_key_value_heads") or n_heads
-    hidden = config.get("hidden_size") or config.get("n_embd")
-    head_dim = config.get("head_dim") or (hidden // n_heads if hidden and n_heads else None)
-    if not heads or not head_dim:
-        raise OpenVINOError(
-            "cannot tell the KV cache shape: config.json lacks the head counts",
-            hint="the profile must carry config.json into the artifact",
-        )
-    return (1, int(heads), 0, int(head_dim))
