@@ -77,4 +77,5 @@ def translate(exc: Exception) -> RmbuildError | None:
     if isinstance(exc, st.CorruptObject | st.CorruptManifest):
         return StoreCorrupt(f"artifact store: {message}",
                             hint="run `rmbuild verify`, rebuild with `rmbuild compile`")
-    return StoreUnavailable(f"artifact store: {message}")
+    return StoreUnavailable(f"artifact store: {message}",
+                            hint="check the store folder (--store) and run `rmbuild verify`")

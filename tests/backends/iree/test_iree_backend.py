@@ -23,7 +23,7 @@ from artifact_store import Store  # noqa: E402
 from rmbuild.backends.iree import probe  # noqa: E402
 from rmbuild.backends.iree.plugin import IREEBackend  # noqa: E402
 from rmbuild.build import BuildResult, action_key, build, plan  # noqa: E402
-from rmbuild.errors import IncompatibleArtifact, SpecError  # noqa: E402
+from rmbuild.errors import IncompatibleArtifact, SpecError, ToolError  # noqa: E402
 from rmbuild.runtime import loader  # noqa: E402
 from rmbuild.runtime.tokenizer import Tokenizer  # noqa: E402
 from rmbuild.spec import load_model_spec  # noqa: E402
@@ -136,6 +136,21 @@ def test_unknown_cuda_target_is_a_spec_error(built: Built) -> None:
     spec = load_model_spec(built.spec_path)
     with pytest.raises(SpecError, match="does not know the CUDA target 'sm_1'"):
         action_key(plan(spec, "bogus")[-1], {"model": "0" * 64}, spec.root)
+
+
+def test_a_compiler_that_cannot_say_its_target_is_a_tool_error(
+    built: Built, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A key from a guessed target would differ from the real one: refuse instead of guessing.
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("iree-compile crashed")
+
+    monkeypatch.setattr(probe, "resolve_llvmcpu", broken)
+    monkeypatch.setattr(probe, "resolve_cuda", broken)
+    spec = load_model_spec(built.spec_path)
+    for target in ("cpu", "cuda"):
+        with pytest.raises(ToolError, match="could not ask iree-compile .*crashed"):
+            action_key(plan(spec, target)[-1], {"model": "0" * 64}, spec.root)
 
 
 # ----------------------------------------------------------------------------- running
