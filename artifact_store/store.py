@@ -126,8 +126,9 @@ class Store:
             for sub in ("objects", "tmp", "locks", "trees", "logs"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StoreUnavailable(f"cannot use {self.root} as a store: {exc.strerror or exc}"
-                                   ) from None
+            raise StoreUnavailable(
+                f"cannot use {self.root} as a store: {exc.strerror or exc}"
+            ) from None
         self.index_url = index_url or f"sqlite:///{self.root / 'index.sqlite'}"
         self._blobs = Blobs(self.root / "objects", self.root / "tmp")
         self._sa_engine: Engine | None = None
@@ -149,14 +150,16 @@ class Store:
             try:
                 engine = index.create_engine(self.index_url)
             except (sa.exc.SQLAlchemyError, ImportError) as exc:
-                raise StoreUnavailable(f"cannot open the index {_safe_url(self.index_url)}: "
-                                       f"{exc}") from None
+                raise StoreUnavailable(
+                    f"cannot open the index {_safe_url(self.index_url)}: {exc}"
+                ) from None
             try:
                 index.ensure_schema(engine, self.root / "locks" / "index-migrate.lock")
             except (sa.exc.SQLAlchemyError, ImportError) as exc:
                 engine.dispose()
-                raise StoreUnavailable(f"cannot open the index {_safe_url(self.index_url)}: "
-                                       f"{str(exc).splitlines()[0]}") from None
+                raise StoreUnavailable(
+                    f"cannot open the index {_safe_url(self.index_url)}: {str(exc).splitlines()[0]}"
+                ) from None
             except BaseException:
                 engine.dispose()
                 raise

@@ -35,8 +35,9 @@ RMBUILD = str(Path(sys.executable).parent / "rmbuild")
 PROMPT = "The future of AI is"
 
 
-def interleaved(a: Callable[[], object], b: Callable[[], object], reps: int = 7
-                ) -> tuple[float, float]:
+def interleaved(
+    a: Callable[[], object], b: Callable[[], object], reps: int = 7
+) -> tuple[float, float]:
     """Median seconds of ``a`` and ``b``, run alternately after one warm-up each."""
     a(), b()
     ta, tb = [], []
@@ -79,8 +80,11 @@ def bench_openvino(store, tokens: int) -> dict[str, float]:  # noqa: ANN001
     core = ov.Core()
 
     def python_load():  # noqa: ANN202
-        compiled = core.compile_model(core.read_model(str(tree / "openvino_model.xml")), "CPU",
-                                      {"INFERENCE_PRECISION_HINT": "f32"})
+        compiled = core.compile_model(
+            core.read_model(str(tree / "openvino_model.xml")),
+            "CPU",
+            {"INFERENCE_PRECISION_HINT": "f32"},
+        )
         return compiled.create_infer_request(), compiled
 
     request, compiled = python_load()
@@ -93,8 +97,7 @@ def bench_openvino(store, tokens: int) -> dict[str, float]:  # noqa: ANN001
         ids, length, out = np.array([prompt], np.int64), 0, []
         for _ in range(tokens):
             n = ids.shape[1]
-            feeds = {"input_ids": ids, "attention_mask": np.ones((1, length + n), np.int64),
-                     **past}
+            feeds = {"input_ids": ids, "attention_mask": np.ones((1, length + n), np.int64), **past}
             if has_pos:
                 feeds["position_ids"] = np.arange(length, length + n, dtype=np.int64)[None]
             res = request.infer(feeds)
@@ -116,9 +119,14 @@ def bench_openvino(store, tokens: int) -> dict[str, float]:  # noqa: ANN001
 
     load_capi, load_py = interleaved(capi_load, python_load, reps=5)
     session.close()
-    return {"tokens": tokens, "python_api_tok_s": tokens / t_py, "capi_tok_s": tokens / t_capi,
-            "capi_over_python": t_py / t_capi, "python_api_load_s": load_py,
-            "capi_load_s": load_capi}
+    return {
+        "tokens": tokens,
+        "python_api_tok_s": tokens / t_py,
+        "capi_tok_s": tokens / t_capi,
+        "capi_over_python": t_py / t_capi,
+        "python_api_load_s": load_py,
+        "capi_load_s": load_capi,
+    }
 
 
 def bench_iree(store, tokens: int) -> dict[str, float]:  # noqa: ANN001
@@ -142,9 +150,12 @@ def bench_iree(store, tokens: int) -> dict[str, float]:  # noqa: ANN001
         ids, length, out = np.array([prompt], np.int64), 0, []
         for _ in range(tokens):
             n = ids.shape[1]
-            values = {"input_ids": ids, "attention_mask": np.ones((1, length + n), np.int64),
-                      "position_ids": np.arange(length, length + n, dtype=np.int64)[None],
-                      **dict(zip(past_names, past, strict=True))}
+            values = {
+                "input_ids": ids,
+                "attention_mask": np.ones((1, length + n), np.int64),
+                "position_ids": np.arange(length, length + n, dtype=np.int64)[None],
+                **dict(zip(past_names, past, strict=True)),
+            }
             res = fn(*[values[name] for name in io["inputs"]])
             past = list(res[1:])
             length += n
@@ -159,9 +170,13 @@ def bench_iree(store, tokens: int) -> dict[str, float]:  # noqa: ANN001
     assert direct_loop() == session_loop(), "rmbuild's IREE session and iree.runtime disagree"
     t_ours, t_direct = interleaved(session_loop, direct_loop)
     session.close()
-    return {"tokens": tokens, "driver": driver or "local-task",
-            "iree_runtime_tok_s": tokens / t_direct, "rmbuild_tok_s": tokens / t_ours,
-            "rmbuild_over_direct": t_direct / t_ours}
+    return {
+        "tokens": tokens,
+        "driver": driver or "local-task",
+        "iree_runtime_tok_s": tokens / t_direct,
+        "rmbuild_tok_s": tokens / t_ours,
+        "rmbuild_over_direct": t_direct / t_ours,
+    }
 
 
 def bench_parallel(work: Path) -> dict[str, float]:
@@ -172,16 +187,26 @@ def bench_parallel(work: Path) -> dict[str, float]:
 
     def timed(store: str, *args: str) -> float:
         t0 = time.perf_counter()
-        subprocess.run([RMBUILD, "--store", str(work / store), "compile", str(SPEC), *args],
-                       env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [RMBUILD, "--store", str(work / store), "compile", str(SPEC), *args],
+            env=env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         return time.perf_counter() - t0
 
     one_by_one = sum(timed(f"alone-{t}", "--target", t) for t in targets)
     sequential = timed("all-j1", "--all")
     parallel = timed("all-j2", "--all", "-j", "2")
-    return {"targets": len(targets), "sum_one_by_one_s": one_by_one,
-            "all_j1_s": sequential, "all_j2_s": parallel,
-            "j2_over_sum": parallel / one_by_one, "j2_over_j1": parallel / sequential}
+    return {
+        "targets": len(targets),
+        "sum_one_by_one_s": one_by_one,
+        "all_j1_s": sequential,
+        "all_j2_s": parallel,
+        "j2_over_sum": parallel / one_by_one,
+        "j2_over_j1": parallel / sequential,
+    }
 
 
 def main() -> int:

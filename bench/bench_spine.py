@@ -94,8 +94,13 @@ def bench_bigfile(work: Path, env: dict[str, str], gib: float) -> dict[str, floa
     hit = median_wall([RMBUILD, "compile", spec, "--target", "cpu"], benv, 5)
     big.unlink()
     p, o = statistics.median(plain), statistics.median(ours)
-    return {"file_gib": gib, "plain_hashlib_s": p, "store_hash_s": o,
-            "hash_speed_vs_hashlib": p / o, "cache_hit_with_big_file_s": hit}
+    return {
+        "file_gib": gib,
+        "plain_hashlib_s": p,
+        "store_hash_s": o,
+        "hash_speed_vs_hashlib": p / o,
+        "cache_hit_with_big_file_s": hit,
+    }
 
 
 def bench_tokens(work: Path, env: dict[str, str], tokens: int = 200) -> dict[str, float]:
@@ -127,9 +132,12 @@ def bench_tokens(work: Path, env: dict[str, str], tokens: int = 200) -> dict[str
         length, out = 0, []
         for _ in range(tokens):
             n = ids.shape[1]
-            feeds = {"input_ids": ids, "attention_mask": np.ones((1, length + n), np.int64),
-                     "position_ids": np.arange(length, length + n, dtype=np.int64)[None],
-                     **past}
+            feeds = {
+                "input_ids": ids,
+                "attention_mask": np.ones((1, length + n), np.int64),
+                "position_ids": np.arange(length, length + n, dtype=np.int64)[None],
+                **past,
+            }
             res = sess.run(outs, feeds)
             past = dict(zip(past_names, res[1:], strict=True))
             length += n
@@ -153,8 +161,12 @@ def bench_tokens(work: Path, env: dict[str, str], tokens: int = 200) -> dict[str
     p, o = statistics.median(plain_t), statistics.median(ours_t)
     session.close()
     store.close()
-    return {"tokens": tokens, "plain_ort_tok_s": tokens / p, "rmbuild_tok_s": tokens / o,
-            "rmbuild_over_plain": p / o}
+    return {
+        "tokens": tokens,
+        "plain_ort_tok_s": tokens / p,
+        "rmbuild_tok_s": tokens / o,
+        "rmbuild_over_plain": p / o,
+    }
 
 
 def main() -> int:

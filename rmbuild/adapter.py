@@ -188,8 +188,9 @@ class BinaryCompilerAdapter:
         """Render the real command for this machine."""
         _check_values(self.profile, flags, "flags")
         paths = {f"input {role}": str(path) for role, path in inputs.items()}
-        _check_values(self.profile, {**paths, "output": str(output), "work dir": str(workdir)},
-                      "paths")
+        _check_values(
+            self.profile, {**paths, "output": str(output), "work dir": str(workdir)}, "paths"
+        )
         tool = self.resolve_tool()
         script = self.script_path()
         context = self._context(
@@ -219,8 +220,11 @@ class BinaryCompilerAdapter:
         for rel, text in command.configs.items():
             target = (workdir / rel).resolve()
             if not target.is_relative_to(workdir.resolve()):
-                raise SpecError("config path escapes the work dir", field=f"configs.{rel}",
-                                file=self.profile.name)
+                raise SpecError(
+                    "config path escapes the work dir",
+                    field=f"configs.{rel}",
+                    file=self.profile.name,
+                )
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(text, encoding="utf-8")
 
@@ -255,7 +259,9 @@ class BinaryCompilerAdapter:
             except OSError as exc:
                 raise ToolNotFound(
                     f"cannot start {tool_name}: {exc.strerror or exc}",
-                    tool=tool_name, log_path=log_path, hint=self.toolchain.install_hint(),
+                    tool=tool_name,
+                    log_path=log_path,
+                    hint=self.toolchain.install_hint(),
                 ) from None
 
             def pump() -> None:
@@ -278,7 +284,9 @@ class BinaryCompilerAdapter:
                 reader.join(timeout=5)
                 raise ToolTimeout(
                     f"{tool_name} did not finish within {timeout:g} s and was killed",
-                    tool=tool_name, log_path=log_path, tail=list(tail),
+                    tool=tool_name,
+                    log_path=log_path,
+                    tail=list(tail),
                     hint="raise the profile's timeout if the model is large",
                 ) from None
             except BaseException:  # Ctrl-C or any error of ours: never leave the tool running
@@ -295,7 +303,9 @@ class BinaryCompilerAdapter:
             raise ToolError(
                 f"{tool_name} failed with exit code {returncode} (the error comes from the tool, "
                 "not from rmbuild)",
-                tool=tool_name, log_path=log_path, tail=list(tail),
+                tool=tool_name,
+                log_path=log_path,
+                tail=list(tail),
             )
         return ToolRun(command.argv, returncode, duration, log_path)
 

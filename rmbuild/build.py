@@ -41,18 +41,14 @@ TOUCH_EVERY = timedelta(hours=1)
 class Reporter(Protocol):
     """Progress callbacks; the CLI renders them, the library stays silent by default."""
 
-    def stage_start(
-        self, target: str, index: int, total: int, profile: str, key: str
-    ) -> None: ...
+    def stage_start(self, target: str, index: int, total: int, profile: str, key: str) -> None: ...
     def stage_waiting(self, profile: str, key: str) -> None: ...
     def stage_line(self, line: str) -> None: ...
     def stage_done(self, profile: str, key: str, hit: bool, seconds: float) -> None: ...
 
 
 class SilentReporter:
-    def stage_start(
-        self, target: str, index: int, total: int, profile: str, key: str
-    ) -> None:
+    def stage_start(self, target: str, index: int, total: int, profile: str, key: str) -> None:
         pass
 
     def stage_waiting(self, profile: str, key: str) -> None:
@@ -146,13 +142,20 @@ def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
     line = line_of(spec.lines, ("targets", target_name, "profile"))
     while name is not None:
         if len(chain) >= MAX_CHAIN or any(s.profile.name == name for s in chain):
-            raise SpecError(f"profile {name!r} depends on itself (a cycle in depends_on)",
-                            file=spec.path, line=line)
+            raise SpecError(
+                f"profile {name!r} depends on itself (a cycle in depends_on)",
+                file=spec.path,
+                line=line,
+            )
         loaded = find_profile(name, spec.root, file=spec.path, line=line)
         if chain:  # an upstream stage: overrides come from targets.<t>.stages.<profile>
             override = target.stages.get(name)
-            flags = _merge_flags(loaded, override.flags if override else {}, spec,
-                                 ("targets", target_name, "stages", name, "flags"))
+            flags = _merge_flags(
+                loaded,
+                override.flags if override else {},
+                spec,
+                ("targets", target_name, "stages", name, "flags"),
+            )
         else:
             flags = _merge_flags(loaded, target.flags, spec, ("targets", target_name, "flags"))
         toolchain = find_toolchain(loaded.profile.toolchain, spec.root)
@@ -181,14 +184,17 @@ def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
             raise SpecError(
                 f"profile {downstream.profile.name!r} takes {downstream.profile.input_format!r} "
                 f"but {upstream.profile.name!r} makes {upstream.profile.output_format!r}",
-                file=downstream.loaded.path, field="depends_on",
+                file=downstream.loaded.path,
+                field="depends_on",
             )
     first = chain[0].profile
     if first.input_format != spec.spec.source.format:
         raise SpecError(
             f"profile {first.name!r} takes {first.input_format!r} input but the source is "
             f"{spec.spec.source.format!r}",
-            file=spec.path, line=line_of(spec.lines, ("source", "format")), field="source.format",
+            file=spec.path,
+            line=line_of(spec.lines, ("source", "format")),
+            field="source.format",
         )
     return chain
 
@@ -198,13 +204,17 @@ def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
 
 def _source_files(spec: LoadedSpec) -> dict[str, Path]:
     src = spec.source_path
-    where = {"file": spec.path, "line": line_of(spec.lines, ("source", "path")),
-             "field": "source.path"}
+    where = {
+        "file": spec.path,
+        "line": line_of(spec.lines, ("source", "path")),
+        "field": "source.path",
+    }
     if src.is_file():
         raise ModelSourceError(
             f"model source {str(src)!r} is a file; give the folder that holds the model",
             hint="an HF folder, or for format: onnx a folder with model.onnx (and its external "
-            "data), config.json and the tokenizer files", **where,
+            "data), config.json and the tokenizer files",
+            **where,
         )
     if not src.is_dir():
         raise ModelSourceError(
@@ -252,8 +262,9 @@ def action_key(stage: PlannedStage, inputs: dict[str, str], start: Path | None) 
         tool["version"] = stage.toolchain.package_version(profile.tool.package)
     if (script := adapter.script_path()) is not None:
         tool["script_sha256"] = _file_sha256(script)
-    fingerprint = get_backend(profile.backend).fingerprint(profile, dict(stage.flags),
-                                                           stage.toolchain)
+    fingerprint = get_backend(profile.backend).fingerprint(
+        profile, dict(stage.flags), stage.toolchain
+    )
     return ActionKey(
         inputs=inputs,
         stage=profile.stage,
@@ -309,8 +320,9 @@ def _run_stage(
     with store.build_dir(f"build-{key_hex[:12]}-") as tmp:
         out = tmp / "out"
         out.mkdir()
-        command = adapter.render_for_run(stage.flags, inputs={"model": input_path}, output=out,
-                                         workdir=tmp)
+        command = adapter.render_for_run(
+            stage.flags, inputs={"model": input_path}, output=out, workdir=tmp
+        )
         run = adapter.run(command, workdir=tmp, log_path=log_path, on_line=reporter.stage_line)
         adapter.check_outputs(out, log_path)
         _carry(profile.carry, input_path, out)
@@ -341,13 +353,23 @@ def _run_stage(
                 "ingest_s": round(time.monotonic() - t1, 3),
                 "total_s": round(time.monotonic() - t0, 3),
             },
-            "host": {"node": platform.node(), "machine": platform.machine(),
-                     "system": platform.system()},
+            "host": {
+                "node": platform.node(),
+                "machine": platform.machine(),
+                "system": platform.system(),
+            },
             "log": log_digest,
             "blobs": [log_digest],
         }
-        return store.commit(key_hex, manifest, model=spec.spec.name, target=target,
-                            backend=profile.backend, metadata=metadata, replace=replace)
+        return store.commit(
+            key_hex,
+            manifest,
+            model=spec.spec.name,
+            target=target,
+            backend=profile.backend,
+            metadata=metadata,
+            replace=replace,
+        )
 
 
 def _usable(store: Store, key_hex: str) -> ArtifactRecord | None:
@@ -412,11 +434,18 @@ def build(
                 if record is None:
                     # Only a miss needs the upstream files; hardlinks make this cheap.
                     input_path = store.materialize(parent) if parent else spec.source_path
-                    record = _run_stage(spec=spec, target=target, stage=stage, key=key,
-                                        key_hex=key_hex, input_path=input_path,
-                                        parents=[parent] if parent else [], store=store,
-                                        reporter=reporter,
-                                        replace=store.get(key_hex) is not None)
+                    record = _run_stage(
+                        spec=spec,
+                        target=target,
+                        stage=stage,
+                        key=key,
+                        key_hex=key_hex,
+                        input_path=input_path,
+                        parents=[parent] if parent else [],
+                        store=store,
+                        reporter=reporter,
+                        replace=store.get(key_hex) is not None,
+                    )
         else:
             if not store.has_use(key_hex, spec.spec.name, target):
                 # A shared stage (the export) serves this target too: `ls --target` shows it.
@@ -431,8 +460,9 @@ def build(
     return BuildResult(spec.spec.name, target, results)
 
 
-def _build_worker(spec_path: str, target: str, root: str, url: str | None,
-                  reporter: Reporter | None) -> BuildResult:
+def _build_worker(
+    spec_path: str, target: str, root: str, url: str | None, reporter: Reporter | None
+) -> BuildResult:
     """One target in a worker process, with its own store handle (connections don't fork)."""
     from artifact_store import Store
 
@@ -467,8 +497,12 @@ def compile_spec(
 
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = [pool.submit(_build_worker, str(spec.path), name, str(store.root),
-                               store.index_url, reporter) for name in names]
+        futures = [
+            pool.submit(
+                _build_worker, str(spec.path), name, str(store.root), store.index_url, reporter
+            )
+            for name in names
+        ]
         outcomes = []
         for future in futures:
             try:

@@ -54,8 +54,9 @@ class RmbuildError(Exception):
         }
 
 
-def _restore(cls: type[RmbuildError], args: tuple[object, ...], state: dict[str, object]
-             ) -> RmbuildError:
+def _restore(
+    cls: type[RmbuildError], args: tuple[object, ...], state: dict[str, object]
+) -> RmbuildError:
     error = cls.__new__(cls)
     Exception.__init__(error, *args)
     error.__dict__.update(state)

@@ -16,9 +16,29 @@ from typing import Any
 # ISA extensions that change what a compiler may emit for this CPU (ORT level-all layouts, IREE
 # llvm-cpu host features). Other cpuinfo flags (e.g. virtualization) do not matter.
 RELEVANT_ISA = (
-    "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "bmi2", "avx512f", "avx512bw", "avx512cd",
-    "avx512dq", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni", "amx_bf16",
-    "amx_int8", "amx_tile", "neon", "asimd", "sve", "sve2",
+    "sse4_1",
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "f16c",
+    "bmi2",
+    "avx512f",
+    "avx512bw",
+    "avx512cd",
+    "avx512dq",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "avx_vnni",
+    "amx_bf16",
+    "amx_int8",
+    "amx_tile",
+    "neon",
+    "asimd",
+    "sve",
+    "sve2",
 )
 
 
@@ -55,7 +75,10 @@ def gpus() -> list[dict[str, str]]:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return []
@@ -63,8 +86,14 @@ def gpus() -> list[dict[str, str]]:
     for line in out.strip().splitlines():
         parts = [p.strip() for p in line.split(",")]
         if len(parts) == 3:
-            found.append({"vendor": "nvidia", "name": parts[0], "driver": parts[1],
-                          "compute_capability": parts[2]})
+            found.append(
+                {
+                    "vendor": "nvidia",
+                    "name": parts[0],
+                    "driver": parts[1],
+                    "compute_capability": parts[2],
+                }
+            )
     return found
 
 

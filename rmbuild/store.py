@@ -33,8 +33,10 @@ def open_store(root: str | os.PathLike | None = None, url: str | None = None) ->
 def describe(record: ArtifactRecord) -> str:
     """One line naming an artifact, for candidate lists."""
     profile = record.metadata.get("profile", "?")
-    return (f"{record.key[:12]}  {record.model}  {record.target}  {profile}  "
-            f"{record.created_at:%Y-%m-%d %H:%M}")
+    return (
+        f"{record.key[:12]}  {record.model}  {record.target}  {profile}  "
+        f"{record.created_at:%Y-%m-%d %H:%M}"
+    )
 
 
 def resolve(store: Store, ref: str) -> ArtifactRecord:
@@ -64,18 +66,27 @@ def translate(exc: Exception) -> RmbuildError | None:
         return None
     message = str(exc)
     if isinstance(exc, st.InvalidAlias):
-        return InvalidName(message, hint="aliases are letters, digits, '.', '_' and '-', and "
-                           "not all-hex (that would read as an id prefix)")
+        return InvalidName(
+            message,
+            hint="aliases are letters, digits, '.', '_' and '-', and "
+            "not all-hex (that would read as an id prefix)",
+        )
     if isinstance(exc, st.ArtifactNotFound):
         return ArtifactNotFound(message, hint="`rmbuild ls` lists the artifacts and aliases")
     if isinstance(exc, st.LockTimeout):
-        return BuildLockTimeout(message, hint="another process is still building this key; "
-                                "try again when it is done")
+        return BuildLockTimeout(
+            message, hint="another process is still building this key; try again when it is done"
+        )
     if isinstance(exc, st.StoreUnavailable):
-        return StoreUnavailable(message, hint="check --store / RMBUILD_STORE and --index-url / "
-                                "RMBUILD_INDEX_URL")
+        return StoreUnavailable(
+            message, hint="check --store / RMBUILD_STORE and --index-url / RMBUILD_INDEX_URL"
+        )
     if isinstance(exc, st.CorruptObject | st.CorruptManifest):
-        return StoreCorrupt(f"artifact store: {message}",
-                            hint="run `rmbuild verify`, rebuild with `rmbuild compile`")
-    return StoreUnavailable(f"artifact store: {message}",
-                            hint="check the store folder (--store) and run `rmbuild verify`")
+        return StoreCorrupt(
+            f"artifact store: {message}",
+            hint="run `rmbuild verify`, rebuild with `rmbuild compile`",
+        )
+    return StoreUnavailable(
+        f"artifact store: {message}",
+        hint="check the store folder (--store) and run `rmbuild verify`",
+    )

@@ -72,8 +72,9 @@ def _render(name: str, context: dict[str, Any], start: Path | None, *, argv: boo
             context=[f"searched: {', '.join(str(f) for f in folders)}"],
         ) from None
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"template syntax error: {exc.message}", file=exc.filename or name,
-                            line=exc.lineno) from None
+        raise TemplateError(
+            f"template syntax error: {exc.message}", file=exc.filename or name, line=exc.lineno
+        ) from None
     try:
         return template.render(**context)
     except jinja2.UndefinedError as exc:
@@ -85,7 +86,8 @@ def _render(name: str, context: dict[str, Any], start: Path | None, *, argv: boo
         ) from None
     except jinja2.TemplateError as exc:
         raise TemplateError(
-            f"template failed: {exc}", file=template.filename or name,
+            f"template failed: {exc}",
+            file=template.filename or name,
             line=_template_line(exc, name),
         ) from None
 

@@ -87,8 +87,13 @@ FAKE_TEMPLATE = """\
 """
 
 
-def spec_text(flags: dict[str, object] | None = None, *, source: str = "model",
-              name: str = "tiny", profile: str = "fake-compile") -> str:
+def spec_text(
+    flags: dict[str, object] | None = None,
+    *,
+    source: str = "model",
+    name: str = "tiny",
+    profile: str = "fake-compile",
+) -> str:
     """A model.yaml with one target ``fake``; flag values are written as JSON (valid YAML)."""
     lines = [
         f"name: {name}",
@@ -149,8 +154,9 @@ class Project:
 
 
 @pytest.fixture(autouse=True)
-def _no_user_config(tmp_path_factory: pytest.TempPathFactory,
-                    monkeypatch: pytest.MonkeyPatch) -> None:
+def _no_user_config(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The developer's own profiles/templates (user config dir, env paths) never leak in."""
     monkeypatch.setenv("RMBUILD_CONFIG_DIR", str(tmp_path_factory.mktemp("user-config")))
     for name in ("RMBUILD_PROFILES_PATH", "RMBUILD_TEMPLATES_PATH", "RMBUILD_DEBUG"):

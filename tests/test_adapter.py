@@ -23,12 +23,26 @@ TOOLCHAIN = Toolchain(name="fake", python=None, packages=[])
 
 def _profile(project: Project, **changes: object) -> BuildProfile:
     data = {
-        "name": "fake-compile", "backend": "onnxruntime", "input_format": "hf",
-        "output_format": "fake-bin", "toolchain": "fake", "tool": {"name": str(project.fake)},
+        "name": "fake-compile",
+        "backend": "onnxruntime",
+        "input_format": "hf",
+        "output_format": "fake-bin",
+        "toolchain": "fake",
+        "tool": {"name": str(project.fake)},
         "template": "fake.argv.j2",
-        "flags": {"mode": "ok", "lines": 0, "sleep": 0, "level": 1, "threads": 0,
-                  "counter": "", "marker": "", "name": ""},
-        "runtime_flags": ["threads"], "outputs": ["model.bin"], "timeout": 30,
+        "flags": {
+            "mode": "ok",
+            "lines": 0,
+            "sleep": 0,
+            "level": 1,
+            "threads": 0,
+            "counter": "",
+            "marker": "",
+            "name": "",
+        },
+        "runtime_flags": ["threads"],
+        "outputs": ["model.bin"],
+        "timeout": 30,
     }
     data.update(changes)
     return BuildProfile.model_validate(data)
@@ -38,14 +52,14 @@ def _adapter(project: Project, **changes: object) -> BinaryCompilerAdapter:
     return BinaryCompilerAdapter(_profile(project, **changes), TOOLCHAIN, project.root)
 
 
-def _run(adapter: BinaryCompilerAdapter, tmp_path: Path, flags: dict | None = None,
-         **kw: object):  # noqa: ANN202
+def _run(adapter: BinaryCompilerAdapter, tmp_path: Path, flags: dict | None = None, **kw: object):  # noqa: ANN202
     work = tmp_path / "work"
     out = work / "out"
     out.mkdir(parents=True, exist_ok=True)
     merged = {**adapter.profile.flags, **(flags or {})}
-    command = adapter.render_for_run(merged, inputs={"model": tmp_path / "in"}, output=out,
-                                     workdir=work)
+    command = adapter.render_for_run(
+        merged, inputs={"model": tmp_path / "in"}, output=out, workdir=work
+    )
     run = adapter.run(command, workdir=work, log_path=tmp_path / "tool.log", **kw)
     return command, run, out
 
@@ -57,9 +71,10 @@ def _run(adapter: BinaryCompilerAdapter, tmp_path: Path, flags: dict | None = No
 def test_flag_value_with_line_break_is_rejected(project: Project, value: object) -> None:
     adapter = _adapter(project)
     flags = {**adapter.profile.flags, "name": value}
-    for render in (lambda: adapter.render_for_key(flags, ["model"]),
-                   lambda: adapter.render_for_run(flags, inputs={}, output=project.root,
-                                                  workdir=project.root)):
+    for render in (
+        lambda: adapter.render_for_key(flags, ["model"]),
+        lambda: adapter.render_for_run(flags, inputs={}, output=project.root, workdir=project.root),
+    ):
         with pytest.raises(SpecError) as info:
             render()
         assert info.value.field == "flags.name"
@@ -70,12 +85,27 @@ def test_render_for_run_gives_one_argument_per_line(project: Project, tmp_path: 
     adapter = _adapter(project)
     flags = {**adapter.profile.flags, "name": "x; touch pwned && echo $(id) | cat"}
     out, work = tmp_path / "o u t", tmp_path / "w"
-    command = adapter.render_for_run(flags, inputs={"model": tmp_path / "m; rm -rf ~"},
-                                     output=out, workdir=work)
+    command = adapter.render_for_run(
+        flags, inputs={"model": tmp_path / "m; rm -rf ~"}, output=out, workdir=work
+    )
     assert command.argv == [
-        str(project.fake), "--out", str(out), "--input", str(tmp_path / "m; rm -rf ~"),
-        "--mode", "ok", "--lines", "0", "--sleep", "0", "--level", "1", "--threads", "0",
-        "--name", "x; touch pwned && echo $(id) | cat",
+        str(project.fake),
+        "--out",
+        str(out),
+        "--input",
+        str(tmp_path / "m; rm -rf ~"),
+        "--mode",
+        "ok",
+        "--lines",
+        "0",
+        "--sleep",
+        "0",
+        "--level",
+        "1",
+        "--threads",
+        "0",
+        "--name",
+        "x; touch pwned && echo $(id) | cat",
     ]
     assert command.configs == {}
 
@@ -83,8 +113,13 @@ def test_render_for_run_gives_one_argument_per_line(project: Project, tmp_path: 
 def test_render_for_key_has_roles_not_paths(project: Project) -> None:
     adapter = _adapter(project)
     command = adapter.render_for_key({**adapter.profile.flags, "threads": 8}, ["model"])
-    assert command.argv[:5] == ["<tool:" + str(project.fake) + ">", "--out", "<output>",
-                                "--input", "<input:model>"]
+    assert command.argv[:5] == [
+        "<tool:" + str(project.fake) + ">",
+        "--out",
+        "<output>",
+        "--input",
+        "<input:model>",
+    ]
     # A runtime-only flag enters the key as a placeholder, never as its value.
     assert command.argv[command.argv.index("--threads") + 1] == "<runtime:threads>"
     assert "8" not in command.argv
@@ -92,8 +127,11 @@ def test_render_for_key_has_roles_not_paths(project: Project) -> None:
 
 def test_configs_are_rendered_into_the_workdir(project: Project, tmp_path: Path) -> None:
     project.write_template("fake.cfg.j2", "level = {{ flags.level }}\nout = {{ output }}\n")
-    project.write_template("cfg.argv.j2", (project.root / "templates" / "fake.argv.j2")
-                           .read_text() + "--config\n{{ configs['sub/opts.ini'] }}\n")
+    project.write_template(
+        "cfg.argv.j2",
+        (project.root / "templates" / "fake.argv.j2").read_text()
+        + "--config\n{{ configs['sub/opts.ini'] }}\n",
+    )
     adapter = _adapter(project, template="cfg.argv.j2", configs={"sub/opts.ini": "fake.cfg.j2"})
     keyed = adapter.render_for_key(adapter.profile.flags, ["model"])
     assert keyed.configs == {"sub/opts.ini": "level = 1\nout = <output>\n"}
@@ -106,8 +144,9 @@ def test_configs_are_rendered_into_the_workdir(project: Project, tmp_path: Path)
 
 
 @pytest.mark.parametrize("rel", ["../escape.ini", "sub/../../escape.ini", "/tmp/escape-abs.ini"])
-def test_config_path_escaping_the_workdir_is_refused(project: Project, tmp_path: Path,
-                                                     rel: str) -> None:
+def test_config_path_escaping_the_workdir_is_refused(
+    project: Project, tmp_path: Path, rel: str
+) -> None:
     project.write_template("fake.cfg.j2", "x = 1\n")
     # Refused when the profile is read, before anything renders or runs...
     with pytest.raises(ValidationError, match="must stay inside the work dir"):
@@ -125,15 +164,17 @@ def test_config_path_escaping_the_workdir_is_refused(project: Project, tmp_path:
 
 
 @pytest.mark.parametrize("value", ["a\u2028--evil", "a\x0c--evil", "a\x85--evil"])
-def test_unicode_line_separators_stay_inside_one_argument(project: Project, tmp_path: Path,
-                                                         value: str) -> None:
+def test_unicode_line_separators_stay_inside_one_argument(
+    project: Project, tmp_path: Path, value: str
+) -> None:
     command, _, _ = _run(_adapter(project), tmp_path, {"name": value})
     assert command.argv[command.argv.index("--name") + 1] == value
 
 
 @pytest.mark.parametrize("value", ["a\x00b", "a\x01b"])
-def test_nul_and_marker_characters_are_refused(project: Project, tmp_path: Path,
-                                              value: str) -> None:
+def test_nul_and_marker_characters_are_refused(
+    project: Project, tmp_path: Path, value: str
+) -> None:
     with pytest.raises(SpecError, match="line breaks or NUL"):
         _run(_adapter(project), tmp_path, {"name": value})
 
@@ -196,10 +237,14 @@ def test_tool_that_is_not_executable(project: Project, tmp_path: Path) -> None:
         _run(_adapter(project, tool={"name": str(plain)}), tmp_path)
 
 
-def test_profile_env_reaches_the_tool_and_tmpdir_is_private(project: Project,
-                                                           tmp_path: Path) -> None:
-    project.write_template("env.argv.j2", "{{ python }}\n-c\nimport os; print('V=' + "
-                           "os.environ['FAKE_VAR'], 'T=' + os.environ['TMPDIR'])\n")
+def test_profile_env_reaches_the_tool_and_tmpdir_is_private(
+    project: Project, tmp_path: Path
+) -> None:
+    project.write_template(
+        "env.argv.j2",
+        "{{ python }}\n-c\nimport os; print('V=' + "
+        "os.environ['FAKE_VAR'], 'T=' + os.environ['TMPDIR'])\n",
+    )
     adapter = _adapter(project, template="env.argv.j2", env={"FAKE_VAR": "from-profile"})
     seen: list[str] = []
     _run(adapter, tmp_path, on_line=seen.append)
@@ -219,8 +264,9 @@ def test_interpreter_is_this_python(project: Project) -> None:
     assert TOOLCHAIN.python_path == Path(sys.executable)
 
 
-def test_a_tool_leaving_a_background_child_neither_stalls_nor_leaks(project: Project,
-                                                                   tmp_path: Path) -> None:
+def test_a_tool_leaving_a_background_child_neither_stalls_nor_leaks(
+    project: Project, tmp_path: Path
+) -> None:
     import os
     import time
 

@@ -70,7 +70,8 @@ def test_keyed_flag_changes_the_artifact(project: Project, cli) -> None:  # noqa
 
 
 def test_model_content_changes_the_artifact_but_its_folder_name_does_not(  # noqa: ANN001
-        project: Project, cli) -> None:
+    project: Project, cli
+) -> None:
     first = _compile(cli, project)
     (project.model / "weights.bin").write_bytes(b"other weights")
     second = _compile(cli, project)
@@ -86,8 +87,12 @@ METACHARS = "x; touch {pwned} && echo $(id) | cat `id` > {pwned}2 & #"
 
 
 @pytest.mark.parametrize("value", [METACHARS, "# looks like a comment", "  spaced  ", "$HOME"])
-def test_flag_value_reaches_the_tool_as_one_literal_argument(project: Project, cli,  # noqa: ANN001
-                                                             tmp_path: Path, value: str) -> None:
+def test_flag_value_reaches_the_tool_as_one_literal_argument(
+    project: Project,
+    cli,  # noqa: ANN001
+    tmp_path: Path,
+    value: str,
+) -> None:
     pwned = tmp_path / "pwned"
     value = value.format(pwned=pwned)
     project.set_flags(name=value)
@@ -100,8 +105,12 @@ def test_flag_value_reaches_the_tool_as_one_literal_argument(project: Project, c
     assert shown.code == 0 and value in shown.json()["argv"]
 
 
-def test_model_folder_with_shell_metacharacters(project: Project, cli, tmp_path: Path,  # noqa: ANN001
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_model_folder_with_shell_metacharacters(
+    project: Project,
+    cli,
+    tmp_path: Path,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     pwned = tmp_path / "pwned"
     monkeypatch.setenv("PWNED", str(pwned))  # a shell would expand it; a folder name cannot hold /
     name = "m; touch $PWNED $(id) | cat"
@@ -183,11 +192,13 @@ def test_target_depends_on_inserts_a_stage(project: Project, cli) -> None:  # no
     r = cli("compile", str(project.spec), "--json")
     assert r.code == 0, r.err
     assert [s["profile"] for s in r.json()[0]["stages"]] == [
-        "fake-compile", "fake-middle", "fake-second"]
+        "fake-compile",
+        "fake-middle",
+        "fake-second",
+    ]
 
 
-def test_target_depends_on_with_the_wrong_format_is_a_spec_error(project: Project,
-                                                                 cli) -> None:  # noqa: ANN001
+def test_target_depends_on_with_the_wrong_format_is_a_spec_error(project: Project, cli) -> None:  # noqa: ANN001
     _two_stage_project(project, project.root / "runs.txt", jobs_targets=1)
     # fake-second takes fake-bin; making it depend on itself-like fake-second (fake-bin2) fails.
     project.write_spec(project.spec.read_text() + "    depends_on: fake-second\n")

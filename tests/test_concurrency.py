@@ -48,8 +48,10 @@ def _alive(pid: int, grace: float = 5) -> bool:
     return True
 
 
-def test_two_compiles_started_together_run_the_compiler_once(project: Project,  # noqa: ANN001
-                                                             cli_process) -> None:
+def test_two_compiles_started_together_run_the_compiler_once(
+    project: Project,  # noqa: ANN001
+    cli_process,
+) -> None:
     counter = project.root / "runs.txt"
     project.set_flags(counter=str(counter), sleep=1.5)
     procs = [cli_process("compile", str(project.spec), "--json") for _ in range(2)]
@@ -59,8 +61,11 @@ def test_two_compiles_started_together_run_the_compiler_once(project: Project,  
     assert sorted(r["hit"] for r in results) == [False, True]
 
 
-def test_second_builder_waits_for_the_first_then_hits(project: Project, cli_process,  # noqa: ANN001
-                                                      cli) -> None:
+def test_second_builder_waits_for_the_first_then_hits(
+    project: Project,
+    cli_process,  # noqa: ANN001
+    cli,
+) -> None:
     counter = project.root / "runs.txt"
     marker = project.root / "compiler.pid"
     project.set_flags(counter=str(counter), marker=str(marker), sleep=1.5)
@@ -75,16 +80,18 @@ def test_second_builder_waits_for_the_first_then_hits(project: Project, cli_proc
     assert [x["id"] for x in cli("ls", "--json").json()] == [a["artifact"]]
 
 
-def test_sigkill_mid_compile_leaves_no_artifact_and_no_stuck_lock(project: Project,  # noqa: ANN001
-                                                                  cli_process, cli) -> None:
+def test_sigkill_mid_compile_leaves_no_artifact_and_no_stuck_lock(
+    project: Project,  # noqa: ANN001
+    cli_process,
+    cli,
+) -> None:
     from rmbuild.store import open_store
 
     counter = project.root / "runs.txt"
     marker = project.root / "compiler.pid"
     project.set_flags(counter=str(counter), marker=str(marker))
     # The hang comes from the environment, so the rebuild below has the very same key.
-    victim = cli_process("compile", str(project.spec), "--json",
-                         env={"FAKE_COMPILER_HANG": "120"})
+    victim = cli_process("compile", str(project.spec), "--json", env={"FAKE_COMPILER_HANG": "120"})
     _wait_for(marker, victim)
     compiler_pid = int(marker.read_text())
     assert _alive(compiler_pid, grace=0.2)

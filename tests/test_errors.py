@@ -17,11 +17,20 @@ def test_spec_error_names_file_line_and_field() -> None:
 
 def test_errors_pickle_with_their_keyword_fields() -> None:
     # `compile -j` builds in worker processes; their errors must come back whole.
-    err = ToolTimeout("took too long", tool="ovc", log_path=Path("/tmp/x.log"), tail=["a", "b"],
-                      hint="raise the timeout")
+    err = ToolTimeout(
+        "took too long",
+        tool="ovc",
+        log_path=Path("/tmp/x.log"),
+        tail=["a", "b"],
+        hint="raise the timeout",
+    )
     back = pickle.loads(pickle.dumps(err))
     assert type(back) is ToolTimeout
-    assert (back.message, back.tool, back.tail, back.hint) == (err.message, "ovc", ["a", "b"],
-                                                               "raise the timeout")
+    assert (back.message, back.tool, back.tail, back.hint) == (
+        err.message,
+        "ovc",
+        ["a", "b"],
+        "raise the timeout",
+    )
     assert back.log_path == Path("/tmp/x.log") and back.exit_code == EXIT_TOOL
     assert "full log: /tmp/x.log" in back.context

@@ -69,7 +69,8 @@ def test_wrong_type_names_field_line_and_value(project: Project, cli) -> None:  
 
 def test_wrong_type_in_a_profile_names_the_profile_file(project: Project, cli) -> None:  # noqa: ANN001
     path = project.write_profile(
-        "fake-compile", project.fake_profile().replace("timeout: 30", "timeout: soon"))
+        "fake-compile", project.fake_profile().replace("timeout: 30", "timeout: soon")
+    )
     r = cli("compile", str(project.spec))
     r.assert_failure(EXIT_SPEC)
     line = path.read_text().splitlines().index("timeout: soon") + 1
@@ -97,10 +98,13 @@ def test_unknown_flag_override_names_field_and_lists_flags(project: Project, cli
     assert "level" in r.err  # the flags that do exist are listed
 
 
-def test_template_with_undefined_variable_names_template_and_line(project: Project,  # noqa: ANN001
-                                                                  cli) -> None:
+def test_template_with_undefined_variable_names_template_and_line(
+    project: Project,  # noqa: ANN001
+    cli,
+) -> None:
     template = project.write_template(
-        "fake.argv.j2", "{{ tool }}\n--out\n{{ flags.no_such_flag }}\n{{ output }}\n")
+        "fake.argv.j2", "{{ tool }}\n--out\n{{ flags.no_such_flag }}\n{{ output }}\n"
+    )
     r = cli("compile", str(project.spec))
     r.assert_failure(EXIT_SPEC)
     assert f"{template}:3" in r.err
@@ -212,8 +216,11 @@ def test_failed_build_is_not_cached(project: Project, cli) -> None:  # noqa: ANN
 
 
 def test_unknown_artifact_id(project: Project, cli) -> None:  # noqa: ANN001
-    for args in (("show", "deadbeef"), ("run", "--artifact", "deadbeef"),
-                 ("tag", "deadbeef", "some-alias")):
+    for args in (
+        ("show", "deadbeef"),
+        ("run", "--artifact", "deadbeef"),
+        ("tag", "deadbeef", "some-alias"),
+    ):
         r = cli(*args)
         r.assert_failure(EXIT_NOT_FOUND)
         assert "error[artifact-not-found]: no artifact matches 'deadbeef'" in r.err
@@ -225,8 +232,14 @@ def _commit(store, key: str, tmp_path: Path) -> None:  # noqa: ANN001
     src.mkdir()
     (src / "model.bin").write_bytes(key.encode())
     manifest = store.put_tree(src)
-    store.commit(key, manifest, model="tiny", target="fake", backend="onnxruntime",
-                 metadata={"profile": "fake-compile", "stage": "compile"})
+    store.commit(
+        key,
+        manifest,
+        model="tiny",
+        target="fake",
+        backend="onnxruntime",
+        metadata={"profile": "fake-compile", "stage": "compile"},
+    )
 
 
 def test_ambiguous_prefix_lists_candidates(project: Project, cli, tmp_path: Path) -> None:  # noqa: ANN001
@@ -295,8 +308,10 @@ def test_a_file_as_model_source_names_source_path(project: Project, cli) -> None
     project.assert_empty(cli)
 
 
-def test_a_broken_profile_is_listed_as_invalid_not_hiding_the_others(project: Project,  # noqa: ANN001
-                                                                     cli) -> None:
+def test_a_broken_profile_is_listed_as_invalid_not_hiding_the_others(
+    project: Project,  # noqa: ANN001
+    cli,
+) -> None:
     project.write_profile("broken", "name: broken\nbackend: [not, a, string]\n")
     r = cli("profiles", "--from", str(project.root), "--json")
     assert r.code == 0, r.err

@@ -133,11 +133,13 @@ def test_level_all_keys_on_cpu_isa(tmp_path: Path, store, monkeypatch) -> None: 
 
     spec = _project(tmp_path / "a", "opt_level: all")
     info = dict(hostinfo.cpu_info())
-    monkeypatch.setattr("rmbuild.backends.onnxruntime.plugin.cpu_info",
-                        lambda: {**info, "isa": ["avx2"]})
+    monkeypatch.setattr(
+        "rmbuild.backends.onnxruntime.plugin.cpu_info", lambda: {**info, "isa": ["avx2"]}
+    )
     a = _keys(spec, store)
-    monkeypatch.setattr("rmbuild.backends.onnxruntime.plugin.cpu_info",
-                        lambda: {**info, "isa": ["avx2", "avx512f"]})
+    monkeypatch.setattr(
+        "rmbuild.backends.onnxruntime.plugin.cpu_info", lambda: {**info, "isa": ["avx2", "avx512f"]}
+    )
     b = _keys(spec, store)
     assert a[0] == b[0] and a[1] != b[1]
 
@@ -166,7 +168,8 @@ def test_allow_listed_env_enters_key(tmp_path: Path, store, monkeypatch) -> None
     profiles.mkdir(parents=True)
     repo_profile = Path(__file__).resolve().parents[1] / "profiles" / "onnxruntime-cpu.yaml"
     (profiles / "onnxruntime-cpu.yaml").write_text(
-        repo_profile.read_text() + "key_env: [RMBUILD_TEST_KNOB]\n")
+        repo_profile.read_text() + "key_env: [RMBUILD_TEST_KNOB]\n"
+    )
     spec = _project(tmp_path / "a")
     monkeypatch.setenv("RMBUILD_TEST_KNOB", "1")
     a = _keys(spec, store)

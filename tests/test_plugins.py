@@ -15,6 +15,7 @@ def fake_entry_points(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     def install(*eps: EntryPoint) -> None:
         monkeypatch.setattr(plugins, "entry_points", lambda group: list(eps))
         plugins.registry.cache_clear()
+
     yield install
     plugins.registry.cache_clear()
 

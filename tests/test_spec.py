@@ -29,19 +29,36 @@ def test_loads_the_project_spec(project: Project) -> None:
         ('name: "x; touch pwned"\n', 1, "name", "pattern"),
         ("name: tiny\ntargets: {}\n", None, "source", "required"),
         ("name: tiny\nsource: {path: m}\ntargets: {}\n", 3, "targets", "at least 1"),
-        ("name: tiny\nsource: {path: m, format: gguf}\ntargets: {a: {profile: p}}\n", 2,
-         "source.format", "'gguf'"),
-        ("name: tiny\nsource: {path: m}\ntargets:\n  'bad name!': {profile: p}\n", 4, "targets",
-         "must match"),
-        ("name: tiny\nsource: {path: m}\ntask: chat\ntargets: {a: {profile: p}}\n", 3, "task",
-         "'chat'"),
-        ("name: tiny\nsource: {path: m}\ntargets:\n  a:\n    profile: p\n    stages:\n"
-         "      onnx-export: {flag: {}}\n", 7, "targets.a.stages.onnx-export.flag",
-         "unknown field"),
+        (
+            "name: tiny\nsource: {path: m, format: gguf}\ntargets: {a: {profile: p}}\n",
+            2,
+            "source.format",
+            "'gguf'",
+        ),
+        (
+            "name: tiny\nsource: {path: m}\ntargets:\n  'bad name!': {profile: p}\n",
+            4,
+            "targets",
+            "must match",
+        ),
+        (
+            "name: tiny\nsource: {path: m}\ntask: chat\ntargets: {a: {profile: p}}\n",
+            3,
+            "task",
+            "'chat'",
+        ),
+        (
+            "name: tiny\nsource: {path: m}\ntargets:\n  a:\n    profile: p\n    stages:\n"
+            "      onnx-export: {flag: {}}\n",
+            7,
+            "targets.a.stages.onnx-export.flag",
+            "unknown field",
+        ),
     ],
 )
-def test_model_spec_errors(tmp_path: Path, text: str, line: int | None, field: str,
-                           words: str) -> None:
+def test_model_spec_errors(
+    tmp_path: Path, text: str, line: int | None, field: str, words: str
+) -> None:
     path = tmp_path / "model.yaml"
     path.write_text(text)
     with pytest.raises(SpecError) as info:
@@ -56,7 +73,8 @@ def test_model_spec_errors(tmp_path: Path, text: str, line: int | None, field: s
 
 def test_profile_runtime_flags_must_be_flags(project: Project) -> None:
     path = project.write_profile(
-        "fake-compile", project.fake_profile().replace("[threads]", "[threads, nope]"))
+        "fake-compile", project.fake_profile().replace("[threads]", "[threads, nope]")
+    )
     with pytest.raises(SpecError) as info:
         load_profile(path)
     assert info.value.field == "runtime_flags" and "nope" in info.value.message
@@ -80,8 +98,9 @@ def test_profile_errors_name_the_field(project: Project, old: str, new: str, fie
 
 
 def test_profile_named_unlike_its_file(project: Project, cli) -> None:  # noqa: ANN001
-    project.write_profile("fake-compile", project.fake_profile().replace(
-        "name: fake-compile", "name: other"))
+    project.write_profile(
+        "fake-compile", project.fake_profile().replace("name: fake-compile", "name: other")
+    )
     r = cli("compile", str(project.spec))
     r.assert_failure(3)
     assert "declares name 'other'" in r.err

@@ -25,15 +25,17 @@ PROMPT = "The future of AI is"
 def rmbuild(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Run the real CLI as a user would (a separate process)."""
     exe = Path(sys.executable).parent / "rmbuild"
-    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env,
-                          timeout=600)
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, env=env, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("spine")
-    return {**os.environ, "RMBUILD_STORE": str(root / "store"),
-            "RMBUILD_CONFIG_DIR": str(root / "config")}
+    return {
+        **os.environ,
+        "RMBUILD_STORE": str(root / "store"),
+        "RMBUILD_CONFIG_DIR": str(root / "config"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def reference_text() -> str:
     ids = tok(PROMPT, return_tensors="pt", return_token_type_ids=False)
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=32, do_sample=False, min_new_tokens=32)
-    return tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+    return tok.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
 
 @pytest.fixture(scope="module")
@@ -97,17 +99,27 @@ def test_show_has_provenance(built: dict, env: dict[str, str]) -> None:
     assert human.returncode == 0 and "fingerprint" in human.stdout
 
 
-def test_run_streams_the_reference_text(built: dict, env: dict[str, str],
-                                        reference_text: str) -> None:
-    result = rmbuild("run", "--artifact", built["artifact"][:10], "--prompt", PROMPT,
-                     "--max-tokens", "32", env=env)
+def test_run_streams_the_reference_text(
+    built: dict, env: dict[str, str], reference_text: str
+) -> None:
+    result = rmbuild(
+        "run",
+        "--artifact",
+        built["artifact"][:10],
+        "--prompt",
+        PROMPT,
+        "--max-tokens",
+        "32",
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip("\n") == PROMPT + reference_text
     assert "32 tokens" in result.stderr
 
 
-def test_alias_and_python_api(built: dict, env: dict[str, str], reference_text: str,
-                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_alias_and_python_api(
+    built: dict, env: dict[str, str], reference_text: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     assert rmbuild("tag", built["artifact"][:12], "chat-main-cpu", env=env).returncode == 0
     monkeypatch.setenv("RMBUILD_STORE", env["RMBUILD_STORE"])
     import rmbuild as api
@@ -116,8 +128,9 @@ def test_alias_and_python_api(built: dict, env: dict[str, str], reference_text: 
         assert session.generate(PROMPT, max_tokens=32) == reference_text
         assert session.last_stats.new_tokens == 32
         sampled = session.generate(PROMPT, max_tokens=16, temperature=0.8, top_p=0.9, seed=1)
-        assert sampled == session.generate(PROMPT, max_tokens=16, temperature=0.8, top_p=0.9,
-                                           seed=1)
+        assert sampled == session.generate(
+            PROMPT, max_tokens=16, temperature=0.8, top_p=0.9, seed=1
+        )
 
 
 def test_plain_export_target_runs_too(env: dict[str, str], reference_text: str) -> None:
@@ -156,8 +169,9 @@ def test_info_backends_profiles_schema(env: dict[str, str]) -> None:
     assert "targets" in schema["properties"]
 
 
-def test_an_onnx_folder_source_skips_the_export(tmp_path: Path, built: dict, env: dict[str, str],
-                                                reference_text: str) -> None:
+def test_an_onnx_folder_source_skips_the_export(
+    tmp_path: Path, built: dict, env: dict[str, str], reference_text: str
+) -> None:
     # Users who export themselves give rmbuild the ONNX folder; the export stage is skipped.
     export_id = built["stages"][0]["key"]
     info = json.loads(rmbuild("show", export_id, "--json", env=env).stdout)
@@ -168,8 +182,10 @@ def test_an_onnx_folder_source_skips_the_export(tmp_path: Path, built: dict, env
         digest = entry["digest"]
         shutil.copyfile(store_root / "objects" / digest[:2] / digest[2:], onnx_dir / rel)
     spec = tmp_path / "model.yaml"
-    spec.write_text("name: tiny-llama-onnx\nsource: {path: exported, format: onnx}\n"
-                    "targets:\n  cpu: {profile: onnxruntime-cpu}\n")
+    spec.write_text(
+        "name: tiny-llama-onnx\nsource: {path: exported, format: onnx}\n"
+        "targets:\n  cpu: {profile: onnxruntime-cpu}\n"
+    )
     out = rmbuild("compile", str(spec), "--json", env=env)
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)[0]

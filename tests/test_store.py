@@ -15,14 +15,17 @@ from rmbuild.errors import (
 from rmbuild.store import translate
 
 
-@pytest.mark.parametrize(("error", "code", "says"), [
-    (st.InvalidAlias("x y", "no spaces"), EXIT_USAGE, "x y"),
-    (st.ArtifactNotFound("abcd"), EXIT_NOT_FOUND, "abcd"),
-    (st.LockTimeout("k" * 64, "/s/locks/k.lock", 5.0), EXIT_TOOL, "still held"),
-    (st.CorruptObject("a" * 64, "digest mismatch"), EXIT_INCOMPATIBLE, "digest mismatch"),
-    (st.StoreUnavailable("cannot use /x as a store"), EXIT_STORE, "/x"),
-    (st.StoreError("something else"), EXIT_STORE, "something else"),
-])
+@pytest.mark.parametrize(
+    ("error", "code", "says"),
+    [
+        (st.InvalidAlias("x y", "no spaces"), EXIT_USAGE, "x y"),
+        (st.ArtifactNotFound("abcd"), EXIT_NOT_FOUND, "abcd"),
+        (st.LockTimeout("k" * 64, "/s/locks/k.lock", 5.0), EXIT_TOOL, "still held"),
+        (st.CorruptObject("a" * 64, "digest mismatch"), EXIT_INCOMPATIBLE, "digest mismatch"),
+        (st.StoreUnavailable("cannot use /x as a store"), EXIT_STORE, "/x"),
+        (st.StoreError("something else"), EXIT_STORE, "something else"),
+    ],
+)
 def test_store_errors_become_user_errors(error: Exception, code: int, says: str) -> None:
     translated = translate(error)
     assert translated is not None and translated.exit_code == code

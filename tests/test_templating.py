@@ -104,20 +104,28 @@ def test_argv_one_argument_per_line(tdir: Path) -> None:
     )
     argv = render_argv(
         "t.argv.j2",
-        {"tool": "/bin/cc", "on": True, "value": "x; touch pwned && echo $(id) | cat",
-         "path": "/a b/c"},
+        {
+            "tool": "/bin/cc",
+            "on": True,
+            "value": "x; touch pwned && echo $(id) | cat",
+            "path": "/a b/c",
+        },
         tdir,
     )
-    assert argv == ["/bin/cc", "--flag", "--on", "x; touch pwned && echo $(id) | cat",
-                    "/a b/c/model.onnx"]
+    assert argv == [
+        "/bin/cc",
+        "--flag",
+        "--on",
+        "x; touch pwned && echo $(id) | cat",
+        "/a b/c/model.onnx",
+    ]
 
 
 @pytest.mark.parametrize("value", ["#not-a-comment", "  padded  ", "# x; y"])
 def test_argv_values_are_kept_literally(tdir: Path, value: str) -> None:
     """A value is never taken for a comment or trimmed: that would shift the arguments after it."""
     _write(tdir, "t.argv.j2", "cc\n--name\n{{ value }}\n--out\no\n")
-    assert render_argv("t.argv.j2", {"value": value}, tdir) == ["cc", "--name", value,
-                                                                 "--out", "o"]
+    assert render_argv("t.argv.j2", {"value": value}, tdir) == ["cc", "--name", value, "--out", "o"]
 
 
 def test_empty_render_is_an_error(tdir: Path) -> None:

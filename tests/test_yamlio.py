@@ -61,9 +61,9 @@ def test_line_of_falls_back_to_the_deepest_known_parent(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "line"),
     [
-        ("a: 1\nb: [1, 2\nc: 3\n", 3),       # unclosed flow sequence
-        ("a: 1\n  b: 2\n", 2),               # bad indentation
-        ("a: 1\na: {x: 1\n", 3),             # unclosed mapping at end of input
+        ("a: 1\nb: [1, 2\nc: 3\n", 3),  # unclosed flow sequence
+        ("a: 1\n  b: 2\n", 2),  # bad indentation
+        ("a: 1\na: {x: 1\n", 3),  # unclosed mapping at end of input
         ("a: 'unterminated\nb: 2\n", 3),
         ("a:\n\t- tab\n", 2),
     ],
@@ -136,8 +136,10 @@ def test_union_member_names_do_not_leak_into_the_field(tmp_path: Path) -> None:
     """``str | int | ...`` fields: pydantic appends 'str', 'int' to the path; they are not keys."""
     from rmbuild.spec import ModelSpec
 
-    text = ("name: t\nsource:\n  path: m\ntargets:\n  a:\n    profile: p\n    flags:\n"
-            "      opt_level: {x: 1}\n")
+    text = (
+        "name: t\nsource:\n  path: m\ntargets:\n  a:\n    profile: p\n    flags:\n"
+        "      opt_level: {x: 1}\n"
+    )
     path, data, lines = _load(tmp_path, text)
     with pytest.raises(SpecError) as info:
         validate(ModelSpec, data, path, lines)

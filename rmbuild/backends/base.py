@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
-    """"1.32.0", "2026.4.1-22982-abc" (a C library's build number), "2.13.0+cpu" -> numbers,
+    """ "1.32.0", "2026.4.1-22982-abc" (a C library's build number), "2.13.0+cpu" -> numbers,
     for the backends' version rules."""
     parts = []
     for piece in version.split("+")[0].split("-")[0].split(".")[:3]:

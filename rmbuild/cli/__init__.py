@@ -68,10 +68,16 @@ class AppContext:
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--store", metavar="DIR", help="Artifact store folder [env: RMBUILD_STORE; "
-              "default: the user cache dir].")
-@click.option("--index-url", metavar="URL", help="SQLAlchemy URL of the index "
-              "[env: RMBUILD_INDEX_URL; default: SQLite in the store].")
+@click.option(
+    "--store",
+    metavar="DIR",
+    help="Artifact store folder [env: RMBUILD_STORE; default: the user cache dir].",
+)
+@click.option(
+    "--index-url",
+    metavar="URL",
+    help="SQLAlchemy URL of the index [env: RMBUILD_INDEX_URL; default: SQLite in the store].",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show tracebacks and debug output.")
 @click.version_option(__version__, prog_name="rmbuild")
 @click.pass_context

@@ -17,16 +17,18 @@ def command(as_json: bool) -> None:
     for name, entry in sorted(registry().items()):
         avail = entry.availability()
         plugin = entry.plugin
-        rows.append({
-            "name": name,
-            "plugin": entry.target,
-            "available": avail.ok,
-            "reason": avail.reason,
-            "install": avail.install,
-            "versions": avail.versions,
-            "profiles": plugin.required_build_profiles() if plugin else [],
-            "devices": [r.name for r in plugin.probe()] if plugin and avail.ok else [],
-        })
+        rows.append(
+            {
+                "name": name,
+                "plugin": entry.target,
+                "available": avail.ok,
+                "reason": avail.reason,
+                "install": avail.install,
+                "versions": avail.versions,
+                "profiles": plugin.required_build_profiles() if plugin else [],
+                "devices": [r.name for r in plugin.probe()] if plugin and avail.ok else [],
+            }
+        )
     if as_json:
         emit_json(rows)
         return
@@ -37,7 +39,10 @@ def command(as_json: bool) -> None:
         table.add_column(column)
     for row in rows:
         status = "[green]available[/]" if row["available"] else "[red]unavailable[/]"
-        detail = (", ".join(f"{k} {v}" for k, v in row["versions"].items())
-                  if row["available"] else row["reason"])
+        detail = (
+            ", ".join(f"{k} {v}" for k, v in row["versions"].items())
+            if row["available"]
+            else row["reason"]
+        )
         table.add_row(row["name"], status, detail, ", ".join(row["profiles"]), row["install"])
     console().print(table)

@@ -18,9 +18,7 @@ class PlainReporter:
     def __init__(self, verbose: bool) -> None:
         self.verbose = verbose
 
-    def stage_start(
-        self, target: str, index: int, total: int, profile: str, key: str
-    ) -> None:
+    def stage_start(self, target: str, index: int, total: int, profile: str, key: str) -> None:
         self._prefix = f"{target} [{index + 1}/{total}] {profile} ({key[:12]})"
 
     def stage_waiting(self, profile: str, key: str) -> None:
@@ -62,9 +60,7 @@ class LiveReporter:
             if self._status is not None:
                 self._status.update(self._render())
 
-    def stage_start(
-        self, target: str, index: int, total: int, profile: str, key: str
-    ) -> None:
+    def stage_start(self, target: str, index: int, total: int, profile: str, key: str) -> None:
         self._label = f"{target} [bold][{index + 1}/{total}][/] {profile} [dim]{key[:12]}[/]"
         self._line, self._started = "", time.monotonic()
         self._status = self.console.status(self._render())
@@ -98,17 +94,39 @@ class LiveReporter:
 
 @click.command("compile")
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=str))
-@click.option("-t", "--target", "targets", multiple=True,
-              help="Target to build (repeatable). Default: every target of the model.")
+@click.option(
+    "-t",
+    "--target",
+    "targets",
+    multiple=True,
+    help="Target to build (repeatable). Default: every target of the model.",
+)
 @click.option("--all", "all_targets", is_flag=True, help="Build every target.")
-@click.option("-j", "--jobs", default=1, show_default=True, type=click.IntRange(1),
-              help="Targets to build in parallel (shared stages are built once).")
-@click.option("--tag", "alias", metavar="ALIAS",
-              help="Point ALIAS at the artifact (one target only), e.g. chat-main-cpu.")
+@click.option(
+    "-j",
+    "--jobs",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Targets to build in parallel (shared stages are built once).",
+)
+@click.option(
+    "--tag",
+    "alias",
+    metavar="ALIAS",
+    help="Point ALIAS at the artifact (one target only), e.g. chat-main-cpu.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
-def command(app: Any, spec: str, targets: tuple[str, ...], all_targets: bool,
-            jobs: int, alias: str | None, as_json: bool) -> None:
+def command(
+    app: Any,
+    spec: str,
+    targets: tuple[str, ...],
+    all_targets: bool,
+    jobs: int,
+    alias: str | None,
+    as_json: bool,
+) -> None:
     """Build targets of SPEC (a model.yaml). A target already built is a cache hit."""
     from rmbuild.build import compile_spec
     from rmbuild.spec import load_model_spec
@@ -134,17 +152,26 @@ def command(app: Any, spec: str, targets: tuple[str, ...], all_targets: bool,
     if alias:
         store.tag(alias, results[0].artifact.key)
     if as_json:
-        emit_json([
-            {
-                "model": r.model,
-                "target": r.target,
-                "artifact": r.artifact.key,
-                "hit": r.hit,
-                "stages": [{"profile": s.profile, "key": s.key, "hit": s.hit,
-                            "seconds": round(s.seconds, 3)} for s in r.stages],
-            }
-            for r in results
-        ])
+        emit_json(
+            [
+                {
+                    "model": r.model,
+                    "target": r.target,
+                    "artifact": r.artifact.key,
+                    "hit": r.hit,
+                    "stages": [
+                        {
+                            "profile": s.profile,
+                            "key": s.key,
+                            "hit": s.hit,
+                            "seconds": round(s.seconds, 3),
+                        }
+                        for s in r.stages
+                    ],
+                }
+                for r in results
+            ]
+        )
         return
     for r in results:
         state = "cached, no tool ran" if r.hit else "built"

@@ -15,8 +15,9 @@ class Size(click.ParamType):
 
     name = "size"
 
-    def convert(self, value: object, param: click.Parameter | None,
-                ctx: click.Context | None) -> int:
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
         if isinstance(value, int):
             return value
         try:
@@ -30,8 +31,11 @@ class Size(click.ParamType):
 
 @click.command("gc")
 @click.option("--dry-run", is_flag=True, help="Say what would be freed; delete nothing.")
-@click.option("--max-size", type=Size(), help="Evict least-recently-used artifacts until the "
-              "store fits (e.g. 5G).")
+@click.option(
+    "--max-size",
+    type=Size(),
+    help="Evict least-recently-used artifacts until the store fits (e.g. 5G).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
 def command(app: Any, dry_run: bool, max_size: int | None, as_json: bool) -> None:

@@ -21,19 +21,26 @@ def machine_info() -> dict[str, Any]:
     for tc in list_toolchains(Path.cwd()):  # the project's own toolchains too
         try:
             identity = tc.identity()
-            toolchains.append({"name": tc.name, "python": str(tc.python_path),
-                               "python_version": identity["python"],
-                               "packages": identity["packages"]})
+            toolchains.append(
+                {
+                    "name": tc.name,
+                    "python": str(tc.python_path),
+                    "python_version": identity["python"],
+                    "packages": identity["packages"],
+                }
+            )
         except Exception as exc:  # a broken toolchain is reported, not fatal
             toolchains.append({"name": tc.name, "python": str(tc.python_path), "error": str(exc)})
     backends = {}
     for name, entry in registry().items():
         avail = entry.availability()
-        backends[name] = {"available": avail.ok, "reason": avail.reason,
-                          "versions": avail.versions}
+        backends[name] = {"available": avail.ok, "reason": avail.reason, "versions": avail.versions}
     return {
-        "platform": {"system": platform.system(), "release": platform.release(),
-                     "python": platform.python_version()},
+        "platform": {
+            "system": platform.system(),
+            "release": platform.release(),
+            "python": platform.python_version(),
+        },
         "cpu": cpu_info(),
         "gpus": gpus(),
         "npus": npus(),
@@ -52,15 +59,26 @@ def command(as_json: bool) -> None:
         return
     out = console()
     cpu = info["cpu"]
-    out.print(f"[bold]platform[/] {info['platform']['system']} {info['platform']['release']}, "
-              f"python {info['platform']['python']}")
+    out.print(
+        f"[bold]platform[/] {info['platform']['system']} {info['platform']['release']}, "
+        f"python {info['platform']['python']}"
+    )
     out.print(f"[bold]cpu[/]      {cpu['model']} ({cpu['arch']}, {cpu['cores']} cores)")
     out.print(f"[bold]isa[/]      {' '.join(cpu['isa']) or '-'}")
-    out.print("[bold]gpus[/]     " + (", ".join(
-        f"{g['name']} (cc {g['compute_capability']}, driver {g['driver']})" for g in info["gpus"])
-        or "none found (nvidia-smi)"))
-    out.print("[bold]npus[/]     " + (", ".join(f"{n['vendor']} {n['device']}"
-                                               for n in info["npus"]) or "none found"))
+    out.print(
+        "[bold]gpus[/]     "
+        + (
+            ", ".join(
+                f"{g['name']} (cc {g['compute_capability']}, driver {g['driver']})"
+                for g in info["gpus"]
+            )
+            or "none found (nvidia-smi)"
+        )
+    )
+    out.print(
+        "[bold]npus[/]     "
+        + (", ".join(f"{n['vendor']} {n['device']}" for n in info["npus"]) or "none found")
+    )
     out.print("[bold]toolchains[/]")
     for tc in info["toolchains"]:
         if "error" in tc:

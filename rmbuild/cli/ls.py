@@ -15,8 +15,9 @@ from rmbuild.cli._output import age, console, emit_json, human_size, record_summ
 @click.option("--backend", help="Only this backend.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def command(app: Any, model: str | None, target: str | None, backend: str | None,
-            as_json: bool) -> None:
+def command(
+    app: Any, model: str | None, target: str | None, backend: str | None, as_json: bool
+) -> None:
     """List artifacts: id, model, target, profile, backend, toolchain, size, age."""
     records = app.store().list(model=model, target=target, backend=backend)
     if as_json:
@@ -28,15 +29,32 @@ def command(app: Any, model: str | None, target: str | None, backend: str | None
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "MODEL", "TARGET", "PROFILE", "BACKEND", "TOOLCHAIN", "SIZE", "AGE",
-                   "ALIASES"):
+    for column in (
+        "ID",
+        "MODEL",
+        "TARGET",
+        "PROFILE",
+        "BACKEND",
+        "TOOLCHAIN",
+        "SIZE",
+        "AGE",
+        "ALIASES",
+    ):
         table.add_column(column, no_wrap=column != "TOOLCHAIN")
     for r in records:
         info = record_summary(r)
         versions = info["toolchain"]
         tool = next(iter(versions.items()), None)
         targets = ",".join(sorted({t for m, t in r.uses if m == r.model})) or r.target
-        table.add_row(r.key[:12], r.model, targets, info["profile"] or "", r.backend,
-                      f"{tool[0]} {tool[1]}" if tool else "", human_size(r.size),
-                      age(r.created_at), ",".join(r.aliases))
+        table.add_row(
+            r.key[:12],
+            r.model,
+            targets,
+            info["profile"] or "",
+            r.backend,
+            f"{tool[0]} {tool[1]}" if tool else "",
+            human_size(r.size),
+            age(r.created_at),
+            ",".join(r.aliases),
+        )
     console().print(table)

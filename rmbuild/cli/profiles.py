@@ -10,8 +10,12 @@ from rmbuild.cli._output import console, emit_json
 
 
 @click.command("profiles")
-@click.option("--from", "start", type=click.Path(file_okay=False, path_type=Path),
-              help="Project folder to search from (default: the current folder).")
+@click.option(
+    "--from",
+    "start",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Project folder to search from (default: the current folder).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def command(start: Path | None, as_json: bool) -> None:
     """List profiles: project profiles/ first, then user config, then built-ins."""
@@ -24,22 +28,44 @@ def command(start: Path | None, as_json: bool) -> None:
     for loaded in list_profiles((start or Path.cwd()).resolve()):
         if isinstance(loaded, SpecError):
             path = str(loaded.file)
-            rows.append({"name": Path(path).stem, "backend": "", "stage": "", "resource": "",
-                         "input": "", "output": "", "depends_on": None, "toolchain": "",
-                         "tool": "", "path": path, "available": False,
-                         "reason": f"invalid: {loaded.message}"})
+            rows.append(
+                {
+                    "name": Path(path).stem,
+                    "backend": "",
+                    "stage": "",
+                    "resource": "",
+                    "input": "",
+                    "output": "",
+                    "depends_on": None,
+                    "toolchain": "",
+                    "tool": "",
+                    "path": path,
+                    "available": False,
+                    "reason": f"invalid: {loaded.message}",
+                }
+            )
             continue
         p = loaded.profile
         entry = backends.get(p.backend)
         avail = entry.availability() if entry else None
-        rows.append({
-            "name": p.name, "backend": p.backend, "stage": p.stage, "resource": p.resource,
-            "input": p.input_format, "output": p.output_format, "depends_on": p.depends_on,
-            "toolchain": p.toolchain, "tool": p.tool.name, "path": str(loaded.path),
-            "available": bool(avail and avail.ok),
-            "reason": "" if avail and avail.ok else (avail.reason if avail
-                                                    else f"no backend {p.backend!r}"),
-        })
+        rows.append(
+            {
+                "name": p.name,
+                "backend": p.backend,
+                "stage": p.stage,
+                "resource": p.resource,
+                "input": p.input_format,
+                "output": p.output_format,
+                "depends_on": p.depends_on,
+                "toolchain": p.toolchain,
+                "tool": p.tool.name,
+                "path": str(loaded.path),
+                "available": bool(avail and avail.ok),
+                "reason": ""
+                if avail and avail.ok
+                else (avail.reason if avail else f"no backend {p.backend!r}"),
+            }
+        )
     if as_json:
         emit_json(rows)
         return

@@ -12,17 +12,27 @@ import click
 @click.option("-a", "--artifact", "ref", required=True, help="Artifact id, unique prefix or alias.")
 @click.option("-p", "--prompt", default="The future of AI is", show_default=True)
 @click.option("-n", "--max-tokens", default=32, show_default=True, type=click.IntRange(0))
-@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0),
-              help="0 = greedy.")
-@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1,
-              min_open=True))
+@click.option(
+    "--temperature", default=0.0, show_default=True, type=click.FloatRange(0), help="0 = greedy."
+)
+@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True))
 @click.option("--seed", type=int, help="Seed for sampling.")
 @click.option("--device", help="Run on this device instead of the profile's (e.g. CPU, GPU, NPU).")
 @click.option("--verify", is_flag=True, help="Re-hash the artifact's files before loading.")
 @click.option("--json", "as_json", is_flag=True, help="Print text and stats as JSON at the end.")
 @click.pass_obj
-def command(app: Any, ref: str, prompt: str, max_tokens: int, temperature: float, top_p: float,
-            seed: int | None, device: str | None, verify: bool, as_json: bool) -> None:
+def command(
+    app: Any,
+    ref: str,
+    prompt: str,
+    max_tokens: int,
+    temperature: float,
+    top_p: float,
+    seed: int | None,
+    device: str | None,
+    verify: bool,
+    as_json: bool,
+) -> None:
     """Generate text from an artifact, streaming tokens to stdout."""
     import time
 
@@ -48,13 +58,24 @@ def command(app: Any, ref: str, prompt: str, max_tokens: int, temperature: float
     if as_json:
         from rmbuild.cli._output import emit_json
 
-        emit_json({"artifact": session.info["artifact"], "prompt": prompt,
-                   "text": "".join(pieces), "new_tokens": stats.new_tokens,
-                   "stopped": stats.stopped, "load_s": round(load_s, 4),
-                   "prefill_s": round(stats.prefill_s, 4), "decode_s": round(stats.decode_s, 4),
-                   "tokens_per_s": round(stats.tokens_per_s, 1)})
+        emit_json(
+            {
+                "artifact": session.info["artifact"],
+                "prompt": prompt,
+                "text": "".join(pieces),
+                "new_tokens": stats.new_tokens,
+                "stopped": stats.stopped,
+                "load_s": round(load_s, 4),
+                "prefill_s": round(stats.prefill_s, 4),
+                "decode_s": round(stats.decode_s, 4),
+                "tokens_per_s": round(stats.tokens_per_s, 1),
+            }
+        )
         return
     sys.stdout.write("\n")
-    click.echo(f"[{stats.new_tokens} tokens, {stats.tokens_per_s:.0f} tok/s, load "
-               f"{load_s:.2f} s, {session.info['backend']} on {session.info['device']}, "
-               f"artifact {session.info['artifact'][:12]}]", err=True)
+    click.echo(
+        f"[{stats.new_tokens} tokens, {stats.tokens_per_s:.0f} tok/s, load "
+        f"{load_s:.2f} s, {session.info['backend']} on {session.info['device']}, "
+        f"artifact {session.info['artifact'][:12]}]",
+        err=True,
+    )

@@ -29,8 +29,9 @@ def describe(store: Any, record: Any) -> dict[str, Any]:
         "durations": meta.get("durations", {}),
         "started_at": meta.get("started_at"),
         "host": meta.get("host", {}),
-        "files": {rel: {"digest": e.digest, "size": e.size}
-                  for rel, e in sorted(manifest.files.items())},
+        "files": {
+            rel: {"digest": e.digest, "size": e.size} for rel, e in sorted(manifest.files.items())
+        },
         "log": str(store.blob_path(log)) if log else None,
     }
 
@@ -53,11 +54,16 @@ def command(app: Any, ref: str, as_json: bool) -> None:
     out = console()
     out.print(f"[bold]artifact[/] {info['id']}")
     rows = [
-        ("model", info["model"]), ("target", info["target"]),
-        ("profile", f"{info['profile']} ({info['stage']})"), ("backend", info["backend"]),
-        ("aliases", ", ".join(info["aliases"]) or "-"), ("size", human_size(info["size"])),
-        ("created", info["created_at"]), ("built on", ", ".join(info["host"].values())),
-        ("model.yaml", info["spec_file"]), ("parents", ", ".join(info["parents"]) or "-"),
+        ("model", info["model"]),
+        ("target", info["target"]),
+        ("profile", f"{info['profile']} ({info['stage']})"),
+        ("backend", info["backend"]),
+        ("aliases", ", ".join(info["aliases"]) or "-"),
+        ("size", human_size(info["size"])),
+        ("created", info["created_at"]),
+        ("built on", ", ".join(info["host"].values())),
+        ("model.yaml", info["spec_file"]),
+        ("parents", ", ".join(info["parents"]) or "-"),
         ("manifest", info["manifest"]),
     ]
     for name, value in rows:
@@ -70,8 +76,10 @@ def command(app: Any, ref: str, as_json: bool) -> None:
         out.print(f"  {name} = {escape(repr(value))}{note}")
     out.print("[bold]versions[/]")
     tool = info["tool"]
-    out.print(f"  tool {tool.get('name')} {tool.get('package', '')} {tool.get('version', '')}"
-              + (f" sha256:{tool['script_sha256'][:12]}" if "script_sha256" in tool else ""))
+    out.print(
+        f"  tool {tool.get('name')} {tool.get('package', '')} {tool.get('version', '')}"
+        + (f" sha256:{tool['script_sha256'][:12]}" if "script_sha256" in tool else "")
+    )
     tc = info["toolchain"]
     out.print(f"  toolchain {tc.get('name')} (python {tc.get('python')})")
     for name, version in (tc.get("packages") or {}).items():

@@ -30,5 +30,7 @@ def command(app: Any, refs: tuple[str, ...], as_json: bool) -> None:
             for problem in problems:
                 click.echo(f"    {problem}")
     if bad:
-        raise StoreCorrupt(f"{len(bad)} of {len(report)} artifacts are corrupt",
-                           hint="rebuild them with `rmbuild compile`; `rmbuild gc` drops strays")
+        raise StoreCorrupt(
+            f"{len(bad)} of {len(report)} artifacts are corrupt",
+            hint="rebuild them with `rmbuild compile`; `rmbuild gc` drops strays",
+        )

@@ -50,12 +50,17 @@ def prepare(
     plugin = require_available(record.backend)
     metadata = record.metadata
     if options:
-        metadata = {**metadata,
-                    "runtime_flags": {**(metadata.get("runtime_flags") or {}), **options}}
+        metadata = {
+            **metadata,
+            "runtime_flags": {**(metadata.get("runtime_flags") or {}), **options},
+        }
     plugin.check_compatible(metadata)
     if verify and (problems := store.verify(record.key)):
-        raise StoreCorrupt(f"artifact {record.key[:12]} is corrupt", context=problems,
-                           hint="rebuild it with `rmbuild compile`")
+        raise StoreCorrupt(
+            f"artifact {record.key[:12]} is corrupt",
+            context=problems,
+            hint="rebuild it with `rmbuild compile`",
+        )
     tree = store.materialize(record.key)  # also marks it used, for gc's LRU
     _check_sizes(store, record, tree)
     return record, tree, plugin
@@ -77,8 +82,14 @@ def load(
         if own:
             store.close()
         raise
-    session.info.update({"artifact": record.key, "model": record.model, "target": record.target,
-                         "path": os.fspath(tree)})
+    session.info.update(
+        {
+            "artifact": record.key,
+            "model": record.model,
+            "target": record.target,
+            "path": os.fspath(tree),
+        }
+    )
     if own:
         session.closers.append(store.close)
     return session

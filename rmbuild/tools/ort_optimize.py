@@ -33,8 +33,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import onnxruntime as ort
 
-    print(f"onnxruntime {ort.__version__}: optimizing {args.input} at level {args.level}",
-          flush=True)
+    print(
+        f"onnxruntime {ort.__version__}: optimizing {args.input} at level {args.level}", flush=True
+    )
     options = ort.SessionOptions()
     options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, LEVELS[args.level])
     options.optimized_model_filepath = args.output

@@ -17,8 +17,17 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "onnxruntime", "openvino", "iree", "numpy", "tokenizers", "transformers",
-         "onnx", "optimum")
+HEAVY = (
+    "torch",
+    "onnxruntime",
+    "openvino",
+    "iree",
+    "numpy",
+    "tokenizers",
+    "transformers",
+    "onnx",
+    "optimum",
+)
 
 
 def _core_distributions() -> set[str]:
@@ -39,7 +48,7 @@ def _core_distributions() -> set[str]:
             if "extra ==" in req:
                 continue
             marker = req.split(";", 1)[1] if ";" in req else ""
-            if "python_version" in marker and "< \"3" in marker:
+            if "python_version" in marker and '< "3' in marker:
                 continue
             todo.append(re.split(r"[\s<>=!~;\[(]", req, maxsplit=1)[0])
     return seen
@@ -76,15 +85,30 @@ def test_core_commands_need_no_toolchain(tmp_path: Path) -> None:
         "print('LEAKED=' + ','.join(leaked), file=sys.stderr)\n"
         "sys.exit(rc)\n"
     )
-    env = {"RMBUILD_STORE": str(tmp_path / "store"), "RMBUILD_CONFIG_DIR": str(tmp_path / "cfg"),
-           "PATH": "/usr/bin:/bin"}
+    env = {
+        "RMBUILD_STORE": str(tmp_path / "store"),
+        "RMBUILD_CONFIG_DIR": str(tmp_path / "cfg"),
+        "PATH": "/usr/bin:/bin",
+    }
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-S", "-c", code, str(site), json.dumps(args)],
-                              capture_output=True, text=True, env=env, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-S", "-c", code, str(site), json.dumps(args)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+        )
 
-    for args in (["--help"], ["ls"], ["ls", "--json"], ["info"], ["backends", "--json"],
-                 ["profiles"], ["schema"]):
+    for args in (
+        ["--help"],
+        ["ls"],
+        ["ls", "--json"],
+        ["info"],
+        ["backends", "--json"],
+        ["profiles"],
+        ["schema"],
+    ):
         result = run(*args)
         assert result.returncode == 0, (args, result.stderr)
         assert "LEAKED=\n" in result.stderr or result.stderr.endswith("LEAKED=\n"), result.stderr
@@ -97,14 +121,20 @@ def test_core_commands_need_no_toolchain(tmp_path: Path) -> None:
     assert "rmbuild[iree]" in backends["iree"]["install"]
 
 
-
 @pytest.mark.parametrize("args", [["show", "abcd"], ["run", "--artifact", "abcd"]])
 def test_missing_artifacts_are_clear_without_toolchains(tmp_path: Path, args: list[str]) -> None:
     site = _site(tmp_path)
-    code = ("import sys, json; sys.path[:0] = [sys.argv[1]]\n"
-            "from rmbuild.cli import main; sys.exit(main(json.loads(sys.argv[2])))\n")
+    code = (
+        "import sys, json; sys.path[:0] = [sys.argv[1]]\n"
+        "from rmbuild.cli import main; sys.exit(main(json.loads(sys.argv[2])))\n"
+    )
     env = {"RMBUILD_STORE": str(tmp_path / "store"), "RMBUILD_CONFIG_DIR": str(tmp_path / "cfg")}
-    result = subprocess.run([sys.executable, "-S", "-c", code, str(site), json.dumps(args)],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code, str(site), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 5, result.stderr
     assert "no artifact matches" in result.stderr and "Traceback" not in result.stderr

@@ -39,8 +39,7 @@ def test_verify_finds_a_corrupted_blob(project: Project, cli) -> None:  # noqa: 
     assert "1 of 1 artifacts are corrupt" in bad.err
 
 
-def test_run_refuses_a_truncated_file_before_any_backend_loads_it(project: Project,
-                                                                  cli) -> None:  # noqa: ANN001
+def test_run_refuses_a_truncated_file_before_any_backend_loads_it(project: Project, cli) -> None:  # noqa: ANN001
     artifact = _built(project, cli)
     _corrupt_blob(project.store, artifact, cli, truncate=True)
     r = cli("run", "--artifact", artifact[:10])
@@ -78,8 +77,7 @@ def test_tag_retag_and_untag(project: Project, cli) -> None:  # noqa: ANN001
     assert gone.code == 5
 
 
-def test_an_artifact_whose_blobs_were_lost_is_rebuilt_not_served(project: Project,
-                                                                 cli) -> None:  # noqa: ANN001
+def test_an_artifact_whose_blobs_were_lost_is_rebuilt_not_served(project: Project, cli) -> None:  # noqa: ANN001
     counter = project.root / "runs.txt"
     project.set_flags(counter=str(counter))
     artifact = _built(project, cli)

@@ -21,10 +21,13 @@ def test_store_that_is_a_file(tmp_path: Path, cli) -> None:  # noqa: ANN001
     assert "error[store-unavailable]" in r.err and "Not a directory" in r.err
 
 
-@pytest.mark.parametrize(("url", "says"), [
-    ("foo://x", "Can't load plugin"),
-    ("postgresql://u:secret@localhost/db", "u:***@localhost"),
-])
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("foo://x", "Can't load plugin"),
+        ("postgresql://u:secret@localhost/db", "u:***@localhost"),
+    ],
+)
 def test_bad_index_urls(store_dir: Path, cli, url: str, says: str) -> None:  # noqa: ANN001
     r = cli("--index-url", url, "ls")
     r.assert_failure(EXIT_STORE)

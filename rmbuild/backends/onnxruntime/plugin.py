@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from rmbuild.toolchains import Toolchain
 
 
-
 class OnnxRuntimeBackend(BackendPlugin):
     name = "onnxruntime"
     extra = "onnx"
@@ -30,8 +29,11 @@ class OnnxRuntimeBackend(BackendPlugin):
     def availability(self) -> Availability:
         version = probe.installed_version()
         if version is None:
-            return Availability(ok=False, reason="onnxruntime is not installed",
-                                install=f"pip install 'rmbuild[{self.extra}]'")
+            return Availability(
+                ok=False,
+                reason="onnxruntime is not installed",
+                install=f"pip install 'rmbuild[{self.extra}]'",
+            )
         return Availability(ok=True, versions={"onnxruntime": version})
 
     def probe(self) -> list[Resource]:
@@ -71,7 +73,8 @@ class OnnxRuntimeBackend(BackendPlugin):
                     hint="rebuild it here with `rmbuild compile`, or use opt_level: extended",
                 )
             missing = set(metadata.get("fingerprint", {}).get("cpu_isa", [])) - set(
-                cpu_info()["isa"])
+                cpu_info()["isa"]
+            )
             if missing:
                 raise IncompatibleArtifact(
                     f"optimized at level 'all' for a CPU with {sorted(missing)}, which this CPU "

@@ -28,5 +28,11 @@ def probe() -> list[Resource]:
     if installed_version() is None:
         return []
     cpu = cpu_info()
-    return [Resource(type="cpu", name=cpu["model"], vendor=cpu["vendor"],
-                     attributes={"cores": cpu["cores"], "isa": cpu["isa"]})]
+    return [
+        Resource(
+            type="cpu",
+            name=cpu["model"],
+            vendor=cpu["vendor"],
+            attributes={"cores": cpu["cores"], "isa": cpu["isa"]},
+        )
+    ]

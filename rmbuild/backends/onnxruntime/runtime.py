@@ -15,8 +15,7 @@ import numpy as np
 
 from rmbuild.runtime.session import kv_cache_shape, read_json
 
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16,
-           "tensor(double)": np.float64}
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 
 
 class OnnxDecoderStep:
@@ -75,4 +74,3 @@ class OnnxDecoderStep:
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
-

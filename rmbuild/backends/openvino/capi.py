@@ -351,8 +351,14 @@ _SIGNATURES: dict[str, tuple[Any, list[Any], bool]] = {
     ),
     "ov_core_compile_model_props": (
         _c_status,
-        [_handle, _handle, ctypes.c_char_p, ctypes.c_size_t, ctypes.POINTER(_OvProperty),
-         _out_handle],
+        [
+            _handle,
+            _handle,
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.POINTER(_OvProperty),
+            _out_handle,
+        ],
         False,
     ),  # fmt: skip
     # Variadic: only the fixed part is declared, and it is only ever called with no extra args.
@@ -1004,4 +1010,3 @@ class InferRequest(_Owned):
         super().close()
         # Release the input buffers only after the request that reads them is gone.
         self._inputs = {}
-

@@ -24,7 +24,6 @@ IR_FILE = "openvino_model.xml"
 RUNTIMES = ("capi", "python")
 
 
-
 def _runtime_flags(
     metadata: dict[str, Any], options: dict[str, Any] | None = None
 ) -> dict[str, Any]:

@@ -177,8 +177,9 @@ class _KVLoop:
         try:
             shape = kv_cache_shape(read_json(xml_path.parent / "config.json"))
         except ValueError as exc:
-            raise OpenVINOError(str(exc), hint="the profile must carry config.json into the "
-                                "artifact") from None
+            raise OpenVINOError(
+                str(exc), hint="the profile must carry config.json into the artifact"
+            ) from None
         self._past_shapes = {n: shape for n in self.past_names}
         self._past_dtypes = {n: _NUMPY_FROM_OV.get(types[n], np.float32) for n in self.past_names}
         self.reset()

@@ -10,9 +10,12 @@ from rmbuild.errors import IncompatibleArtifact
 
 
 def _meta(level: str, built: str, isa: list[str] | None = None) -> dict:
-    return {"stage": "compile", "flags": {"opt_level": level},
-            "toolchain": {"packages": {"onnxruntime": built}},
-            "fingerprint": {"cpu_isa": isa} if isa is not None else {}}
+    return {
+        "stage": "compile",
+        "flags": {"opt_level": level},
+        "toolchain": {"packages": {"onnxruntime": built}},
+        "fingerprint": {"cpu_isa": isa} if isa is not None else {},
+    }
 
 
 @pytest.fixture
@@ -20,6 +23,7 @@ def here(monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
     def set_here(version: str | None, isa: list[str] | None = None) -> None:
         monkeypatch.setattr(ort_plugin.probe, "installed_version", lambda: version)
         monkeypatch.setattr(ort_plugin, "cpu_info", lambda: {"isa": isa or ["avx2"]})
+
     return set_here
 
 
@@ -63,7 +67,8 @@ def test_fingerprint_keys_isa_only_for_level_all(here) -> None:  # noqa: ANN001
     backend = OnnxRuntimeBackend()
     assert backend.fingerprint(None, {"opt_level": "extended"}) == {}  # type: ignore[arg-type]
     assert backend.fingerprint(None, {"opt_level": "all"}) == {  # type: ignore[arg-type]
-        "cpu_isa": ["avx2", "fma"]}
+        "cpu_isa": ["avx2", "fma"]
+    }
 
 
 def test_other_devices_are_refused(tmp_path) -> None:  # noqa: ANN001
