@@ -19,6 +19,8 @@ EXIT_NOT_FOUND = 5
 EXIT_INCOMPATIBLE = 6
 EXIT_UNAVAILABLE = 7
 EXIT_STORE = 8
+EXIT_DISK_FULL = 9
+EXIT_TERMINATED = 143  # SIGTERM (CI cancel, systemd stop): 128 + 15, like a shell reports it
 
 
 class RmbuildError(Exception):
@@ -188,3 +190,73 @@ class StoreUnavailable(RmbuildError):
 
     code = "store-unavailable"
     exit_code = EXIT_STORE
+
+
+class InternalError(RmbuildError):
+    """A bug in rmbuild or a caller's misuse of its API, not a user mistake (exit 1).
+
+    Kept apart from the root class so that "we meant to say this" and "this should not
+    happen" never share an exit code by accident.
+    """
+
+    code = "internal-error"
+    exit_code = EXIT_INTERNAL
+
+
+class DiskFull(RmbuildError):
+    """No space left (ENOSPC/EDQUOT) while writing under ``path``: says how much is free."""
+
+    code = "disk-full"
+    exit_code = EXIT_DISK_FULL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | str | None = None,
+        needed: int | None = None,
+        free: int | None = None,
+        context: list[str] | None = None,
+        hint: str
+        | None = "free space, e.g. `rmbuild gc --max-size SIZE`, or point --store elsewhere",
+    ) -> None:
+        lines = list(context or [])
+        if path is not None:
+            lines.append(f"path: {path}")
+        if needed is not None:
+            lines.append(f"bytes needed: {needed}")
+        if free is not None:
+            lines.append(f"bytes free: {free}")
+        super().__init__(message, context=lines, hint=hint)
+        self.path = path
+        self.needed = needed
+        self.free = free
+
+    @classmethod
+    def from_oserror(
+        cls, exc: OSError, path: Path | str, *, needed: int | None = None, what: str = "writing"
+    ) -> DiskFull:
+        """Build from an ENOSPC/EDQUOT OSError, reading the free bytes of ``path``'s disk."""
+        import shutil
+
+        free: int | None = None
+        probe = Path(path)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            free = shutil.disk_usage(probe).free
+        except OSError:
+            pass
+        return cls(
+            f"no space left on the device while {what} {path} ({exc.strerror or exc})",
+            path=path,
+            needed=needed,
+            free=free,
+        )
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for the OSErrors a full disk or an exhausted quota raise."""
+    import errno
+
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
