@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -23,9 +22,10 @@ from typing import Any, Protocol
 
 import rmbuild
 from artifact_store import ArtifactRecord, LockTimeout, Store, StoreError
+from rmbuild import sources
 from rmbuild.adapter import BinaryCompilerAdapter
-from rmbuild.errors import ModelSourceError, SpecError
-from rmbuild.keys import ActionKey, tree_digest
+from rmbuild.errors import SpecError
+from rmbuild.keys import ActionKey
 from rmbuild.plugins import get_backend
 from rmbuild.profiles import find_profile
 from rmbuild.spec import BuildProfile, FlagValue, LoadedProfile, LoadedSpec, load_model_spec
@@ -203,47 +203,13 @@ def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
 
 
 def _source_files(spec: LoadedSpec) -> dict[str, Path]:
-    src = spec.source_path
-    where = {
-        "file": spec.path,
-        "line": line_of(spec.lines, ("source", "path")),
-        "field": "source.path",
-    }
-    if src.is_file():
-        raise ModelSourceError(
-            f"model source {str(src)!r} is a file; give the folder that holds the model",
-            hint="an HF folder, or for format: onnx a folder with model.onnx (and its external "
-            "data), config.json and the tokenizer files",
-            **where,
-        )
-    if not src.is_dir():
-        raise ModelSourceError(
-            f"model source {str(src)!r} does not exist",
-            file=spec.path,
-            line=line_of(spec.lines, ("source", "path")),
-            field="source.path",
-            hint="paths in model.yaml are relative to the model.yaml file",
-        )
-    files = {}
-    for path in sorted(src.rglob("*")):
-        rel = path.relative_to(src)
-        # Hidden files and caches are not part of a model (.DS_Store, .cache/ from hub tools).
-        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
-            continue
-        if path.is_file():
-            files[rel.as_posix()] = path
-    if not files:
-        raise ModelSourceError(f"model source {str(src)!r} is empty", **where)
-    if spec.spec.source.format == "onnx" and "model.onnx" not in files:
-        raise ModelSourceError(f"format is onnx but {str(src)!r} has no model.onnx", **where)
-    return files
+    # Walking and vetting the source lives in rmbuild.sources (issue 6 #1, #5).
+    return sources.source_files(spec)
 
 
 def source_digest(spec: LoadedSpec, store: Store) -> str:
-    """Content digest of the model source (stat-cached file digests)."""
-    files = _source_files(spec)
-    digests = store.hash_files(list(files.values()))
-    return tree_digest({rel: digests[path] for rel, path in files.items()})
+    """Content digest of the model source (stat-cached file digests); refuses unsafe links."""
+    return sources.source_digest(spec, store)
 
 
 def _file_sha256(path: Path) -> str:
@@ -285,14 +251,8 @@ def action_key(stage: PlannedStage, inputs: dict[str, str], start: Path | None) 
 
 
 def _carry(profile_carry: list[str], source: Path, out: Path) -> None:
-    if not source.is_dir():
-        return
-    for pattern in profile_carry:
-        for path in sorted(source.glob(pattern)):
-            target = out / path.relative_to(source)
-            if path.is_file() and not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
+    # No link leaving the input is carried into the store (issue 6 #1).
+    sources.carry(profile_carry, source, out)
 
 
 def _run_stage(

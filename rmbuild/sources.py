@@ -1,0 +1,261 @@
+"""What enters the store from outside: the model source and the files a stage carries.
+
+One rule for every path read from outside the store (issue 6 #1, #5): it is read *inside its
+root*. A symlink whose target resolves inside the root is followed (a file is read as its
+content, a folder is walked, with loop protection); one that resolves outside the root, that
+dangles, or that loops is refused with an error naming the link and its target. For a source
+this is a :class:`~rmbuild.errors.ModelSourceError` (exit 3) pointing at ``source.path`` in
+model.yaml, raised while the source digest is computed, i.e. before any tool runs: for a
+``format: hf`` source the tool reads the source folder itself, so the walk that hashes the
+source is also the one that vets every path the tool can be handed.
+
+The same check is applied again when files are carried into an artifact (a backstop for an
+input that is not the source, e.g. an upstream artifact). Tool outputs are vetted by
+``artifact_store`` itself (``Store.put_tree``), which already refuses escaping links.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from rmbuild.errors import ModelSourceError
+from rmbuild.keys import tree_digest
+from rmbuild.yamlio import line_of
+
+if TYPE_CHECKING:
+    from artifact_store import Store
+    from rmbuild.spec import LoadedSpec
+
+# A folder tree deeper than this, or with more entries, is refused rather than walked: links
+# inside the root can fan out (a/l1 -> b, a/l2 -> b, b/l1 -> c, ...) into exponentially many
+# paths without ever forming a loop.
+MAX_DEPTH = 64
+MAX_ENTRIES = 1_000_000
+
+
+class UnsafePath(Exception):
+    """A path under a root that must not be read: a link leaving the root, dangling or looping.
+
+    Raised by :func:`walk` and :func:`check_inside`; callers turn it into the typed error of
+    their context (a :class:`ModelSourceError` for a source).
+    """
+
+    def __init__(self, path: Path, target: str | None, why: str) -> None:
+        self.path = path
+        self.target = target
+        self.why = why
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """'symlink X -> Y leaves the source folder' and the like."""
+        if self.target is None:
+            return f"{str(self.path)!r} {self.why}"
+        return f"symlink {str(self.path)!r} -> {self.target!r} {self.why}"
+
+
+def containment_root(root: Path) -> Path:
+    """The folder links under ``root`` may resolve into: ``root`` itself (resolved).
+
+    One exception, a layout and not a loophole: a Hugging Face hub snapshot
+    (``models--org--name/snapshots/<rev>/``) is made of links to ``../../blobs/<sha>``, so its
+    root is the repo folder ``models--org--name``, which holds both. A link to another repo's
+    blobs, or anywhere else, still leaves it.
+    """
+    real = Path(os.path.realpath(root))
+    repo = real.parent.parent
+    if real.parent.name == "snapshots" and (repo / "blobs").is_dir():
+        return repo
+    return real
+
+
+def _hidden(name: str) -> bool:
+    # Hidden files and caches are not part of a model (.DS_Store, .cache/ from hub tools).
+    return name.startswith(".") or name == "__pycache__"
+
+
+def _follow(path: Path, bound: Path, shown: Path | None = None) -> tuple[os.stat_result, Path]:
+    """``stat`` through the symlink ``path``; refuse it if it dangles, loops or leaves ``bound``.
+
+    ``shown`` is the name the error gives the link (default ``path``).
+    """
+    shown = shown or path
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = None
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafePath(shown, target, "is a symlink loop") from None
+        raise UnsafePath(shown, target, "is dangling: its target does not exist") from None
+    real = Path(os.path.realpath(path))
+    if not real.is_relative_to(bound):
+        raise UnsafePath(shown, str(real), f"leaves the source folder {str(bound)!r}")
+    return st, real
+
+
+def walk(root: Path, *, bound: Path | None = None) -> dict[str, Path]:
+    """Every regular file under ``root`` that belongs to the model, by POSIX relpath.
+
+    Symlinks inside ``bound`` (default :func:`containment_root` of ``root``) are followed, a
+    linked folder is walked under the link's name (the tool sees its files there). Every entry
+    is vetted, hidden ones too (a carry pattern or a tool may read them), but hidden files and
+    caches are not listed. Raises :class:`UnsafePath`.
+    """
+    bound = bound or containment_root(root)
+    real_root = Path(os.path.realpath(root))
+    files: dict[str, Path] = {}
+    seen = 0
+
+    def visit(folder: Path, rel: PurePosixPath, ancestors: tuple[Path, ...], hidden: bool) -> None:
+        # ``folder`` is the path as the user sees it (errors name it); ``ancestors[-1]`` is
+        # its real path, through which it is read, so a deep walk never piles up links in a
+        # path (the kernel gives up after 40, with the same ELOOP as a loop).
+        nonlocal seen
+        if len(ancestors) > MAX_DEPTH:
+            raise UnsafePath(folder, None, f"is more than {MAX_DEPTH} folders deep")
+        here = ancestors[-1]
+        try:
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            raise UnsafePath(folder, None, f"cannot be read ({exc.strerror})") from None
+        for entry in entries:
+            seen += 1
+            if seen > MAX_ENTRIES:
+                raise UnsafePath(root, None, f"holds more than {MAX_ENTRIES} entries")
+            path = here / entry.name
+            sub = rel / entry.name
+            skip = hidden or _hidden(entry.name)
+            if entry.is_symlink():
+                st, real = _follow(path, bound, shown=folder / entry.name)
+                mode = st.st_mode
+            else:
+                mode = entry.stat(follow_symlinks=False).st_mode
+                real = path
+            if stat.S_ISDIR(mode):
+                if real in ancestors:
+                    raise UnsafePath(
+                        folder / entry.name,
+                        str(real),
+                        "is a symlink loop: it points at a folder above it",
+                    )
+                visit(folder / entry.name, sub, (*ancestors, real), skip)
+            elif stat.S_ISREG(mode) and not skip:
+                files[sub.as_posix()] = path
+            # Sockets, FIFOs and devices inside the root are not model files: not listed.
+
+    visit(Path(root), PurePosixPath(), (real_root,), False)
+    return files
+
+
+def check_inside(path: Path, root: Path, bound: Path | None = None) -> None:
+    """Refuse ``path`` (under ``root``) if it, or a linked folder on its way, leaves the root."""
+    bound = bound or containment_root(root)
+    if os.path.islink(path) or not Path(os.path.realpath(path)).is_relative_to(bound):
+        _follow(path, bound)  # raises for a link that dangles, loops or leaves
+        return
+    if not os.path.exists(path):
+        raise UnsafePath(path, None, "does not exist")
+
+
+# ----------------------------------------------------------------------------- the source
+
+
+def _where(spec: LoadedSpec) -> dict[str, Any]:
+    return {
+        "file": spec.path,
+        "line": line_of(spec.lines, ("source", "path")),
+        "field": "source.path",
+    }
+
+
+def source_files(spec: LoadedSpec) -> dict[str, Path]:
+    """The model source's files by relpath; refuses a source that is missing, empty or unsafe."""
+    src = spec.source_path
+    where = _where(spec)
+    if src.is_file():
+        raise ModelSourceError(
+            f"model source {str(src)!r} is a file; give the folder that holds the model",
+            hint="an HF folder, or for format: onnx a folder with model.onnx (and its external "
+            "data), config.json and the tokenizer files",
+            **where,
+        )
+    if not src.is_dir():
+        raise ModelSourceError(
+            f"model source {str(src)!r} does not exist",
+            hint="paths in model.yaml are relative to the model.yaml file",
+            **where,
+        )
+    try:
+        files = walk(src)
+    except UnsafePath as exc:
+        raise ModelSourceError(
+            f"model source: {exc.describe()}",
+            hint="a model folder may link only to files inside it; copy the file in "
+            "(e.g. `cp -L`) or point source.path at a folder that holds it",
+            **where,
+        ) from None
+    if not files:
+        raise ModelSourceError(f"model source {str(src)!r} is empty", **where)
+    if spec.spec.source.format == "onnx" and "model.onnx" not in files:
+        raise ModelSourceError(f"format is onnx but {str(src)!r} has no model.onnx", **where)
+    return files
+
+
+def source_digest(spec: LoadedSpec, store: Store) -> str:
+    """Content digest of the model source (stat-cached file digests)."""
+    files = source_files(spec)
+    digests = store.hash_files(list(files.values()))
+    return tree_digest({rel: digests[path] for rel, path in files.items()})
+
+
+# ----------------------------------------------------------------------------- carry
+
+
+def carry(patterns: list[str], source: Path, out: Path) -> None:
+    """Copy the files matching ``patterns`` from the stage's input ``source`` into ``out``.
+
+    A file the tool already wrote wins. A match that is a link leaving ``source`` (or
+    dangling, or looping) is refused with exit 3 (issue 6 #1: a tokenizer file linked to
+    /etc/shadow must not become a world-readable blob). Files are written without following
+    links under ``out``: a link the tool left there is not written through; the store's
+    output walker refuses it as the tool's fault.
+    """
+    if not source.is_dir():
+        return
+    bound = containment_root(source)
+    real_out = Path(os.path.realpath(out))
+    for pattern in patterns:
+        for path in sorted(source.glob(pattern)):
+            try:
+                check_inside(path, source, bound)
+            except UnsafePath as exc:
+                raise ModelSourceError(
+                    f"cannot carry {pattern!r} into the artifact: {exc.describe()}",
+                    file=str(source),
+                    hint="a model folder may link only to files inside it; copy the file in",
+                ) from None
+            if not path.is_file():
+                continue
+            target = out / path.relative_to(source)
+            if os.path.lexists(target):
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not Path(os.path.realpath(target.parent)).is_relative_to(real_out):
+                continue  # a linked folder the tool left; put_tree refuses it (exit 4)
+            _copy_nofollow(path, target)
+
+
+def _copy_nofollow(src: Path, dst: Path) -> None:
+    # O_EXCL|O_NOFOLLOW: never write through a (dangling) link the tool left at ``dst``.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(dst, flags, 0o644)
+    with open(src, "rb") as reader, os.fdopen(fd, "wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
