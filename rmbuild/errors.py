@@ -260,3 +260,27 @@ def is_disk_full(exc: BaseException) -> bool:
     import errno
 
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+class ArtifactInputMismatch(IncompatibleArtifact):
+    """An artifact's graph cannot take an input rmbuild feeds it (issue 6 #23): a KV cache of
+    the wrong head count or dtype, a token count a static-shape graph does not allow. Exit 6,
+    like any artifact that cannot run here, naming the input and the expected and given shapes;
+    never "a tool failed" (exit 4) nor an internal error (exit 1)."""
+
+    code = "artifact-input-mismatch"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        input: str = "",
+        expected: str = "",
+        given: str = "",
+        context: list[str] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, context=context, hint=hint)
+        self.input = input
+        self.expected = expected
+        self.given = given
