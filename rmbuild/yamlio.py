@@ -2,10 +2,20 @@
 
 Everything goes through PyYAML's *safe* loader. We compose the node graph first so that a
 validation error on ``targets.npu.flags.opt_level`` can be reported with the line it sits on.
+
+A spec or profile may come from anyone (a pull request, a downloaded example), so loading is
+bounded by construction (issue 6 #14): the file size is checked before anything is parsed, the
+composer refuses nesting deeper than :data:`MAX_DEPTH` before it recurses, and it counts the
+nodes aliases stand for as it goes, refusing a document whose aliases expand to more than
+:data:`MAX_ALIAS_NODES` nodes (a "billion laughs" bomb is a few hundred bytes that the line map
+and the validator would otherwise walk as a billion nodes) and any recursive alias.
 """
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -16,6 +26,19 @@ from rmbuild.errors import SpecError
 
 Loc = tuple[str | int, ...]
 M = TypeVar("M", bound=BaseModel)
+
+MAX_BYTES = 1024 * 1024  # a spec or profile is a page of YAML; 1 MiB is generous
+MAX_DEPTH = 64
+MAX_ALIAS_NODES = 10_000
+
+
+class _TooBig(yaml.YAMLError):
+    """A limit of the loader was hit; not 'malformed', so it has its own message."""
+
+    def __init__(self, message: str, mark: yaml.Mark | None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.mark = mark
 
 
 def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
@@ -34,11 +57,51 @@ def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> None:
 
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing duplicate keys (YAML says they are an error; PyYAML
-    would silently keep the last one, so a second ``cpu:`` target would replace the first)."""
+    would silently keep the last one, so a second ``cpu:`` target would replace the first),
+    deep nesting and alias bombs (see the module docstring)."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        # Expanded size of every composed node (aliases counted as what they stand for).
+        self._sizes: dict[int, int] = {}
+        self._alias_nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            size = self._sizes.get(id(node))
+            if size is None:  # its anchor is still being composed: `&a [*a]`
+                raise _TooBig("recursive alias (an anchor used inside itself)", mark)
+            self._alias_nodes += size
+            if self._alias_nodes > MAX_ALIAS_NODES:
+                raise _TooBig(
+                    f"aliases expand to more than {MAX_ALIAS_NODES} nodes (an alias bomb?)", mark
+                )
+            return node
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise _TooBig(f"nested more than {MAX_DEPTH} levels deep", mark)
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = node.value
+        else:
+            children = []
+        self._sizes[id(node)] = 1 + sum(self._sizes.get(id(c), 1) for c in children)
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *base`: merged keys may be overridden, they are no duplicates
             key = self.construct_object(key_node, deep=deep)
             if key in seen:
                 raise yaml.constructor.ConstructorError(
@@ -51,14 +114,31 @@ class _Loader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
-    """Parse ``path`` safely and return ``(data, line_of_each_location)``."""
+def _read(path: Path) -> str:
+    """The file's text, refusing one over MAX_BYTES before it is parsed (or read whole)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            # Read one byte past the limit instead of trusting stat: /dev/zero has size 0.
+            raw = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
         raise SpecError("file not found", file=path) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise SpecError(f"cannot read: {exc}", file=path) from None
+    if len(raw) > MAX_BYTES:
+        raise SpecError(
+            f"file is larger than {MAX_BYTES // 2**20} MiB; a spec or profile is a page of YAML",
+            file=path,
+            hint="is this the right file? model weights and data go in the model folder",
+        )
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"cannot read: {exc}", file=path) from None
+
+
+def load_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
+    """Parse ``path`` safely and return ``(data, line_of_each_location)``."""
+    text = _read(path)
     try:
         loader = _Loader(text)
         try:
@@ -68,6 +148,9 @@ def load_yaml(path: Path) -> tuple[Any, dict[Loc, int]]:
             data = loader.construct_document(node)
         finally:
             loader.dispose()
+    except _TooBig as exc:
+        line = exc.mark.line + 1 if exc.mark else None
+        raise SpecError(exc.message, file=path, line=line) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else None
@@ -111,19 +194,76 @@ def _place(loc: tuple, data: Any, missing: bool) -> tuple[Loc, list[str]]:
     return tuple(place), tried
 
 
+def did_you_mean(name: str, choices: typing.Iterable[str]) -> str:
+    """ " (did you mean 'x'?)" for the closest of ``choices``, or "" when none is close."""
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _step(tp: Any, part: str | int) -> Any:
+    """The type found at ``part`` inside a value of type ``tp`` (None when unknown)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for member in typing.get_args(tp):
+            found = _step(member, part)
+            if found is not None:
+                return found
+        return None
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        field = tp.model_fields.get(str(part))
+        return field.annotation if field else None
+    args = typing.get_args(tp)
+    if origin is dict and len(args) == 2:
+        return args[1]
+    if origin in (list, tuple) and args:
+        return args[0]
+    return None
+
+
+def _fields_at(model: type[BaseModel], loc: Loc) -> list[str]:
+    """The field names a mapping at ``loc`` may have, for a did-you-mean."""
+    tp: Any = model
+    for part in loc:
+        tp = _step(tp, part)
+        if tp is None:
+            return []
+    members = (
+        typing.get_args(tp) if typing.get_origin(tp) in (typing.Union, types.UnionType) else (tp,)
+    )
+    return [
+        name
+        for member in members
+        if isinstance(member, type) and issubclass(member, BaseModel)
+        for name in member.model_fields
+    ]
+
+
+def _unknown_rank(placed: tuple[Loc, list[str], Any], lines: dict[Loc, int]) -> tuple[int, int]:
+    loc, _, err = placed
+    if err["type"] == "extra_forbidden":
+        return (0, line_of(lines, loc) or 0)
+    return (1, 0)
+
+
 def validate(model: type[M], data: Any, path: Path, lines: dict[Loc, int]) -> M:
-    """Validate ``data`` into ``model``; the first error names file, line and field."""
+    """Validate ``data`` into ``model``; the first error names file, line and field.
+
+    Unknown fields are reported first (issue 6 #17): a misspelt ``profil:`` also makes
+    ``profile`` missing, and the unknown field, with its did-you-mean, is what explains both.
+    """
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         placed = [(*_place(e["loc"], data, e["type"] == "missing"), e) for e in errors]
-        loc, _, err = placed[0]
+        # Stable: other errors keep pydantic's order (the order of the model's fields).
+        unknown_first = sorted(placed, key=lambda p: _unknown_rank(p, lines))
+        loc, _, err = unknown_first[0]
         field = ".".join(str(part) for part in loc) or None
         msg = err["msg"]
         tried = [t for place, ts, _ in placed if place == loc for t in ts[-1:]]
         if err["type"] == "extra_forbidden":
-            msg = "unknown field"
+            msg = "unknown field" + did_you_mean(loc[-1], _fields_at(model, loc[:-1]))
         elif len(tried) > 1:  # every member of a union failed: say what was allowed
             msg = f"wrong type: expected one of {', '.join(dict.fromkeys(tried))}"
         if "input" in err and err["type"] not in ("missing", "extra_forbidden"):

@@ -125,11 +125,106 @@ def test_list_item_error_names_its_line(tmp_path: Path) -> None:
 
 
 def test_missing_field_and_count_of_other_problems(tmp_path: Path) -> None:
-    path, data, lines = _load(tmp_path, "targets: 3\nextra: 1\n")
+    path, data, lines = _load(tmp_path, "targets: 3\n")
     with pytest.raises(SpecError) as info:
         validate(_Doc, data, path, lines)
     assert info.value.field == "name" and "missing" in info.value.message.lower()
-    assert info.value.context == ["and 2 more problem(s) in the same file"]
+    assert info.value.context == ["and 1 more problem(s) in the same file"]
+
+
+def test_unknown_field_comes_first_with_a_did_you_mean(tmp_path: Path) -> None:
+    """issue 6 #17: `profil:` made 'profile' missing; the typo is what explains it."""
+    from rmbuild.spec import ModelSpec
+
+    text = "name: t\nsource:\n  path: m\ntargets:\n  cpu:\n    profil: onnxruntime-cpu\n"
+    path, data, lines = _load(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        validate(ModelSpec, data, path, lines)
+    err = info.value
+    assert err.field == "targets.cpu.profil" and err.line == 6
+    assert err.message.endswith("unknown field (did you mean 'profile'?)")
+    assert err.context == ["and 1 more problem(s) in the same file"]
+
+
+def test_unknown_top_level_field_suggests_and_far_ones_do_not(tmp_path: Path) -> None:
+    from rmbuild.spec import ModelSpec
+
+    text = "name: t\nsorce:\n  path: m\ntargets:\n  cpu: {profile: p}\nzzz: 1\n"
+    path, data, lines = _load(tmp_path, text)
+    with pytest.raises(SpecError) as info:
+        validate(ModelSpec, data, path, lines)
+    assert info.value.field == "sorce" and "did you mean 'source'?" in info.value.message
+    path, data, lines = _load(tmp_path, text.replace("sorce", "source"))
+    with pytest.raises(SpecError) as info:
+        validate(ModelSpec, data, path, lines)
+    assert info.value.field == "zzz" and info.value.message.endswith("unknown field")
+
+
+def test_unknown_field_inside_a_union_member_suggests(tmp_path: Path) -> None:
+    path, data, lines = _load(tmp_path, DOC.replace("opt_level", "opt_levle"))
+    with pytest.raises(SpecError) as info:
+        validate(_Doc, data, path, lines)
+    assert "did you mean 'opt_level'?" in info.value.message
+
+
+# --------------------------------------------------------------------- hostile YAML (issue 6 #14)
+
+# Each case must be refused in well under a second by construction: size before parsing, depth
+# and alias expansion while composing. The timeout is a guard against a hang, not a benchmark.
+
+
+def _billion_laughs() -> str:
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, cur in zip("abcdefghi", "bcdefghij", strict=True):
+        lines.append(f"{cur}: &{cur} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize(
+    ("text", "says", "line"),
+    [
+        (_billion_laughs(), "aliases expand to more than 10000 nodes", 5),
+        ("a: " + "[" * 50_000 + "]" * 50_000 + "\n", "nested more than 64 levels deep", 1),
+        ("a:\n" + "".join(f"{'  ' * i}k{i}:\n" for i in range(1, 100)), "64 levels", 64),
+        ("a: &a [1, *a]\n", "recursive alias", 1),
+    ],
+    ids=["billion-laughs", "brackets", "indented", "recursive-alias"],
+)
+def test_hostile_yaml_is_refused(tmp_path: Path, text: str, says: str, line: int) -> None:
+    with pytest.raises(SpecError) as info:
+        _load(tmp_path, text)
+    err = info.value
+    assert says in err.message and err.line == line
+    assert err.message.startswith(f"{tmp_path / 'doc.yaml'}:{line}: ")
+    assert err.exit_code == 3
+
+
+@pytest.mark.timeout(20)
+def test_a_file_over_one_mib_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_text("a: 1\n" * 2_000_000)  # 10 MB: took 25 s to reject when parsed
+    with pytest.raises(SpecError) as info:
+        load_yaml(path)
+    assert info.value.message == (
+        f"{path}: file is larger than 1 MiB; a spec or profile is a page of YAML"
+    )
+
+
+def test_aliases_within_the_bound_still_work(tmp_path: Path) -> None:
+    text = "base: &f {opt_level: 3}\nx: *f\ny: {<<: *f, dims: [1]}\n"
+    _, data, lines = _load(tmp_path, text)
+    assert data["x"] == {"opt_level": 3} and data["y"] == {"opt_level": 3, "dims": [1]}
+    assert lines[("y", "dims")] == 3
+
+
+@pytest.mark.timeout(20)
+def test_hostile_spec_through_the_cli(tmp_path: Path, store_dir: Path, cli) -> None:  # noqa: ANN001
+    spec = tmp_path / "model.yaml"
+    spec.write_text(_billion_laughs())
+    r = cli("compile", str(spec))
+    r.assert_failure(3)
+    assert f"{spec}:5: aliases expand to more than" in r.err
 
 
 def test_union_member_names_do_not_leak_into_the_field(tmp_path: Path) -> None:
