@@ -23,6 +23,7 @@ from typing import Any, Protocol
 import rmbuild
 from artifact_store import ArtifactRecord, LockTimeout, Store, StoreError
 from rmbuild import sources
+from rmbuild.adapter import _FORBIDDEN as FORBIDDEN_IN_VALUES  # one list, two checks
 from rmbuild.adapter import BinaryCompilerAdapter
 from rmbuild.errors import SpecError
 from rmbuild.keys import ActionKey
@@ -30,7 +31,7 @@ from rmbuild.plugins import get_backend
 from rmbuild.profiles import find_profile
 from rmbuild.spec import BuildProfile, FlagValue, LoadedProfile, LoadedSpec, load_model_spec
 from rmbuild.toolchains import Toolchain, find_toolchain
-from rmbuild.yamlio import line_of
+from rmbuild.yamlio import did_you_mean, line_of
 
 MAX_CHAIN = 16
 # A cache hit refreshes last_used_at (for gc's LRU) at most this often: the write is what
@@ -123,6 +124,30 @@ def _merge_flags(
             field=".".join(map(str, (*loc, name))),
             context=[f"flags of {profile.name}: {', '.join(sorted(profile.flags)) or 'none'}"],
         )
+    # A value with a line break would split into two arguments of the rendered argv (one per
+    # line); refuse it here, where model.yaml's line is known (issue 6 #18). The adapter's
+    # check stays as the backstop for values that come from elsewhere (the API).
+    for name, value in overrides.items():
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            if isinstance(item, str) and any(ch in item for ch in FORBIDDEN_IN_VALUES):
+                at = (*loc, name, i) if isinstance(value, list) else (*loc, name)
+                raise SpecError(
+                    f"flag value cannot contain line breaks or NUL characters (got {item!r})",
+                    file=spec.path,
+                    line=line_of(spec.lines, at),
+                    field=".".join(map(str, (*loc, name))),
+                    hint="the template renders one argument a line, so a line break would "
+                    "smuggle in arguments of its own",
+                )
+    for name, value in profile.flags.items():
+        items = value if isinstance(value, list) else [value]
+        if any(isinstance(i, str) and any(c in i for c in FORBIDDEN_IN_VALUES) for i in items):
+            raise SpecError(
+                "flag default cannot contain line breaks or NUL characters",
+                file=loaded.path,
+                field=f"flags.{name}",
+            )
     return {**profile.flags, **overrides}
 
 
@@ -131,7 +156,7 @@ def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
     targets = spec.spec.targets
     if target_name not in targets:
         raise SpecError(
-            f"no target named {target_name!r}",
+            f"no target named {target_name!r}{did_you_mean(target_name, targets)}",
             file=spec.path,
             field="targets",
             context=[f"targets: {', '.join(targets)}"],

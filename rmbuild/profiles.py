@@ -7,6 +7,7 @@ from pathlib import Path
 from rmbuild.config import search_path
 from rmbuild.errors import ProfileNotFound, SpecError
 from rmbuild.spec import LoadedProfile, load_profile
+from rmbuild.yamlio import did_you_mean
 
 
 def _candidates(start: Path | None) -> dict[str, Path]:
@@ -26,7 +27,7 @@ def find_profile(
     if name not in candidates:
         known = ", ".join(sorted(candidates)) or "none"
         raise ProfileNotFound(
-            f"no profile named {name!r}",
+            f"no profile named {name!r}{did_you_mean(name, candidates)}",
             file=file,
             line=line,
             field="profile",

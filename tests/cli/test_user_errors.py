@@ -58,3 +58,69 @@ def test_removing_an_unknown_alias(store_dir: Path, cli) -> None:  # noqa: ANN00
 def test_gc_size_must_be_a_size(store_dir: Path, cli) -> None:  # noqa: ANN001
     r = cli("gc", "--max-size", "lots")
     assert r.code == EXIT_USAGE and "is not a size" in r.err
+
+
+# ------------------------------------------------------------- did-you-mean (issue 6 #17)
+
+
+def test_misspelt_required_field_shows_the_unknown_field_first(project: Project, cli) -> None:  # noqa: ANN001
+    project.write_spec(project.spec_text().replace("    profile:", "    profil:"))
+    r = cli("compile", str(project.spec))
+    r.assert_failure(3)
+    assert f"{project.spec}:7: field 'targets.fake.profil': unknown field" in r.err
+    assert "(did you mean 'profile'?)" in r.err
+    assert "and 1 more problem(s)" in r.err
+
+
+def test_misspelt_target_suggests_the_close_one(project: Project, cli) -> None:  # noqa: ANN001
+    r = cli("compile", str(project.spec), "--target", "fkae")
+    r.assert_failure(3)
+    assert "no target named 'fkae' (did you mean 'fake'?)" in r.err
+    assert "targets: fake" in r.err
+
+
+def test_misspelt_profile_suggests_the_close_one(project: Project, cli) -> None:  # noqa: ANN001
+    project.write_spec(project.spec_text(profile="fake-compiel"))
+    r = cli("compile", str(project.spec))
+    r.assert_failure(3)
+    assert "no profile named 'fake-compiel' (did you mean 'fake-compile'?)" in r.err
+    assert f"{project.spec}:7: field 'profile'" in r.err
+
+
+def test_far_off_names_get_no_suggestion(project: Project, cli) -> None:  # noqa: ANN001
+    r = cli("compile", str(project.spec), "--target", "zzzz")
+    r.assert_failure(3)
+    assert "no target named 'zzzz'" in r.err and "did you mean" not in r.err
+
+
+@pytest.mark.parametrize(("typed", "meant"), [("complie", "compile"), ("profile", "profiles")])
+def test_misspelt_command_suggests_the_close_one(cli, typed: str, meant: str) -> None:  # noqa: ANN001
+    r = cli(typed)
+    assert r.code == EXIT_USAGE
+    assert f"No such command '{typed}'. Did you mean '{meant}'?" in r.err
+
+
+def test_unknown_command_far_from_all(cli) -> None:  # noqa: ANN001
+    r = cli("frobnicate")
+    assert r.code == EXIT_USAGE and "No such command 'frobnicate'." in r.err
+    assert "Did you mean" not in r.err
+
+
+# ------------------------------------------------------------- flag values (issue 6 #18)
+
+
+@pytest.mark.parametrize("value", ["a\nb", "x\r", ["ok", "two\nlines"]])
+def test_flag_value_with_a_line_break_names_file_line_and_field(
+    project: Project,
+    cli,  # noqa: ANN001
+    value: object,
+) -> None:
+    counter = project.root / "runs.txt"
+    project.set_flags(counter=str(counter), name=value)
+    r = cli("compile", str(project.spec))
+    r.assert_failure(3)
+    line = 10  # flags: counter on 9, name on 10 (a list is written inline)
+    assert f"{project.spec}:{line}: field 'targets.fake.flags.name'" in r.err
+    assert "cannot contain line breaks" in r.err
+    assert not counter.exists()
+    project.assert_empty(cli)
