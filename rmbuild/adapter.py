@@ -1,33 +1,29 @@
 """BinaryCompilerAdapter: runs a black-box compiler from a profile's template.
 
 It renders the argv (and any config files) from the profile's Jinja template, runs the tool
-without a shell in the toolchain's environment with a timeout, streams its merged output into a
-log file, and checks the outputs the profile declares. The same rendering, with every path
-replaced by its role name, is what enters the action key.
+without a shell, in a scrubbed environment (rmbuild.toolenv), under a supervisor that kills its
+whole process tree on exit, timeout, cancel or rmbuild's death (rmbuild.toolproc), streams its
+merged output into a log file, and checks the outputs the profile declares. The same rendering,
+with every path replaced by its role name, is what enters the action key.
 """
 
 from __future__ import annotations
 
-import collections
-import ctypes
 import glob
-import os
-import signal
-import subprocess
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rmbuild.config import PACKAGE_DIR
-from rmbuild.errors import OutputsMissing, SpecError, ToolError, ToolNotFound, ToolTimeout
+from rmbuild.errors import DiskFull, OutputsMissing, SpecError, ToolNotFound, is_disk_full
 from rmbuild.spec import BuildProfile, FlagValue
 from rmbuild.templating import render, render_argv
 from rmbuild.toolchains import Toolchain
+from rmbuild.toolenv import tool_env
+from rmbuild.toolproc import TAIL_LINES, run_supervised
 
-TAIL_LINES = 20
+__all__ = ["TAIL_LINES", "BinaryCompilerAdapter", "RenderedCommand", "ToolRun"]
 
 
 @dataclass(frozen=True)
@@ -62,34 +58,6 @@ def _check_values(profile: BuildProfile, values: dict[str, object], what: str) -
                     field=f"{what}.{name}" if what == "flags" else name,
                     file=profile.name,
                 )
-
-
-def _find_prctl() -> Callable[..., int] | None:
-    try:
-        return ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):  # not Linux
-        return None
-
-
-# Looked up once in the parent, so the forked child (preexec_fn) only makes one libc call.
-_PRCTL = _find_prctl()
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child
-    # If rmbuild is SIGKILLed mid-build, take the compiler down with it instead of leaving an
-    # orphan writing into a build dir nobody will ingest.
-    if _PRCTL is not None:
-        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _kill_group(proc: subprocess.Popen[bytes], wait: bool = True) -> None:
-    """Kill the tool and everything it started (it leads its own session)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # already gone
-    if wait:
-        proc.wait()
 
 
 class BinaryCompilerAdapter:
@@ -225,89 +193,27 @@ class BinaryCompilerAdapter:
                     field=f"configs.{rel}",
                     file=self.profile.name,
                 )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise DiskFull.from_oserror(exc, target, what="writing the config") from None
+                raise
 
-        env = dict(os.environ)
-        env.update(self.profile.env)
-        # The toolchain's bin dir first, so its own helpers win; a private TMPDIR per build
-        # because some compilers leave temp files behind (TOOLCHAINS.md, Furiosa).
-        env["PATH"] = os.pathsep.join([str(self.toolchain.bin_dir), env.get("PATH", "")])
         tmp = workdir / "tmp"
         tmp.mkdir(exist_ok=True)
-        env["TMPDIR"] = str(tmp)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-
-        timeout = timeout if timeout is not None else self.profile.timeout
-        tool_name = self.profile.tool.name
-        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        started = time.monotonic()
-        with open(log_path, "wb") as log:
-            log.write(f"$ {' '.join(command.argv)}\n".encode())
-            log.flush()
-            try:
-                proc = subprocess.Popen(
-                    command.argv,
-                    cwd=workdir,
-                    env=env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent,
-                )
-            except OSError as exc:
-                raise ToolNotFound(
-                    f"cannot start {tool_name}: {exc.strerror or exc}",
-                    tool=tool_name,
-                    log_path=log_path,
-                    hint=self.toolchain.install_hint(),
-                ) from None
-
-            def pump() -> None:
-                assert proc.stdout is not None
-                for raw in iter(proc.stdout.readline, b""):
-                    log.write(raw)
-                    line = raw.decode("utf-8", "replace").rstrip()
-                    if line:
-                        tail.append(line)
-                        if on_line is not None:
-                            on_line(line)
-                log.flush()
-
-            reader = threading.Thread(target=pump, daemon=True)
-            reader.start()
-            try:
-                returncode = proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                reader.join(timeout=5)
-                raise ToolTimeout(
-                    f"{tool_name} did not finish within {timeout:g} s and was killed",
-                    tool=tool_name,
-                    log_path=log_path,
-                    tail=list(tail),
-                    hint="raise the profile's timeout if the model is large",
-                ) from None
-            except BaseException:  # Ctrl-C or any error of ours: never leave the tool running
-                _kill_group(proc)
-                raise
-            # Whatever the tool left running in its session (a daemon holding our pipe, a stray
-            # worker) dies with it: nothing outlives a build, and the pipe closes at once.
-            _kill_group(proc, wait=False)
-            reader.join(timeout=30)
-            assert proc.stdout is not None
-            proc.stdout.close()
-        duration = time.monotonic() - started
-        if returncode != 0:
-            raise ToolError(
-                f"{tool_name} failed with exit code {returncode} (the error comes from the tool, "
-                "not from rmbuild)",
-                tool=tool_name,
-                log_path=log_path,
-                tail=list(tail),
-            )
-        return ToolRun(command.argv, returncode, duration, log_path)
+        finished = run_supervised(
+            command.argv,
+            cwd=workdir,
+            env=tool_env(self.profile, self.toolchain, tmp),
+            log_path=log_path,
+            timeout=timeout if timeout is not None else self.profile.timeout,
+            tool=self.profile.tool.name,
+            hint=self.toolchain.install_hint(),
+            on_line=on_line,
+        )
+        return ToolRun(command.argv, finished.returncode, finished.duration_s, log_path)
 
     def check_outputs(self, output: Path, log_path: Path | None = None) -> None:
         """Every declared output pattern must match at least one file."""

@@ -120,6 +120,23 @@ class ToolSpec(_Strict):
         description="A helper script shipped with rmbuild (rmbuild/tools/NAME.py) that is the "
         "tool; its digest enters the key.",
     )
+    uses: list[str] = Field(
+        default_factory=list,
+        description="Other distributions the tool may run or import, depending on flags (e.g. "
+        "onnxslim for optimum-cli --slim). Each must be one of the toolchain's packages, so "
+        "that its version keys the stage (issue 6 #6).",
+    )
+    files: list[str] = Field(
+        default_factory=list,
+        description="Extra files that identify the tool (shared libraries, data files): globs "
+        "relative to the toolchain's prefix, or absolute; their digests enter the key.",
+    )
+    version_command: list[str] | None = Field(
+        None,
+        description="A command whose output identifies the tool, e.g. [iree-compile, "
+        "--version]; its first word is found like tool.name. Run without a shell, in the "
+        "tool's environment, with a timeout; its output enters the key.",
+    )
 
 
 class BuildProfile(_Strict):
@@ -158,7 +175,15 @@ class BuildProfile(_Strict):
     )
     env: dict[str, str] = Field(default_factory=dict, description="Environment for the tool.")
     key_env: list[str] = Field(
-        default_factory=list, description="Environment variables whose values enter the key."
+        default_factory=list,
+        description="Caller environment variables passed through to the tool; their values "
+        "enter the key.",
+    )
+    runtime_env: list[str] = Field(
+        default_factory=list,
+        description="Caller environment variables passed through to the tool that cannot "
+        "change the artifact (a licence server, a thread count); they never enter the key. "
+        "Any other caller variable is withheld from the tool.",
     )
     timeout: float = Field(3600, gt=0, description="Seconds before the tool is killed.")
 
@@ -172,6 +197,18 @@ class BuildProfile(_Strict):
                 if info.field_name == "configs":
                     raise ValueError(f"config path {rel!r} must stay inside the work dir")
                 raise ValueError(f"{rel!r} must be a relative path inside the stage's folder")
+        return value
+
+    @field_validator("key_env", "runtime_env")
+    @classmethod
+    def _env_names(cls, value: list[str], info: Any) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        keyed = info.data.get("key_env", []) if info.field_name == "runtime_env" else []
+        both = set(value) & set(keyed)
+        if both:
+            raise ValueError(f"{sorted(both)} cannot be both keyed (key_env) and runtime-only")
         return value
 
     @field_validator("runtime_flags")

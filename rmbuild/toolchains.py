@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rmbuild.config import search_path
 from rmbuild.errors import SpecError, ToolNotFound
 from rmbuild.yamlio import load_yaml, validate
+
+if TYPE_CHECKING:
+    from rmbuild.spec import BuildProfile
 
 
 class Toolchain(BaseModel):
@@ -36,6 +41,30 @@ class Toolchain(BaseModel):
     )
     packages: list[str] = Field(default_factory=list, description="Packages that identify it.")
     extra: str | None = Field(None, description="rmbuild extra that installs it (for hints).")
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Fixed environment for every tool of this toolchain (e.g. LD_LIBRARY_PATH "
+        "of a vendor install); enters the key.",
+    )
+    key_env: list[str] = Field(
+        default_factory=list,
+        description="Caller environment variables passed through to its tools; their values "
+        "enter the key.",
+    )
+    runtime_env: list[str] = Field(
+        default_factory=list,
+        description="Caller environment variables passed through to its tools that cannot "
+        "change an artifact (licence server, thread count); never in the key. Any other "
+        "caller variable is withheld from the tools (issue 6 #2).",
+    )
+
+    @field_validator("key_env", "runtime_env")
+    @classmethod
+    def _env_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return value
 
     @property
     def python_path(self) -> Path:
@@ -44,6 +73,12 @@ class Toolchain(BaseModel):
     @property
     def bin_dir(self) -> Path:
         return self.python_path.parent
+
+    @property
+    def prefix(self) -> Path:
+        """The environment's root (the folder above bin/): relative ``tool.files`` globs
+        are resolved here."""
+        return self.bin_dir.parent
 
     def install_hint(self) -> str:
         if self.extra:
@@ -71,6 +106,22 @@ class Toolchain(BaseModel):
     def identity(self) -> dict[str, object]:
         """What identifies this toolchain in a key: Python version and package versions."""
         return _identity(self.python_path, tuple(self.packages), self.python is None, self.name)
+
+    def check_uses(self, profile: BuildProfile, file: Path | str | None = None) -> None:
+        """Every package the profile's tool may invoke must be one of this toolchain's
+        packages, so that its version is in the toolchain's identity and keys the stage
+        (issue 6 #6: ``optimum-cli --slim`` ran onnxslim, whose version keyed nothing)."""
+        missing = [pkg for pkg in profile.tool.uses if pkg not in self.packages]
+        if missing:
+            raise SpecError(
+                f"profile {profile.name!r} uses {', '.join(missing)}, which toolchain "
+                f"{self.name!r} does not list in its packages",
+                file=file or profile.name,
+                field="tool.uses",
+                context=[f"packages of {self.name}: {', '.join(self.packages) or 'none'}"],
+                hint=f"add them to profiles/toolchains/{self.name}.yaml, so that their "
+                "versions enter the key",
+            )
 
     def package_version(self, package: str) -> str | None:
         """The version of one package in this environment (a declared one or any other)."""

@@ -53,6 +53,9 @@ name: fake
 description: the test suite's own interpreter
 python: null
 packages: []
+# The stand-in's behaviour knobs reach it without entering the key (issue 6 #2: any other
+# caller variable is withheld from a tool).
+runtime_env: [FAKE_COMPILER_HANG, FAKE_COMPILER_MARKER, FAKE_COMPILER_COUNTER]
 """
 
 FAKE_TEMPLATE = """\
