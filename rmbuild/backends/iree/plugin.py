@@ -111,12 +111,22 @@ class IREEBackend(BackendPlugin):
         # The compiled function takes its arguments positionally and keeps no names, and the
         # exporters order them differently (Llama: input_ids, attention_mask, position_ids,
         # past...; GPT-2: input_ids, past..., attention_mask, position_ids). The import stage
-        # records the ONNX graph's order next to the MLIR; the compile stages carry it along.
-        model = input_dir / "model.onnx"
-        if profile.output_format != "mlir" or not model.is_file():
-            return
+        # records the ONNX graph's order next to the MLIR (io.json), and its KV layout (order,
+        # KV heads, head dim, dtype: kv_layout.json, issue 6 #22); the compile stages keep both.
         import json
+        import shutil
 
+        from rmbuild.runtime import kvlayout
+
+        if profile.output_format != "mlir":
+            # A compile stage: its input is the import's tree, which holds the sidecar.
+            recorded = input_dir / kvlayout.SIDECAR
+            if recorded.is_file() and not (output_dir / kvlayout.SIDECAR).exists():
+                shutil.copyfile(recorded, output_dir / kvlayout.SIDECAR)
+            return
+        model = input_dir / "model.onnx"
+        if not model.is_file():
+            return
         import onnx
 
         graph = onnx.load(str(model), load_external_data=False).graph
@@ -126,6 +136,7 @@ class IREEBackend(BackendPlugin):
             "outputs": [o.name for o in graph.output],
         }
         (output_dir / "io.json").write_text(json.dumps(io, indent=1) + "\n")
+        kvlayout.record_onnx(model, output_dir)
 
     # ------------------------------------------------------------------ keys
 

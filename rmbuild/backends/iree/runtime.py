@@ -15,9 +15,11 @@ initializers), and which the exporter fixes as::
 So the step reads the function's arity from the module (``main_graph(0rrrrrrr_rrrrr)``: 7 in,
 5 out), checks it against ``num_hidden_layers`` in config.json (whether ``position_ids`` is
 there follows from the count), and checks the output shapes on every call. The import stage
-writes an ``io.json`` sidecar (``{"inputs": [...], "outputs": [...]}``, the ONNX names in order;
-see ``IREEBackend.prepare_outputs``) that the compile stages carry; it takes precedence over the
-convention, which GPT-2's export (past before attention_mask) does not follow.
+records the ONNX graph's KV layout (names in order, KV heads, head dim, dtype) in
+``kv_layout.json`` (see ``IREEBackend.prepare_outputs``; :mod:`rmbuild.runtime.kvlayout`), which
+the compile stages keep; it takes precedence over ``io.json`` (names only) and over the
+convention, which GPT-2's export (past before attention_mask) does not follow. Only artifacts
+built before the sidecar existed fall back to ``io.json`` and config.json (issue 6 #22).
 
 A zero-length past (``[1, kv_heads, 0, head_dim]``) works on IREE's local (CPU) devices: the
 dims are dynamic in the module. On ``cuda`` it does not (IREE 3.13, seen on an H200): importing a
@@ -28,6 +30,9 @@ the attention mask holds a 0 for it on every step, so attention never sees it (i
 mask's large negative bias) and position ids still count from 0. ``pad_past`` (option) sets the
 number of slots: 0 by default on local drivers, 1 elsewhere.
 The present tensors stay on the device (``DeviceArray``) and are fed back as the next past.
+The feed/keep loop is :class:`rmbuild.runtime.kvloop.KVLoop`, shared with the other runtimes:
+an argument the module refuses is reported as it is, naming the input and the expected and
+given shapes (exit 6), never retried with another dtype (issue 6 #23).
 """
 
 from __future__ import annotations
@@ -38,13 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from rmbuild.runtime.session import kv_cache_shape, read_json
+from rmbuild.runtime import kvlayout
+from rmbuild.runtime.kvloop import KVLoop
+from rmbuild.runtime.session import read_json
 
 _FUNCTION = "main_graph"
 
 
-class IREEDecoderStep:
-    """Holds an IREE context with the loaded module and the KV cache between steps."""
+class IREEDecoderStep(KVLoop):
+    """Holds an IREE context with the loaded module; the KV cache lives in the shared loop."""
 
     def __init__(
         self,
@@ -64,49 +71,19 @@ class IREEDecoderStep:
         name = str(options.get("function") or _pick_function(self.module.function_names))
         self._fn = self.context.modules[self.module.name][name]
         n_in, n_out = _arity(self.module.lookup_function(name))
-
-        folder = vmfb_path.parent
-        config = read_json(folder / "config.json")
-        self.input_names, self.output_names = _io_names(folder, config, n_in, n_out)
-        self.past_names = [n for n in self.input_names if n.startswith("past_key_values.")]
-        self._kv_shape = kv_cache_shape(config)
-        self._kv_dtype = np.dtype(options.get("kv_dtype") or "float32")
+        layout = kvlayout.read_sidecar(vmfb_path.parent) or _fallback_layout(
+            vmfb_path.parent, n_in, n_out, options.get("kv_dtype")
+        )
+        _check_arity(layout, n_in, n_out)
+        self.output_names = list(layout.outputs)
         local = (device or driver).startswith("local")
         pad = options.get("pad_past")
-        self.pad = int(pad) if pad is not None else (0 if local else 1)
-        self.reset()
+        super().__init__(
+            layout, pad=int(pad) if pad is not None else (0 if local else 1), what=vmfb_path.name
+        )
 
-    def reset(self) -> None:
-        batch, heads, _, head_dim = self._kv_shape
-        empty = np.zeros((batch, heads, self.pad, head_dim), dtype=self._kv_dtype)
-        self.past: list[Any] = [empty] * len(self.past_names)
-        self.length = 0
-
-    def _feeds(self, token_ids: np.ndarray, total: int) -> list[Any]:
-        n = int(token_ids.shape[0])
-        values = {
-            "input_ids": np.ascontiguousarray(token_ids, dtype=np.int64).reshape(1, n),
-            "attention_mask": np.concatenate(
-                [np.zeros((1, self.pad), dtype=np.int64), np.ones((1, total), dtype=np.int64)],
-                axis=1,
-            ),
-            "position_ids": np.arange(self.length, total, dtype=np.int64).reshape(1, n),
-            **dict(zip(self.past_names, self.past, strict=True)),
-        }
-        return [values[name] for name in self.input_names]
-
-    def step(self, token_ids: np.ndarray) -> np.ndarray:
-        n = int(token_ids.shape[0])
-        total = self.length + n
-        try:
-            outputs = self._fn(*self._feeds(token_ids, total))
-        except (ValueError, RuntimeError):
-            # An fp16 export takes an fp16 cache; the module says so only by refusing f32.
-            if self.length or self._kv_dtype == np.float16:
-                raise
-            self._kv_dtype = np.dtype(np.float16)
-            self.reset()
-            outputs = self._fn(*self._feeds(token_ids, total))
+    def _run(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
+        outputs = self._fn(*[feeds[name] for name in self.input_names])
         if not isinstance(outputs, tuple | list):
             outputs = (outputs,)
         if len(outputs) != len(self.output_names):
@@ -114,18 +91,16 @@ class IREEDecoderStep:
                 f"{_FUNCTION} returned {len(outputs)} values, expected {len(self.output_names)}"
             )
         logits, presents = outputs[0], list(outputs[1:])
+        total = int(feeds["attention_mask"].shape[1])
         for value in presents:
             shape = tuple(value.shape)
-            if len(shape) != 4 or shape[2] != total + self.pad:
+            if len(shape) != 4 or shape[2] != total:
                 raise RuntimeError(
-                    f"present KV has shape {shape}; expected "
-                    f"[1, kv_heads, {total + self.pad}, head_dim] "
+                    f"present KV has shape {shape}; expected [1, kv_heads, {total}, head_dim] "
                     "(the module's outputs are not in the exporter's order)"
                 )
-        self.past = presents
-        self.length = total
         host = logits.to_host() if hasattr(logits, "to_host") else np.asarray(logits)
-        return np.array(host[0, -1], dtype=np.float32)
+        return np.array(host[0, -1], dtype=np.float32), presents
 
     def close(self) -> None:
         self.past = []
@@ -151,12 +126,29 @@ def _arity(function: Any) -> tuple[int | None, int | None]:
     return len(match.group(1)), len(match.group(2))
 
 
-def _io_names(
-    folder: Path, config: dict[str, Any], n_in: int | None, n_out: int | None
-) -> tuple[list[str], list[str]]:
+def _check_arity(layout: kvlayout.KVLayout, n_in: int | None, n_out: int | None) -> None:
+    inputs, outputs = layout.input_names, layout.outputs
+    if n_in is not None and n_in != len(inputs):
+        raise ValueError(
+            f"the module's {_FUNCTION} takes {n_in} arguments; a KV-cache export "
+            f"of this config takes {len(inputs)} ({', '.join(inputs)})"
+        )
+    if n_out is not None and n_out != len(outputs):
+        raise ValueError(
+            f"the module's {_FUNCTION} returns {n_out} values; expected {len(outputs)}"
+        )
+
+
+def _fallback_layout(
+    folder: Path, n_in: int | None, n_out: int | None, kv_dtype: Any = None
+) -> kvlayout.KVLayout:
+    """The layout of an artifact built without ``kv_layout.json``: names from io.json (or the
+    exporter's convention), head counts from config.json, the cache dtype from ``kv_dtype``."""
+    config = read_json(folder / "config.json")
     sidecar = read_json(folder / "io.json")
     if sidecar.get("inputs") and sidecar.get("outputs"):
         inputs, outputs = list(sidecar["inputs"]), list(sidecar["outputs"])
+        source = "io.json and config.json"
     else:
         layers = config.get("num_hidden_layers") or config.get("n_layer")
         if not layers:
@@ -171,21 +163,13 @@ def _io_names(
         if n_in is not None and n_in - len(past) == 3:
             leading.append("position_ids")
         inputs = leading + past
-        outputs = ["logits"] + [p.replace("past_key_values.", "present.") for p in past]
-    if n_in is not None and n_in != len(inputs):
-        raise ValueError(
-            f"the module's {_FUNCTION} takes {n_in} arguments; a KV-cache export "
-            f"of this config takes {len(inputs)} ({', '.join(inputs)})"
-        )
-    if n_out is not None and n_out != len(outputs):
-        raise ValueError(
-            f"the module's {_FUNCTION} returns {n_out} values; expected {len(outputs)}"
-        )
-    unknown = (
-        set(inputs)
-        - {"input_ids", "attention_mask", "position_ids"}
-        - {n for n in inputs if n.startswith("past_key_values.")}
-    )
-    if unknown:
-        raise ValueError(f"cannot feed the module's inputs {sorted(unknown)}")
-    return inputs, outputs
+        outputs = ["logits"] + [kvlayout.present_name(p) for p in past]
+        source = "the exporter's convention and config.json"
+    dtype = str(np.dtype(kv_dtype or "float32"))
+    ports = [
+        ((n,), [None, None, None, None], dtype)
+        if n.startswith(kvlayout.PAST_PREFIX)
+        else ((n,), [None, None], "int64")
+        for n in inputs
+    ]
+    return kvlayout.from_ports(ports, [(n,) for n in outputs], config=config, source=source)

@@ -54,6 +54,13 @@ class OnnxRuntimeBackend(BackendPlugin):
             return {"cpu_isa": cpu_info()["isa"]}
         return {}
 
+    def prepare_outputs(self, profile: BuildProfile, input_dir: Path, output_dir: Path) -> None:
+        # issue 6 #22: record the KV layout (heads, head dim, dtype, input order) from the graph
+        # this stage wrote, so that no runtime has to guess it from config.json.
+        from rmbuild.runtime import kvlayout
+
+        kvlayout.record_onnx(output_dir / "model.onnx", output_dir)
+
     def check_compatible(self, metadata: dict[str, Any]) -> None:
         built = (metadata.get("toolchain") or {}).get("packages", {}).get("onnxruntime")
         here = probe.installed_version()

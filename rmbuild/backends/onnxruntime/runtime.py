@@ -1,9 +1,8 @@
 """ONNX Runtime decoder step over an exported causal LM with KV cache.
 
-The graph is the one ``optimum-cli export onnx --task text-generation-with-past`` writes:
-inputs ``input_ids``, ``attention_mask``, optional ``position_ids`` and
-``past_key_values.<i>.key|value`` ([batch, kv_heads, past_len, head_dim]); outputs ``logits``
-and ``present.<i>.key|value``.
+The graph is the one ``optimum-cli export onnx --task text-generation-with-past`` writes (see
+:mod:`rmbuild.runtime.kvlayout`). The feed/keep loop is :class:`rmbuild.runtime.kvloop.KVLoop`,
+shared with the other runtimes; this module only runs one ``InferenceSession.run``.
 """
 
 from __future__ import annotations
@@ -11,15 +10,32 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from rmbuild.runtime import kvlayout
+from rmbuild.runtime.kvloop import KVLoop
 
-from rmbuild.runtime.session import kv_cache_shape, read_json
+_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+}
 
-_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+def session_layout(session: Any, folder: Path) -> kvlayout.KVLayout:
+    """The layout read from a loaded session's graph (artifacts without ``kv_layout.json``)."""
+    ports = [
+        ((i.name,), [d if isinstance(d, int) else None for d in i.shape], _DTYPES.get(i.type, ""))
+        for i in session.get_inputs()
+    ]
+    outputs = [(o.name,) for o in session.get_outputs()]
+    return kvlayout.from_ports(
+        ports, outputs, config=kvlayout.read_config(folder), source="the ONNX graph"
+    )
 
 
-class OnnxDecoderStep:
-    """Holds an ``InferenceSession`` and the KV cache between steps."""
+class OnnxDecoderStep(KVLoop):
+    """Holds an ``InferenceSession``; the KV cache lives in the shared loop."""
 
     def __init__(self, model_path: Path, options: dict[str, Any] | None = None) -> None:
         import onnxruntime as ort
@@ -30,47 +46,17 @@ class OnnxDecoderStep:
             so.intra_op_num_threads = threads
         providers = options.get("providers") or ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(model_path), so, providers=providers)
-        inputs = {i.name: i for i in self.session.get_inputs()}
-        self.input_names = set(inputs)
-        self.past_names = sorted(n for n in inputs if n.startswith("past_key_values."))
-        self.output_names = ["logits"] + [
-            n.replace("past_key_values.", "present.") for n in self.past_names
-        ]
-        missing = {"input_ids", "attention_mask"} - self.input_names
-        if missing:
-            raise ValueError(f"{model_path} is not a KV-cache LM export: missing {missing}")
-        self._past_shapes = {}
-        self._past_dtypes = {}
-        config = read_json(model_path.parent / "config.json")
-        for name in self.past_names:
-            meta = inputs[name]
-            self._past_dtypes[name] = _DTYPES.get(meta.type, np.float32)
-            static = [d if isinstance(d, int) else None for d in meta.shape]
-            self._past_shapes[name] = kv_cache_shape(config, static[1], static[3])
-        self.reset()
+        layout = kvlayout.read_sidecar(model_path.parent) or session_layout(
+            self.session, model_path.parent
+        )
+        super().__init__(layout, what=model_path.name)
+        self.output_names = ["logits", *self.present_names]
+        self._run_fn = self.session.run
 
-    def reset(self) -> None:
-        self.past = {
-            name: np.zeros(shape, dtype=self._past_dtypes[name])
-            for name, shape in self._past_shapes.items()
-        }
-        self.length = 0
-
-    def step(self, token_ids: np.ndarray) -> np.ndarray:
-        n = int(token_ids.shape[0])
-        total = self.length + n
-        feeds: dict[str, np.ndarray] = {
-            "input_ids": token_ids.reshape(1, n),
-            "attention_mask": np.ones((1, total), dtype=np.int64),
-            **self.past,
-        }
-        if "position_ids" in self.input_names:
-            feeds["position_ids"] = np.arange(self.length, total, dtype=np.int64).reshape(1, n)
-        outputs = self.session.run(self.output_names, feeds)
-        for name, value in zip(self.past_names, outputs[1:], strict=True):
-            self.past[name] = value
-        self.length = total
-        return outputs[0][0, -1]
+    def _run(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
+        outputs = self._run_fn(self.output_names, feeds)
+        return outputs[0][0, -1], outputs[1:]
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
+        self._run_fn = None  # type: ignore[assignment]

@@ -78,6 +78,13 @@ class OpenVINOBackend(BackendPlugin):
         # or this CPU: device code is generated at load time. Nothing else to add.
         return {}
 
+    def prepare_outputs(self, profile: BuildProfile, input_dir: Path, output_dir: Path) -> None:
+        # issue 6 #21/#22: record the KV layout, with every name of every input port, from the
+        # IR ovc wrote; the runtimes read it instead of guessing from config.json.
+        from rmbuild.backends.openvino import irlayout
+
+        irlayout.record(output_dir / IR_FILE, output_dir)
+
     def _here_version(self, runtime: str) -> str:
         """The OpenVINO release that will read the IR: the C library's, or the package's."""
         if runtime == "python":
@@ -108,7 +115,8 @@ class OpenVINOBackend(BackendPlugin):
                 hint=f"upgrade: pip install 'openvino>={built}', or rebuild it here with "
                 "`rmbuild compile`",
             )
-        from rmbuild.backends.openvino.runtime import available_devices, check_device
+        from rmbuild.backends.openvino.devices import check_device
+        from rmbuild.backends.openvino.runtime import available_devices
 
         device = str(flags.get("device") or "CPU")
         check_device(device, available_devices())

@@ -22,16 +22,28 @@ from typing import Any
 
 import numpy as np
 
-from rmbuild.backends.openvino import capi
-from rmbuild.errors import EXIT_TOOL, BackendUnavailable, IncompatibleArtifact, RmbuildError
-from rmbuild.runtime.session import kv_cache_shape, read_json
+from rmbuild.backends.openvino import capi, irlayout
+from rmbuild.backends.openvino.devices import check_device, compile_properties, device_present
+from rmbuild.errors import EXIT_TOOL, BackendUnavailable, RmbuildError
+from rmbuild.runtime import kvlayout
+from rmbuild.runtime.kvloop import KVLoop
+
+__all__ = [
+    "OVCApiDecoderStep",
+    "OVPythonDecoderStep",
+    "OpenVINOCallError",
+    "OpenVINOError",
+    "available_devices",
+    "check_device",
+    "compile_properties",
+    "device_present",
+    "layout_of",
+    "library_version",
+    "load_api",
+    "ov_errors",
+]
 
 INSTALL = "pip install 'rmbuild[openvino]'"
-
-# Virtual devices that take a list of real ones ("HETERO:GPU,CPU"); bare "AUTO" picks one itself.
-_META_DEVICES = ("AUTO", "MULTI", "HETERO", "BATCH")
-
-_NUMPY_FROM_OV = {"F32": np.float32, "F16": np.float16, "F64": np.float64}
 
 
 class OpenVINOError(RmbuildError):
@@ -116,98 +128,18 @@ def available_devices() -> list[str]:
         return core.available_devices()
 
 
-def device_present(device: str, available: list[str]) -> bool:
-    """Whether ``device`` (``GPU``, ``GPU.1``, ``HETERO:GPU,CPU``, ``AUTO``...) can run here."""
-    head, _, rest = device.partition(":")
-    if head.upper() in _META_DEVICES:
-        parts = [p.strip() for p in rest.split(",") if p.strip()]
-        return bool(parts or head.upper() == "AUTO") and all(
-            device_present(p, available) for p in parts
-        )
-    return any(
-        d.upper() == device.upper() or d.upper().startswith(device.upper() + ".") for d in available
-    )
+def layout_of(xml_path: Path) -> kvlayout.KVLayout:
+    """The KV layout recorded at build time, else read from the IR itself (issue 6 #22)."""
+    return kvlayout.read_sidecar(xml_path.parent) or irlayout.read(xml_path)
 
 
-def check_device(device: str, available: list[str], *, artifact: str = "") -> None:
-    """Raise IncompatibleArtifact naming the devices present if ``device`` is not one of them."""
-    if device_present(device, available):
-        return
-    other = next((d.split(".")[0] for d in available), "CPU")
-    raise IncompatibleArtifact(
-        f"OpenVINO device {device!r} is not present on this machine; OpenVINO sees: "
-        f"{', '.join(available) or 'no devices'}",
-        hint=f"run it on a device that is here, e.g. `rmbuild run --artifact "
-        f"{artifact or 'ID'} --device {other}`, or build for one (profile "
-        f"openvino-{other.lower()})",
-    )
-
-
-def compile_properties(options: dict[str, Any]) -> dict[str, str]:
-    """OpenVINO compile properties from the runtime flags (all as strings, as the C API wants)."""
-    props: dict[str, str] = {}
-    if precision := options.get("inference_precision"):
-        props["INFERENCE_PRECISION_HINT"] = str(precision)
-    if threads := int(options.get("num_threads") or 0):
-        props["INFERENCE_NUM_THREADS"] = str(threads)
-    # One sequence, one token at a time: latency, not throughput streams.
-    props["PERFORMANCE_HINT"] = str(options.get("performance_hint") or "LATENCY")
-    return props
-
-
-class _KVLoop:
-    """The feed/keep logic both decoder steps share; subclasses run one inference."""
-
-    input_names: set[str]
-    past_names: list[str]
-    _past_shapes: dict[str, tuple[int, int, int, int]]
-    _past_dtypes: dict[str, Any]
-
-    def _setup(self, xml_path: Path, input_names: list[str], input_types: list[str]) -> None:
-        self.input_names = set(input_names)
-        missing = {"input_ids", "attention_mask"} - self.input_names
-        if missing:
-            raise OpenVINOError(
-                f"{xml_path} is not a KV-cache LM: its inputs lack {sorted(missing)}",
-                context=[f"inputs: {', '.join(input_names)}"],
-            )
-        types = dict(zip(input_names, input_types, strict=True))
-        self.past_names = sorted(n for n in input_names if n.startswith("past_key_values."))
-        self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
-        try:
-            shape = kv_cache_shape(read_json(xml_path.parent / "config.json"))
-        except ValueError as exc:
-            raise OpenVINOError(
-                str(exc), hint="the profile must carry config.json into the artifact"
-            ) from None
-        self._past_shapes = {n: shape for n in self.past_names}
-        self._past_dtypes = {n: _NUMPY_FROM_OV.get(types[n], np.float32) for n in self.past_names}
-        self.reset()
-
-    def reset(self) -> None:
-        self.past: dict[str, np.ndarray] = {
-            name: np.zeros(shape, dtype=self._past_dtypes[name])
-            for name, shape in self._past_shapes.items()
-        }
-        self.length = 0
-
-    def _feeds(self, token_ids: np.ndarray) -> dict[str, np.ndarray]:
-        n = int(token_ids.shape[0])
-        total = self.length + n
-        feeds: dict[str, np.ndarray] = {
-            "input_ids": np.ascontiguousarray(token_ids, dtype=np.int64).reshape(1, n),
-            "attention_mask": np.ones((1, total), dtype=np.int64),
-            **self.past,
-        }
-        if "position_ids" in self.input_names:
-            feeds["position_ids"] = np.arange(self.length, total, dtype=np.int64).reshape(1, n)
-        return feeds
-
-
-class OVCApiDecoderStep(_KVLoop):
+class OVCApiDecoderStep(KVLoop):
     """A KV-cache decoder step that calls only the ``libopenvino_c`` binding.
 
     Holds a core, the compiled model and one infer request; ``close()`` frees them (idempotent).
+    Inputs are set by their canonical names (``attention_mask``), which OpenVINO matches against
+    all of a port's names, so a port that ``ov_port_get_any_name`` reports by another of its
+    names is still found (issue 6 #21).
     """
 
     def __init__(self, xml_path: Path, options: dict[str, Any] | None = None) -> None:
@@ -219,6 +151,7 @@ class OVCApiDecoderStep(_KVLoop):
         api = load_api()
         hint = "the IR may be corrupt: run `rmbuild verify` and rebuild it with `rmbuild compile`"
         try:
+            layout = layout_of(xml_path)
             with ov_errors(f"loading {xml_path.name} on {self.device}", hint=hint):
                 self._core = capi.Core(api)
                 check_device(
@@ -227,30 +160,26 @@ class OVCApiDecoderStep(_KVLoop):
                     artifact=str(options.get("artifact") or ""),
                 )
                 with self._core.read_model(xml_path) as model:
-                    names, types = model.input_names, model.input_types
                     self._compiled = self._core.compile_model(
                         model, self.device, compile_properties(options)
                     )
                 self._request = self._compiled.create_infer_request()
-            self._setup(xml_path, names, types)
+            super().__init__(layout, what=xml_path.name)
         except BaseException:
             self.close()
             raise
 
-    def step(self, token_ids: np.ndarray) -> np.ndarray:
+    def _run(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
         request = self._request
         if request is None:
             raise OpenVINOError("the OpenVINO session is closed")
-        feeds = self._feeds(token_ids)
         with ov_errors("running the model"):
             for name, value in feeds.items():
                 request.set_input(name, value)
             request.infer()
             logits = request.get_output("logits")
             presents = [request.get_output(name) for name in self.present_names]
-        self.past = dict(zip(self.past_names, presents, strict=True))
-        self.length += int(token_ids.shape[0])
-        return logits[0, -1]
+        return logits[0, -1], presents
 
     def close(self) -> None:
         # Children first; each close() is idempotent and frees its handle exactly once.
@@ -261,7 +190,7 @@ class OVCApiDecoderStep(_KVLoop):
                 handle.close()
 
 
-class OVPythonDecoderStep(_KVLoop):
+class OVPythonDecoderStep(KVLoop):
     """The same loop through the ``openvino`` Python API (``runtime: python``)."""
 
     def __init__(self, xml_path: Path, options: dict[str, Any] | None = None) -> None:
@@ -277,6 +206,7 @@ class OVPythonDecoderStep(_KVLoop):
         check_device(
             self.device, list(core.available_devices), artifact=str(options.get("artifact") or "")
         )
+        layout = layout_of(xml_path)
         try:
             model = core.read_model(str(xml_path))
             self._compiled = core.compile_model(model, self.device, compile_properties(options))
@@ -285,32 +215,24 @@ class OVPythonDecoderStep(_KVLoop):
                 f"loading {xml_path.name} on {self.device}: {exc}",
                 hint="the IR may be corrupt: run `rmbuild verify`",
             ) from exc
+        # Every name of every port (issue 6 #21): the IR's layout must name the same inputs.
+        names = {n for port in model.inputs for n in port.get_names()}
+        if missing := [n for n in layout.input_names if n not in names]:
+            raise OpenVINOError(f"{xml_path.name} has no inputs named {missing}")
         self._request = self._compiled.create_infer_request()
-        inputs = model.inputs
-        names = [port.get_any_name() for port in inputs]
-        types = [_ov_type_name(port.get_element_type()) for port in inputs]
-        self._setup(xml_path, names, types)
+        super().__init__(layout, what=xml_path.name)
 
-    def step(self, token_ids: np.ndarray) -> np.ndarray:
+    def _run(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
         if self._request is None:
             raise OpenVINOError("the OpenVINO session is closed")
-        feeds = self._feeds(token_ids)
         try:
             self._request.infer(feeds)
         except RuntimeError as exc:
             raise OpenVINOError(f"running the model: {exc}") from exc
         get = self._request.get_tensor
-        self.past = {
-            p: np.array(get(o).data)
-            for p, o in zip(self.past_names, self.present_names, strict=True)
-        }
-        self.length += int(token_ids.shape[0])
-        return np.array(get("logits").data[0, -1])
+        presents = [np.array(get(name).data) for name in self.present_names]
+        return np.array(get("logits").data[0, -1]), presents
 
     def close(self) -> None:
         self._request = None
         self._compiled = None
-
-
-def _ov_type_name(element_type: Any) -> str:
-    return {"f32": "F32", "f16": "F16", "f64": "F64"}.get(element_type.get_type_name(), "F32")

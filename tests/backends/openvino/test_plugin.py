@@ -11,8 +11,8 @@ import pytest
 from rmbuild.backends.base import BackendPlugin
 from rmbuild.backends.base import version_tuple as _version_tuple
 from rmbuild.backends.openvino import probe
+from rmbuild.backends.openvino.devices import compile_properties, device_present
 from rmbuild.backends.openvino.plugin import OpenVINOBackend
-from rmbuild.backends.openvino.runtime import compile_properties, device_present
 from rmbuild.build import action_key, plan
 from rmbuild.plugins import get_backend
 from rmbuild.profiles import find_profile

@@ -1,0 +1,121 @@
+"""The KV-cache decode step every runtime shares (ONNX Runtime, OpenVINO, IREE).
+
+A runtime supplies one inference (:meth:`KVLoop._run`: feeds in, last logits and the present
+tensors out); the loop builds the feeds from the graph's :class:`KVLayout`, keeps the cache
+between steps and turns an input the artifact cannot take into
+:class:`~rmbuild.errors.ArtifactInputMismatch` (exit 6, expected and given shapes), whichever
+vendor refused it (issue 6 #23). Backends import this module; it imports no backend.
+
+The per-step work is kept to what a hand-written loop on a vendor API does anyway (one dict of
+feeds, one mask), so a session runs at the vendor API's speed (bench/bench_backends.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rmbuild.errors import ArtifactInputMismatch
+from rmbuild.runtime.kvlayout import KVLayout
+
+
+class KVLoop:
+    """Feeds and keeps the KV cache; a subclass runs one inference in :meth:`_run`.
+
+    ``pad`` cache slots of zeros precede the real ones, masked out by the attention mask (IREE
+    on CUDA cannot take a zero-length tensor; see ``rmbuild/backends/iree/runtime.py``).
+    """
+
+    def __init__(self, layout: KVLayout, *, pad: int = 0, what: str = "the artifact") -> None:
+        self.layout = layout
+        self.pad = int(pad)
+        self.what = what
+        self.input_names = layout.input_names
+        past = layout.past
+        self.past_names = [spec.name for spec in past]
+        self.present_names = layout.present_names
+        self._has_position_ids = layout.spec("position_ids") is not None
+        self._empty = [
+            np.zeros((1, spec.shape[1], self.pad, spec.shape[3]), dtype=spec.dtype) for spec in past
+        ]
+        self._mask_pad = np.zeros((1, self.pad), dtype=np.int64)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the KV cache (start a new sequence)."""
+        self.past: list[Any] = list(self._empty)
+        self.length = 0
+        self._checked = False
+
+    def feeds(self, token_ids: np.ndarray) -> dict[str, Any]:
+        """The inputs of the next step for ``token_ids`` (int64, shape [n])."""
+        n = int(token_ids.shape[0])
+        total = self.length + n
+        mask = np.ones((1, total), dtype=np.int64)
+        if self.pad:
+            mask = np.concatenate([self._mask_pad, mask], axis=1)
+        feeds: dict[str, Any] = {
+            "input_ids": np.ascontiguousarray(token_ids, dtype=np.int64).reshape(1, n),
+            "attention_mask": mask,
+        }
+        if self._has_position_ids:
+            feeds["position_ids"] = np.arange(self.length, total, dtype=np.int64).reshape(1, n)
+        feeds.update(zip(self.past_names, self.past, strict=True))
+        return feeds
+
+    def step(self, token_ids: np.ndarray) -> np.ndarray:
+        """Feed ``token_ids`` after the cached ones; return the last position's logits."""
+        feeds = self.feeds(token_ids)
+        if not self._checked:
+            # Once per sequence: heads, head dim and dtypes do not change between steps.
+            self.check_feeds(feeds)
+            self._checked = True
+        try:
+            logits, presents = self._run(feeds)
+        except ArtifactInputMismatch:
+            raise
+        except Exception as exc:
+            # A bounded dim (a static-shape NPU IR) can still refuse a later step: say which
+            # input, instead of the vendor's "general error" (issue 6 #23).
+            self.check_feeds(feeds, cause=exc)
+            raise
+        self.past = presents
+        self.length += int(token_ids.shape[0])
+        return logits
+
+    def _run(self, feeds: dict[str, Any]) -> tuple[np.ndarray, list[Any]]:
+        """One inference: the last position's logits and the presents in ``past`` order."""
+        raise NotImplementedError
+
+    def check_feeds(self, feeds: dict[str, Any], cause: BaseException | None = None) -> None:
+        """Raise ArtifactInputMismatch for the first input the graph does not declare as given."""
+        for name in self.input_names:
+            spec = self.layout.spec(name)
+            value = feeds.get(name)
+            if spec is None or value is None:
+                continue
+            shape = tuple(int(d) for d in value.shape)
+            dtype = str(value.dtype)
+            fits = (
+                len(shape) == len(spec.shape)
+                and all(
+                    want is None or want == got
+                    for want, got in zip(spec.shape, shape, strict=False)
+                )
+                and dtype == spec.dtype
+            )
+            if not fits:
+                context = [f"layout read from: {self.layout.source}"]
+                if cause is not None:
+                    context.append(f"the runtime said: {str(cause).strip()[:400]}")
+                raise ArtifactInputMismatch(
+                    f"{self.what} cannot take input {name!r}: it expects {spec.describe()}, "
+                    f"rmbuild gave [{', '.join(map(str, shape))}] {dtype}",
+                    input=name,
+                    expected=spec.describe(),
+                    given=f"[{', '.join(map(str, shape))}] {dtype}",
+                    context=context,
+                    hint="rebuild the artifact with `rmbuild compile` so that its KV layout is "
+                    "recorded from the graph (kv_layout.json)",
+                ) from cause
