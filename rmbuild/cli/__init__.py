@@ -120,14 +120,19 @@ def _print_error(exc: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rmbuild`` script; returns (and exits with) the exit code."""
-    from rmbuild.errors import EXIT_INTERNAL, RmbuildError
+    from rmbuild.cli._signals import Terminated, sigterm_raises
+    from rmbuild.errors import EXIT_INTERNAL, EXIT_TERMINATED, RmbuildError
 
     verbose = bool(os.environ.get("RMBUILD_DEBUG")) or any(
         a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:])
     )
     code = 0
     try:
-        cli.main(args=argv, prog_name="rmbuild", standalone_mode=False)
+        with sigterm_raises():  # issue 6 #11: SIGTERM unwinds like Ctrl-C, then exits 143
+            cli.main(args=argv, prog_name="rmbuild", standalone_mode=False)
+    except Terminated:
+        click.echo("terminated", err=True)
+        code = EXIT_TERMINATED
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.Abort:
