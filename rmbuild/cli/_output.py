@@ -41,6 +41,29 @@ def age(when: datetime) -> str:
     return f"{seconds}s ago"
 
 
+def plain(value: Any):  # noqa: ANN201 - rich.text.Text
+    """``value`` as a rich ``Text``: printed literally, never read as markup (issue 6 #16).
+
+    Every string that comes from a user, a plugin or a file reaches a rich table or ``print``
+    through this: as a markup string ``pip install 'rmbuild[onnx]'`` loses its ``[onnx]``,
+    taken for a style tag. (``rich.markup.escape`` is no substitute: it doubles a trailing
+    backslash.) Mix it with styles through :func:`styled`.
+    """
+    from rich.text import Text
+
+    return Text("" if value is None else str(value))
+
+
+def styled(*parts: Any):  # noqa: ANN201 - rich.text.Text
+    """A line of text and ``(text, style)`` pairs, none of it read as markup (issue 6 #16).
+
+    ``styled(("unavailable", "red"), ": ", reason)`` prints ``reason`` exactly as it is.
+    """
+    from rich.text import Text
+
+    return Text.assemble(*(p if isinstance(p, tuple) else str(p) for p in parts))
+
+
 def console(stderr: bool = False):  # noqa: ANN201 - rich.console.Console
     from rich.console import Console
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rmbuild.cli._output import console, emit_json
+from rmbuild.cli._output import console, emit_json, plain
 
 
 @click.command("backends")
@@ -44,5 +44,11 @@ def command(as_json: bool) -> None:
             if row["available"]
             else row["reason"]
         )
-        table.add_row(row["name"], status, detail, ", ".join(row["profiles"]), row["install"])
+        table.add_row(
+            plain(row["name"]),
+            status,
+            plain(detail),
+            plain(", ".join(row["profiles"])),
+            plain(row["install"]),
+        )
     console().print(table)

@@ -61,7 +61,11 @@ class LiveReporter:
                 self._status.update(self._render())
 
     def stage_start(self, target: str, index: int, total: int, profile: str, key: str) -> None:
-        self._label = f"{target} [bold][{index + 1}/{total}][/] {profile} [dim]{key[:12]}[/]"
+        from rich.markup import escape
+
+        # Names are text, never markup (issue 6 #16); "[1/2]" is no tag to rich.
+        step = f"[bold][{index + 1}/{total}][/]"
+        self._label = f"{escape(target)} {step} {escape(profile)} [dim]{key[:12]}[/]"
         self._line, self._started = "", time.monotonic()
         self._status = self.console.status(self._render())
         self._status.start()

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from rmbuild.cli._output import console, emit_json
+from rmbuild.cli._output import console, emit_json, styled
 
 
 def machine_info() -> dict[str, Any]:
@@ -59,37 +59,40 @@ def command(as_json: bool) -> None:
         return
     out = console()
     cpu = info["cpu"]
+    # Every value here comes from the machine or a package (a GPU name, a pip extra such as
+    # rmbuild[onnx]): printed as styled text, never read as markup (issue 6 #16).
+    platform_ = info["platform"]
     out.print(
-        f"[bold]platform[/] {info['platform']['system']} {info['platform']['release']}, "
-        f"python {info['platform']['python']}"
-    )
-    out.print(f"[bold]cpu[/]      {cpu['model']} ({cpu['arch']}, {cpu['cores']} cores)")
-    out.print(f"[bold]isa[/]      {' '.join(cpu['isa']) or '-'}")
-    out.print(
-        "[bold]gpus[/]     "
-        + (
-            ", ".join(
-                f"{g['name']} (cc {g['compute_capability']}, driver {g['driver']})"
-                for g in info["gpus"]
-            )
-            or "none found (nvidia-smi)"
+        styled(
+            ("platform", "bold"),
+            f" {platform_['system']} {platform_['release']}, python {platform_['python']}",
         )
     )
     out.print(
-        "[bold]npus[/]     "
-        + (", ".join(f"{n['vendor']} {n['device']}" for n in info["npus"]) or "none found")
+        styled(("cpu", "bold"), f"      {cpu['model']} ({cpu['arch']}, {cpu['cores']} cores)")
     )
-    out.print("[bold]toolchains[/]")
+    out.print(styled(("isa", "bold"), "      " + (" ".join(cpu["isa"]) or "-")))
+    gpus = ", ".join(
+        f"{g['name']} (cc {g['compute_capability']}, driver {g['driver']})" for g in info["gpus"]
+    )
+    out.print(styled(("gpus", "bold"), "     " + (gpus or "none found (nvidia-smi)")))
+    npus = ", ".join(f"{n['vendor']} {n['device']}" for n in info["npus"])
+    out.print(styled(("npus", "bold"), "     " + (npus or "none found")))
+    out.print(styled(("toolchains", "bold")))
     for tc in info["toolchains"]:
         if "error" in tc:
-            out.print(f"  {tc['name']}: [red]{tc['error']}[/]")
+            out.print(styled(f"  {tc['name']}: ", (str(tc["error"]), "red")))
             continue
         found = [f"{k} {v}" for k, v in tc["packages"].items() if v]
         missing = [k for k, v in tc["packages"].items() if not v]
-        out.print(f"  {tc['name']} (python {tc['python_version']}): {', '.join(found) or '-'}")
+        out.print(
+            styled(f"  {tc['name']} (python {tc['python_version']}): {', '.join(found) or '-'}")
+        )
         if missing:
-            out.print(f"    [dim]not installed: {', '.join(missing)}[/]")
-    out.print("[bold]backends[/]")
+            out.print(styled((f"    not installed: {', '.join(missing)}", "dim")))
+    out.print(styled(("backends", "bold")))
     for name, b in info["backends"].items():
-        state = "[green]available[/]" if b["available"] else f"[red]unavailable[/]: {b['reason']}"
-        out.print(f"  {name}: {state}")
+        if b["available"]:
+            out.print(styled(f"  {name}: ", ("available", "green")))
+        else:
+            out.print(styled(f"  {name}: ", ("unavailable", "red"), f": {b['reason']}"))

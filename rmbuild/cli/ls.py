@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from rmbuild.cli._output import age, console, emit_json, human_size, record_summary
+from rmbuild.cli._output import age, console, emit_json, human_size, plain, record_summary
 
 
 @click.command("ls")
@@ -46,7 +46,7 @@ def command(
         versions = info["toolchain"]
         tool = next(iter(versions.items()), None)
         targets = ",".join(sorted({t for m, t in r.uses if m == r.model})) or r.target
-        table.add_row(
+        cells = (
             r.key[:12],
             r.model,
             targets,
@@ -57,4 +57,5 @@ def command(
             age(r.created_at),
             ",".join(r.aliases),
         )
+        table.add_row(*map(plain, cells))  # stored values are text, never markup (#16)
     console().print(table)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from rmbuild.cli._output import console, emit_json
+from rmbuild.cli._output import console, emit_json, plain, styled
 
 
 @click.command("profiles")
@@ -76,6 +76,11 @@ def command(start: Path | None, as_json: bool) -> None:
         table.add_column(column)
     for r in rows:
         flow = f"{r['input']} -> {r['output']}"
-        status = "[green]ok[/]" if r["available"] else f"[red]unavailable[/]: {r['reason']}"
-        table.add_row(r["name"], r["stage"], flow, r["backend"], r["tool"], status, r["path"])
+        status = (
+            styled(("ok", "green"))
+            if r["available"]
+            else styled(("unavailable", "red"), ": ", r["reason"])
+        )
+        cells = (r["name"], r["stage"], flow, r["backend"], r["tool"])
+        table.add_row(*map(plain, cells), status, plain(r["path"]))
     console().print(table)

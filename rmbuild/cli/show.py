@@ -52,7 +52,7 @@ def command(app: Any, ref: str, as_json: bool) -> None:
         emit_json(info)
         return
     out = console()
-    out.print(f"[bold]artifact[/] {info['id']}")
+    out.print(f"[bold]artifact[/] {escape(info['id'])}")
     rows = [
         ("model", info["model"]),
         ("target", info["target"]),
@@ -73,24 +73,26 @@ def command(app: Any, ref: str, as_json: bool) -> None:
     out.print("[bold]flags[/]")
     for name, value in info["flags"].items():
         note = "  [dim](runtime-only, not in key)[/]" if name in info["runtime_flags"] else ""
-        out.print(f"  {name} = {escape(repr(value))}{note}")
+        out.print(f"  {escape(name)} = {escape(repr(value))}{note}")
     out.print("[bold]versions[/]")
     tool = info["tool"]
     out.print(
-        f"  tool {tool.get('name')} {tool.get('package', '')} {tool.get('version', '')}"
-        + (f" sha256:{tool['script_sha256'][:12]}" if "script_sha256" in tool else "")
+        escape(
+            f"  tool {tool.get('name')} {tool.get('package', '')} {tool.get('version', '')}"
+            + (f" sha256:{tool['script_sha256'][:12]}" if "script_sha256" in tool else "")
+        )
     )
     tc = info["toolchain"]
-    out.print(f"  toolchain {tc.get('name')} (python {tc.get('python')})")
+    out.print(escape(f"  toolchain {tc.get('name')} (python {tc.get('python')})"))
     for name, version in (tc.get("packages") or {}).items():
-        out.print(f"    {name} {version or '-'}")
+        out.print(escape(f"    {name} {version or '-'}"))
     out.print("[bold]fingerprint[/]")
     for name, value in (info["fingerprint"] or {"(none)": ""}).items():
-        out.print(f"  {name} {escape(str(value))}")
+        out.print(f"  {escape(name)} {escape(str(value))}")
     out.print("[bold]durations[/]")
     for name, value in info["durations"].items():
-        out.print(f"  {name} {value}")
+        out.print(escape(f"  {name} {value}"))
     out.print("[bold]files[/]")
     for rel, entry in info["files"].items():
         out.print(f"  {entry['digest'][:12]}  {human_size(entry['size']):>10}  {escape(rel)}")
-    out.print(f"[bold]log[/] {info['log']}")
+    out.print(f"[bold]log[/] {escape(str(info['log']))}")
