@@ -124,3 +124,11 @@ def test_flag_value_with_a_line_break_names_file_line_and_field(
     assert "cannot contain line breaks" in r.err
     assert not counter.exists()
     project.assert_empty(cli)
+
+
+def test_profile_flag_default_with_a_line_break_names_the_profile(project: Project, cli) -> None:  # noqa: ANN001
+    text = project.fake_profile().replace('  name: ""', '  name: "a\\nb"')
+    profile = project.write_profile("fake-compile", text)
+    r = cli("compile", str(project.spec))
+    r.assert_failure(3)
+    assert f"{profile}: field 'flags.name': flag default cannot contain line breaks" in r.err
