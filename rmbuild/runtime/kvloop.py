@@ -79,6 +79,9 @@ class KVLoop:
             # A bounded dim (a static-shape NPU IR) can still refuse a later step: say which
             # input, instead of the vendor's "general error" (issue 6 #23).
             self.check_feeds(feeds, cause=exc)
+            refusal = self._refusal(exc, feeds)
+            if refusal is not None:
+                raise refusal from exc
             raise
         self.past = presents
         self.length += int(token_ids.shape[0])
@@ -87,6 +90,25 @@ class KVLoop:
     def _run(self, feeds: dict[str, Any]) -> tuple[np.ndarray, list[Any]]:
         """One inference: the last position's logits and the presents in ``past`` order."""
         raise NotImplementedError
+
+    def _refusal(self, exc: Exception, feeds: dict[str, Any]) -> ArtifactInputMismatch | None:
+        """The runtime's own "this input does not fit" error as ArtifactInputMismatch, for
+        layouts that were guessed (old artifacts); None for any other failure."""
+        return None
+
+    def mismatch(
+        self, name: str, expected: str, given: str, context: list[str] | None = None
+    ) -> ArtifactInputMismatch:
+        """The error for input ``name`` of this artifact, with what it expects and was given."""
+        return ArtifactInputMismatch(
+            f"{self.what} cannot take input {name!r}: it expects {expected}, rmbuild gave {given}",
+            input=name,
+            expected=expected,
+            given=given,
+            context=[f"layout read from: {self.layout.source}", *(context or [])],
+            hint="rebuild the artifact with `rmbuild compile` so that its KV layout is "
+            "recorded from the graph (kv_layout.json)",
+        )
 
     def check_feeds(self, feeds: dict[str, Any], cause: BaseException | None = None) -> None:
         """Raise ArtifactInputMismatch for the first input the graph does not declare as given."""
@@ -106,16 +128,8 @@ class KVLoop:
                 and dtype == spec.dtype
             )
             if not fits:
-                context = [f"layout read from: {self.layout.source}"]
+                context = []
                 if cause is not None:
                     context.append(f"the runtime said: {str(cause).strip()[:400]}")
-                raise ArtifactInputMismatch(
-                    f"{self.what} cannot take input {name!r}: it expects {spec.describe()}, "
-                    f"rmbuild gave [{', '.join(map(str, shape))}] {dtype}",
-                    input=name,
-                    expected=spec.describe(),
-                    given=f"[{', '.join(map(str, shape))}] {dtype}",
-                    context=context,
-                    hint="rebuild the artifact with `rmbuild compile` so that its KV layout is "
-                    "recorded from the graph (kv_layout.json)",
-                ) from cause
+                given = f"[{', '.join(map(str, shape))}] {dtype}"
+                raise self.mismatch(name, spec.describe(), given, context) from cause

@@ -43,11 +43,16 @@ from typing import Any
 
 import numpy as np
 
+from rmbuild.errors import ArtifactInputMismatch
 from rmbuild.runtime import kvlayout
 from rmbuild.runtime.kvloop import KVLoop
 from rmbuild.runtime.session import read_json
 
 _FUNCTION = "main_graph"
+# hal.buffer_view.assert's words for an argument the module does not take.
+_SHAPE_MISMATCH = re.compile(r"expected shape `([^`]*)`, actual shape `([^`]*)`")
+_TYPE_MISMATCH = re.compile(r"element type mismatch; expected (\w+) .*? but have (\w+)")
+_IREE_TYPES = {"float32": "f32", "float16": "f16", "float64": "f64", "int64": "i64", "int32": "i32"}
 
 
 class IREEDecoderStep(KVLoop):
@@ -101,6 +106,27 @@ class IREEDecoderStep(KVLoop):
                 )
         host = logits.to_host() if hasattr(logits, "to_host") else np.asarray(logits)
         return np.array(host[0, -1], dtype=np.float32), presents
+
+    def _refusal(self, exc: Exception, feeds: dict[str, Any]) -> ArtifactInputMismatch | None:
+        # The module checks its arguments (hal.buffer_view.assert) and says what it expected,
+        # not which argument: find it by what was given (issue 6 #23, no retry with fp16).
+        text = str(exc)
+        shapes = _SHAPE_MISMATCH.search(text)
+        types = _TYPE_MISMATCH.search(text)
+        if shapes is None and types is None:
+            return None
+        given_shapes = {n: "x".join(map(str, v.shape)) for n, v in feeds.items()}
+        given_types = {n: _IREE_TYPES.get(str(v.dtype), str(v.dtype)) for n, v in feeds.items()}
+        if shapes is not None:
+            expected, given = shapes.group(1), shapes.group(2)
+            names = [n for n in self.input_names if given_shapes.get(n) == given]
+        else:
+            expected, given = types.group(1), types.group(2)  # type: ignore[union-attr]
+            names = [n for n in self.input_names if given_types.get(n) == given]
+        name = names[0] if names else "?"
+        return self.mismatch(
+            name, expected, given, [f"the runtime said: {text.strip().splitlines()[0][:300]}"]
+        )
 
     def close(self) -> None:
         self.past = []

@@ -265,3 +265,65 @@ def test_cuda_arch_rule(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
 def test_cpu_artifact_on_a_gpu_driver_is_refused(built: Built) -> None:
     with pytest.raises(IncompatibleArtifact, match="compiled for IREE's local device"):
         loader.load(built.cpu.artifact.key, store=built.store, device="cuda")
+
+
+# ----------------------------------------------------------------------------- KV layout
+
+
+def _vmfb_copy(built: Built, tmp_path: Path) -> Path:
+    import shutil
+
+    dest = tmp_path / "vmfb"
+    shutil.copytree(built.store.materialize(built.cpu.artifact.key), dest)
+    for path in dest.iterdir():
+        path.chmod(0o644)
+    return dest
+
+
+def test_kv_layout_recorded_at_import_and_kept_by_the_compile(built: Built) -> None:
+    # issue 6 #22: the import stage reads the layout from the ONNX graph; the .vmfb keeps it.
+    from rmbuild.runtime import kvlayout
+
+    files = built.store.get_manifest(built.cpu.artifact.manifest_digest).files
+    assert "kv_layout.json" in files
+    layout = kvlayout.read_sidecar(built.store.materialize(built.cpu.artifact.key))
+    assert layout is not None and layout.past[0].shape[1] == 2  # the tiny Llama's KV heads
+    with loader.load(built.cpu.artifact.key, store=built.store) as session:
+        assert session.step_fn.layout.source == "kv_layout.json"
+
+
+def test_wrong_kv_heads_is_exit_6_not_an_internal_error(built: Built, tmp_path: Path) -> None:
+    # issue 6 #23: an artifact without the sidecar, whose config misstates the KV heads (Falcon
+    # multi_query), was fed 4 heads where the graph wants 2: the module's refusal was retried
+    # with fp16 and reported as "element type mismatch ... f16", exit 1. Now: the first error,
+    # exit 6, naming the input with the expected and given shapes.
+    import json
+
+    from rmbuild.backends.iree.runtime import IREEDecoderStep
+    from rmbuild.errors import EXIT_INCOMPATIBLE, ArtifactInputMismatch
+
+    tree = _vmfb_copy(built, tmp_path)
+    (tree / "kv_layout.json").unlink()
+    config = json.loads((tree / "config.json").read_text())
+    config["num_key_value_heads"] = 4
+    (tree / "config.json").write_text(json.dumps(config))
+    step = IREEDecoderStep(tree / "model.vmfb")
+    with pytest.raises(ArtifactInputMismatch) as err:
+        step.step(np.asarray([1, 2, 3], dtype=np.int64))
+    assert err.value.exit_code == EXIT_INCOMPATIBLE
+    assert err.value.input == "past_key_values.0.key"
+    assert (err.value.expected, err.value.given) == ("1x2x0x32", "1x4x0x32")
+    assert "f16" not in err.value.message  # no retry with another dtype
+    step.close()
+
+
+def test_wrong_cache_dtype_is_the_first_error(built: Built, tmp_path: Path) -> None:
+    from rmbuild.backends.iree.runtime import IREEDecoderStep
+    from rmbuild.errors import ArtifactInputMismatch
+
+    tree = _vmfb_copy(built, tmp_path)
+    (tree / "kv_layout.json").unlink()
+    step = IREEDecoderStep(tree / "model.vmfb", options={"kv_dtype": "float16"})
+    with pytest.raises(ArtifactInputMismatch, match="expects f32, rmbuild gave f16"):
+        step.step(np.asarray([1, 2, 3], dtype=np.int64))
+    step.close()

@@ -23,6 +23,7 @@ from rmbuild.backends.openvino.runtime import (  # noqa: E402
     OpenVINOError,
     OVCApiDecoderStep,
     OVPythonDecoderStep,
+    load_api,
 )
 from rmbuild.errors import BackendUnavailable, IncompatibleArtifact  # noqa: E402
 from rmbuild.runtime.loader import load  # noqa: E402
@@ -148,9 +149,80 @@ def test_missing_weights_file_is_a_call_error(built: Built, tmp_path: Path) -> N
 
 def test_not_a_kv_cache_model_is_refused(built: Built, tmp_path: Path) -> None:
     tree = _tree_copy(built, "ov", tmp_path)
-    (tree / "config.json").unlink()
-    with pytest.raises(OpenVINOError, match="KV cache shape"):
-        OVCApiDecoderStep(tree / IR_FILE, {})
+    (tree / "kv_layout.json").unlink()
+    xml = tree / IR_FILE
+    xml.write_text(xml.read_text().replace('names="attention_mask"', 'names="mask"'))
+    with pytest.raises(IncompatibleArtifact, match=r"not a KV-cache LM.*lack \['attention_mask'\]"):
+        OVCApiDecoderStep(xml, {})
+
+
+def test_kv_layout_is_recorded_at_build_time(built: Built) -> None:
+    # issue 6 #22: the sidecar is in the artifact's manifest, read from the IR ovc wrote.
+    import json
+
+    files = built.store.get_manifest(built.results["ov"].artifact.manifest_digest).files
+    assert "kv_layout.json" in files
+    tree = built.store.materialize(built.keys["ov"])
+    layout = json.loads((tree / "kv_layout.json").read_text())
+    past = [i for i in layout["inputs"] if i["name"].startswith("past_key_values.")]
+    assert past and all(i["shape"][1] == 2 and i["dtype"] == "float32" for i in past)
+
+
+@pytest.mark.parametrize("step_class", [OVCApiDecoderStep, OVPythonDecoderStep])
+def test_layout_from_the_graph_not_the_config(
+    built: Built, reference: Reference, tmp_path: Path, step_class: type
+) -> None:
+    # issue 6 #22: an artifact without the sidecar whose config.json misstates the KV heads
+    # (as Falcon's multi_query does) still runs: the head count comes from the IR.
+    import json
+
+    tree = _tree_copy(built, "ov32", tmp_path)
+    (tree / "kv_layout.json").unlink()
+    config = json.loads((tree / "config.json").read_text())
+    config["num_key_value_heads"] = config["num_attention_heads"] * 2
+    (tree / "config.json").write_text(json.dumps(config))
+    step = step_class(tree / IR_FILE, {"inference_precision": "f32"})
+    try:
+        assert step.layout.source == IR_FILE
+        logits = step.step(np.asarray(reference.prompt_ids, dtype=np.int64))
+    finally:
+        step.close()
+    assert int(np.argmax(logits)) == reference.tokens[0]
+
+
+@pytest.mark.parametrize("step_class", [OVCApiDecoderStep, OVPythonDecoderStep])
+@pytest.mark.parametrize("sidecar", [True, False])
+def test_input_with_two_names_is_found(
+    built: Built, reference: Reference, tmp_path: Path, step_class: type, sidecar: bool
+) -> None:
+    # issue 6 #21: ovc gave bloom's mask two names, and "any name" returned the internal one,
+    # so the model was refused as "not a KV-cache LM". Give the tiny Llama's mask two names.
+    from rmbuild.backends.openvino import irlayout
+
+    tree = _tree_copy(built, "ov32", tmp_path)
+    xml = tree / IR_FILE
+    two = 'names="/transformer/Cast_2_output_0,attention_mask"'
+    xml.write_text(xml.read_text().replace('names="attention_mask"', two))
+    (tree / "kv_layout.json").unlink()
+    if sidecar:  # what prepare_outputs records at build time
+        irlayout.record(xml, tree)
+    api = load_api()
+    with capi.Core(api) as core, core.read_model(xml) as model:
+        assert "/transformer/Cast_2_output_0" in model.input_names  # the C API's "any name"
+    step = step_class(xml, {"inference_precision": "f32"})
+    try:
+        assert step.layout.spec("attention_mask").names == (
+            "/transformer/Cast_2_output_0",
+            "attention_mask",
+        )
+        tokens = []
+        logits = step.step(np.asarray(reference.prompt_ids, dtype=np.int64))
+        for _ in range(8):
+            tokens.append(int(np.argmax(logits)))
+            logits = step.step(np.asarray([tokens[-1]], dtype=np.int64))
+    finally:
+        step.close()
+    assert tokens == reference.tokens[:8]
 
 
 def test_close_is_idempotent_and_step_after_close_raises(built: Built) -> None:
