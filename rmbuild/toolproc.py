@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from rmbuild.errors import (
     DiskFull,
@@ -130,6 +131,11 @@ class _Pump:
         return not self.thread.is_alive()
 
 
+def _open_log(path: Path) -> BinaryIO:
+    # Unbuffered: a write error (a full disk) shows at the write, not at a later flush/close.
+    return open(path, "wb", buffering=0)  # noqa: SIM115 - the pump closes it
+
+
 def _log_error(exc: OSError, log_path: Path, tool: str, tail: list[str]) -> RmbuildError:
     context = []
     if tail:
@@ -205,7 +211,7 @@ def run_supervised(
     exception of ours after the tool's tree is dead.
     """
     try:
-        log = open(log_path, "wb", buffering=0)  # unbuffered: a write error shows at once
+        log = _open_log(log_path)
     except OSError as exc:
         raise _log_error(exc, log_path, tool, []) from None
     try:

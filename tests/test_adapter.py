@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -298,3 +300,173 @@ def test_a_tool_leaving_a_background_child_neither_stalls_nor_leaks(
         time.sleep(0.1)
     else:
         raise AssertionError("the tool's background child outlived the build")
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+class _FullDisk:
+    """A log file whose disk fills up after ``room`` bytes (issue 6 #13)."""
+
+    def __init__(self, path: Path, room: int) -> None:
+        self.file = open(path, "wb", buffering=0)  # noqa: SIM115
+        self.room = room
+
+    def write(self, data: bytes) -> int:
+        if len(data) > self.room:
+            import errno
+
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.file.write(data)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def test_log_on_a_full_disk_stops_the_tool_and_says_disk_full(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rmbuild import toolproc
+    from rmbuild.errors import DiskFull
+
+    monkeypatch.setattr(toolproc, "_open_log", lambda path: _FullDisk(path, room=400))
+    # 30 lines, then the tool would hang for an hour: only rmbuild stopping it ends the run.
+    with pytest.raises(DiskFull) as info:
+        _run(_adapter(project), tmp_path, {"lines": 30, "mode": "hang"})
+    err = info.value
+    assert err.exit_code == 9 and err.path == tmp_path / "tool.log"
+    assert "no space left" in err.message and str(tmp_path / "tool.log") in err.message
+    assert isinstance(err.free, int)
+    assert f"bytes free: {err.free}" in err.context
+    # The tool's last lines were kept in memory, the ones the log lost included.
+    kept = [line.strip() for line in err.context if line.startswith("  log line")]
+    logged = (tmp_path / "tool.log").read_text().splitlines()
+    assert kept and [line for line in kept if line not in logged]
+    assert "gc" in (err.hint or "")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_log_on_a_real_full_tmpfs(project: Project, tmp_path: Path) -> None:
+    from rmbuild.errors import DiskFull
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(small)],  # noqa: S607
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        adapter = _adapter(project)
+        work = tmp_path / "work"
+        (work / "out").mkdir(parents=True)
+        flags = {**adapter.profile.flags, "lines": 20000, "mode": "hang"}
+        command = adapter.render_for_run(
+            flags, inputs={"model": tmp_path / "in"}, output=work / "out", workdir=work
+        )
+        with pytest.raises(DiskFull) as info:
+            adapter.run(command, workdir=work, log_path=small / "tool.log")
+        assert info.value.path == small / "tool.log"
+        assert info.value.free is not None and info.value.free < 4096
+        assert any(line.startswith("  log line") for line in info.value.context)
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)  # noqa: S607
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+ENV_DUMP = "{{ python }}\n-c\nimport json, os; print(json.dumps(dict(os.environ)))\n"
+
+
+def _tool_env(project: Project, tmp_path: Path, **changes: object) -> dict[str, str]:
+    project.write_template("env.argv.j2", ENV_DUMP)
+    seen: list[str] = []
+    _run(_adapter(project, template="env.argv.j2", **changes), tmp_path, on_line=seen.append)
+    return json.loads(seen[0])
+
+
+def test_caller_secrets_never_reach_the_tool(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in {
+        "AWS_SECRET_ACCESS_KEY": "aws-s3cr3t",
+        "HF_TOKEN": "hf_s3cr3t",
+        "LD_LIBRARY_PATH": "/evil/lib",
+        "LD_PRELOAD": "/evil/lib/hook.so",
+        "PYTHONPATH": "/evil/py",
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PATH", f"/evil/bin{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+    monkeypatch.setenv("TZ", "UTC")
+    env = _tool_env(project, tmp_path)
+    for name in ("AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "LD_LIBRARY_PATH", "LD_PRELOAD"):
+        assert name not in env, name
+    assert "s3cr3t" not in json.dumps(env) and "/evil" not in json.dumps(env)
+    # PATH: the toolchain's bin dir, then the system dirs; nothing of the caller's.
+    assert env["PATH"].split(os.pathsep) == [
+        str(TOOLCHAIN.bin_dir),
+        "/usr/local/bin",
+        "/usr/bin",
+        "/bin",
+    ]
+    assert env["HOME"] == os.environ["HOME"]
+    assert env["LC_ALL"] == "C.UTF-8" and env["TZ"] == "UTC"
+    assert env["TMPDIR"] == str(tmp_path / "work" / "tmp")
+
+
+def test_passed_through_variables_reach_the_tool(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VENDOR_KNOB", "keyed")
+    monkeypatch.setenv("VENDOR_LICENSE_SERVER", "lic:27000")
+    monkeypatch.setenv("NOT_DECLARED", "x")
+    env = _tool_env(
+        project,
+        tmp_path,
+        key_env=["VENDOR_KNOB"],
+        runtime_env=["VENDOR_LICENSE_SERVER"],
+        env={"FIXED": "1"},
+    )
+    assert env["VENDOR_KNOB"] == "keyed"
+    assert env["VENDOR_LICENSE_SERVER"] == "lic:27000"
+    assert env["FIXED"] == "1"
+    assert "NOT_DECLARED" not in env
+
+
+def test_toolchain_passes_variables_through(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VENDOR_HOME", "/opt/vendor")
+    monkeypatch.setenv("OTHER", "x")
+    toolchain = Toolchain(
+        name="fake", python=None, runtime_env=["VENDOR_HOME"], env={"VENDOR_MODE": "fast"}
+    )
+    project.write_template("env.argv.j2", ENV_DUMP)
+    adapter = BinaryCompilerAdapter(_profile(project, template="env.argv.j2"), toolchain, None)
+    adapter.start = project.root
+    seen: list[str] = []
+    _run(adapter, tmp_path, on_line=seen.append)
+    env = json.loads(seen[0])
+    assert env["VENDOR_HOME"] == "/opt/vendor" and env["VENDOR_MODE"] == "fast"
+    assert "OTHER" not in env
+
+
+@pytest.mark.parametrize(
+    ("field", "names", "message"),
+    [
+        ("runtime_env", ["BAD-NAME"], "not an environment variable name"),
+        ("key_env", ["1X"], "not an environment variable name"),
+    ],
+)
+def test_passthrough_names_are_validated(
+    project: Project, field: str, names: list[str], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        _profile(project, **{field: names})
+    with pytest.raises(ValidationError, match="both keyed"):
+        _profile(project, key_env=["X"], runtime_env=["X"])
