@@ -10,13 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from artifact_store.errors import (
     AmbiguousRef,
+    ArtifactCorrupt,
     ArtifactNotFound,
     CorruptManifest,
     CorruptObject,
+    DestinationExists,
+    DiskFull,
     InvalidAlias,
+    InvalidArgument,
     LockTimeout,
     StoreError,
     StoreUnavailable,
+    UnsafeTree,
 )
 from artifact_store.hashing import HASH_VERSION
 from artifact_store.records import ArtifactRecord, FileEntry, GcReport, Manifest
@@ -27,18 +32,23 @@ if TYPE_CHECKING:
 __all__ = [
     "HASH_VERSION",
     "AmbiguousRef",
+    "ArtifactCorrupt",
     "ArtifactNotFound",
     "ArtifactRecord",
     "CorruptManifest",
     "CorruptObject",
+    "DestinationExists",
+    "DiskFull",
     "FileEntry",
     "GcReport",
     "InvalidAlias",
+    "InvalidArgument",
     "LockTimeout",
     "Manifest",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "UnsafeTree",
 ]
 
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from artifact_store.errors import CorruptObject, StoreError
+from artifact_store.errors import CorruptObject, InvalidArgument
 from artifact_store.hashing import (
     _advise_sequential,
     hash_bytes,
@@ -37,25 +37,20 @@ class Blobs:
 
     def path(self, digest: str) -> Path:
         if not is_digest(digest):
-            raise StoreError(f"{digest!r} is not a SHA-256 hex digest")
+            raise InvalidArgument(f"{digest!r} is not a SHA-256 hex digest")
         return self.objects / digest[:2] / digest[2:]
 
     def exists(self, digest: str) -> bool:
         return self.path(digest).is_file()
 
-    def _refresh(self, final: Path) -> None:
-        # gc spares blobs younger than its grace period; bumping mtime on re-use protects a
-        # blob that an in-flight build is about to reference from a concurrent gc.
-        try:
-            os.utime(final)
-        except OSError:
-            pass  # another user's blob in a shared store: harmless to leave
+    # A blob already stored is left as it is, mtime included: its (inode, mtime_ns, size) is
+    # what the integrity check compares (issue 6 #8). A build that re-uses one is protected
+    # from a concurrent gc by the store's gc lock (Store.writing), not by a fresh mtime.
 
     def _install(self, tmp_path: str, digest: str) -> None:
         final = self.path(digest)
         if final.exists():
             os.unlink(tmp_path)
-            self._refresh(final)
             return
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(tmp_path, final)
@@ -64,7 +59,6 @@ class Blobs:
     def put_bytes(self, data: bytes) -> str:
         digest = hash_bytes(data)
         if self.exists(digest):
-            self._refresh(self.path(digest))
             return digest
         fd, tmp_path = tempfile.mkstemp(prefix="blob-", dir=self.tmp)
         try:
@@ -86,7 +80,6 @@ class Blobs:
         the file is not read at all.
         """
         if known is not None and self.exists(known[0]):
-            self._refresh(self.path(known[0]))
             return known
         fd, tmp_path = tempfile.mkstemp(prefix="blob-", dir=self.tmp)
         try:
@@ -101,12 +94,14 @@ class Blobs:
             raise
         return digest, size
 
-    def move_file(self, src: Path) -> tuple[str, int]:
+    def move_file(self, src: Path, *, replace: bool = False) -> tuple[str, int]:
         """Ingest ``src`` by renaming it into the store (same filesystem); copy otherwise.
 
-        The source path is consumed when the rename happens. Renaming rather than hardlinking
-        matters: a hardlink would leave a writable name for the blob's inode behind, and a
-        later in-place write through it would corrupt the store.
+        With ``replace``, ``src`` (just hashed) takes the place of a blob already stored under
+        its digest: a forced rebuild's way to get rid of a damaged copy that no cheap check
+        could see. The source path is consumed when the rename happens. Renaming rather than
+        hardlinking matters: a hardlink would leave a writable name for the blob's inode
+        behind, and a later in-place write through it would corrupt the store.
         """
         st = os.lstat(src)
         if not stat.S_ISREG(st.st_mode):
@@ -118,8 +113,7 @@ class Blobs:
             # the index row that points at it is written.
             os.fsync(f.fileno())
         final = self.path(digest)
-        if final.exists():
-            self._refresh(final)
+        if final.exists() and not replace:
             return digest, size
         try:
             os.chmod(src, BLOB_MODE)

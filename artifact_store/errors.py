@@ -6,7 +6,8 @@ code; each message is one line that says what went wrong and, where there is one
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -15,6 +16,20 @@ if TYPE_CHECKING:
 
 class StoreError(Exception):
     """Base class of every error the store raises on purpose."""
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Subclasses take their own arguments, which default exception pickling loses; an
+        # error raised in a worker process (`compile -j`) must reach the parent intact.
+        return (_restore, (type(self), self.args, self.__dict__))
+
+
+def _restore(
+    cls: type[StoreError], args: tuple[object, ...], state: dict[str, object]
+) -> StoreError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error
 
 
 class ArtifactNotFound(StoreError):
@@ -49,7 +64,7 @@ class CorruptObject(StoreError):
 
     def __init__(self, digest: str, problem: str) -> None:
         self.digest = digest
-        super().__init__(f"object {digest}: {problem} (run verify, then gc, and rebuild)")
+        super().__init__(f"object {digest}: {problem}")
 
 
 class CorruptManifest(StoreError):
@@ -83,3 +98,89 @@ class InvalidAlias(StoreError):
 
 class StoreUnavailable(StoreError):
     """The store folder or its index cannot be opened (bad path, bad URL, missing driver)."""
+
+
+# ---- precise classes (issue 6 #19): each says whose fault it is, so a caller can map it --------
+
+
+class InvalidArgument(StoreError):
+    """The caller misused the API (a malformed key or digest, bad metadata): a bug upstream."""
+
+
+class DestinationExists(InvalidArgument):
+    """``materialize(dest=...)`` was given a path that holds something else."""
+
+
+class UnsafeTree(StoreError):
+    """``put_tree`` refused a directory: a symlink leaving it, a dangling link, a cycle, a
+    special file. For rmbuild the directory is a tool's output, so this is the tool's fault.
+    """
+
+    def __init__(self, top: str, rel: str, problem: str) -> None:
+        self.top = top
+        self.rel = rel
+        self.problem = problem
+        super().__init__(f"{rel!r} in {top} {problem}")
+
+
+class DiskFull(StoreError):
+    """No space left (ENOSPC/EDQUOT) while writing under ``path`` (issue 6 #13).
+
+    ``needed`` is the number of bytes the write wanted where known, ``free`` what the
+    filesystem had left when the error was raised.
+    """
+
+    def __init__(self, path: str, *, needed: int | None = None, what: str = "writing") -> None:
+        import shutil
+        from pathlib import Path
+
+        self.path = path
+        self.needed = needed
+        self.free: int | None = None
+        probe = Path(path)
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        try:
+            self.free = shutil.disk_usage(probe).free
+        except OSError:
+            pass
+        super().__init__(f"no space left on the device while {what} {path}")
+
+
+class ArtifactCorrupt(StoreError):
+    """An artifact's content is damaged: ``problems`` says which blob of which file.
+
+    Raised where corrupt content would otherwise be served; the damaged blobs have been moved
+    to ``quarantine/`` and the artifact marked corrupt, so the next build of its key rebuilds.
+    """
+
+    def __init__(self, key: str, problems: Sequence[object]) -> None:
+        self.key = key
+        self.problems = [str(p) for p in problems]
+        super().__init__(f"artifact {key[:12]} is corrupt: {'; '.join(self.problems)}")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True for a full disk or exhausted quota: an OSError, or SQLite's SQLITE_FULL."""
+    import errno
+    import sqlite3
+
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    orig = getattr(exc, "orig", exc)  # SQLAlchemy wraps the driver's error in .orig
+    if isinstance(orig, sqlite3.Error):
+        return getattr(orig, "sqlite_errorcode", None) == 13 or "disk is full" in str(orig)
+    return False
+
+
+@contextlib.contextmanager
+def disk_full_as(
+    path: object, *, needed: int | None = None, what: str = "writing"
+) -> Iterator[None]:
+    """Turn a full-disk error raised inside into :class:`DiskFull` naming ``path``."""
+    try:
+        yield
+    except Exception as exc:
+        if is_disk_full(exc):
+            raise DiskFull(str(path), needed=needed, what=what) from exc
+        raise

@@ -3,6 +3,26 @@
 Reachability is computed from the index: an artifact keeps alive its manifest blob, every
 file blob the manifest names, and the blobs listed in ``metadata["blobs"]`` (build logs and
 the like). Everything else under ``objects/`` older than the grace period is garbage.
+
+The protocol (issue 6 #9). gc holds the store-wide gc lock (``locks/gc.lock``) exclusively
+from its snapshot of the index to the end of its sweep. Everything that makes blobs live or
+lays them out holds it shared: a build from its first ingested blob to its index row
+(``Store.writing``), ``Store.commit`` itself, ``Store.materialize``, and taking a pin. So no
+artifact can be committed, and no tree laid out, between gc deciding "garbage" and deleting
+it. The snapshot is re-checked against the index just before the sweep (a writer that
+bypasses the lock, e.g. ``delete``/``tag``, or a library caller's own commit path, is seen).
+Pinned artifacts (a build's input, a loaded ``run`` session) and keys whose build lock is held
+are never evicted, nor are their trees removed.
+
+What gc collects (issue 6 #10): unreferenced blobs past ``grace``; scratch dirs in ``tmp/``
+untouched for an hour and not held by a live build; trees of artifacts that no longer exist;
+``logs/`` files (the logs of failed builds; a successful build moves its log into the store)
+older than ``log_retention``; lock files of keys with no artifact that no process holds; and
+stat-cache rows of files that no longer exist or have changed since they were hashed.
+``quarantine/`` is left alone: it is evidence for whoever investigates the damage.
+
+This module reaches the store only through its public methods (see :class:`GcStore`) and
+never imports :mod:`artifact_store.store`.
 """
 
 from __future__ import annotations
@@ -11,59 +31,138 @@ import os
 import shutil
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from artifact_store.errors import ArtifactNotFound, StoreError
-from artifact_store.records import GcReport
-
-if TYPE_CHECKING:
-    from artifact_store.store import Store
+from artifact_store.locks import FIXED_LOCKS, GC_LOCK, IN_USE, FileLock, is_held, remove_if_unheld
+from artifact_store.records import ArtifactRecord, GcReport, Manifest
 
 # Scratch dirs (tmp/) and half-built trees untouched this long belong to dead processes.
 STALE_AFTER = 3600.0
+# Failed builds' logs are kept this long by default (seconds): long enough to read after a
+# weekend, short enough that a CI runner's store does not fill with them.
+LOG_RETENTION = 14 * 86400.0
 
 
-def collect(store: Store, *, dry_run: bool, max_size: int | None, grace: float) -> GcReport:
-    """Implementation of :meth:`Store.gc`."""
-    now = time.time()
-    records = store.list()
-    refs: dict[str, set[str]] = {}
-    sizes: dict[str, int] = {}
-    for rec in records:
+class GcStore(Protocol):
+    """What gc needs of a store (all public; :class:`artifact_store.Store` provides it)."""
+
+    root: Path
+
+    def list(self) -> list[ArtifactRecord]: ...
+    def get_manifest(self, digest: str) -> Manifest: ...
+    def blob_path(self, digest: str) -> Path: ...
+    def iter_blobs(self) -> Iterator[tuple[str, Path]]: ...
+    def delete(self, key: str) -> None: ...
+    def forget_blob_stats(self, digests: list[str]) -> bool: ...
+    def prune_stat_cache(self, *, dry_run: bool) -> int: ...
+
+
+@dataclass
+class Snapshot:
+    """The index as gc saw it: each artifact and the blobs it keeps alive."""
+
+    records: dict[str, ArtifactRecord] = field(default_factory=dict)
+    refs: dict[str, set[str]] = field(default_factory=dict)  # key -> digests
+    sizes: dict[str, int] = field(default_factory=dict)  # digest -> bytes
+
+    def add(self, store: GcStore, rec: ArtifactRecord) -> None:
         digests = {rec.manifest_digest}
-        sizes[rec.manifest_digest] = _size(store.blob_path(rec.manifest_digest))
+        self.sizes[rec.manifest_digest] = _size(store.blob_path(rec.manifest_digest))
         try:
-            manifest = store.get_manifest(rec.manifest_digest)
+            manifest: Manifest | None = store.get_manifest(rec.manifest_digest)
         except StoreError:
             manifest = None  # verify reports it; its files cannot be known, so none are kept
         if manifest is not None:
             for entry in manifest.files.values():
                 digests.add(entry.digest)
-                sizes[entry.digest] = entry.size
+                self.sizes[entry.digest] = entry.size
         for d in rec.metadata.get("blobs", []) if isinstance(rec.metadata, dict) else []:
             digests.add(d)
-            sizes[d] = _size(store.blob_path(d))
-        refs[rec.key] = digests
+            self.sizes[d] = _size(store.blob_path(d))
+        self.records[rec.key] = rec
+        self.refs[rec.key] = digests
 
+
+def take_snapshot(store: GcStore) -> Snapshot:
+    """Read the index once: every artifact and what it references."""
+    snap = Snapshot()
+    for rec in store.list():
+        snap.add(store, rec)
+    return snap
+
+
+def recheck(store: GcStore, snap: Snapshot) -> Snapshot:
+    """Bring ``snap`` up to date with the index: add artifacts that appeared since, drop gone
+    ones. Blobs of anything in the index now are therefore never swept."""
+    now = {rec.key: rec for rec in store.list()}
+    for key in list(snap.records):
+        if key not in now:
+            del snap.records[key], snap.refs[key]
+    for key, rec in now.items():
+        if key not in snap.records:
+            snap.add(store, rec)
+    return snap
+
+
+def collect(
+    store: GcStore,
+    *,
+    dry_run: bool,
+    max_size: int | None,
+    grace: float,
+    log_retention: float = LOG_RETENTION,
+    on_snapshot: Callable[[Snapshot], None] | None = None,
+) -> GcReport:
+    """Implementation of :meth:`Store.gc`; ``on_snapshot`` is called between the snapshot and
+    the sweep (tests interleave other work there)."""
+    lock = FileLock(store.root / "locks" / GC_LOCK)
+    lock.acquire()
+    try:
+        snap = take_snapshot(store)
+        if on_snapshot is not None:
+            on_snapshot(snap)
+        return _sweep(store, recheck(store, snap), dry_run, max_size, grace, log_retention)
+    finally:
+        lock.release()
+
+
+def _sweep(
+    store: GcStore,
+    snap: Snapshot,
+    dry_run: bool,
+    max_size: int | None,
+    grace: float,
+    log_retention: float,
+) -> GcReport:
+    now = time.time()
+    locks = store.root / "locks"
     refcount: Counter[str] = Counter()
-    for digests in refs.values():
+    for digests in snap.refs.values():
         refcount.update(digests)
-    total = sum(sizes[d] for d in refcount)
+    total = sum(snap.sizes[d] for d in refcount)
     size_before = total
 
     evicted: list[str] = []
+    skipped: list[str] = []
     if max_size is not None:
         # Oldest use first; creation time breaks ties so the order is stable.
-        for rec in sorted(records, key=lambda r: (r.last_used_at, r.created_at, r.key)):
+        order = sorted(snap.records.values(), key=lambda r: (r.last_used_at, r.created_at, r.key))
+        for rec in order:
             if total <= max_size:
                 break
+            if _busy(locks, rec.key):
+                skipped.append(rec.key)  # a build reads it or a `run` serves it right now
+                continue
             evicted.append(rec.key)
-            for d in refs[rec.key]:
+            for d in snap.refs[rec.key]:
                 refcount[d] -= 1
                 if refcount[d] == 0:
                     del refcount[d]
-                    total -= sizes[d]
+                    total -= snap.sizes[d]
     if not dry_run:
         for key in evicted:
             try:
@@ -74,7 +173,8 @@ def collect(store: Store, *, dry_run: bool, max_size: int | None, grace: float) 
     live = set(refcount)
     blobs_removed = 0
     bytes_freed = 0
-    for digest, path in store._blobs.iter_all():
+    gone: list[str] = []
+    for digest, path in store.iter_blobs():
         if digest in live:
             continue
         try:
@@ -82,31 +182,52 @@ def collect(store: Store, *, dry_run: bool, max_size: int | None, grace: float) 
         except FileNotFoundError:
             continue
         if now - st.st_mtime < grace:
-            continue  # may belong to a build that has not committed yet
+            continue  # may belong to a build that stores blobs without holding the gc lock
         blobs_removed += 1
         bytes_freed += st.st_size
+        gone.append(digest)
         if not dry_run:
             path.unlink(missing_ok=True)
+    if not dry_run:
+        store.forget_blob_stats(gone)
 
     tmp_removed = 0
     for entry in _children(store.root / "tmp"):
-        if now - _newest_mtime(entry) > STALE_AFTER and not _in_use(entry):
+        if now - _newest_mtime(entry) > STALE_AFTER and not is_held(entry / IN_USE):
             tmp_removed += 1
             bytes_freed += _tree_bytes(entry)
             if not dry_run:
                 _remove(entry)
 
-    live_keys = {r.key for r in records} - set(evicted)
+    live_keys = set(snap.records) - set(evicted)
     trees_removed = 0
     for entry in _children(store.root / "trees"):
         if entry.name.startswith("."):
             stale = now - _newest_mtime(entry) > STALE_AFTER  # temp or set-aside trees
         else:
-            stale = entry.name not in live_keys
+            stale = entry.name not in live_keys and not _busy(locks, entry.name)
         if stale:
             trees_removed += 1
             if not dry_run:
                 _remove(entry)
+
+    logs_removed = 0
+    for entry in _children(store.root / "logs"):
+        if entry.is_file() and now - _newest_mtime(entry) > log_retention:
+            logs_removed += 1
+            bytes_freed += _size(entry)
+            if not dry_run:
+                entry.unlink(missing_ok=True)
+
+    locks_removed = 0
+    for entry in _children(locks):
+        key, _, suffix = entry.name.rpartition(".")
+        if entry.name in FIXED_LOCKS or suffix not in ("lock", "pin") or key in live_keys:
+            continue
+        if dry_run:
+            locks_removed += not is_held(entry)
+        elif remove_if_unheld(entry):
+            locks_removed += 1
 
     return GcReport(
         dry_run=dry_run,
@@ -115,25 +236,18 @@ def collect(store: Store, *, dry_run: bool, max_size: int | None, grace: float) 
         bytes_freed=bytes_freed,
         tmp_removed=tmp_removed,
         trees_removed=trees_removed,
+        logs_removed=logs_removed,
+        locks_removed=locks_removed,
+        stat_rows_removed=store.prune_stat_cache(dry_run=dry_run),
+        skipped_in_use=tuple(skipped),
         size_before=size_before,
         size_after=total,
     )
 
 
-def _in_use(entry: Path) -> bool:
-    """Is a live process holding this build dir (Store.build_dir)?"""
-    from filelock import FileLock, Timeout
-
-    from artifact_store.store import IN_USE
-
-    marker = entry / IN_USE
-    if not marker.exists():
-        return False
-    try:
-        with FileLock(str(marker), timeout=0):
-            return False
-    except Timeout:
-        return True
+def _busy(locks: Path, key: str) -> bool:
+    """Is ``key`` pinned (a build's input, a loaded session) or being built right now?"""
+    return is_held(locks / f"{key}.pin") or is_held(locks / f"{key}.lock")
 
 
 def _size(path: Path) -> int:

@@ -57,6 +57,9 @@ artifacts = sa.Table(
     sa.Column("last_used_at", UTCDateTime(), nullable=False, index=True),
     sa.Column("size", sa.BigInteger(), nullable=False),
     sa.Column("metadata", sa.JSON(), nullable=False),
+    # "ok" or "corrupt" (issue 6 #8): a corrupt artifact is never a hit; a rebuild resets it.
+    sa.Column("state", sa.String(16), nullable=False, server_default="ok"),
+    sa.Column("problem", sa.Text(), nullable=True),
 )
 
 aliases = sa.Table(
@@ -101,6 +104,29 @@ file_hashes = sa.Table(
     sa.Column("hash_version", sa.Integer(), nullable=False),
     sa.Column("digest", sa.String(64), nullable=False),
 )
+
+
+# What each blob looked like when it became part of an artifact (issue 6 #8). Blobs are
+# read-only and never rewritten in place, so a different inode, mtime or size means tampering
+# or a bad disk: the cheap check on every hit compares these, and re-hashes only on a mismatch.
+blob_stats = sa.Table(
+    "blob_stats",
+    metadata_obj,
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("inode", sa.BigInteger(), nullable=False),
+    sa.Column("mtime_ns", sa.BigInteger(), nullable=False),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+)
+
+
+def create_readonly_engine(path: str) -> Engine:
+    """An engine over read-only sqlite3 connections to the file at ``path`` (issue 6 #13).
+
+    No PRAGMA that writes, no migration: ``ls``/``show``/``verify`` keep working on a full disk.
+    """
+    from artifact_store.reader import connect_ro
+
+    return sa.create_engine("sqlite://", creator=lambda: connect_ro(path))
 
 
 def create_engine(url: str) -> Engine:

@@ -131,8 +131,16 @@ class ArtifactRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     uses: tuple[tuple[str, str], ...] = ()
+    # "ok", or "corrupt" once a check found a damaged blob (issue 6 #8); a rebuild resets it.
+    state: str = "ok"
+    problem: str | None = None
 
     __hash__ = None  # type: ignore[assignment]  # metadata is a dict
+
+    @property
+    def corrupt(self) -> bool:
+        """True if a check found this artifact's content damaged (never served as a hit)."""
+        return self.state == "corrupt"
 
 
 @dataclass(frozen=True)
@@ -145,6 +153,10 @@ class GcReport:
     bytes_freed: int = 0
     tmp_removed: int = 0
     trees_removed: int = 0
+    logs_removed: int = 0  # failed-build logs past their retention (issue 6 #10)
+    locks_removed: int = 0  # lock files of keys with no artifact and no holder
+    stat_rows_removed: int = 0  # stat-cache rows of files that no longer exist
+    skipped_in_use: tuple[str, ...] = ()  # eviction candidates spared: a build or run held them
     size_before: int = 0  # bytes of blobs referenced by artifacts, before eviction
     size_after: int = 0  # same, after eviction
 
@@ -154,5 +166,7 @@ class GcReport:
         return (
             f"{verb} {self.bytes_freed} bytes: {self.blobs_removed} blobs, "
             f"{len(self.evicted_keys)} evicted artifacts, {self.tmp_removed} tmp dirs, "
-            f"{self.trees_removed} trees; store {self.size_before} -> {self.size_after} bytes"
+            f"{self.trees_removed} trees, {self.logs_removed} logs, {self.locks_removed} locks, "
+            f"{self.stat_rows_removed} stat rows; "
+            f"store {self.size_before} -> {self.size_after} bytes"
         )

@@ -120,3 +120,32 @@ def store(engine: Engine, entries: Iterable[tuple[StatKey, str]]) -> None:
             conn.execute(t.insert(), list(rows.values()))
     except sa.exc.IntegrityError:
         pass  # a concurrent writer cached the same paths; its digests are as good as ours
+
+
+def prune(engine: Engine, *, dry_run: bool = False) -> int:
+    """Drop rows whose file is gone or changed since it was hashed (issue 6 #10).
+
+    Such a row can never be a hit again: a changed file is re-hashed and re-cached anyway.
+    Returns how many rows were (or with ``dry_run`` would be) dropped.
+    """
+    import sqlalchemy as sa
+
+    from artifact_store import index
+
+    t = index.file_hashes
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.path, t.c.inode, t.c.mtime_ns, t.c.size)).all()
+    stale = []
+    for path, inode, mtime_ns, size in rows:
+        try:
+            st = os.stat(path)
+        except OSError:
+            stale.append(path)
+            continue
+        if (st.st_ino, st.st_mtime_ns, st.st_size) != (inode, mtime_ns, size):
+            stale.append(path)
+    if stale and not dry_run:
+        with index.write_connection(engine) as conn, conn.begin():
+            for i in range(0, len(stale), _CHUNK):
+                conn.execute(t.delete().where(t.c.path.in_(stale[i : i + _CHUNK])))
+    return len(stale)

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import rmbuild
-from artifact_store import ArtifactRecord, LockTimeout, Store, StoreError
+from artifact_store import ArtifactRecord, LockTimeout, Store
+from artifact_store.errors import DiskFull as StoreDiskFull
+from artifact_store.errors import UnsafeTree
 from rmbuild import sources
 from rmbuild.adapter import _FORBIDDEN as FORBIDDEN_IN_VALUES  # one list, two checks
 from rmbuild.adapter import BinaryCompilerAdapter
-from rmbuild.errors import SpecError
+from rmbuild.errors import SpecError, UnsafeToolOutput
 from rmbuild.keys import ActionKey
 from rmbuild.plugins import get_backend
 from rmbuild.profiles import find_profile
@@ -60,6 +62,18 @@ class SilentReporter:
 
     def stage_done(self, profile: str, key: str, hit: bool, seconds: float) -> None:
         pass
+
+    def stage_note(self, profile: str, key: str, message: str) -> None:
+        pass
+
+
+def _note(reporter: Reporter, profile: str, key: str, message: str) -> None:
+    # stage_note is newer than the Reporter protocol; a reporter without it gets a log line.
+    note = getattr(reporter, "stage_note", None)
+    if note is not None:
+        note(profile, key, message)
+    else:
+        reporter.stage_line(message)
 
 
 @dataclass(frozen=True)
@@ -292,6 +306,7 @@ def _run_stage(
     store: Store,
     reporter: Reporter,
     replace: bool,
+    fresh: bool = False,
 ) -> ArtifactRecord:
     profile = stage.profile
     adapter = BinaryCompilerAdapter(profile, stage.toolchain, spec.root)
@@ -302,7 +317,7 @@ def _run_stage(
     log_dir = store.root / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{key_hex[:16]}-{started_at:%Y%m%dT%H%M%S}-{os.getpid()}.log"
-    with store.build_dir(f"build-{key_hex[:12]}-") as tmp:
+    with store.build_dir(f"build-{key_hex[:12]}-") as tmp, contextlib.ExitStack() as ingest:
         out = tmp / "out"
         out.mkdir()
         command = adapter.render_for_run(
@@ -313,7 +328,18 @@ def _run_stage(
         _carry(profile.carry, input_path, out)
         get_backend(profile.backend).prepare_outputs(profile, input_path, out)
         t1 = time.monotonic()
-        manifest = store.put_tree(out, move=True)
+        # From the first stored blob to the index row, gc cannot sweep (issue 6 #9).
+        ingest.enter_context(store.writing())
+        try:
+            # fresh (a forced rebuild): our bytes replace any stored copy, damaged or not.
+            manifest = store.put_tree(out, move=True, fresh=fresh)
+        except UnsafeTree as exc:  # the tool's output, so the tool's fault (issue 6 #19)
+            raise UnsafeToolOutput(
+                f"{profile.tool.name} left an output the store refuses: {exc}",
+                tool=profile.tool.name,
+                log_path=log_path,
+                hint="a tool must leave regular files (or links that stay) inside its output",
+            ) from None
         log_digest = store.put_file(log_path, move=True)
         metadata = {
             "rmbuild_version": rmbuild.__version__,
@@ -357,20 +383,35 @@ def _run_stage(
         )
 
 
-def _usable(store: Store, key_hex: str) -> ArtifactRecord | None:
-    """The artifact for ``key_hex`` if its row exists and its blobs are all there.
+def _usable(store: Store, key_hex: str) -> tuple[ArtifactRecord | None, str | None]:
+    """The artifact for ``key_hex`` if it may be served; else None and why not (or None).
 
-    A row whose blobs were lost (a disk problem, a hand deletion) is rebuilt, never served and
-    never left blocking its key; `rmbuild verify` finds corrupt content, this finds absence.
+    Every hit passes the store's cheap integrity check (issue 6 #8): each blob's inode, mtime
+    and size as recorded at ingest; a blob that moved is re-hashed. A lost or damaged blob is
+    quarantined and its artifacts marked corrupt, so they are rebuilt, never served and never
+    left blocking their key. A same-size rewrite with its mtime put back passes this check;
+    `rmbuild verify` (a full re-hash) finds it, and `compile --rebuild` replaces it.
     """
     record = store.get(key_hex)
-    if record is None or not store.has_blob(record.manifest_digest):
-        return None
+    if record is None:
+        return None, None
+    problems = store.check(record)
+    if problems:
+        return None, f"stored artifact is corrupt ({problems[0]}); rebuilding"
+    return record, None
+
+
+def _record_hit(store: Store, record: ArtifactRecord, model: str, target: str) -> None:
+    """Bookkeeping of a hit: its (model, target) use and its last use; skipped on a full disk
+    (issue 6 #13: a hit must not fail for want of a few bytes of index)."""
     try:
-        files = store.get_manifest(record.manifest_digest).files.values()
-    except StoreError:
-        return None
-    return record if all(store.has_blob(entry.digest) for entry in files) else None
+        if not store.has_use(record.key, model, target):
+            # A shared stage (the export) serves this target too: `ls --target` shows it.
+            store.add_use(record.key, model, target)
+        if datetime.now(UTC) - record.last_used_at > TOUCH_EVERY:
+            store.touch(record.key)  # keeps `gc --max-size` from evicting what CI keeps hitting
+    except StoreDiskFull:
+        pass
 
 
 @contextlib.contextmanager
@@ -395,9 +436,16 @@ def build(
     *,
     store: Store,
     reporter: Reporter | None = None,
+    rebuild: bool | datetime = False,
 ) -> BuildResult:
-    """Build (or find in the cache) every stage of ``target``."""
+    """Build (or find in the cache) every stage of ``target``.
+
+    ``rebuild`` forces every stage to run again and replace its stored artifact (issue 6 #8).
+    It may be the moment the rebuild began instead of True: an artifact (re)built since then
+    counts as rebuilt, so a stage shared by several targets is rebuilt once.
+    """
     reporter = reporter or SilentReporter()
+    since = datetime.now(UTC) if rebuild is True else (rebuild or None)
     chain = plan(spec, target)
     results: list[StageResult] = []
     inputs = {"model": source_digest(spec, store)}
@@ -408,35 +456,46 @@ def build(
         key_hex = key.compute()
         name = stage.profile.name
         reporter.stage_start(target, index, len(chain), name, key_hex)
-        record = _usable(store, key_hex)
-        hit = record is not None
+        record, why = (None, None) if since else _usable(store, key_hex)
+        if why:
+            _note(reporter, name, key_hex, why)
         if record is None:
             # Two builders of one key run the tool once: the second waits, then hits. The lock
             # is an flock, so a SIGKILLed holder releases it with its death.
             with _key_lock(store, key_hex, name, reporter, stage.profile.timeout + 120):
-                record = _usable(store, key_hex)
-                hit = record is not None
+                record, why_now = _usable(store, key_hex)
+                if since and record is not None and record.created_at < since:
+                    record, why_now = None, "--rebuild: running the tool again"
+                if why_now and why_now != why:
+                    _note(reporter, name, key_hex, why_now)
                 if record is None:
-                    # Only a miss needs the upstream files; hardlinks make this cheap.
-                    input_path = store.materialize(parent) if parent else spec.source_path
-                    record = _run_stage(
-                        spec=spec,
-                        target=target,
-                        stage=stage,
-                        key=key,
-                        key_hex=key_hex,
-                        input_path=input_path,
-                        parents=[parent] if parent else [],
-                        store=store,
-                        reporter=reporter,
-                        replace=store.get(key_hex) is not None,
-                    )
+                    # The upstream tree is pinned while the tool reads it: gc neither evicts
+                    # it nor removes its files meanwhile (issue 6 #9).
+                    with store.pin(parent) if parent else contextlib.nullcontext():
+                        # Only a miss needs the upstream files; hardlinks make this cheap.
+                        input_path = store.materialize(parent) if parent else spec.source_path
+                        record = _run_stage(
+                            spec=spec,
+                            target=target,
+                            stage=stage,
+                            key=key,
+                            key_hex=key_hex,
+                            input_path=input_path,
+                            parents=[parent] if parent else [],
+                            store=store,
+                            reporter=reporter,
+                            replace=store.get(key_hex) is not None,
+                            fresh=since is not None,
+                        )
+                    hit = False
+                else:
+                    hit = True
         else:
-            if not store.has_use(key_hex, spec.spec.name, target):
-                # A shared stage (the export) serves this target too: `ls --target` shows it.
-                store.add_use(key_hex, spec.spec.name, target)
-            if datetime.now(UTC) - record.last_used_at > TOUCH_EVERY:
-                store.touch(key_hex)  # keeps `gc --max-size` from evicting what CI keeps hitting
+            hit = True
+        if hit:
+            # Also when the hit was found only under the lock, because another job built it
+            # meanwhile (issue 6 #15: `compile --all -j 2` lost those uses).
+            _record_hit(store, record, spec.spec.name, target)
         seconds = time.monotonic() - t0
         reporter.stage_done(name, key_hex, hit, seconds)
         results.append(StageResult(name, key_hex, hit, seconds, record))
@@ -446,13 +505,20 @@ def build(
 
 
 def _build_worker(
-    spec_path: str, target: str, root: str, url: str | None, reporter: Reporter | None
+    spec_path: str,
+    target: str,
+    root: str,
+    url: str | None,
+    reporter: Reporter | None,
+    rebuild: datetime | bool = False,
 ) -> BuildResult:
     """One target in a worker process, with its own store handle (connections don't fork)."""
     from artifact_store import Store
 
     with Store(root, url) as store:
-        return build(load_model_spec(spec_path), target, store=store, reporter=reporter)
+        return build(
+            load_model_spec(spec_path), target, store=store, reporter=reporter, rebuild=rebuild
+        )
 
 
 def compile_spec(
@@ -462,19 +528,22 @@ def compile_spec(
     store: Store,
     reporter: Reporter | None = None,
     jobs: int = 1,
+    rebuild: bool = False,
 ) -> list[BuildResult]:
     """Library entry point of ``rmbuild compile``: build targets of a model.yaml.
 
     With ``jobs > 1`` targets build in parallel worker processes. Stages they share (the export)
     meet at the key's lock: one worker builds it, the others wait and hit. Every target runs to
     the end; the first failure is raised after all have finished. ``reporter`` must then be
-    picklable.
+    picklable. ``rebuild`` runs every stage's tool again, once per stage even where targets
+    share it, and replaces the stored artifacts (see :func:`build`).
     """
     if not isinstance(spec, LoadedSpec):
         spec = load_model_spec(spec)
     names = targets or list(spec.spec.targets)
+    since: datetime | bool = datetime.now(UTC) if rebuild else False
     if jobs <= 1 or len(names) == 1:
-        return [build(spec, name, store=store, reporter=reporter) for name in names]
+        return [build(spec, name, store=store, reporter=reporter, rebuild=since) for name in names]
     for name in names:
         plan(spec, name)  # fail fast on spec errors, before starting any worker
     import multiprocessing
@@ -484,7 +553,13 @@ def compile_spec(
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         futures = [
             pool.submit(
-                _build_worker, str(spec.path), name, str(store.root), store.index_url, reporter
+                _build_worker,
+                str(spec.path),
+                name,
+                str(store.root),
+                store.index_url,
+                reporter,
+                since,
             )
             for name in names
         ]

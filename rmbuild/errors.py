@@ -143,6 +143,13 @@ class OutputsMissing(ToolError):
     code = "outputs-missing"
 
 
+class UnsafeToolOutput(ToolError):
+    """A tool left something the store refuses in its output: a symlink leading out of the
+    output folder, a dangling link, a special file (issue 6 #19: the tool's fault, exit 4)."""
+
+    code = "unsafe-tool-output"
+
+
 class ArtifactNotFound(RmbuildError):
     code = "artifact-not-found"
     exit_code = EXIT_NOT_FOUND

@@ -10,22 +10,31 @@ from rmbuild.errors import (
     AmbiguousArtifact,
     ArtifactNotFound,
     BuildLockTimeout,
+    DiskFull,
+    InternalError,
     InvalidName,
     RmbuildError,
     StoreCorrupt,
     StoreUnavailable,
+    UnsafeToolOutput,
 )
 
 if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Store
 
 
-def open_store(root: str | os.PathLike | None = None, url: str | None = None) -> Store:
-    """The store at ``--store``/``$RMBUILD_STORE``/the user cache dir."""
+def open_store(
+    root: str | os.PathLike | None = None, url: str | None = None, *, read_only: bool = False
+) -> Store:
+    """The store at ``--store``/``$RMBUILD_STORE``/the user cache dir.
+
+    ``read_only`` for commands that only read (``ls``, ``show``, ``verify``, ``run``): the
+    index is opened read-only so they keep working on a full disk (issue 6 #13).
+    """
     from artifact_store import Store, StoreError
 
     try:
-        return Store(store_root(root), index_url(url))
+        return Store(store_root(root), index_url(url), read_only=read_only)
     except StoreError as exc:
         raise translate(exc) from None  # type: ignore[misc]
 
@@ -59,8 +68,14 @@ def resolve(store: Store, ref: str) -> ArtifactRecord:
 
 
 def translate(exc: Exception) -> RmbuildError | None:
-    """artifact_store's error as the rmbuild error a user should see, or None if not one."""
+    """artifact_store's error as the rmbuild error a user should see, or None if not one.
+
+    Each store error class maps to the class of fault it is (issue 6 #19): the user's input,
+    the store's state, a tool's output, a full disk, or a bug (exit 1), never a blanket
+    "store unavailable".
+    """
     import artifact_store as st
+    from artifact_store import errors as se
 
     if not isinstance(exc, st.StoreError):
         return None
@@ -70,6 +85,10 @@ def translate(exc: Exception) -> RmbuildError | None:
             message,
             hint="aliases are letters, digits, '.', '_' and '-', and "
             "not all-hex (that would read as an id prefix)",
+        )
+    if isinstance(exc, st.AmbiguousRef):
+        return AmbiguousArtifact(
+            message, context=[describe(c) for c in exc.candidates], hint="give more characters"
         )
     if isinstance(exc, st.ArtifactNotFound):
         return ArtifactNotFound(message, hint="`rmbuild ls` lists the artifacts and aliases")
@@ -81,12 +100,31 @@ def translate(exc: Exception) -> RmbuildError | None:
         return StoreUnavailable(
             message, hint="check --store / RMBUILD_STORE and --index-url / RMBUILD_INDEX_URL"
         )
+    if isinstance(exc, se.DiskFull):
+        return DiskFull(
+            f"artifact store: {message}", path=exc.path, needed=exc.needed, free=exc.free
+        )
+    if isinstance(exc, se.UnsafeTree):
+        return UnsafeToolOutput(
+            f"the tool's output was refused: {message}",
+            tool="the tool",
+            hint="the tool left a link out of its output folder or a special file; "
+            "a tool must leave regular files inside its output",
+        )
+    if isinstance(exc, se.ArtifactCorrupt):
+        return StoreCorrupt(
+            f"artifact store: {message}",
+            context=exc.problems,
+            hint="`rmbuild compile` rebuilds a corrupt artifact (`--rebuild` forces it)",
+        )
     if isinstance(exc, st.CorruptObject | st.CorruptManifest):
         return StoreCorrupt(
             f"artifact store: {message}",
-            hint="run `rmbuild verify`, rebuild with `rmbuild compile`",
+            hint="run `rmbuild verify --repair`, then `rmbuild compile` rebuilds what it dropped",
         )
-    return StoreUnavailable(
+    # InvalidArgument, and any StoreError without a class of its own: rmbuild called the
+    # store wrongly. That is a bug to report, not a store the user must fix.
+    return InternalError(
         f"artifact store: {message}",
-        hint="check the store folder (--store) and run `rmbuild verify`",
+        hint="this is a bug in rmbuild; run again with -v and report it",
     )

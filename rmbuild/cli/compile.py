@@ -32,6 +32,9 @@ class PlainReporter:
         what = "cache hit" if hit else f"built in {seconds:.1f} s"
         click.echo(f"{self._prefix}: {what}", err=True)
 
+    def stage_note(self, profile: str, key: str, message: str) -> None:
+        click.echo(f"{self._prefix}: {message}", err=True)
+
 
 class LiveReporter:
     """A live status line per stage on a TTY: elapsed time and the tool's latest log line."""
@@ -79,6 +82,11 @@ class LiveReporter:
     def stage_line(self, line: str) -> None:
         self._line = line
 
+    def stage_note(self, profile: str, key: str, message: str) -> None:
+        from rich.markup import escape
+
+        self.console.print(f"{self._label} [yellow]{escape(message)}[/]")
+
     def _end(self) -> None:
         self._stop.set()
         if self._ticker is not None:
@@ -120,6 +128,12 @@ class LiveReporter:
     metavar="ALIAS",
     help="Point ALIAS at the artifact (one target only), e.g. chat-main-cpu.",
 )
+@click.option(
+    "--rebuild",
+    is_flag=True,
+    help="Run every stage's tool again and replace the stored artifacts (a corrupt artifact "
+    "is rebuilt without it).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def command(
@@ -129,6 +143,7 @@ def command(
     all_targets: bool,
     jobs: int,
     alias: str | None,
+    rebuild: bool,
     as_json: bool,
 ) -> None:
     """Build targets of SPEC (a model.yaml). A target already built is a cache hit."""
@@ -149,7 +164,9 @@ def command(
     reporter: Any = LiveReporter() if live else PlainReporter(app.verbose)
     started = time.monotonic()
     try:
-        results = compile_spec(loaded, names, store=store, reporter=reporter, jobs=jobs)
+        results = compile_spec(
+            loaded, names, store=store, reporter=reporter, jobs=jobs, rebuild=rebuild
+        )
     finally:
         if live:
             reporter.close()

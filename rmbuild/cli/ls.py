@@ -19,7 +19,11 @@ def command(
     app: Any, model: str | None, target: str | None, backend: str | None, as_json: bool
 ) -> None:
     """List artifacts: id, model, target, profile, backend, toolchain, size, age."""
-    records = app.store().list(model=model, target=target, backend=backend)
+    from rmbuild.store import open_store
+
+    # Read-only index: listing works on a full disk (issue 6 #13).
+    store = open_store(app.store_path, app.index_url, read_only=True)
+    records = store.list(model=model, target=target, backend=backend)
     if as_json:
         emit_json([record_summary(r) for r in records])
         return

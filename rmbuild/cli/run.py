@@ -18,7 +18,12 @@ import click
 @click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1, min_open=True))
 @click.option("--seed", type=int, help="Seed for sampling.")
 @click.option("--device", help="Run on this device instead of the profile's (e.g. CPU, GPU, NPU).")
-@click.option("--verify", is_flag=True, help="Re-hash the artifact's files before loading.")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Re-hash every file of the artifact before loading (the default check compares "
+    "each file's inode, mtime and size with what was recorded at build time).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print text and stats as JSON at the end.")
 @click.pass_obj
 def command(
@@ -38,10 +43,14 @@ def command(
 
     from rmbuild.runtime.loader import load
     from rmbuild.runtime.sampling import SamplingParams
+    from rmbuild.store import open_store
 
     t0 = time.perf_counter()
     options = {"device": device} if device else {}
-    session = load(ref, store=app.store(), verify=verify, **options)
+    # Read-only index: run works on a full disk (issue 6 #13); a damaged artifact is refused
+    # with exit 6 before any backend reads it (issue 6 #8).
+    store = open_store(app.store_path, app.index_url, read_only=True)
+    session = load(ref, store=store, verify=verify, **options)
     load_s = time.perf_counter() - t0
     params = SamplingParams(temperature=temperature, top_p=top_p, seed=seed)
     pieces = []

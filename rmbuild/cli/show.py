@@ -44,9 +44,10 @@ def command(app: Any, ref: str, as_json: bool) -> None:
     """Show provenance of REF (id, unique prefix or alias)."""
     from rich.markup import escape
 
-    from rmbuild.store import resolve
+    from rmbuild.store import open_store, resolve
 
-    store = app.store()
+    # Read-only index: show works on a full disk (issue 6 #13).
+    store = open_store(app.store_path, app.index_url, read_only=True)
     info = describe(store, resolve(store, ref))
     if as_json:
         emit_json(info)

@@ -11,26 +11,43 @@ from rmbuild.cli._output import emit_json
 
 @click.command("verify")
 @click.argument("refs", nargs=-1)
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Move damaged blobs to the store's quarantine/ and mark their artifacts corrupt, so "
+    "the next `rmbuild compile` rebuilds them.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def command(app: Any, refs: tuple[str, ...], as_json: bool) -> None:
+def command(app: Any, refs: tuple[str, ...], repair: bool, as_json: bool) -> None:
     """Verify REFS (default: every artifact). Exits 6 if any is corrupt."""
     from rmbuild.errors import StoreCorrupt
-    from rmbuild.store import resolve
+    from rmbuild.store import open_store, resolve
 
-    store = app.store()
+    # Without --repair verify only reads, so it works on a full disk (issue 6 #13).
+    store = open_store(app.store_path, app.index_url, read_only=not repair)
     records = [resolve(store, r) for r in refs] if refs else store.list()
-    report = {r.key: store.verify(r.key) for r in records}
+    report = {r.key: store.verify(r.key, repair=repair) for r in records}
     bad = {k: v for k, v in report.items() if v}
     if as_json:
-        emit_json({"checked": len(report), "corrupt": bad})
+        out: dict[str, Any] = {"checked": len(report), "corrupt": bad}
+        if repair:
+            out["quarantined"] = bool(bad)
+        emit_json(out)
     else:
         for key, problems in report.items():
             click.echo(f"{key[:12]}  {'ok' if not problems else 'CORRUPT'}")
             for problem in problems:
                 click.echo(f"    {problem}")
     if bad:
-        raise StoreCorrupt(
-            f"{len(bad)} of {len(report)} artifacts are corrupt",
-            hint="rebuild them with `rmbuild compile`; `rmbuild gc` drops strays",
-        )
+        if repair:
+            hint = (
+                "damaged blobs are in the store's quarantine/; `rmbuild compile` rebuilds "
+                "the artifacts that used them"
+            )
+        else:
+            hint = (
+                "`rmbuild verify --repair` quarantines the damaged blobs, then `rmbuild "
+                "compile` rebuilds (or `rmbuild compile --rebuild` at once)"
+            )
+        raise StoreCorrupt(f"{len(bad)} of {len(report)} artifacts are corrupt", hint=hint)

@@ -12,8 +12,35 @@ from rmbuild.store import open_store, resolve
 
 if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Store
+    from artifact_store.store import Pin
     from rmbuild.backends.base import BackendPlugin
     from rmbuild.runtime.session import BackendSession
+
+
+def _rebuild_hint(record: ArtifactRecord) -> str:
+    spec = record.metadata.get("spec_file")
+    target = record.metadata.get("target") or record.target
+    command = f"rmbuild compile {spec} --target {target}" if spec else "rmbuild compile"
+    return f"rebuild it with `{command}` (a corrupt artifact is rebuilt; --rebuild forces it)"
+
+
+def _check_integrity(store: Store, record: ArtifactRecord, verify: bool) -> None:
+    """Refuse a damaged artifact before any backend reads it (issue 6 #8): exit 6.
+
+    Always the store's cheap check (each blob's inode, mtime and size against what was
+    recorded at ingest; only a blob that moved is re-hashed); ``verify`` re-hashes every blob.
+    Damaged blobs are quarantined and the artifact marked corrupt, so the next compile
+    rebuilds it.
+    """
+    problems = store.check(record, rehash=verify)
+    if problems:
+        files = [p.path for p in problems if p.path]
+        where = f": {', '.join(files)}" if files else ""
+        raise StoreCorrupt(
+            f"artifact {record.key} is corrupt{where}",
+            context=[str(p) for p in problems],
+            hint=_rebuild_hint(record),
+        )
 
 
 def _check_sizes(store: Store, record: ArtifactRecord, tree: Path) -> None:
@@ -30,7 +57,7 @@ def _check_sizes(store: Store, record: ArtifactRecord, tree: Path) -> None:
             raise StoreCorrupt(
                 f"artifact {record.key[:12]}: {rel} is {size} bytes, the manifest says "
                 f"{entry.size}",
-                hint="run `rmbuild verify` and rebuild the artifact with `rmbuild compile`",
+                hint=_rebuild_hint(record),
             )
 
 
@@ -40,11 +67,14 @@ def prepare(
     store: Store,
     verify: bool = False,
     options: dict[str, Any] | None = None,
+    pins: list[Pin] | None = None,
 ) -> tuple[ArtifactRecord, Path, BackendPlugin]:
     """Resolve ``ref``, check it is compatible with this machine, materialize it.
 
     Load-time ``options`` (e.g. ``device``) override the recorded runtime flags for the check,
     so ``--device CPU`` can run an artifact whose profile defaults to an absent NPU.
+    Where ``pins`` is given, the artifact is pinned before it is laid out (gc neither evicts
+    it nor removes its tree until the pin is released; issue 6 #9) and the pin appended.
     """
     record = resolve(store, ref)
     plugin = require_available(record.backend)
@@ -55,12 +85,9 @@ def prepare(
             "runtime_flags": {**(metadata.get("runtime_flags") or {}), **options},
         }
     plugin.check_compatible(metadata)
-    if verify and (problems := store.verify(record.key)):
-        raise StoreCorrupt(
-            f"artifact {record.key[:12]} is corrupt",
-            context=problems,
-            hint="rebuild it with `rmbuild compile`",
-        )
+    _check_integrity(store, record, verify)
+    if pins is not None:
+        pins.append(store.pin(record.key).acquire())
     tree = store.materialize(record.key)  # also marks it used, for gc's LRU
     _check_sizes(store, record, tree)
     return record, tree, plugin
@@ -74,11 +101,16 @@ def load(
     Without ``store``, the default store is opened and closed with the session.
     """
     own = store is None
-    store = store or open_store()
+    store = store or open_store(read_only=True)
+    # While the session lives, gc neither evicts the artifact nor removes its tree (issue 6
+    # #9); the pin is a shared flock, so it dies with the process too.
+    pins: list[Pin] = []
     try:
-        record, tree, plugin = prepare(ref, store=store, verify=verify, options=options)
+        record, tree, plugin = prepare(ref, store=store, verify=verify, options=options, pins=pins)
         session = plugin.create_session(tree, record.metadata, options)
     except BaseException:
+        for pin in pins:
+            pin.release()
         if own:
             store.close()
         raise
@@ -90,6 +122,7 @@ def load(
             "path": os.fspath(tree),
         }
     )
+    session.closers.extend(pin.release for pin in pins)
     if own:
         session.closers.append(store.close)
     return session

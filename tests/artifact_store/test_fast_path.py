@@ -188,7 +188,7 @@ def test_fast_path_only_for_a_plain_sqlite_file_at_head(tmp_path: Path) -> None:
     with Store(root) as s:
         assert s._reader is not None
     # An older (or unknown) stamped revision goes through SQLAlchemy / alembic too.
-    from artifact_store import store as store_mod
+    from artifact_store import reader as store_mod
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(store_mod, "HEAD_REVISION", "9999_future")

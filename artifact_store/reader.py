@@ -1,0 +1,152 @@
+"""The stdlib-sqlite3 read path: a cache hit's reads without importing SQLAlchemy.
+
+SQLAlchemy costs ~0.2 s to import, most of a CLI cache hit. So for a plain ``sqlite:///`` file
+index already at the head revision, the hit's reads (:meth:`Store.get`, the stat-cache lookup,
+the blob stat records of the integrity check) use a read-only sqlite3 connection. These
+functions mirror index.py's tables and UTCDateTime/JSON column types, and must return exactly
+what the SQLAlchemy path returns; tests/artifact_store/test_fast_path.py compares the two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from artifact_store.records import ArtifactRecord
+from artifact_store.schema_version import HEAD_REVISION
+
+ARTIFACT_COLUMNS = (
+    "key",
+    "manifest_digest",
+    "model",
+    "target",
+    "backend",
+    "created_at",
+    "last_used_at",
+    "size",
+    "metadata",
+    "state",
+    "problem",
+)
+# Stay below SQLite's bound-parameter limit (32766 on current builds, 999 on old ones).
+_CHUNK = 900
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a plain ``sqlite:///<path>`` URL, or None for anything else.
+
+    No driver, query string or %-escapes (which SQLAlchemy would interpret), no memory db.
+    """
+    prefix = "sqlite:///"
+    path = url[len(prefix) :] if url.startswith(prefix) else ""
+    if not path or path == ":memory:" or any(c in path for c in "?%#"):
+        return None
+    return path
+
+
+def connect_ro(path: str) -> sqlite3.Connection:
+    """A read-only sqlite3 connection to the database file at ``path``.
+
+    mode=ro: it never writes (and cannot create the file), so it works on a full disk (issue 6
+    #13); under WAL it still maps the -shm index, so it reads concurrently with writers.
+    check_same_thread=False: the engine it stands in for was usable from any thread.
+    """
+    conn = sqlite3.connect(
+        Path(path).absolute().as_uri() + "?mode=ro",
+        uri=True,
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    # Same 30 s wait as the engine's connections (index.create_engine) when locked.
+    conn.execute("PRAGMA busy_timeout = 30000")
+    return conn
+
+
+def open_reader(url: str) -> sqlite3.Connection | None:
+    """A read-only sqlite3 connection to the index at ``url``, if the fast path applies.
+
+    Only for a plain sqlite file URL whose file exists and is stamped with HEAD_REVISION.
+    Anything else (fresh or old database, other dialects) returns None and goes through
+    SQLAlchemy, which creates or migrates the schema.
+    """
+    path = sqlite_path(url)
+    if path is None or not os.path.isfile(path):
+        return None
+    try:
+        conn = connect_ro(path)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.Error:  # no alembic_version yet, or not a database: SQLAlchemy decides
+        row = None
+    if row is None or row[0] != HEAD_REVISION:
+        conn.close()
+        return None
+    return conn
+
+
+def get_fast(conn: sqlite3.Connection, key: str) -> ArtifactRecord | None:
+    """:meth:`Store.get` through sqlite3; the same record the SQLAlchemy path builds."""
+    cols = ", ".join(f"a.{c}" for c in ARTIFACT_COLUMNS)
+    # One statement (so one snapshot, like the engine's transaction; an explicit BEGIN would
+    # clash on this connection shared between threads): a row per alias and per use, tagged
+    # by kind, or a single row of NULLs after the artifact's columns if it has neither.
+    rows = conn.execute(
+        f"SELECT {cols}, x.kind, x.v1, x.v2 FROM artifacts AS a LEFT JOIN ("
+        " SELECT 'alias' AS kind, alias AS v1, NULL AS v2 FROM aliases WHERE key = :key"
+        " UNION ALL SELECT 'use', model, target FROM artifact_uses WHERE key = :key"
+        ") AS x ON 1 WHERE a.key = :key",
+        {"key": key},
+    ).fetchall()
+    if not rows:
+        return None
+    r = dict(zip(ARTIFACT_COLUMNS, rows[0], strict=False))
+    n = len(ARTIFACT_COLUMNS)
+    return ArtifactRecord(
+        key=r["key"],
+        manifest_digest=r["manifest_digest"],
+        model=r["model"],
+        target=r["target"],
+        backend=r["backend"],
+        created_at=utc_from_sqlite(r["created_at"]),
+        last_used_at=utc_from_sqlite(r["last_used_at"]),
+        size=r["size"],
+        # sa.JSON stores json.dumps text in SQLite and decodes it with json.loads.
+        metadata=json.loads(r["metadata"]),
+        # Sorted in Python as _select's aliases are by ORDER BY: aliases are ASCII, so the two
+        # orders agree (and uses are sorted in Python on both paths).
+        aliases=tuple(sorted(row[n + 1] for row in rows if row[n] == "alias")),
+        uses=tuple(sorted((row[n + 1], row[n + 2]) for row in rows if row[n] == "use")),
+        state=r["state"],
+        problem=r["problem"],
+    )
+
+
+def blob_stats_fast(
+    conn: sqlite3.Connection, digests: list[str]
+) -> dict[str, tuple[int, int, int]]:
+    """Recorded ``(inode, mtime_ns, size)`` of blobs, by digest (see integrity.py)."""
+    found: dict[str, tuple[int, int, int]] = {}
+    for i in range(0, len(digests), _CHUNK):
+        chunk = digests[i : i + _CHUNK]
+        for digest, inode, mtime_ns, size in conn.execute(
+            "SELECT digest, inode, mtime_ns, size FROM blob_stats"
+            f" WHERE digest IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ):
+            found[digest] = (inode, mtime_ns, size)
+    return found
+
+
+def utc_from_sqlite(value: str) -> datetime:
+    """Decode a UTCDateTime column as index.UTCDateTime does.
+
+    SQLAlchemy's SQLite DateTime stores naive UTC as ``YYYY-MM-DD HH:MM:SS.ffffff`` text, which
+    fromisoformat parses; the result is made aware UTC.
+    """
+    dt = datetime.fromisoformat(value)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
