@@ -160,17 +160,42 @@ class ArtifactCorrupt(StoreError):
         super().__init__(f"artifact {key[:12]} is corrupt: {'; '.join(self.problems)}")
 
 
-def is_disk_full(exc: BaseException) -> bool:
-    """True for a full disk or exhausted quota: an OSError, or SQLite's SQLITE_FULL."""
+def is_disk_full(exc: BaseException, where: object = None) -> bool:
+    """True for a full disk or exhausted quota: an OSError, or SQLite's SQLITE_FULL.
+
+    SQLite reports a -shm or -wal file it could not create or grow as a generic "disk I/O
+    error"; given ``where`` (a path on the index's disk), that counts as full when the disk
+    has (almost) nothing left.
+    """
     import errno
+    import shutil
     import sqlite3
 
     if isinstance(exc, OSError):
         return exc.errno in (errno.ENOSPC, errno.EDQUOT)
     orig = getattr(exc, "orig", exc)  # SQLAlchemy wraps the driver's error in .orig
-    if isinstance(orig, sqlite3.Error):
-        return getattr(orig, "sqlite_errorcode", None) == 13 or "disk is full" in str(orig)
+    if not isinstance(orig, sqlite3.Error):
+        return False
+    code = getattr(orig, "sqlite_errorcode", None)
+    if code == 13 or "disk is full" in str(orig):
+        return True
+    if where is not None and (code is not None and code & 0xFF == 10 or "disk I/O" in str(orig)):
+        try:
+            return shutil.disk_usage(_existing(where)).free < 1 << 20
+        except OSError:
+            return False
     return False
+
+
+def _existing(where: object) -> str:
+    import os
+
+    path = str(where)
+    if path.startswith("sqlite:///"):
+        path = path[len("sqlite:///") :]
+    while path and not os.path.exists(path):
+        path = os.path.dirname(path)
+    return path or "."
 
 
 @contextlib.contextmanager
@@ -181,6 +206,6 @@ def disk_full_as(
     try:
         yield
     except Exception as exc:
-        if is_disk_full(exc):
+        if is_disk_full(exc, path):
             raise DiskFull(str(path), needed=needed, what=what) from exc
         raise

@@ -50,16 +50,26 @@ def sqlite_path(url: str) -> str | None:
 def connect_ro(path: str) -> sqlite3.Connection:
     """A read-only sqlite3 connection to the database file at ``path``.
 
-    mode=ro: it never writes (and cannot create the file), so it works on a full disk (issue 6
-    #13); under WAL it still maps the -shm index, so it reads concurrently with writers.
-    check_same_thread=False: the engine it stands in for was usable from any thread.
+    mode=ro: it never writes (and cannot create the file); under WAL it still maps the -shm
+    index, so it reads concurrently with writers. On a full disk (issue 6 #13) the -shm file
+    may be impossible to create; when there is also no -wal file, the database file alone is
+    the whole truth, and it is opened ``immutable`` (no -shm needed). check_same_thread=False:
+    the engine it stands in for was usable from any thread.
     """
-    conn = sqlite3.connect(
-        Path(path).absolute().as_uri() + "?mode=ro",
-        uri=True,
-        isolation_level=None,
-        check_same_thread=False,
-    )
+    uri = Path(path).absolute().as_uri()
+    conn = _connect(uri + "?mode=ro")
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.OperationalError:
+        conn.close()
+        if os.path.exists(path + "-wal") and os.path.getsize(path + "-wal") > 0:
+            raise
+        conn = _connect(uri + "?mode=ro&immutable=1")
+    return conn
+
+
+def _connect(uri: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
     # Same 30 s wait as the engine's connections (index.create_engine) when locked.
     conn.execute("PRAGMA busy_timeout = 30000")
     return conn

@@ -37,6 +37,7 @@ from artifact_store.catalog import Catalog
 from artifact_store.errors import (
     ArtifactNotFound,
     DestinationExists,
+    DiskFull,
     InvalidArgument,
     LockTimeout,
     StoreUnavailable,
@@ -151,8 +152,11 @@ class Store(Catalog, Integrity):
                     f"cannot open the index {safe_url(self.index_url)}: {exc}"
                 ) from None
             try:
-                with disk_full_as(self.index_url, what="opening the index"):
+                with disk_full_as(self._index_where, what="opening the index"):
                     index.ensure_schema(engine, self.root / "locks" / "index-migrate.lock")
+            except DiskFull:
+                engine.dispose()
+                raise
             except (sa.exc.SQLAlchemyError, ImportError) as exc:
                 engine.dispose()
                 raise StoreUnavailable(
@@ -163,6 +167,11 @@ class Store(Catalog, Integrity):
                 raise
             self._sa_engine = engine
         return self._sa_engine
+
+    @property
+    def _index_where(self) -> str:
+        """The index's file (or password-less URL), for messages."""
+        return sqlite_path(self.index_url) or safe_url(self.index_url)
 
     @property
     def _reads(self) -> Engine:
@@ -199,7 +208,7 @@ class Store(Catalog, Integrity):
         from artifact_store import index
 
         # SQLITE_FULL and ENOSPC from the index become DiskFull (issue 6 #13).
-        with disk_full_as(self.index_url, what="writing the index"):
+        with disk_full_as(self._index_where, what="writing the index"):
             with index.write_connection(self._engine) as conn, conn.begin():
                 yield conn
 
@@ -304,8 +313,10 @@ class Store(Catalog, Integrity):
             # A cache: on a full disk it is simply not updated (issue 6 #13).
             try:
                 statcache.store(self._engine, entries)
+            except DiskFull:
+                pass
             except Exception as exc:
-                if not is_disk_full(exc):
+                if not is_disk_full(exc, self._index_where):
                     raise
 
     # ---- trees -----------------------------------------------------------------------------
@@ -392,8 +403,10 @@ class Store(Catalog, Integrity):
         # read-only index; issue 6 #13).
         try:
             self.touch(key)
-        except ArtifactNotFound:
+        except (ArtifactNotFound, InvalidArgument):
             raise
+        except DiskFull:
+            pass
         except Exception as exc:
             if not (is_disk_full(exc) or self.read_only or isinstance(exc, StoreUnavailable)):
                 raise

@@ -205,3 +205,65 @@ def test_target_depends_on_with_the_wrong_format_is_a_spec_error(project: Projec
     r = cli("compile", str(project.spec))
     r.assert_failure(3)
     assert "cycle" in r.err or "takes" in r.err
+
+
+# ---- issue 6 #15: a hit found only under the key's lock records its use too ------------------
+
+
+def _two_targets(project: Project, counter: Path) -> None:
+    """Targets `fake` and `fake2`: same profile and flags, so one key, one artifact."""
+    text = project.spec_text({"counter": str(counter)})
+    text += "  fake2:\n    profile: fake-compile\n    flags:\n"
+    text += f"      counter: {json.dumps(str(counter))}\n"
+    project.write_spec(text)
+
+
+def test_a_hit_found_while_waiting_for_the_lock_records_its_use(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Deterministic form of `compile --all -j 2`: the record appears while we wait."""
+    from rmbuild import build as build_mod
+    from rmbuild.store import open_store
+
+    counter = project.root / "runs.txt"
+    _two_targets(project, counter)
+    with open_store() as store:
+        (first,) = build_mod.compile_spec(project.spec, ["fake"], store=store)
+        real = build_mod._usable
+        calls = []
+
+        def not_yet_then_real(store, key_hex):  # noqa: ANN001, ANN202
+            calls.append(key_hex)
+            # Before the lock: "not built yet"; under the lock: the other job's record.
+            return (None, None) if len(calls) == 1 else real(store, key_hex)
+
+        monkeypatch.setattr(build_mod, "_usable", not_yet_then_real)
+        (second,) = build_mod.compile_spec(project.spec, ["fake2"], store=store)
+        assert len(calls) == 2 and second.hit and second.artifact.key == first.artifact.key
+        assert [r.key for r in store.list(target="fake2")] == [first.artifact.key]
+        assert set(store.get(first.artifact.key).uses) == {("tiny", "fake"), ("tiny", "fake2")}
+    assert _runs(counter) == 1
+
+
+def test_parallel_compile_records_every_target_an_artifact_serves(project: Project, cli) -> None:  # noqa: ANN001
+    counter = project.root / "runs.txt"
+    _two_targets(project, counter)
+    r = cli("compile", str(project.spec), "--all", "-j", "2", "--json")
+    assert r.code == 0, r.err
+    keys = {res["artifact"] for res in r.json()}
+    assert len(keys) == 1 and _runs(counter) == 1
+    for target in ("fake", "fake2"):
+        listed = cli("ls", "--target", target, "--json").json()
+        assert [a["id"] for a in listed] == list(keys), target
+
+
+def test_rebuild_runs_a_shared_stage_once_per_compile(project: Project, cli) -> None:  # noqa: ANN001
+    counter = project.root / "runs.txt"
+    _two_targets(project, counter)
+    assert cli("compile", str(project.spec), "--all").code == 0
+    assert _runs(counter) == 1
+    forced = cli("compile", str(project.spec), "--all", "--rebuild", "--json")
+    assert forced.code == 0, forced.err
+    # Both targets share the key: the tool ran again once, the second target hit it.
+    assert _runs(counter) == 2
+    assert [res["hit"] for res in forced.json()] == [False, True]

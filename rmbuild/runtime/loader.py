@@ -77,6 +77,8 @@ def prepare(
     it nor removes its tree until the pin is released; issue 6 #9) and the pin appended.
     """
     record = resolve(store, ref)
+    # Damage first: it is a fact about the artifact, whatever this machine has installed.
+    _check_integrity(store, record, verify)
     plugin = require_available(record.backend)
     metadata = record.metadata
     if options:
@@ -85,7 +87,6 @@ def prepare(
             "runtime_flags": {**(metadata.get("runtime_flags") or {}), **options},
         }
     plugin.check_compatible(metadata)
-    _check_integrity(store, record, verify)
     if pins is not None:
         pins.append(store.pin(record.key).acquire())
     tree = store.materialize(record.key)  # also marks it used, for gc's LRU

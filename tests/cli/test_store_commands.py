@@ -90,3 +90,106 @@ def test_an_artifact_whose_blobs_were_lost_is_rebuilt_not_served(project: Projec
     assert len(counter.read_text().splitlines()) == 2
     assert cli("verify", artifact).code == 0
     assert len(cli("ls", "--json").json()) == 1
+
+
+# ---- issue 6 #8: a corrupt artifact is never served ------------------------------------------
+
+
+def _runs(counter: Path) -> int:
+    return len(counter.read_text().splitlines()) if counter.exists() else 0
+
+
+def _blob_of(store: Path, artifact: str, cli, name: str = "model.bin") -> Path:  # noqa: ANN001
+    digest = cli("show", artifact, "--json").json()["files"][name]["digest"]
+    return store / "objects" / digest[:2] / digest[2:]
+
+
+def _flip_byte(blob: Path, *, keep_mtime: bool = False) -> None:
+    """Flip one byte in place: same inode and size; the mtime moves unless put back."""
+    st = blob.stat()
+    os.chmod(blob, 0o644)
+    with open(blob, "r+b") as f:
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0xFF]))
+    os.chmod(blob, 0o444)
+    if keep_mtime:
+        os.utime(blob, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert blob.stat().st_ino == st.st_ino and blob.stat().st_size == st.st_size
+
+
+def test_a_flipped_byte_is_rebuilt_on_compile_not_served(project: Project, cli) -> None:  # noqa: ANN001
+    counter = project.root / "runs.txt"
+    project.set_flags(counter=str(counter))
+    artifact = _built(project, cli)
+    _flip_byte(_blob_of(project.store, artifact, cli))
+    again = cli("compile", str(project.spec))
+    assert again.code == 0, again.err
+    assert "corrupt" in again.err and "model.bin" in again.err  # says why it rebuilds
+    assert "built" in again.out and "cached" not in again.out
+    assert _runs(counter) == 2
+    assert cli("verify", artifact).code == 0  # the rebuilt artifact is whole
+    assert list((project.store / "quarantine").iterdir())  # the damaged blob, kept aside
+    assert cli("compile", str(project.spec)).out.count("cached, no tool ran") == 1
+
+
+def test_run_refuses_a_flipped_byte_with_exit_6(project: Project, cli) -> None:  # noqa: ANN001
+    artifact = _built(project, cli)
+    _flip_byte(_blob_of(project.store, artifact, cli))
+    r = cli("run", "--artifact", artifact[:10], "-n", "1")
+    r.assert_failure(EXIT_CORRUPT)
+    assert r.out == ""  # nothing printed from the damaged file
+    assert artifact in r.err and "model.bin" in r.err
+    assert f"rmbuild compile {project.spec} --target fake" in r.err
+    # The hint works: plain compile rebuilds it, and run gets past the integrity check.
+    assert cli("compile", str(project.spec)).code == 0
+    assert "corrupt" not in cli("run", "--artifact", artifact[:10], "-n", "1").err
+
+
+def test_a_rewrite_with_its_mtime_put_back_needs_verify(project: Project, cli) -> None:  # noqa: ANN001
+    """The documented limit: the cheap check sees inode, mtime and size, not content."""
+    counter = project.root / "runs.txt"
+    project.set_flags(counter=str(counter))
+    artifact = _built(project, cli)
+    _flip_byte(_blob_of(project.store, artifact, cli), keep_mtime=True)
+    hit = cli("compile", str(project.spec))
+    assert "cached, no tool ran" in hit.out and _runs(counter) == 1  # not seen cheaply
+    full = cli("run", "--artifact", artifact, "--verify", "-n", "1")
+    full.assert_failure(EXIT_CORRUPT)
+    assert "model.bin" in full.err and "does not match" in full.err
+    # run --verify quarantined it: the next compile rebuilds.
+    assert "built" in cli("compile", str(project.spec)).out and _runs(counter) == 2
+    assert cli("verify").code == 0
+
+
+def test_verify_repair_then_compile_rebuilds(project: Project, cli) -> None:  # noqa: ANN001
+    counter = project.root / "runs.txt"
+    project.set_flags(counter=str(counter))
+    artifact = _built(project, cli)
+    _flip_byte(_blob_of(project.store, artifact, cli), keep_mtime=True)
+    plain = cli("verify")
+    plain.assert_failure(EXIT_CORRUPT)
+    assert "--repair" in plain.err
+    assert not (project.store / "quarantine").exists()  # plain verify writes nothing
+    repaired = cli("verify", "--repair", "--json")
+    assert repaired.code == EXIT_CORRUPT and repaired.json()["quarantined"] is True
+    assert len(list((project.store / "quarantine").iterdir())) == 1
+    assert [a["id"] for a in cli("ls", "--json").json()] == [artifact]
+    again = cli("compile", str(project.spec))
+    assert again.code == 0 and "built" in again.out and _runs(counter) == 2
+    assert cli("verify", artifact).code == 0
+
+
+def test_compile_rebuild_runs_the_tool_again_and_replaces_the_blobs(project: Project, cli) -> None:  # noqa: ANN001
+    counter = project.root / "runs.txt"
+    project.set_flags(counter=str(counter))
+    artifact = _built(project, cli)
+    blob = _blob_of(project.store, artifact, cli)
+    _flip_byte(blob, keep_mtime=True)  # invisible to the cheap check
+    forced = cli("compile", str(project.spec), "--rebuild", "--json")
+    assert forced.code == 0, forced.err
+    (result,) = forced.json()
+    assert result["artifact"] == artifact and result["hit"] is False
+    assert _runs(counter) == 2
+    assert cli("verify", artifact).code == 0  # fresh bytes replaced the damaged copy
+    assert cli("compile", str(project.spec), "--json").json()[0]["hit"] is True
