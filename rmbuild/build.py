@@ -11,14 +11,13 @@ and write the index row last.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import platform
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import rmbuild
 from artifact_store import ArtifactRecord, LockTimeout, Store
@@ -33,6 +32,8 @@ from rmbuild.plugins import get_backend
 from rmbuild.profiles import find_profile
 from rmbuild.spec import BuildProfile, FlagValue, LoadedProfile, LoadedSpec, load_model_spec
 from rmbuild.toolchains import Toolchain, find_toolchain
+from rmbuild.toolenv import key_env
+from rmbuild.toolid import Hasher, tool_identity
 from rmbuild.yamlio import did_you_mean, line_of
 
 MAX_CHAIN = 16
@@ -251,22 +252,25 @@ def source_digest(spec: LoadedSpec, store: Store) -> str:
     return sources.source_digest(spec, store)
 
 
-def _file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def action_key(
+    stage: PlannedStage,
+    inputs: dict[str, str],
+    start: Path | None,
+    hasher: Hasher | None = None,
+) -> ActionKey:
+    """Build the key object for one stage from its input digests.
 
-
-def action_key(stage: PlannedStage, inputs: dict[str, str], start: Path | None) -> ActionKey:
-    """Build the key object for one stage from its input digests."""
+    ``hasher`` digests the tool's files (``Store.hash_files``: stat-cached); without it they
+    are hashed with a per-process cache.
+    """
     profile = stage.profile
+    # Every package the tool may invoke is in the toolchain's identity (issue 6 #6).
+    stage.toolchain.check_uses(profile, stage.loaded.path)
     adapter = BinaryCompilerAdapter(profile, stage.toolchain, start)
     rendered = adapter.render_for_key(stage.flags, sorted(inputs))
     toolchain_id = stage.toolchain.identity()
-    tool: dict[str, Any] = {"name": profile.tool.name}
-    if profile.tool.package:
-        tool["package"] = profile.tool.package
-        tool["version"] = stage.toolchain.package_version(profile.tool.package)
-    if (script := adapter.script_path()) is not None:
-        tool["script_sha256"] = _file_sha256(script)
+    # What runs, by content: executable, interpreter, declared files, version (issue 6 #4).
+    tool = tool_identity(profile, stage.toolchain, script=adapter.script_path(), hasher=hasher)
     fingerprint = get_backend(profile.backend).fingerprint(
         profile, dict(stage.flags), stage.toolchain
     )
@@ -282,7 +286,8 @@ def action_key(stage: PlannedStage, inputs: dict[str, str], start: Path | None) 
         toolchain=toolchain_id,
         fingerprint=fingerprint,
         carry=sorted(profile.carry),
-        env={**profile.env, **{name: os.environ.get(name, "") for name in profile.key_env}},
+        # Fixed env values and key_env pass-throughs; never runtime_env (issue 6 #2).
+        env=key_env(profile, stage.toolchain),
     )
 
 
@@ -452,7 +457,7 @@ def build(
     parent: str | None = None
     for index, stage in enumerate(chain):
         t0 = time.monotonic()
-        key = action_key(stage, inputs, spec.root)
+        key = action_key(stage, inputs, spec.root, hasher=store.hash_files)
         key_hex = key.compute()
         name = stage.profile.name
         reporter.stage_start(target, index, len(chain), name, key_hex)

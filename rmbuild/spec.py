@@ -133,6 +133,7 @@ class ToolSpec(_Strict):
     )
     version_command: list[str] | None = Field(
         None,
+        min_length=1,
         description="A command whose output identifies the tool, e.g. [iree-compile, "
         "--version]; its first word is found like tool.name. Run without a shell, in the "
         "tool's environment, with a timeout; its output enters the key.",
