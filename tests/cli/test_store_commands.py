@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import pytest
 
 if TYPE_CHECKING:
     from conftest import Project
 
 EXIT_CORRUPT = 6
+EXIT_DISK_FULL = 9
 
 
 def _built(project: Project, cli) -> str:  # noqa: ANN001
@@ -193,3 +197,47 @@ def test_compile_rebuild_runs_the_tool_again_and_replaces_the_blobs(project: Pro
     assert _runs(counter) == 2
     assert cli("verify", artifact).code == 0  # fresh bytes replaced the damaged copy
     assert cli("compile", str(project.spec), "--json").json()[0]["hit"] is True
+
+
+# ---- issue 6 #13: a full disk -----------------------------------------------------------------
+
+
+def test_read_commands_work_and_writes_say_disk_full_on_a_full_disk(
+    project: Project,
+    cli,  # noqa: ANN001
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {mounted.stderr.strip()}")
+    try:
+        project.store = disk / "store"
+        monkeypatch.setenv("RMBUILD_STORE", str(project.store))
+        artifact = _built(project, cli)
+        with open(disk / "filler", "wb") as f:  # fill the disk to the last byte
+            with pytest.raises(OSError, match="No space left"):
+                while True:
+                    f.write(b"\0" * 65536)
+                    f.flush()
+        assert [a["id"] for a in cli("ls", "--json").json()] == [artifact]
+        assert cli("show", artifact[:8], "--json").code == 0
+        assert cli("verify").code == 0
+        hit = cli("compile", str(project.spec))
+        assert hit.code == 0 and "cached, no tool ran" in hit.out, hit.err
+        _flip_byte(_blob_of(project.store, artifact, cli))
+        refused = cli("run", "--artifact", artifact, "-n", "1")
+        refused.assert_failure(EXIT_CORRUPT)  # the read path ran: a damaged blob, not "disk"
+        full = cli("tag", artifact, "main")  # an index write
+        full.assert_failure(EXIT_DISK_FULL)
+        assert "no space left" in full.err and "bytes free: 0" in full.err
+        assert "rmbuild gc" in full.err
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)  # noqa: S603, S607
