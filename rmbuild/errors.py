@@ -150,6 +150,37 @@ class UnsafeToolOutput(ToolError):
     code = "unsafe-tool-output"
 
 
+class OpenVINOError(RmbuildError):
+    """OpenVINO refused a request made through rmbuild's binding (exit 4).
+
+    Lives here, not in the backend, so every error is in one hierarchy (issue 6 #19).
+    """
+
+    code = "openvino-error"
+    exit_code = EXIT_TOOL
+
+
+class OpenVINOCallError(OpenVINOError):
+    """A ``libopenvino_c`` function returned an error status (named in the message)."""
+
+    code = "openvino-call-failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        function: str = "",
+        status: int = 0,
+        status_name: str = "",
+        context: list[str] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, context=context, hint=hint)
+        self.function = function
+        self.status = status
+        self.status_name = status_name
+
+
 class ArtifactNotFound(RmbuildError):
     code = "artifact-not-found"
     exit_code = EXIT_NOT_FOUND

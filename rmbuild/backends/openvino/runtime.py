@@ -24,7 +24,7 @@ import numpy as np
 
 from rmbuild.backends.openvino import capi, irlayout
 from rmbuild.backends.openvino.devices import check_device, compile_properties, device_present
-from rmbuild.errors import EXIT_TOOL, BackendUnavailable, RmbuildError
+from rmbuild.errors import BackendUnavailable, OpenVINOCallError, OpenVINOError
 from rmbuild.runtime import kvlayout
 from rmbuild.runtime.kvloop import KVLoop
 
@@ -44,34 +44,6 @@ __all__ = [
 ]
 
 INSTALL = "pip install 'rmbuild[openvino]'"
-
-
-class OpenVINOError(RmbuildError):
-    """OpenVINO refused a request made through rmbuild's binding."""
-
-    code = "openvino-error"
-    exit_code = EXIT_TOOL
-
-
-class OpenVINOCallError(OpenVINOError):
-    """A ``libopenvino_c`` function returned an error status (named in the message)."""
-
-    code = "openvino-call-failed"
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        function: str = "",
-        status: int = 0,
-        status_name: str = "",
-        context: list[str] | None = None,
-        hint: str | None = None,
-    ) -> None:
-        super().__init__(message, context=context, hint=hint)
-        self.function = function
-        self.status = status
-        self.status_name = status_name
 
 
 @contextlib.contextmanager
