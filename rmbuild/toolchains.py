@@ -17,16 +17,36 @@ import subprocess
 import sys
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from rmbuild.config import search_path
 from rmbuild.errors import SpecError, ToolNotFound
-from rmbuild.yamlio import load_yaml, validate
+from rmbuild.yamlio import line_of, load_yaml, validate
 
 if TYPE_CHECKING:
     from rmbuild.spec import BuildProfile
+
+
+class SystemTool(BaseModel):
+    """A program outside Python a toolchain's tools need (issue 7), e.g. a cross gcc."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="What it is called in messages, e.g. aarch64-linux-gnu-gcc.")
+    check: list[str] = Field(
+        min_length=1,
+        description="A command that exits 0 when the tool is present (first word looked up "
+        "on the system PATH the tools get), e.g. [aarch64-linux-gnu-gcc, --version].",
+    )
+    debian: str | None = Field(None, description="The Debian/Ubuntu package providing it.")
+    hint: str = Field("", description="How to get it, where no package manager line fits.")
+
+    def install_hint(self) -> str:
+        if self.debian:
+            return f"sudo apt-get install -y {self.debian}"
+        return self.hint or f"install {self.name}"
 
 
 class Toolchain(BaseModel):
@@ -57,6 +77,39 @@ class Toolchain(BaseModel):
         "change an artifact (licence server, thread count); never in the key. Any other "
         "caller variable is withheld from the tools (issue 6 #2).",
     )
+    # Provisioning (issue 7): rmbuild creates the environment itself from these.
+    lock: str | None = Field(
+        None,
+        description="A pinned lock (pip requirements: exact versions, --hash where the "
+        "registry gives them), relative to this file. With it and no `python`, `rmbuild "
+        "toolchain install NAME` provisions a venv of its own under the data dir; its digest "
+        "enters the identity.",
+    )
+    requires_python: str | None = Field(
+        None, description="Python version constraint for the provisioned venv, e.g. '==3.11.*'."
+    )
+    system_tools: list[SystemTool] = Field(
+        default_factory=list, description="Programs outside Python its tools need."
+    )
+    probe: str | None = Field(
+        None,
+        description="Python code run once in the environment after install; it prints a "
+        "JSON object of identity facts (e.g. compiler revisions), which enters the identity.",
+    )
+
+    @field_validator("lock")
+    @classmethod
+    def _lock_only_when_provisioned(cls, value: str | None, info: Any) -> str | None:
+        if value is not None and info.data.get("python"):
+            raise ValueError(
+                "a toolchain is either provisioned (lock) or registered (python), not both"
+            )
+        return value
+
+    @property
+    def provisioned(self) -> bool:
+        """rmbuild creates and owns this environment (``toolchain install``)."""
+        return self.lock is not None and self.python is None
 
     @field_validator("key_env", "runtime_env")
     @classmethod
@@ -68,6 +121,10 @@ class Toolchain(BaseModel):
 
     @property
     def python_path(self) -> Path:
+        if self.provisioned:
+            from rmbuild import provision
+
+            return provision.env_dir(self.name) / "bin" / "python"
         return Path(self.python).expanduser() if self.python else Path(sys.executable)
 
     @property
@@ -81,6 +138,8 @@ class Toolchain(BaseModel):
         return self.bin_dir.parent
 
     def install_hint(self) -> str:
+        if self.provisioned:
+            return f"rmbuild toolchain install {self.name}"
         if self.extra:
             return f"pip install 'rmbuild[{self.extra}]'"
         return f"install the tools of toolchain {self.name!r} into {self.python_path.parent}"
@@ -104,7 +163,15 @@ class Toolchain(BaseModel):
         )
 
     def identity(self) -> dict[str, object]:
-        """What identifies this toolchain in a key: Python version and package versions."""
+        """What identifies this toolchain in a key: Python version and package versions.
+
+        A provisioned toolchain's identity is read from its install marker (lock digest,
+        Python, installed versions, probe facts): no process starts on a cache hit (issue 7).
+        """
+        if self.provisioned:
+            from rmbuild import provision
+
+            return provision.identity(self)
         return _identity(self.python_path, tuple(self.packages), self.python is None, self.name)
 
     def check_uses(self, profile: BuildProfile, file: Path | str | None = None) -> None:
@@ -129,6 +196,10 @@ class Toolchain(BaseModel):
         assert isinstance(packages, dict)
         if package in packages:
             return packages[package]
+        if self.provisioned:
+            from rmbuild import provision
+
+            return provision.installed_version(self, package)
         other = _identity(self.python_path, (package,), self.python is None, self.name)
         return other["packages"][package]  # type: ignore[index]
 
@@ -197,7 +268,19 @@ def find_toolchain(name: str, start: Path | None = None) -> Toolchain:
             hint="add profiles/toolchains/<name>.yaml (python: path to its interpreter)",
         )
     data, lines = load_yaml(files[name])
-    return validate(Toolchain, data, files[name], lines)
+    toolchain = validate(Toolchain, data, files[name], lines)
+    if toolchain.lock is not None:
+        # The lock lives next to its toolchain file; keep its absolute path (issue 7).
+        lock = (files[name].parent / toolchain.lock).resolve()
+        if not lock.is_file():
+            raise SpecError(
+                f"toolchain {name!r}: lock file {toolchain.lock!r} not found",
+                file=files[name],
+                line=line_of(lines, ("lock",)),
+                field="lock",
+            )
+        toolchain = toolchain.model_copy(update={"lock": str(lock)})
+    return toolchain
 
 
 def list_toolchains(start: Path | None = None) -> list[Toolchain]:

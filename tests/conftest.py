@@ -252,3 +252,11 @@ def cli_process():  # noqa: ANN201 - Callable[..., subprocess.Popen]
         )
 
     return start
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty data dir of this test's own (``$RMBUILD_DATA_DIR``): no toolchain installed."""
+    root = tmp_path / "data"
+    monkeypatch.setenv("RMBUILD_DATA_DIR", str(root))
+    return root

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "backends": ("rmbuild.cli.backends", "Installed backends, and why not where unavailable."),
     "profiles": ("rmbuild.cli.profiles", "Build profiles visible from here."),
     "schema": ("rmbuild.cli.schema", "Print the JSON Schema of model.yaml or of a profile."),
+    "toolchain": ("rmbuild.cli.toolchain", "Provisioned toolchains: install, ls, rm, path."),
 }
 
 
