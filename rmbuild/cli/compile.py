@@ -134,6 +134,12 @@ class LiveReporter:
     help="Run every stage's tool again and replace the stored artifacts (a corrupt artifact "
     "is rebuilt without it).",
 )
+@click.option(
+    "--explain",
+    is_flag=True,
+    help="Print how --target values (names or classes: npu, gpu, cpu) resolve, and why each "
+    "candidate is chosen or not; build nothing.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def command(
@@ -144,6 +150,7 @@ def command(
     jobs: int,
     alias: str | None,
     rebuild: bool,
+    explain: bool,
     as_json: bool,
 ) -> None:
     """Build targets of SPEC (a model.yaml). A target already built is a cache hit."""
@@ -152,6 +159,18 @@ def command(
 
     loaded = load_model_spec(spec)
     names = list(loaded.spec.targets) if all_targets or not targets else list(targets)
+    if targets and not all_targets:
+        # A target name or a resource class (issue 7): rmbuild.policy decides.
+        from rmbuild import policy
+
+        resolution = policy.resolve(loaded, names, strict=not explain)
+        if explain:
+            _explain(resolution, as_json)
+            return
+        _report_skipped(resolution)
+        if resolution.spec is not loaded:
+            jobs = 1  # default targets exist only in this process's spec, not in model.yaml
+        loaded, names = resolution.spec, resolution.names
     if alias:
         if len(names) != 1:
             raise click.UsageError("--tag needs exactly one --target")
@@ -200,3 +219,57 @@ def command(
         click.echo(f"{r.model}:{r.target} -> {r.artifact.key}  ({state}{tagged})")
     if len(results) > 1:
         click.echo(f"{len(results)} targets in {time.monotonic() - started:.1f} s", err=True)
+
+
+def _report_skipped(resolution: Any) -> None:
+    for cand in resolution.candidates:
+        if not cand.chosen:
+            for gap in cand.missing:
+                install = f" -> {gap['install']}" if gap["install"] else ""
+                click.echo(
+                    f"{cand.resource}: skipping {cand.target} ({cand.profile}): "
+                    f"{gap['what']}{install}",
+                    err=True,
+                )
+
+
+def _explain(resolution: Any, as_json: bool) -> None:
+    """The policy's decision table (issue 7)."""
+    rows = resolution.table()
+    if as_json:
+        emit_json({"classes": resolution.classes, "targets": resolution.names, "candidates": rows})
+        return
+    from rich.table import Table
+
+    from rmbuild.cli._output import console, plain, styled
+
+    if not rows:
+        click.echo(f"targets named: {', '.join(resolution.names)} (no resource class asked)")
+        return
+    table = Table(box=None, header_style="bold")
+    for col in ("candidate", "class", "profile", "origin", "toolchain", "device", "decision"):
+        table.add_column(col)
+    for row in rows:
+        yes = styled(("yes", "green"))
+        no = styled(("no", "red"))
+        decision = (
+            styled(("chosen", "green"), f": {row['why']}")
+            if row["chosen"]
+            else styled(("skipped", "red"), f": {row['why']}")
+        )
+        table.add_row(
+            plain(row["target"]),
+            plain(row["resource"]),
+            plain(f"{row['profile']} ({row['backend']})"),
+            plain(row["origin"]),
+            styled(("yes", "green"), f" {', '.join(row['toolchains'])}")
+            if row["toolchain_present"]
+            else no,
+            yes if row["device_present"] else no,
+            decision,
+        )
+    console().print(table)
+    for row in rows:
+        for gap in row["missing"]:
+            if gap["install"]:
+                console().print(plain(f"  {row['target']}: {gap['install']}"))

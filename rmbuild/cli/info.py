@@ -13,24 +13,32 @@ from rmbuild.cli._output import console, emit_json, styled
 
 def machine_info() -> dict[str, Any]:
     """CPU, accelerators, toolchains and backends of this machine (imports no SDK)."""
-    from rmbuild.hostinfo import cpu_info, gpus, npus
+    from rmbuild import provision
+    from rmbuild.hostinfo import cpu_info
     from rmbuild.plugins import registry
+    from rmbuild.resources import discover
     from rmbuild.toolchains import list_toolchains
 
     toolchains = []
     for tc in list_toolchains(Path.cwd()):  # the project's own toolchains too
         try:
             identity = tc.identity()
-            toolchains.append(
-                {
-                    "name": tc.name,
-                    "python": str(tc.python_path),
-                    "python_version": identity["python"],
-                    "packages": identity["packages"],
-                }
-            )
-        except Exception as exc:  # a broken toolchain is reported, not fatal
-            toolchains.append({"name": tc.name, "python": str(tc.python_path), "error": str(exc)})
+            entry = {
+                "name": tc.name,
+                "python": str(tc.python_path),
+                "python_version": identity["python"],
+                "packages": identity["packages"],
+            }
+            if tc.provisioned:  # issue 7: rmbuild's own venv under the data dir
+                entry["provisioned"] = str(tc.prefix)
+                entry["lock"] = identity.get("lock")
+            toolchains.append(entry)
+        except Exception as exc:  # a broken or missing toolchain is reported, not fatal
+            error = str(exc)
+            if tc.provisioned and not provision.status(tc).installed:
+                error = f"{provision.status(tc).reason}: rmbuild toolchain install {tc.name}"
+            toolchains.append({"name": tc.name, "python": str(tc.python_path), "error": error})
+    found = discover()
     backends = {}
     for name, entry in registry().items():
         avail = entry.availability()
@@ -42,8 +50,11 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "cpu": cpu_info(),
-        "gpus": gpus(),
-        "npus": npus(),
+        # issue 7: every vendor asked its documented way (rmbuild.resources); gpus/npus keep
+        # their old shape for scripts that read them.
+        "gpus": [d for d in found["devices"] if d["class"] == "gpu"],
+        "npus": [{**d, "device": d["name"]} for d in found["devices"] if d["class"] == "npu"],
+        "resources": found,
         "toolchains": toolchains,
         "backends": backends,
     }
@@ -73,11 +84,28 @@ def command(as_json: bool) -> None:
     )
     out.print(styled(("isa", "bold"), "      " + (" ".join(cpu["isa"]) or "-")))
     gpus = ", ".join(
-        f"{g['name']} (cc {g['compute_capability']}, driver {g['driver']})" for g in info["gpus"]
+        f"{g['name']} (cc {g.get('compute_capability') or '-'}, driver {g.get('driver') or '?'})"
+        for g in info["gpus"]
     )
-    out.print(styled(("gpus", "bold"), "     " + (gpus or "none found (nvidia-smi)")))
-    npus = ", ".join(f"{n['vendor']} {n['device']}" for n in info["npus"])
-    out.print(styled(("npus", "bold"), "     " + (npus or "none found")))
+    out.print(
+        styled(("gpus", "bold"), "     " + (gpus or "none found (NVML, nvidia-smi, OpenVINO)"))
+    )
+    npus = ", ".join(
+        f"{n['vendor']} {n['device']}" + (f" (driver {n['driver']})" if n.get("driver") else "")
+        for n in info["npus"]
+    )
+    where = "/dev/rngd*, furiosa_smi, /dev/rbln*, rbln-smi, /dev/accel/accel*, OpenVINO"
+    out.print(styled(("npus", "bold"), "     " + (npus or f"none found ({where})")))
+    resources = info.get("resources") or {}
+    if resources.get("openvino"):
+        names = ", ".join(d["name"] for d in resources["openvino"])
+        out.print(styled(("openvino", "bold"), " " + names))
+    smi = (resources.get("furiosa") or {}).get("smi")
+    if smi is not None:
+        seen = f"{len(smi.get('devices') or [])} RNGD device(s)"
+        if smi.get("error"):
+            seen += f" ({smi['error']})"
+        out.print(styled(("furiosa", "bold"), "  furiosa_smi (furiosa toolchain): " + seen))
     out.print(styled(("toolchains", "bold")))
     for tc in info["toolchains"]:
         if "error" in tc:
@@ -88,6 +116,8 @@ def command(as_json: bool) -> None:
         out.print(
             styled(f"  {tc['name']} (python {tc['python_version']}): {', '.join(found) or '-'}")
         )
+        if tc.get("provisioned"):
+            out.print(styled((f"    provisioned at {tc['provisioned']}", "dim")))
         if missing:
             out.print(styled((f"    not installed: {', '.join(missing)}", "dim")))
     out.print(styled(("backends", "bold")))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import click
@@ -33,7 +34,23 @@ def describe(store: Any, record: Any) -> dict[str, Any]:
             rel: {"digest": e.digest, "size": e.size} for rel, e in sorted(manifest.files.items())
         },
         "log": str(store.blob_path(log)) if log else None,
+        "details": _backend_details(store, record, manifest),
     }
+
+
+def _backend_details(store: Any, record: Any, manifest: Any) -> dict[str, Any]:
+    """Facts a backend reads from its artifact's files, e.g. an RNGD .fxb's manifest (issue 7)."""
+    from rmbuild.plugins import registry
+
+    entry = registry().get(record.metadata.get("backend", ""))
+    reader = getattr(entry.plugin, "artifact_details", None) if entry else None
+    if reader is None:
+        return {}
+
+    def read(rel: str) -> bytes:
+        return store.blob_path(manifest.files[rel].digest).read_bytes()
+
+    return reader(read)
 
 
 @click.command("show")
@@ -96,4 +113,9 @@ def command(app: Any, ref: str, as_json: bool) -> None:
     out.print("[bold]files[/]")
     for rel, entry in info["files"].items():
         out.print(f"  {entry['digest'][:12]}  {human_size(entry['size']):>10}  {escape(rel)}")
+    if info["details"]:
+        out.print(f"[bold]{escape(info['backend'])} artifact[/]")
+        for name, value in info["details"].items():
+            text = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
+            out.print(f"  {escape(name)} {escape(str(text))}")
     out.print(f"[bold]log[/] {escape(str(info['log']))}")

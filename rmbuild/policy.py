@@ -1,0 +1,236 @@
+"""Resource classes as targets: which targets ``--target npu`` means, in what order, and which
+of them can be built here (issue 7). The one place that decides; ``compile --explain`` prints
+its table.
+
+``--target`` takes a target name or a resource class (``npu``, ``gpu``, ``cpu``; ``pim``,
+``remote`` later). A name the model defines wins (``--target cpu`` on a model with a target
+called ``cpu`` builds that target, as before). A class resolves to the model's targets whose
+profile serves that class; where the model defines none, to built-in default targets: one per
+backend that can serve the class, with the profile's default flags. Candidates are ordered by
+device presence here (what ``run`` could use), then backend priority, then name; every one
+whose toolchains (and their system tools) are present is built, the others are skipped with
+what they lack and the command that gets it. None buildable: exit 7.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from rmbuild.errors import BackendUnavailable, SpecError
+from rmbuild.spec import LoadedSpec, Target
+
+CLASSES = ("npu", "gpu", "cpu", "pim", "remote")
+# Vendor-native compilers first: they know their device best; portable runtimes after.
+BACKEND_PRIORITY = ("furiosa", "rbln", "tensorrt", "openvino", "iree", "onnxruntime")
+# Which vendor's devices a backend's artifacts of a class run on (device presence column).
+DEVICE_VENDORS = {
+    ("furiosa", "npu"): ("furiosa",),
+    ("rbln", "npu"): ("rebellions",),
+    ("openvino", "npu"): ("intel",),
+    ("openvino", "gpu"): ("intel",),
+    ("iree", "gpu"): ("nvidia",),
+    ("tensorrt", "gpu"): ("nvidia",),
+}
+
+
+@dataclass
+class Candidate:
+    """One target a class resolved to, and the policy's verdict on it."""
+
+    target: str
+    profile: str
+    backend: str
+    resource: str
+    origin: str  # model.yaml | default
+    toolchains: list[str] = field(default_factory=list)
+    toolchain_present: bool = True
+    device_present: bool = False
+    missing: list[dict[str, str]] = field(default_factory=list)  # what, install
+    chosen: bool = False
+    why: str = ""
+
+
+@dataclass
+class Resolution:
+    """What ``--target`` values mean: the spec to build from (with any default targets added),
+    the target names to build, and the decision table."""
+
+    spec: LoadedSpec
+    names: list[str]
+    candidates: list[Candidate]
+    classes: list[str]
+
+    def table(self) -> list[dict[str, Any]]:
+        return [asdict(c) for c in self.candidates]
+
+
+def _priority(backend: str) -> int:
+    return BACKEND_PRIORITY.index(backend) if backend in BACKEND_PRIORITY else len(BACKEND_PRIORITY)
+
+
+def _toolchain_gaps(toolchain: Any) -> list[dict[str, str]]:
+    """What a toolchain lacks here, each with the command that gets it (never raises)."""
+    from rmbuild import provision
+
+    st = provision.status(toolchain)
+    if not st.installed:
+        return [
+            {
+                "what": f"toolchain {toolchain.name}: {st.reason}",
+                "install": toolchain.install_hint(),
+            }
+        ]
+    if not toolchain.provisioned:
+        try:
+            packages = toolchain.identity()["packages"]
+        except Exception as exc:  # noqa: BLE001 - a broken registered env is a gap, not a crash
+            return [{"what": f"toolchain {toolchain.name}: {exc}", "install": ""}]
+        absent = [name for name, version in packages.items() if version is None]
+        if absent:
+            return [
+                {
+                    "what": f"toolchain {toolchain.name}: {', '.join(absent)} not installed",
+                    "install": toolchain.install_hint(),
+                }
+            ]
+    return [
+        {"what": f"system tool {tool.name} not found", "install": tool.install_hint()}
+        for tool in provision.missing_system_tools(toolchain)
+    ]
+
+
+def _devices_present(backend: str, resource: str, devices: list[dict[str, Any]]) -> bool:
+    if resource == "cpu":
+        return True
+    vendors = DEVICE_VENDORS.get((backend, resource))
+    return any(
+        d["class"] == resource and (vendors is None or d.get("vendor") in vendors) for d in devices
+    )
+
+
+def _default_targets(spec: LoadedSpec, resource: str) -> dict[str, Target]:
+    """Built-in defaults for a class: one compile profile per backend that serves it."""
+    from rmbuild.profiles import list_profiles
+
+    by_backend: dict[str, str] = {}
+    for loaded in list_profiles(spec.root):
+        if isinstance(loaded, SpecError):
+            continue
+        profile = loaded.profile
+        if profile.resource == resource and profile.stage == "compile":
+            by_backend.setdefault(profile.backend, profile.name)
+    targets = {}
+    for _backend, profile in sorted(by_backend.items()):
+        name = profile if profile not in spec.spec.targets else f"{profile}-default"
+        targets[name] = Target(profile=profile, description=f"built-in default for {resource}")
+    return targets
+
+
+def resolve(
+    spec: LoadedSpec,
+    requested: list[str],
+    *,
+    strict: bool = True,
+    devices: list | None = None,
+) -> Resolution:
+    """Resolve ``--target`` values (names or classes) into targets to build; see the module
+    docstring. Raises SpecError for a name that is neither (with a did-you-mean), and
+    BackendUnavailable (exit 7) when a class has no candidate that can be built here."""
+    from rmbuild.build import plan
+    from rmbuild.yamlio import did_you_mean
+
+    targets = dict(spec.spec.targets)
+    names: list[str] = []
+    classes: list[str] = []
+    for value in requested:
+        if value in targets or value not in CLASSES:
+            if value not in targets:
+                raise SpecError(
+                    f"no target named {value!r}{did_you_mean(value, [*targets, *CLASSES])}",
+                    file=spec.path,
+                    field="targets",
+                    context=[
+                        f"targets: {', '.join(targets)}",
+                        f"resource classes: {', '.join(CLASSES)}",
+                    ],
+                )
+            names.append(value)
+        else:
+            classes.append(value)
+    if not classes:
+        return Resolution(spec, names, [], [])
+
+    if devices is None:
+        from rmbuild.resources import discover
+
+        devices = discover()["devices"]
+    from rmbuild.profiles import find_profile
+
+    candidates: list[Candidate] = []
+    extra: dict[str, Target] = {}
+    for resource in classes:
+        mine = {
+            name: t
+            for name, t in targets.items()
+            if find_profile(t.profile, spec.root).profile.resource == resource
+        }
+        origin = "model.yaml"
+        if not mine:
+            mine, origin = _default_targets(spec, resource), "default"
+            extra.update(mine)
+        for name, target in mine.items():
+            profile = find_profile(target.profile, spec.root).profile
+            candidates.append(
+                Candidate(
+                    target=name,
+                    profile=profile.name,
+                    backend=profile.backend,
+                    resource=resource,
+                    origin=origin,
+                )
+            )
+    if extra:
+        model = spec.spec.model_copy(update={"targets": {**targets, **extra}})
+        spec = LoadedSpec(spec=model, path=spec.path, lines=spec.lines)
+    for cand in candidates:
+        chain = plan(spec, cand.target)
+        seen: dict[str, Any] = {}
+        for stage in chain:
+            seen.setdefault(stage.toolchain.name, stage.toolchain)
+        cand.toolchains = list(seen)
+        for tc in seen.values():
+            cand.missing += _toolchain_gaps(tc)
+        cand.toolchain_present = not cand.missing
+        cand.device_present = _devices_present(cand.backend, cand.resource, devices)
+    candidates.sort(
+        key=lambda c: (c.resource, not c.device_present, _priority(c.backend), c.target)
+    )
+    for cand in candidates:
+        cand.chosen = cand.toolchain_present
+        if cand.chosen:
+            cand.why = "builds here" + (
+                "" if cand.device_present else " (no device here to run it)"
+            )
+        else:
+            cand.why = "; ".join(m["what"] for m in cand.missing)
+    chosen = [c.target for c in candidates if c.chosen]
+    if not chosen and strict:
+        raise BackendUnavailable(
+            f"no {'/'.join(classes)} target can be built here",
+            context=[
+                f"{c.target} ({c.profile}): {m['what']}"
+                + (f" -> {m['install']}" if m["install"] else "")
+                for c in candidates
+                for m in c.missing
+            ]
+            or ["no profile serves this class"],
+            hint="; ".join(
+                dict.fromkeys(m["install"] for c in candidates for m in c.missing if m["install"])
+            )
+            or None,
+        )
+    for name in chosen:
+        if name not in names:
+            names.append(name)
+    return Resolution(spec, names, candidates, classes)
