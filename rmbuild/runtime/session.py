@@ -147,14 +147,14 @@ def kv_cache_shape(
 ) -> tuple[int, int, int, int]:
     """The empty KV cache's shape, [1, kv_heads, 0, head_dim], of an exported causal LM.
 
-    ``heads``/``head_dim`` come from the graph where its dims are static; the rest from the HF
-    config carried into the artifact (Llama and GPT-2 spell the fields differently).
+    Prefer :mod:`rmbuild.runtime.kvlayout`, which reads the layout from the graph (the runtimes
+    do). ``heads``/``head_dim`` come from the graph where its dims are static; the rest from the
+    HF config, read as the layout reader does (Falcon's ``num_kv_heads`` and ``multi_query``).
     """
-    n_heads = config.get("num_attention_heads") or config.get("n_head")
-    heads = heads or config.get("num_key_value_heads") or n_heads
-    if head_dim is None:
-        hidden = config.get("hidden_size") or config.get("n_embd")
-        head_dim = config.get("head_dim") or (hidden // n_heads if hidden and n_heads else None)
+    from rmbuild.runtime.kvlayout import config_head_dim, config_kv_heads
+
+    heads = heads or config_kv_heads(config)
+    head_dim = head_dim or config_head_dim(config)
     if not heads or not head_dim:
         raise ValueError("cannot tell the KV cache shape: config.json lacks the head counts")
     return (1, int(heads), 0, int(head_dim))

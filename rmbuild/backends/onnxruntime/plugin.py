@@ -97,16 +97,17 @@ class OnnxRuntimeBackend(BackendPlugin):
     def create_session(
         self, artifact_dir: Path, metadata: dict[str, Any], options: dict[str, Any]
     ) -> BackendSession:
-        from rmbuild.backends.onnxruntime.runtime import OnnxDecoderStep
-        from rmbuild.runtime.session import BackendSession, eos_ids
-        from rmbuild.runtime.tokenizer import Tokenizer
-
         device = str(options.get("device") or "cpu")
         if device.lower() != "cpu":
             raise IncompatibleArtifact(
                 f"the onnxruntime backend runs on the CPU here, not on {device!r}",
                 hint="drop --device, or build a target for that device",
             )
+        # Only now: the runtime needs numpy, an extra (issue 6 #20).
+        from rmbuild.backends.onnxruntime.runtime import OnnxDecoderStep
+        from rmbuild.runtime.session import BackendSession, eos_ids
+        from rmbuild.runtime.tokenizer import Tokenizer
+
         runtime_flags = {**(metadata.get("runtime_flags") or {}), **options}
         step = OnnxDecoderStep(artifact_dir / "model.onnx", runtime_flags)
         return BackendSession(
