@@ -50,6 +50,13 @@ PROMPT = "The future of AI is"
 
 VOCAB_SIZE = 1000
 MAX_POSITIONS = 256
+LLAMA3_PLAIN_ROPE = {
+    "rope_type": "llama3",
+    "factor": 1.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": MAX_POSITIONS,
+}
 # Special tokens; their order fixes their ids (pad=0, bos=1, eos=2, unk=3).
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]
@@ -138,6 +145,9 @@ def build_model(arch: str, tok: Tokenizer) -> PreTrainedModel:
             num_key_value_heads=2,  # GQA, so runtimes exercise kv-head broadcasting
             max_position_embeddings=MAX_POSITIONS,
             rope_theta=10000.0,
+            # FuriosaAI's llama 3.1 kernels take rope_scaling only as a dict (issue 7). llama3
+            # scaling with factor 1.0 leaves every frequency as it is: plain RoPE.
+            rope_scaling=LLAMA3_PLAIN_ROPE,
             tie_word_embeddings=True,  # halves the file size at this vocab/hidden ratio
             dtype="float32",
             **ids,
@@ -254,7 +264,20 @@ def make_model(out_dir: Path, arch: str = "llama", steps: int | None = None, see
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
+    if arch == "llama":
+        _drop_head_dim(out_dir / "config.json")
     return out_dir
+
+
+def _drop_head_dim(config_path: Path) -> None:
+    # The RNGD build copies config.json over the llama 3.1 reference config, whose kernels
+    # reject an explicit head_dim key (issue 7); hidden_size / num_attention_heads gives the
+    # same value to every other reader.
+    import json
+
+    config = json.loads(config_path.read_text())
+    config.pop("head_dim", None)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
