@@ -215,3 +215,24 @@ def test_supervisor_imports_nothing_of_rmbuild() -> None:
         elif isinstance(node, ast.ImportFrom):
             names.add((node.module or "").split(".")[0])
     assert names <= {"__future__", "ctypes", "json", "os", "signal", "sys", "time"}, names
+
+
+def test_sigterm_during_parallel_builds_stops_every_worker(
+    project: Project, forking: Path, cli_process, cli
+) -> None:
+    # `compile -j 2`: the tools run in worker processes; SIGTERM reaches rmbuild only.
+    text = project.spec.read_text()
+    second = forking.with_name("pids2.txt")
+    text += (
+        "  fake2:\n    profile: fake-compile\n    flags:\n"
+        f'      marker: "{second}"\n      mode: hang\n      name: two\n'
+    )
+    project.write_spec(text)
+    victim = cli_process("compile", str(project.spec), "--all", "-j", "2", "--json")
+    pids = _wait_for_pids(forking, victim) + _wait_for_pids(second, victim)
+    victim.send_signal(signal.SIGTERM)
+    out, err = victim.communicate(timeout=120)
+    assert victim.returncode == 143, err
+    assert "Traceback" not in err
+    _assert_gone(pids)
+    assert cli("ls", "--json").json() == []
