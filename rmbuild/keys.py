@@ -1,9 +1,17 @@
 """The action key: one object, one ``compute()``, one ``KEY_VERSION``.
 
 Same key => same artifact => no rebuild. Everything that can change a stage's output is in the
-key, and nothing else is (USER-NEEDS 1). Bump ``KEY_VERSION`` whenever the set of inputs or
-their encoding changes; ``tests/test_keys.py`` pins golden digests so a refactor cannot silently
-invalidate (or worse, alias) every user's cache.
+key, and nothing else is (USER-NEEDS 1).
+
+The rule: bump ``KEY_VERSION`` on any change to the key's composition — a field added, removed
+or encoded differently, or a change in what ``rmbuild.build.action_key()`` puts into a field
+(e.g. the tool identified by its digest instead of its name). Two tests enforce it:
+``tests/test_keys.py`` pins the encoding of a hand-built key, and ``tests/test_keys_golden.py``
+pins the key of every built-in profile through ``action_key()`` with fixed environment facts, so
+a refactor cannot silently invalidate (or worse, alias) every user's cache.
+
+History: 1 = the first release; 2 = tools identified by content (executable, interpreter and
+declared files' digests, version-command output), toolchain/profile ``key_env`` (issue 6).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-KEY_VERSION = 1
+KEY_VERSION = 2
 
 
 def canonical_json(value: Any) -> bytes:
