@@ -23,7 +23,7 @@ import rmbuild
 from artifact_store import ArtifactRecord, LockTimeout, Store
 from artifact_store.errors import DiskFull as StoreDiskFull
 from artifact_store.errors import UnsafeTree
-from rmbuild import sources
+from rmbuild import compcache, sources
 from rmbuild.adapter import _FORBIDDEN as FORBIDDEN_IN_VALUES  # one list, two checks
 from rmbuild.adapter import BinaryCompilerAdapter
 from rmbuild.errors import SpecError, UnsafeToolOutput
@@ -325,6 +325,8 @@ def _run_stage(
     with store.build_dir(f"build-{key_hex[:12]}-") as tmp, contextlib.ExitStack() as ingest:
         out = tmp / "out"
         out.mkdir()
+        # A vendor compiler's cache, kept as a keyed artifact of its own (issue 7).
+        compcache.safely(compcache.feed, store, stage, tmp)
         command = adapter.render_for_run(
             stage.flags, inputs={"model": input_path}, output=out, workdir=tmp
         )
@@ -332,6 +334,7 @@ def _run_stage(
         adapter.check_outputs(out, log_path)
         _carry(profile.carry, input_path, out)
         get_backend(profile.backend).prepare_outputs(profile, input_path, out)
+        compcache.safely(compcache.update, store, stage, tmp, spec.spec.name)
         t1 = time.monotonic()
         # From the first stored blob to the index row, gc cannot sweep (issue 6 #9).
         ingest.enter_context(store.writing())

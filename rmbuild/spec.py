@@ -169,6 +169,12 @@ class BuildProfile(_Strict):
         description="Flags that change how the tool or the session runs but not the artifact; "
         "they are excluded from the action key.",
     )
+    compiler_cache: str | None = Field(
+        None,
+        description="The runtime flag that takes the vendor compiler's cache folder. While it "
+        "is null, rmbuild keeps the cache as a keyed artifact of its own (key: the compiler's "
+        "identity), fed to each build at <workdir>/compiler-cache and updated from it (issue 7).",
+    )
     outputs: list[str] = Field(min_length=1, description="Glob patterns the tool must leave.")
     carry: list[str] = Field(
         default_factory=list,

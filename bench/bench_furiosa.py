@@ -1,0 +1,110 @@
+"""Benchmark of the FuriosaAI RNGD path (issue 7): toolchain install, cold vs warm-cache build,
+and a cache hit, side by side in one run on the example's ``rngd`` target.
+
+    python bench/bench_furiosa.py [--install] [--json]
+
+* install (only with --install): ``rmbuild toolchain install furiosa`` into an empty
+  ``RMBUILD_DATA_DIR`` (time and size; pip's download cache is whatever this machine has);
+* cold:  ``rmbuild compile --target rngd`` into an empty store, the vendor's compiler cache
+  empty (every kernel compiled by furiosa-tcc);
+* warm:  the same build again with ``--rebuild`` (the tool runs again), the compiler cache warm
+  from the cold build (``compiler_cache_dir``, a runtime-only flag: same key);
+* hit:   ``rmbuild compile --target rngd`` once more: a cache hit, no tool and no process in the
+  toolchain's environment.
+
+Needs the furiosa toolchain (``rmbuild toolchain install furiosa``) and the aarch64 cross gcc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "examples" / "tiny-llama"
+RMBUILD = str(Path(sys.executable).parent / "rmbuild")
+
+SPEC = """\
+name: tiny-llama
+source: {{path: {model}, format: hf}}
+targets:
+  rngd:
+    profile: furiosa-rngd
+    flags:
+      max_model_len: 256
+      attention_buckets: "(1,128,128),(1,256,1)"
+      tokenwise_buckets: "1,128"
+      skip_bucket_validation: true
+      sampler: false
+      compiler_cache_dir: {cache}
+"""
+
+
+def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        sys.exit(f"failed ({done.returncode}): {' '.join(argv)}\n{done.stderr[-3000:]}")
+    return seconds, done.stdout
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--install", action="store_true", help="also time a fresh install")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results: dict[str, object] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-furiosa-") as tmp_str:
+        tmp = Path(tmp_str)
+        env = {**os.environ, "RMBUILD_STORE": str(tmp / "store")}
+        if args.install:
+            data = tmp / "data"
+            seconds, _ = _timed(
+                [RMBUILD, "toolchain", "install", "furiosa"], {**env, "RMBUILD_DATA_DIR": str(data)}
+            )
+            results["install_s"] = round(seconds, 1)
+            results["install_bytes"] = _dir_size(data / "toolchains" / "furiosa")
+        cache = tmp / "compiler-cache"
+        cache.mkdir()
+        project = tmp / "project"
+        (project / ".git").mkdir(parents=True)  # stop the profile search here
+        shutil.copytree(EXAMPLE / "model", project / "model")
+        spec = project / "model.yaml"
+        spec.write_text(SPEC.format(model="model", cache=json.dumps(str(cache))))
+        build = [RMBUILD, "compile", str(spec), "--target", "rngd", "--json"]
+        cold, out = _timed(build, env)
+        artifact = json.loads(out)[0]["artifact"]
+        results["cold_s"] = round(cold, 1)
+        results["compiler_cache_bytes"] = _dir_size(cache)
+        warm, out = _timed([*build, "--rebuild"], env)
+        assert json.loads(out)[0]["artifact"] == artifact  # same key: the cache dir is runtime-only
+        results["warm_s"] = round(warm, 1)
+        hit, out = _timed(build, env)
+        assert json.loads(out)[0]["hit"]
+        results["hit_s"] = round(hit, 2)
+        show = json.loads(_timed([RMBUILD, "show", artifact, "--json"], env)[1])
+        files = show["files"]
+        results["fxb_bytes"] = files["model.fxb"]["size"]
+        results["edf_kernels"] = len(show["details"].get("edf_files", []))
+        results["artifact"] = artifact
+    if args.json:
+        print(json.dumps(results, indent=1))
+        return
+    for name, value in results.items():
+        print(f"{name:22} {value}")
+
+
+if __name__ == "__main__":
+    main()
