@@ -102,7 +102,8 @@ def cli(ctx: click.Context, store: str | None, index_url: str | None, verbose: b
     Exit codes: 0 ok, 1 internal error, 2 usage error, 3 bad model.yaml/profile/template,
     4 a tool failed (not found, exit code, timeout, missing outputs), 5 artifact not found or
     ambiguous, 6 artifact incompatible with this machine or corrupt, 7 backend unavailable,
-    8 store or index unavailable, 130 interrupted.
+    8 store or index unavailable, 9 disk full, 130 interrupted (Ctrl-C), 143 terminated
+    (SIGTERM).
     """
     ctx.obj = AppContext(store, index_url, verbose or bool(os.environ.get("RMBUILD_DEBUG")))
 
