@@ -123,7 +123,12 @@ class FuriosaBackend(BackendPlugin):
         self, profile: BuildProfile, flags: dict[str, Any], toolchain: Toolchain | None = None
     ) -> dict[str, Any]:
         tp, pp = int(flags.get("tp") or 1), int(flags.get("pp") or 1)
-        fp: dict[str, Any] = {"npu": "rngd", "npu_target": probe.npu_target(tp, pp), "pp": pp}
+        fp: dict[str, Any] = {
+            "npu": "rngd",
+            "npu_target": probe.npu_target(tp, pp),
+            "tp": tp,
+            "pp": pp,
+        }
         if toolchain is not None:
             # From the install marker: no process in the 7.7 GB environment on a hit (issue 7).
             ident = toolchain.identity()

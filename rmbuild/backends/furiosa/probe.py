@@ -26,14 +26,14 @@ def toolchain(start: Path | None = None) -> Any:
 
 
 def npu_target(tp: int, pp: int = 1) -> str:
-    """The RNGD compile target implied by tensor parallelism (TOOLCHAINS.md: there is no target
-    option; ``renegade`` is one PE, ``renegade-{2,4,8}pe`` a PE group of one chip,
-    ``renegade-8pe-{N}chip`` N whole chips). ``pp`` splits stages over devices of that target."""
-    if tp <= 1:
-        return "renegade"
-    if tp < PES_PER_CHIP:
-        return f"renegade-{tp}pe"
-    chips = tp // PES_PER_CHIP
+    """The RNGD compile target implied by tensor parallelism (there is no target option).
+
+    Seen with furiosa-llm 2026.4 (issue 7): at ``-tp 1`` fxb runs ``furiosa-tcc --target-npu
+    renegade-8pe``: a kernel occupies one whole chip (8 PEs) up to 8, and N chips
+    (``renegade-8pe-{N}chip``) beyond. ``pp`` places pipeline stages on more devices of the
+    same target. The target actually used is also read back from the .fxb (``rngd.json``).
+    """
+    chips = max(1, -(-int(tp) // PES_PER_CHIP))
     return "renegade-8pe" if chips == 1 else f"renegade-8pe-{chips}chip"
 
 

@@ -20,10 +20,11 @@ WRAPPER = Path(__file__).resolve().parents[3] / "rmbuild" / "tools" / "fxb_build
 
 
 def test_npu_target_follows_tp() -> None:
-    assert probe.npu_target(1) == "renegade"
-    assert probe.npu_target(4) == "renegade-4pe"
+    # fxb 2026.4 at -tp 1 ran furiosa-tcc --target-npu renegade-8pe (one whole chip).
+    assert probe.npu_target(1) == "renegade-8pe"
     assert probe.npu_target(8) == "renegade-8pe"
     assert probe.npu_target(16) == "renegade-8pe-2chip"
+    assert probe.npu_target(32) == "renegade-8pe-4chip"
 
 
 class _Toolchain:
@@ -39,12 +40,12 @@ class _Toolchain:
 
 def test_fingerprint_holds_versions_revisions_and_target() -> None:
     fp = plugin.FuriosaBackend().fingerprint(None, {"tp": 8, "pp": 1}, _Toolchain())  # type: ignore[arg-type]
-    assert fp["npu_target"] == "renegade-8pe"
+    assert fp["npu_target"] == "renegade-8pe" and fp["tp"] == 8
     assert fp["furiosa_llm"] == "2026.4.0"
     assert fp["furiosa_llm_git_version"] == "2026.4.0+gb1baffa"
     assert "b1baffa75" in fp["furiosa_tcc_version"]
-    other = plugin.FuriosaBackend().fingerprint(None, {"tp": 4, "pp": 1}, _Toolchain())  # type: ignore[arg-type]
-    assert other != fp  # TP changes the target, hence the key
+    other = plugin.FuriosaBackend().fingerprint(None, {"tp": 16, "pp": 1}, _Toolchain())  # type: ignore[arg-type]
+    assert other["npu_target"] == "renegade-8pe-2chip"
 
 
 def _fxb(path: Path, manifest: dict[str, Any], edfs: list[str]) -> Path:
