@@ -1,7 +1,8 @@
 """Benchmarks of the OpenVINO and IREE backends and of parallel builds, each against a baseline
 measured in the same run.
 
-    python bench/bench_backends.py [--only onnxruntime,openvino,iree,parallel] [--tokens 200] [--reps 21]
+    python bench/bench_backends.py [--only onnxruntime,openvino,iree,parallel]
+                                   [--tokens 200] [--reps 21]
 
 * onnxruntime: tokens/s of rmbuild's ONNX Runtime session (the shared KV loop) vs a plain loop
             on ``onnxruntime.InferenceSession`` on the same model.onnx.
