@@ -164,7 +164,8 @@ def resolve(
     if devices is None:
         from rmbuild.resources import discover
 
-        devices = discover()["devices"]
+        # Device nodes and CLIs only: no process in a vendor toolchain (a hit stays a hit).
+        devices = discover(smi=False)["devices"]
     from rmbuild.profiles import find_profile
 
     candidates: list[Candidate] = []

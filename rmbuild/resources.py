@@ -118,8 +118,9 @@ _FURIOSA_SMI = (
 )
 
 
-def furiosa() -> dict[str, Any]:
-    """RNGD: device nodes, and furiosa_smi inside the furiosa toolchain when installed."""
+def furiosa(smi: bool = True) -> dict[str, Any]:
+    """RNGD: device nodes, and furiosa_smi inside the furiosa toolchain when installed (and
+    ``smi``: compile's policy passes False, so a cache hit starts nothing in that toolchain)."""
     nodes = sorted({*glob.glob("/dev/rngd*"), *glob.glob("/dev/rngd/*")})
     nodes = [n for n in nodes if n != "/dev/rngd"]
     result: dict[str, Any] = {"nodes": nodes, "smi": None, "devices": []}
@@ -128,7 +129,7 @@ def furiosa() -> dict[str, Any]:
         from rmbuild.toolchains import find_toolchain
 
         tc = find_toolchain("furiosa", Path.cwd())
-        if provision.status(tc).installed:
+        if smi and provision.status(tc).installed:
             out = subprocess.run(  # noqa: S603 - the toolchain's own python, no shell
                 [str(tc.python_path), "-c", _FURIOSA_SMI],
                 capture_output=True,
@@ -202,13 +203,13 @@ def intel_npu() -> dict[str, Any]:
     return {"nodes": nodes, "devices": devices}
 
 
-def discover() -> dict[str, Any]:
+def discover(smi: bool = True) -> dict[str, Any]:
     """Every vendor's view plus one flat ``devices`` list (cpu entries from OpenVINO excluded:
     the CPU is described by ``hostinfo.cpu_info``)."""
     found = {
         "nvidia": nvidia(),
         "openvino": openvino(),
-        "furiosa": furiosa(),
+        "furiosa": furiosa(smi),
         "rebellions": rebellions(),
         "intel_npu": intel_npu(),
     }
