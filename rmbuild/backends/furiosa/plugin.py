@@ -58,22 +58,42 @@ def _kernel_files(value: Any) -> list[str]:
     return found
 
 
+def _bucket(entry: Any) -> str:
+    """``{"attention": {"batch_size": 1, "attention_size": 128, ...}}`` -> ``attention b1 a128
+    kv0``; ``{"tokenwise": {"input_size": 128}}`` -> ``tokenwise 128``."""
+    bucket = entry.get("bucket", {}) if isinstance(entry, dict) else {}
+    parts = []
+    for kind, fields in bucket.items():
+        if kind == "attention" and isinstance(fields, dict):
+            parts.append(
+                f"attention b{fields.get('batch_size')} a{fields.get('attention_size')} "
+                f"kv{fields.get('kv_cache_size')}"
+            )
+        elif isinstance(fields, dict):
+            parts.append(" ".join([kind, *(str(v) for v in fields.values())]))
+    return ", ".join(parts) or json.dumps(bucket, sort_keys=True)
+
+
 def summarize(manifest: dict[str, Any], edfs: list[str]) -> dict[str, Any]:
-    """Versions with revisions, parallelism, buckets, kernels, and whether every kernel the
-    manifest names is inside the archive."""
-    kernels = manifest.get("kernels") or manifest.get("kernel_map") or {}
+    """Versions with revisions, parallelism, buckets per kernel, and whether every kernel file
+    the manifest names is inside the archive (fxb manifest format_version 2, 2026.4)."""
+    kernels = manifest.get("kernels") or {}
     referenced = sorted(set(_kernel_files(kernels)))
     missing = [name for name in referenced if not any(e.endswith(name) for e in edfs)]
-    keep = {
-        k: v
-        for k, v in manifest.items()
-        if k not in ("kernels", "kernel_map", "uuid", "created_at")
-        and not isinstance(v, dict | list)
-        or k in ("compiler", "furiosa_llm", "model", "parallel", "parallelism", "buckets")
-    }
+    buckets = (
+        {
+            name: [_bucket(e) for e in entries] if isinstance(entries, list) else []
+            for name, entries in sorted(kernels.items())
+        }
+        if isinstance(kernels, dict)
+        else {}
+    )
     return {
-        "manifest": keep,
-        "kernels": sorted(kernels) if isinstance(kernels, dict) else [],
+        "format_version": manifest.get("format_version"),
+        "versions": manifest.get("versions", {}),
+        "parallel": manifest.get("parallel_config", {}),
+        "model": manifest.get("model", {}),
+        "kernels": buckets,
         "edf_files": edfs,
         "kernels_missing": missing,
         "byte_reproducible": False,

@@ -57,18 +57,40 @@ def _fxb(path: Path, manifest: dict[str, Any], edfs: list[str]) -> Path:
 
 
 def test_fxb_facts_read_the_manifest_and_find_missing_kernels(tmp_path: Path) -> None:
+    # The shape of a 2026.4 manifest (format_version 2), as fxb build wrote it here.
     manifest = {
-        "format_version": 1,
+        "format_version": 2,
         "uuid": "x",
         "created_at": "now",
-        "compiler": {"version": "2026.4.0", "revision": "ae27d44cd8"},
-        "kernels": {"prefill": {"b1": "k0.edf"}, "decode": {"b1": "k1.edf"}},
+        "versions": {
+            "furiosa_llm": {"version": "2026.4.0", "revision": "b1baffa75"},
+            "furiosa_compiler": {"version": "2026.4.0", "revision": "ae27d44cd8"},
+        },
+        "parallel_config": {"tensor_parallel_size": 1, "pipeline_parallel_size": 1},
+        "kernels": {
+            "full_attention": [
+                {
+                    "bucket": {
+                        "attention": {"batch_size": 1, "attention_size": 128, "kv_cache_size": 0}
+                    },
+                    "file": "edfs/full_attention_b1_a128_kv0.edf",
+                }
+            ],
+            "mid_tokenwise": [
+                {"bucket": {"tokenwise": {"input_size": 128}}, "file": "edfs/mid_tw128.edf"}
+            ],
+        },
     }
-    facts = plugin.fxb_facts(_fxb(tmp_path / "m.fxb", manifest, ["k0.edf"]))
-    assert facts["manifest"]["compiler"]["revision"] == "ae27d44cd8"
-    assert "uuid" not in facts["manifest"] and "created_at" not in facts["manifest"]
-    assert facts["kernels"] == ["decode", "prefill"]
-    assert facts["kernels_missing"] == ["k1.edf"]
+    fxb = _fxb(tmp_path / "m.fxb", manifest, ["edfs/full_attention_b1_a128_kv0.edf"])
+    facts = plugin.fxb_facts(fxb)
+    assert facts["versions"]["furiosa_compiler"]["revision"] == "ae27d44cd8"
+    assert facts["parallel"]["tensor_parallel_size"] == 1
+    assert '"x"' not in json.dumps(facts) and '"now"' not in json.dumps(facts)  # uuid, created_at
+    assert facts["kernels"] == {
+        "full_attention": ["attention b1 a128 kv0"],
+        "mid_tokenwise": ["tokenwise 128"],
+    }
+    assert facts["kernels_missing"] == ["edfs/mid_tw128.edf"]
     assert facts["byte_reproducible"] is False
 
 

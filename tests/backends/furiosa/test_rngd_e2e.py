@@ -67,6 +67,9 @@ def test_rngd_build_through_the_cli(furiosa_ready: None, store_dir: Path, cli) -
     assert details["kernels_missing"] == []  # every kernel the manifest names is inside
     assert details["byte_reproducible"] is False
     assert len(details["edf_files"]) == len(edfs)
+    assert details["versions"]["furiosa_compiler"]["revision"]  # versions with revisions
+    assert details["parallel"]["tensor_parallel_size"] == 1
+    assert sum(len(b) for b in details["kernels"].values()) == len(edfs)
     fp = info["fingerprint"]
     assert fp["npu_target"] and fp["furiosa_llm"] == "2026.4.0"
     assert "furiosa-compiler" in fp["furiosa_tcc_version"]
