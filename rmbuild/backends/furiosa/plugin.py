@@ -16,10 +16,11 @@ the devices found and what would run it.
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rmbuild.backends.base import Availability, BackendPlugin, Resource
 from rmbuild.backends.furiosa import probe
@@ -34,7 +35,7 @@ FXB_FORMAT = "furiosa-fxb"
 FACTS = "rngd.json"  # sidecar: the .fxb manifest's facts, read without the SDK
 
 
-def fxb_facts(fxb: Path) -> dict[str, Any]:
+def fxb_facts(fxb: Path | IO[bytes]) -> dict[str, Any]:
     """The facts of a ``.fxb``'s ``manifest.json`` (zipfile only; no SDK)."""
     with zipfile.ZipFile(fxb) as zf:
         names = zf.namelist()
@@ -175,10 +176,14 @@ class FuriosaBackend(BackendPlugin):
 
     def artifact_details(self, read: Any) -> dict[str, Any]:
         """Facts for ``show``: the .fxb manifest summary (``read(rel)`` gives a file's bytes)."""
+        # The .fxb itself, read now: the facts follow this rmbuild's reading of the manifest.
         try:
-            return json.loads(read(FACTS))
-        except Exception:  # noqa: BLE001 - an older artifact without the sidecar
-            return {}
+            return fxb_facts(io.BytesIO(read("model.fxb")))
+        except Exception:  # noqa: BLE001 - no .fxb (another output layout): the sidecar
+            try:
+                return json.loads(read(FACTS))
+            except Exception:  # noqa: BLE001
+                return {}
 
     # ------------------------------------------------------------------ loading
 
