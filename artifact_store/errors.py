@@ -209,3 +209,28 @@ def disk_full_as(
         if is_disk_full(exc, path):
             raise DiskFull(str(path), needed=needed, what=what) from exc
         raise
+
+
+# ---- remotes (issue 9) ------------------------------------------------------------------------
+
+
+class RemoteError(StoreError):
+    """A remote cache (an fsspec URL) failed: unreachable, refused, or missing a bucket.
+
+    ``remote`` is the URL without credentials or query (see :func:`artifact_store.remote.
+    redact_url`); the message never carries a secret.
+    """
+
+    def __init__(self, remote: str, problem: str) -> None:
+        self.remote = remote
+        self.problem = problem
+        super().__init__(f"remote {remote}: {problem}")
+
+
+class RemoteAuthError(RemoteError):
+    """The remote refused the credentials (wrong key, expired token, access denied)."""
+
+
+class RemoteCorrupt(RemoteError):
+    """Something read from the remote does not match its digest or is not a valid entry;
+    nothing of it entered the local store."""

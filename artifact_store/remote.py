@@ -1,0 +1,619 @@
+"""A remote cache on any fsspec URL: s3://, gs://, az://, file://, memory://… (issue 9).
+
+Layout under the URL, mirroring the local store's two tables (Bazel's CAS + action cache)::
+
+    objects/ab/cdef…     blobs (file contents, manifests, logs), content-addressed
+    entries/<key>.json   one per action key: the artifact row as JSON, metadata included
+    aliases/<name>       the key an alias pointed at when it was pushed
+
+Write order makes a half push invisible: every blob first, then the entry that names them,
+then aliases. A reader only trusts entries, so an interrupted push leaves at most unreferenced
+objects, and the retry uploads only what is missing (objects are immutable by name). Where the
+store has atomic writes (object stores: a single PUT, or a multipart upload the server
+assembles) blobs go straight to their names; elsewhere (``file://``, SFTP…) to a temp name
+first, then moved.
+
+Pulls never trust the remote: every blob is downloaded into the local store's ``tmp/``,
+hashed while it streams, and installed only after *all* of an artifact's blobs matched their
+digests; a blob that does not is reported as :class:`RemoteCorrupt` and nothing of the
+artifact enters the store.
+
+Credentials come only from where the provider's SDK looks (environment, its config files,
+instance metadata) or from ``storage_options`` the caller passes; this module never writes
+them anywhere, and messages name the remote by :func:`redact_url` and pass through
+:func:`scrub`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from artifact_store import transfer
+from artifact_store.errors import (
+    AmbiguousRef,
+    ArtifactCorrupt,
+    ArtifactNotFound,
+    CorruptManifest,
+    RemoteAuthError,
+    RemoteCorrupt,
+    RemoteError,
+    StoreError,
+)
+from artifact_store.hashing import hash_bytes, is_digest
+from artifact_store.names import HEX_RE, MIN_PREFIX, NAME_RE, check_key
+from artifact_store.records import ArtifactRecord, Manifest, canonical_json
+
+if TYPE_CHECKING:
+    from artifact_store.store import Store
+
+ENTRY_VERSION = 1
+# Protocols whose put is atomic: an object appears whole or not at all.
+ATOMIC_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory", "oss"})
+# Environment variables that hold secrets: their values are scrubbed from every message.
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_KEY",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_CONNECTION_STRING",
+    "AZURE_CLIENT_SECRET",
+    "GOOGLE_OAUTH_ACCESS_TOKEN",
+)
+OnProgress = Callable[[int, int], None]
+
+
+def redact_url(url: str) -> str:
+    """``url`` without user info, query or fragment: what messages and logs may show."""
+    parts = urlsplit(url)
+    if not parts.scheme or len(parts.scheme) == 1:  # a plain path (or a Windows drive)
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
+def scrub(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with known secret values (the env's, and ``secrets``) replaced by ``***``."""
+    values = [os.environ.get(name, "") for name in SECRET_ENV] + list(secrets)
+    for value in sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True):
+        text = text.replace(value, "***")
+    # Presigned-URL style credentials an SDK may echo back.
+    return re.sub(r"(?i)(signature|x-amz-security-token|sig|token)=[^&\s]+", r"\1=***", text)
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    """An artifact as the remote holds it: the index row, without local bookkeeping."""
+
+    key: str
+    manifest_digest: str
+    model: str
+    target: str
+    backend: str
+    size: int
+    created_at: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+    uses: tuple[tuple[str, str], ...] = ()
+    aliases: tuple[str, ...] = ()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @classmethod
+    def of(cls, record: ArtifactRecord) -> RemoteEntry:
+        return cls(
+            key=record.key,
+            manifest_digest=record.manifest_digest,
+            model=record.model,
+            target=record.target,
+            backend=record.backend,
+            size=record.size,
+            created_at=record.created_at.isoformat(),
+            metadata=dict(record.metadata),
+            uses=tuple(record.uses),
+            aliases=tuple(record.aliases),
+        )
+
+    @property
+    def blobs(self) -> list[str]:
+        """Blobs the metadata names (e.g. the build log), beyond the manifest's files."""
+        blobs = self.metadata.get("blobs", [])
+        return [d for d in blobs if isinstance(d, str) and is_digest(d)]
+
+    def to_json(self) -> bytes:
+        doc = {
+            "version": ENTRY_VERSION,
+            "key": self.key,
+            "manifest_digest": self.manifest_digest,
+            "model": self.model,
+            "target": self.target,
+            "backend": self.backend,
+            "size": self.size,
+            "created_at": self.created_at,
+            "metadata": self.metadata,
+            "uses": [list(u) for u in self.uses],
+            "aliases": list(self.aliases),
+        }
+        return canonical_json(doc)
+
+    @classmethod
+    def from_json(cls, data: bytes, remote: str, key: str | None = None) -> RemoteEntry:
+        import json
+
+        try:
+            doc = json.loads(data)
+            if doc.get("version") != ENTRY_VERSION:
+                raise ValueError(f"entry version {doc.get('version')!r}")
+            entry = cls(
+                key=str(doc["key"]),
+                manifest_digest=str(doc["manifest_digest"]),
+                model=str(doc["model"]),
+                target=str(doc["target"]),
+                backend=str(doc["backend"]),
+                size=int(doc["size"]),
+                created_at=str(doc["created_at"]),
+                metadata=dict(doc.get("metadata") or {}),
+                uses=tuple((str(m), str(t)) for m, t in doc.get("uses", [])),
+                aliases=tuple(str(a) for a in doc.get("aliases", [])),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise RemoteCorrupt(remote, f"entry {key or '?'} is not valid ({exc})") from None
+        if not NAME_RE.fullmatch(entry.key) or (key is not None and entry.key != key):
+            raise RemoteCorrupt(remote, f"entry {key} names another key {entry.key[:40]!r}")
+        if not is_digest(entry.manifest_digest):
+            raise RemoteCorrupt(remote, f"entry {entry.key} has a malformed manifest digest")
+        return entry
+
+    def to_record(self) -> ArtifactRecord:
+        """As an :class:`ArtifactRecord` (for listings; ``last_used_at`` is ``created_at``)."""
+        from datetime import UTC, datetime
+
+        created = datetime.fromisoformat(self.created_at)
+        if created.tzinfo is None:
+            created = created.replace(tzinfo=UTC)
+        return ArtifactRecord(
+            key=self.key,
+            manifest_digest=self.manifest_digest,
+            model=self.model,
+            target=self.target,
+            backend=self.backend,
+            created_at=created,
+            last_used_at=created,
+            size=self.size,
+            metadata=self.metadata,
+            aliases=self.aliases,
+            uses=self.uses,
+        )
+
+
+@dataclass
+class TransferReport:
+    """What a push or pull moved: keys done, keys already there, blobs and bytes moved."""
+
+    keys: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)
+    blobs: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+
+class Remote:
+    """A remote cache at an fsspec ``url``; see the module docstring.
+
+    ``storage_options`` go to the filesystem (e.g. ``endpoint_url`` for an S3-compatible
+    server); ``jobs`` is how many transfers run at once. Picklable (the filesystem is opened
+    again on the other side), so a build worker process can take one along.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+        jobs: int = 8,
+        part_size: int = transfer.PART_SIZE,
+    ) -> None:
+        self.url = url.rstrip("/") or url
+        self.display = redact_url(self.url)
+        self.storage_options = dict(storage_options or {})
+        self.jobs = max(1, jobs)
+        self.part_size = part_size
+        self._fs: Any = None
+        self._root = ""
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Remote({self.display!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: self.__dict__[k] for k in ("url", "storage_options", "jobs", "part_size")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state.pop("url"), **state)  # type: ignore[misc]
+
+    # ---- the filesystem ----------------------------------------------------------------------
+
+    @property
+    def fs(self) -> Any:
+        """The fsspec filesystem, opened on first use (ImportError → RemoteError)."""
+        with self._lock:
+            if self._fs is None:
+                with self._errors("opening"):
+                    from fsspec.core import url_to_fs
+
+                    # No instance cache: a cached filesystem would keep credentials (and a
+                    # dead connection pool) past a change of env or a server restart.
+                    fs, root = url_to_fs(
+                        self.url, skip_instance_cache=True, **self.storage_options
+                    )
+                self._fs, self._root = fs, root.rstrip("/")
+            return self._fs
+
+    @property
+    def atomic(self) -> bool:
+        protocol = self.fs.protocol
+        names = {protocol} if isinstance(protocol, str) else set(protocol)
+        return bool(names & ATOMIC_PROTOCOLS)
+
+    def _path(self, *parts: str) -> str:
+        self.fs  # noqa: B018  # sets _root
+        return "/".join([self._root, *parts]) if self._root else "/".join(parts)
+
+    def object_path(self, digest: str) -> str:
+        return self._path("objects", digest[:2], digest[2:])
+
+    def entry_path(self, key: str) -> str:
+        return self._path("entries", f"{key}.json")
+
+    @contextlib.contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        """Turn whatever the filesystem raises into a RemoteError naming this remote."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except ImportError as exc:
+            raise RemoteError(
+                self.display,
+                f"no filesystem for this URL ({scrub(str(exc))}); install its fsspec "
+                "package (s3fs, gcsfs, adlfs…), e.g. pip install 'rmbuild[remote]'",
+            ) from None
+        except ValueError as exc:
+            if "protocol" in str(exc).lower():
+                raise RemoteError(self.display, f"unknown protocol: {scrub(str(exc))}") from None
+            raise RemoteError(self.display, f"{what}: {scrub(str(exc))}") from exc
+        except PermissionError as exc:
+            raise RemoteAuthError(
+                self.display,
+                f"{what}: access denied ({scrub(str(exc))}); check the credentials the "
+                "provider's SDK finds (environment, its config files)",
+            ) from None
+        except FileNotFoundError as exc:
+            raise RemoteError(
+                self.display, f"{what}: not found ({scrub(str(exc))}); does the bucket exist?"
+            ) from None
+        except Exception as exc:  # noqa: BLE001 - SDKs raise their own trees; all mean "remote"
+            detail = scrub(str(exc)) or type(exc).__name__
+            raise RemoteError(self.display, f"{what}: {detail}") from None
+
+    def _put_bytes(self, path: str, data: bytes) -> None:
+        fs = self.fs
+        if self.atomic:
+            fs.pipe_file(path, data)
+            return
+        tmp = self._path("tmp", uuid.uuid4().hex)
+        fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
+        fs.pipe_file(tmp, data)
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        fs.mv(tmp, path)
+
+    def _put_file(self, local: str, path: str, counter: transfer.Counter, size: int) -> None:
+        fs = self.fs
+        cb = transfer.fsspec_callback(counter)
+        if self.atomic:
+            fs.put_file(local, path, callback=cb)
+        else:
+            tmp = self._path("tmp", uuid.uuid4().hex)
+            fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
+            fs.put_file(local, tmp, callback=cb)
+            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            fs.mv(tmp, path)
+        counter.advance(size - cb.reported)  # filesystems that report nothing
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    def get(self, key: str) -> RemoteEntry | None:
+        """The entry for exactly ``key``, or None if the remote has none."""
+        check_key(key)
+        with self._errors(f"reading entry {key[:12]}"):
+            try:
+                data = self.fs.cat_file(self.entry_path(key))
+            except FileNotFoundError:
+                return None
+        return RemoteEntry.from_json(data, self.display, key)
+
+    def has(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def list(self) -> list[RemoteEntry]:
+        """Every entry the remote holds, newest first (entries that do not parse skipped)."""
+        with self._errors("listing entries"):
+            fs = self.fs
+            fs.invalidate_cache()
+            try:
+                names = fs.ls(self._path("entries"), detail=False)
+            except FileNotFoundError:
+                return []
+            paths = [n for n in names if n.endswith(".json")]
+            found = fs.cat(paths, on_error="omit") if paths else {}
+            aliases = self._aliases()
+        entries = []
+        for data in found.values():
+            if isinstance(data, bytes):
+                with contextlib.suppress(RemoteCorrupt):
+                    entries.append(RemoteEntry.from_json(data, self.display))
+        out = []
+        for e in entries:
+            named = tuple(sorted(a for a, k in aliases.items() if k == e.key))
+            out.append(_with_aliases(e, named) if named else e)
+        return sorted(out, key=lambda e: e.created_at, reverse=True)
+
+    def _aliases(self) -> dict[str, str]:
+        fs = self.fs
+        try:
+            names = fs.ls(self._path("aliases"), detail=False)
+        except FileNotFoundError:
+            return {}
+        found = fs.cat(list(names), on_error="omit") if names else {}
+        return {
+            p.rsplit("/", 1)[-1]: v.decode().strip()
+            for p, v in found.items()
+            if isinstance(v, bytes)
+        }
+
+    def resolve(self, ref: str) -> RemoteEntry:
+        """An entry by full key, alias, unique key prefix, or ``model:target`` (newest)."""
+        if NAME_RE.fullmatch(ref):
+            entry = self.get(ref)
+            if entry is not None:
+                return entry
+            with self._errors(f"reading alias {ref}"):
+                try:
+                    key = self.fs.cat_file(self._path("aliases", ref)).decode().strip()
+                except FileNotFoundError:
+                    key = None
+            if key and (entry := self.get(key)) is not None:
+                return entry
+        entries = self.list()
+        if ":" in ref:
+            model, target = ref.split(":", 1)
+            matches = [e for e in entries if (model, target) in {(e.model, e.target), *e.uses}]
+            if matches:
+                return matches[0]  # newest
+        elif len(ref) >= MIN_PREFIX and HEX_RE.fullmatch(ref):
+            matches = [e for e in entries if e.key.startswith(ref.lower())]
+            if len(matches) == 1:
+                return matches[0]
+            if matches:
+                raise AmbiguousRef(ref, [e.to_record() for e in matches])
+        raise ArtifactNotFound(ref, f"not on the remote {self.display}")
+
+    # ---- push ----------------------------------------------------------------------------------
+
+    def push(
+        self,
+        store: Store,
+        keys: Iterable[str],
+        *,
+        parents: bool = True,
+        on_progress: OnProgress | None = None,
+    ) -> TransferReport:
+        """Upload artifacts ``keys`` (and, with ``parents``, their upstream stages).
+
+        A key whose entry the remote already holds is left as it is (first writer wins, as in
+        :meth:`Store.commit`). A local artifact that fails the store's integrity check is
+        refused (ArtifactCorrupt) rather than spread. On any failure the local store is
+        untouched and the remote shows no new entry; pushing again finishes the job.
+        """
+        t0 = time.monotonic()
+        report = TransferReport()
+        records = self._closure(store, keys, parents)
+        todo: list[tuple[ArtifactRecord, Manifest]] = []
+        for record in records:
+            if self.get(record.key) is not None:
+                report.present.append(record.key)
+                continue
+            problems = store.check(record)
+            if problems:
+                raise ArtifactCorrupt(record.key, problems)
+            todo.append((record, store.get_manifest(record.manifest_digest)))
+        blobs: dict[str, int] = {}
+        for record, manifest in todo:
+            blobs[manifest.digest] = len(manifest.to_json())
+            for entry in manifest.files.values():
+                blobs[entry.digest] = entry.size
+            for digest in RemoteEntry.of(record).blobs:
+                blobs[digest] = store.blob_path(digest).stat().st_size
+        with store.writing():  # gc must not sweep a blob while it is being read for upload
+            missing = self._missing(blobs)
+            counter = transfer.Counter(sum(blobs[d] for d in missing), on_progress)
+            counter.advance(0)
+            with self._errors("uploading"):
+                self._map(
+                    lambda d: self._put_file(
+                        str(store.blob_path(d)), self.object_path(d), counter, blobs[d]
+                    ),
+                    missing,
+                )
+                # Entries last: from here on, each artifact is visible, whole.
+                self._map(
+                    lambda rm: self._put_bytes(
+                        self.entry_path(rm[0].key), RemoteEntry.of(rm[0]).to_json()
+                    ),
+                    todo,
+                )
+                for record, _ in todo:
+                    for alias in record.aliases:
+                        self._put_bytes(self._path("aliases", alias), record.key.encode())
+        report.keys = [r.key for r, _ in todo]
+        report.blobs = len(missing)
+        report.bytes = counter.total
+        report.seconds = time.monotonic() - t0
+        return report
+
+    def _closure(self, store: Store, keys: Iterable[str], parents: bool) -> list[ArtifactRecord]:
+        seen: dict[str, ArtifactRecord] = {}
+        stack = list(keys)
+        while stack:
+            key = stack.pop()
+            if key in seen:
+                continue
+            record = store.get(key)
+            if record is None:
+                if seen and parents:
+                    continue  # an upstream stage gc evicted: the artifact stands on its own
+                raise ArtifactNotFound(key)
+            seen[key] = record
+            if parents:
+                stack += [p for p in record.metadata.get("parents", []) if isinstance(p, str)]
+        return list(seen.values())
+
+    def _missing(self, blobs: Mapping[str, int]) -> list[str]:
+        """Blobs the remote lacks, or holds at another size (a torn upload elsewhere)."""
+
+        def lacks(digest: str) -> bool:
+            try:
+                info = self.fs.info(self.object_path(digest))
+            except FileNotFoundError:
+                return True
+            return int(info.get("size") or 0) != blobs[digest]
+
+        with self._errors("checking objects"):
+            flags = self._map(lacks, list(blobs))
+        return [d for d, lack in zip(blobs, flags, strict=True) if lack]
+
+    def _map(self, fn: Callable[[Any], Any], items: list[Any]) -> list[Any]:
+        if len(items) <= 1 or self.jobs == 1:
+            return [fn(i) for i in items]
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="rmb-xfer") as pool:
+            return list(pool.map(fn, items))
+
+    def tag(self, alias: str, key: str) -> None:
+        """Point remote alias ``alias`` at ``key`` (which the remote must hold)."""
+        if self.get(key) is None:
+            raise ArtifactNotFound(key, f"not on the remote {self.display}")
+        with self._errors(f"writing alias {alias}"):
+            self._put_bytes(self._path("aliases", alias), key.encode())
+
+    # ---- pull ----------------------------------------------------------------------------------
+
+    def pull(
+        self, store: Store, entry: RemoteEntry | str, *, on_progress: OnProgress | None = None
+    ) -> ArtifactRecord:
+        """Download one artifact into ``store`` and commit it; returns the local record.
+
+        Every blob is verified against its digest before it enters the store; if any fails,
+        RemoteCorrupt is raised and nothing of the artifact is installed or committed. An
+        artifact the store already holds intact is not downloaded again.
+        """
+        if isinstance(entry, str):
+            found = self.get(entry)
+            if found is None:
+                raise ArtifactNotFound(entry, f"not on the remote {self.display}")
+            entry = found
+        local = store.get(entry.key)
+        if local is not None and not store.check(local):
+            return local
+        with store.writing():
+            tmp = store.tmpdir("pull-")
+            try:
+                manifest = self._pull_manifest(entry)
+                sizes: dict[str, int | None] = {e.digest: e.size for e in manifest.files.values()}
+                for digest in entry.blobs:
+                    sizes.setdefault(digest, None)
+                need = [d for d in sizes if not store.has_blob(d)]
+                counter = transfer.Counter(sum(sizes[d] or 0 for d in need), on_progress)
+                counter.advance(0)
+
+                def fetch(digest: str) -> tuple[str, Any]:
+                    with self._errors(f"downloading object {digest[:12]}"):
+                        try:
+                            path = transfer.download(
+                                self.fs,
+                                self.object_path(digest),
+                                digest,
+                                sizes[digest],
+                                tmp,
+                                jobs=self.jobs,
+                                part_size=self.part_size,
+                                advance=counter.advance,
+                            )
+                        except transfer.DigestMismatch as exc:
+                            raise RemoteCorrupt(
+                                self.display,
+                                f"{exc}; refused, nothing entered the local store "
+                                f"(artifact {entry.key[:12]})",
+                            ) from None
+                        except FileNotFoundError:
+                            raise RemoteCorrupt(
+                                self.display,
+                                f"object {digest[:12]} of artifact {entry.key[:12]} is missing",
+                            ) from None
+                    return digest, path
+
+                fetched = self._map(fetch, need)
+                # All verified: only now does anything enter objects/.
+                for digest, path in fetched:
+                    transfer.install(path, store.blob_path(digest))
+                record = store.commit(
+                    entry.key,
+                    manifest,
+                    model=entry.model,
+                    target=entry.target,
+                    backend=entry.backend,
+                    metadata=entry.metadata,
+                    replace=local is not None,
+                )
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        for model, target in entry.uses:
+            if (model, target) not in record.uses:
+                store.add_use(entry.key, model, target)
+        return store.get(entry.key) or record
+
+    def _pull_manifest(self, entry: RemoteEntry) -> Manifest:
+        digest = entry.manifest_digest
+        with self._errors(f"downloading manifest {digest[:12]}"):
+            try:
+                data = self.fs.cat_file(self.object_path(digest))
+            except FileNotFoundError:
+                raise RemoteCorrupt(
+                    self.display, f"manifest {digest[:12]} of artifact {entry.key[:12]} is missing"
+                ) from None
+        if hash_bytes(data) != digest:
+            raise RemoteCorrupt(
+                self.display,
+                f"manifest {digest[:12]} does not match its digest; refused, nothing entered "
+                f"the local store (artifact {entry.key[:12]})",
+            )
+        try:
+            manifest = Manifest.from_json(data, digest)
+        except CorruptManifest as exc:
+            raise RemoteCorrupt(self.display, str(exc)) from None
+        return manifest  # Store.commit stores its bytes, after every file blob is in
+
+
+def _with_aliases(entry: RemoteEntry, aliases: tuple[str, ...]) -> RemoteEntry:
+    from dataclasses import replace
+
+    return replace(entry, aliases=aliases)
