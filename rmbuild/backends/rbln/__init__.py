@@ -1,0 +1,1 @@
+"""Rebellions ATOM backend: HF folder -> optimum-rbln 0.12 (compile only) -> .rbln files."""
