@@ -23,7 +23,7 @@ import rmbuild
 from artifact_store import ArtifactRecord, LockTimeout, Store
 from artifact_store.errors import DiskFull as StoreDiskFull
 from artifact_store.errors import UnsafeTree
-from rmbuild import compcache, sources
+from rmbuild import compcache, plancache, sources
 from rmbuild.adapter import _FORBIDDEN as FORBIDDEN_IN_VALUES  # one list, two checks
 from rmbuild.adapter import BinaryCompilerAdapter
 from rmbuild.errors import SpecError, UnsafeToolOutput
@@ -445,8 +445,12 @@ def build(
     store: Store,
     reporter: Reporter | None = None,
     rebuild: bool | datetime = False,
+    readonly: bool = False,
 ) -> BuildResult:
     """Build (or find in the cache) every stage of ``target``.
+
+    ``readonly`` (``--cache-policy readonly``, issue 9): never run a tool; a stage that is not
+    stored raises :class:`~rmbuild.plan.ReadOnlyMiss` (exit 5).
 
     ``rebuild`` forces every stage to run again and replace its stored artifact (issue 6 #8).
     It may be the moment the rebuild began instead of True: an artifact (re)built since then
@@ -455,6 +459,8 @@ def build(
     reporter = reporter or SilentReporter()
     since = datetime.now(UTC) if rebuild is True else (rebuild or None)
     chain = plan(spec, target)
+    # What the key depends on, stat'ed before the keys are computed (issue 9: the plan cache).
+    snapshot = plancache.snapshot(spec, target, chain)
     results: list[StageResult] = []
     inputs = {"model": source_digest(spec, store)}
     parent: str | None = None
@@ -476,6 +482,14 @@ def build(
                     record, why_now = None, "--rebuild: running the tool again"
                 if why_now and why_now != why:
                     _note(reporter, name, key_hex, why_now)
+                if record is None and readonly:
+                    from rmbuild.plan import ReadOnlyMiss
+
+                    raise ReadOnlyMiss(
+                        f"{spec.spec.name}:{target}: stage {name} ({key_hex[:12]}) is not in "
+                        "the cache, and the cache policy is readonly (never compile)",
+                        hint="pull it from a remote, or build it where compiling is allowed",
+                    )
                 if record is None:
                     # The upstream tree is pinned while the tool reads it: gc neither evicts
                     # it nor removes its files meanwhile (issue 6 #9).
@@ -509,6 +523,7 @@ def build(
         results.append(StageResult(name, key_hex, hit, seconds, record))
         inputs = {"model": record.manifest_digest}
         parent = key_hex
+    plancache.remember(snapshot, store, results)
     return BuildResult(spec.spec.name, target, results)
 
 
@@ -519,13 +534,20 @@ def _build_worker(
     url: str | None,
     reporter: Reporter | None,
     rebuild: datetime | bool = False,
+    readonly: bool = False,
 ) -> BuildResult:
-    """One target in a worker process, with its own store handle (connections don't fork)."""
+    """One target in a worker process (or a Ray task, issue 9), with its own store handle
+    (connections don't fork)."""
     from artifact_store import Store
 
     with Store(root, url) as store:
         return build(
-            load_model_spec(spec_path), target, store=store, reporter=reporter, rebuild=rebuild
+            load_model_spec(spec_path),
+            target,
+            store=store,
+            reporter=reporter,
+            rebuild=rebuild,
+            readonly=readonly,
         )
 
 
@@ -537,6 +559,9 @@ def compile_spec(
     reporter: Reporter | None = None,
     jobs: int = 1,
     rebuild: bool = False,
+    readonly: bool = False,
+    executor: str = "local",
+    ray_address: str | None = None,
 ) -> list[BuildResult]:
     """Library entry point of ``rmbuild compile``: build targets of a model.yaml.
 
@@ -544,14 +569,34 @@ def compile_spec(
     meet at the key's lock: one worker builds it, the others wait and hit. Every target runs to
     the end; the first failure is raised after all have finished. ``reporter`` must then be
     picklable. ``rebuild`` runs every stage's tool again, once per stage even where targets
-    share it, and replaces the stored artifacts (see :func:`build`).
+    share it, and replaces the stored artifacts (see :func:`build`). ``readonly`` never runs
+    a tool (issue 9). ``executor="ray"`` sends each target to a Ray cluster as a task running
+    the same worker function (:mod:`rmbuild.executors.ray`); ``jobs`` is then unused.
     """
     if not isinstance(spec, LoadedSpec):
         spec = load_model_spec(spec)
     names = targets or list(spec.spec.targets)
     since: datetime | bool = datetime.now(UTC) if rebuild else False
+    if executor == "ray":
+        from rmbuild.executors.ray import compile_on_ray
+
+        for name in names:
+            plan(spec, name)  # fail fast on spec errors, before sending any task
+        return compile_on_ray(
+            spec,
+            names,
+            root=str(store.root),
+            url=store.index_url,
+            reporter=reporter,
+            rebuild=since,
+            readonly=readonly,
+            address=ray_address,
+        )
     if jobs <= 1 or len(names) == 1:
-        return [build(spec, name, store=store, reporter=reporter, rebuild=since) for name in names]
+        return [
+            build(spec, name, store=store, reporter=reporter, rebuild=since, readonly=readonly)
+            for name in names
+        ]
     for name in names:
         plan(spec, name)  # fail fast on spec errors, before starting any worker
     import multiprocessing
@@ -568,6 +613,7 @@ def compile_spec(
                 store.index_url,
                 reporter,
                 since,
+                readonly,
             )
             for name in names
         ]

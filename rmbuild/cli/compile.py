@@ -140,6 +140,35 @@ class LiveReporter:
     help="Print how --target values (names or classes: npu, gpu, cpu) resolve, and why each "
     "candidate is chosen or not; build nothing.",
 )
+@click.option(
+    "--plan",
+    "show_plan",
+    is_flag=True,
+    help="Print what would be built and why (keys, local/remote hit or miss, what is missing "
+    "here); run nothing. With --json: the layout of rmbuild/schemas/plan.schema.json.",
+)
+@click.option(
+    "--cache-policy",
+    type=click.Choice(["readwrite", "readonly"]),
+    default=None,
+    help="readonly: never compile; use what is stored (or pulled), else exit 5 with the plan "
+    "of what is missing [env: RMBUILD_CACHE_POLICY; config: cache_policy; default: readwrite].",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="Where targets build: this machine (-j N processes) or a Ray cluster (one task per "
+    "target).",
+)
+@click.option(
+    "--ray-address",
+    metavar="ADDR",
+    default=None,
+    help="Ray cluster to join with --executor ray ('auto', 'ray://host:10001'); default: "
+    "$RAY_ADDRESS, else a local Ray.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def command(
@@ -151,9 +180,19 @@ def command(
     alias: str | None,
     rebuild: bool,
     explain: bool,
-    as_json: bool,
+    show_plan: bool = False,
+    cache_policy: str | None = None,
+    executor: str = "local",
+    ray_address: str | None = None,
+    as_json: bool = False,
 ) -> None:
     """Build targets of SPEC (a model.yaml). A target already built is a cache hit."""
+    readonly = _cache_policy(cache_policy, spec) == "readonly"
+    if not (show_plan or explain or rebuild or alias or executor != "local"):
+        # A hit without the spec machinery (issue 9): keys from the plan cache, checked
+        # against the stat of everything they came from; any change takes the full path.
+        if _fast_hit(app, spec, None if all_targets else list(targets), as_json):
+            return
     from rmbuild.build import compile_spec
     from rmbuild.spec import load_model_spec
 
@@ -178,14 +217,31 @@ def command(
 
         validate_alias(alias)  # before the build, not after it
     store = app.store()
+    if show_plan:
+        _print_plan(loaded, names, store, as_json)
+        return
     parallel = jobs > 1 and len(names) > 1
     live = sys.stderr.isatty() and not as_json and not parallel
     reporter: Any = LiveReporter() if live else PlainReporter(app.verbose)
     started = time.monotonic()
     try:
         results = compile_spec(
-            loaded, names, store=store, reporter=reporter, jobs=jobs, rebuild=rebuild
+            loaded,
+            names,
+            store=store,
+            reporter=reporter,
+            jobs=jobs,
+            rebuild=rebuild,
+            readonly=readonly,
+            executor=executor,
+            ray_address=ray_address,
         )
+    except Exception as exc:
+        from rmbuild.plan import ReadOnlyMiss
+
+        if isinstance(exc, ReadOnlyMiss):
+            raise _with_plan(exc, loaded, names, store) from None
+        raise
     finally:
         if live:
             reporter.close()
@@ -219,6 +275,97 @@ def command(
         click.echo(f"{r.model}:{r.target} -> {r.artifact.key}  ({state}{tagged})")
     if len(results) > 1:
         click.echo(f"{len(results)} targets in {time.monotonic() - started:.1f} s", err=True)
+
+
+def _cache_policy(explicit: str | None, spec: str) -> str:
+    """--cache-policy, else $RMBUILD_CACHE_POLICY, else the config files' cache_policy."""
+    import os
+    from pathlib import Path
+
+    value = explicit or os.environ.get("RMBUILD_CACHE_POLICY")
+    if not value:
+        from rmbuild import config
+
+        setting = getattr(config, "setting", None)  # the config files (issue 9)
+        value = setting("cache_policy", None, None, Path(spec).parent) if setting else None
+    value = (value or "readwrite").lower()
+    if value not in ("readwrite", "readonly"):
+        from rmbuild.errors import InvalidName
+
+        raise InvalidName(
+            f"cache policy {value!r} is not one of readwrite, readonly",
+            hint="set --cache-policy, RMBUILD_CACHE_POLICY or cache_policy in the config file",
+        )
+    return value
+
+
+def _fast_hit(app: Any, spec: str, targets: list[str] | None, as_json: bool) -> bool:
+    """Serve an all-hit compile from the plan cache; False: take the full path."""
+    from rmbuild import plancache
+
+    try:
+        store = app.store()
+    except Exception:  # noqa: BLE001 - the full path reports the store's problem
+        return False
+    results = plancache.fast_compile(spec, store, targets or None)
+    if results is None:
+        return False
+    if as_json:
+        emit_json(
+            [
+                {
+                    "model": r.model,
+                    "target": r.target,
+                    "artifact": r.stages[-1].key,
+                    "hit": True,
+                    "stages": [
+                        {"profile": s.profile, "key": s.key, "hit": True, "seconds": 0.0}
+                        for s in r.stages
+                    ],
+                }
+                for r in results
+            ]
+        )
+        return True
+    for r in results:
+        for i, s in enumerate(r.stages):
+            click.echo(
+                f"{r.target} [{i + 1}/{len(r.stages)}] {s.profile} ({s.key[:12]}): cache hit",
+                err=True,
+            )
+    for r in results:
+        click.echo(f"{r.model}:{r.target} -> {r.stages[-1].key}  (cached, no tool ran)")
+    return True
+
+
+def _print_plan(loaded: Any, names: list[str], store: Any, as_json: bool) -> None:
+    from rmbuild import config
+    from rmbuild.plan import plan_spec, render_text
+
+    remote_url = getattr(config, "remote_url", None)
+    url = remote_url(None, loaded.root) if remote_url else None
+    result = plan_spec(loaded, names, store, remote_url=url)
+    if as_json:
+        emit_json(result.to_json())
+        return
+    for line in render_text(result):
+        click.echo(line)
+
+
+def _with_plan(exc: Any, loaded: Any, names: list[str], store: Any) -> Any:
+    """A readonly miss, with the plan of everything that is missing (issue 9)."""
+    from rmbuild.plan import ReadOnlyMiss, plan_spec
+
+    try:
+        missing = plan_spec(loaded, names, store).missing()
+    except Exception:  # noqa: BLE001 - the miss itself is the error to show
+        missing = []
+    return ReadOnlyMiss(
+        exc.message,
+        context=["missing (readonly cache policy):", *missing],
+        hint="pull these from a remote (--remote), or build them where compiling is allowed "
+        "(`rmbuild compile --plan` lists them)",
+    )
 
 
 def _report_skipped(resolution: Any) -> None:

@@ -1,0 +1,330 @@
+"""What a build would do, without running anything (issue 9): ``compile --plan [--json]``.
+
+For every target, each stage of its chain with its action key, whether the local store (and
+the remote, when one is configured) holds it, and why a stage cannot be built or run here
+(a missing toolchain or system tool, a key that cannot be computed, a corrupt stored copy).
+
+A stage's key chains the manifest digest of its upstream artifact (Merkle-style), so the key of
+a stage whose upstream is not stored yet cannot be known before that upstream is built: the
+plan says so (``key: null``) instead of guessing. The JSON layout is pinned by
+``rmbuild/schemas/plan.schema.json`` (``PLAN_SCHEMA_VERSION``); tests validate real output
+against it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from typing import TYPE_CHECKING, Any
+
+from rmbuild.errors import ArtifactNotFound, RmbuildError
+
+if TYPE_CHECKING:
+    from artifact_store import ArtifactRecord, Store
+    from rmbuild.spec import LoadedSpec
+
+PLAN_SCHEMA_VERSION = 1
+NOT_CONFIGURED = "not configured"
+
+
+class ReadOnlyMiss(ArtifactNotFound):
+    """``--cache-policy readonly`` and a stage is neither stored nor pullable (exit 5)."""
+
+
+@dataclass
+class StagePlan:
+    """One stage of one target in the plan."""
+
+    profile: str
+    stage: str
+    backend: str
+    toolchain: str
+    key: str | None
+    local: str  # hit | miss | corrupt | unknown
+    remote: str  # hit | miss | not configured | unknown
+    action: str  # reuse | build | rebuild | pull | blocked
+    reason: str = ""
+    blocked: list[dict[str, str]] = field(default_factory=list)  # what, install
+    # The planned key's factors (ActionKey.to_dict()), for `why`; not in the JSON.
+    factors: dict[str, Any] | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("factors")
+        return data
+
+
+@dataclass
+class TargetPlan:
+    """One target: its stages, whether it is all cached, and whether it can run here."""
+
+    target: str
+    profile: str
+    resource: str
+    status: str  # cached | build | pull | blocked
+    device_present: bool
+    stages: list[StagePlan]
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "profile": self.profile,
+            "resource": self.resource,
+            "status": self.status,
+            "device_present": self.device_present,
+            "notes": self.notes,
+            "stages": [s.to_json() for s in self.stages],
+        }
+
+
+@dataclass
+class Plan:
+    """The plan of one model.yaml's targets."""
+
+    model: str
+    spec: str
+    remote: str | None
+    targets: list[TargetPlan]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": PLAN_SCHEMA_VERSION,
+            "model": self.model,
+            "spec": self.spec,
+            "remote": self.remote or NOT_CONFIGURED,
+            "targets": [t.to_json() for t in self.targets],
+        }
+
+    def missing(self) -> list[str]:
+        """One line per stage that is not stored locally, for readonly errors."""
+        lines = []
+        for t in self.targets:
+            for s in t.stages:
+                if s.action != "reuse":
+                    key = s.key[:12] if s.key else "key unknown until its input is built"
+                    why = f": {s.reason}" if s.reason else ""
+                    lines.append(f"{t.target} / {s.profile} ({key}) {s.action}{why}")
+        return lines
+
+
+def schema() -> dict[str, Any]:
+    """The JSON Schema of ``compile --plan --json`` (shipped in the wheel)."""
+    text = resources.files("rmbuild.schemas").joinpath("plan.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+# ----------------------------------------------------------------------------- remote
+
+
+def remote_lookup(url: str | None) -> Any:
+    """A callable ``key -> bool`` (held on the remote), or None without a remote.
+
+    The remote (artifact_store.remote, issue 9's fsspec remotes) is optional: without it, or
+    where its API is not there, every stage reads "not configured".
+    """
+    if not url:
+        return None
+    try:
+        from artifact_store import remote as remote_mod  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    opener = getattr(remote_mod, "open_remote", None) or getattr(remote_mod, "Remote", None)
+    if opener is None:
+        return None
+    try:
+        handle = opener(url)
+    except Exception:  # noqa: BLE001 - an unreachable remote reads as unknown, not a crash
+        return lambda key: None
+    for name in ("has_artifact", "has", "exists"):
+        fn = getattr(handle, name, None)
+        if callable(fn):
+            return fn
+    return None
+
+
+# ----------------------------------------------------------------------------- planning
+
+
+def _gaps(toolchain: Any) -> list[dict[str, str]]:
+    from rmbuild import policy
+
+    try:
+        return policy._toolchain_gaps(toolchain)
+    except Exception as exc:  # noqa: BLE001 - a broken toolchain is a gap, not a crash
+        return [{"what": f"toolchain {toolchain.name}: {exc}", "install": ""}]
+
+
+def plan_target(
+    spec: LoadedSpec,
+    target: str,
+    store: Store,
+    *,
+    devices: list[dict[str, Any]],
+    remote: Any = None,
+    explain_misses: bool = True,
+) -> TargetPlan:
+    """Plan one target: keys as far as they can be known, local/remote state, blockers."""
+    from rmbuild import build, policy, why
+
+    chain = build.plan(spec, target)
+    last = chain[-1].profile
+    device_present = policy._devices_present(last.backend, last.resource, devices)
+    stages: list[StagePlan] = []
+    notes: list[str] = []
+    if not device_present:
+        notes.append(f"no {last.resource} device here to run it (building it works)")
+    try:
+        inputs: dict[str, str] | None = {"model": build.source_digest(spec, store)}
+    except RmbuildError as exc:
+        inputs = None
+        notes.append(f"model source: {exc.message}")
+    upstream = ""
+    for stage in chain:
+        profile = stage.profile
+        entry = StagePlan(
+            profile=profile.name,
+            stage=profile.stage,
+            backend=profile.backend,
+            toolchain=stage.toolchain.name,
+            key=None,
+            local="unknown",
+            remote=NOT_CONFIGURED if remote is None else "unknown",
+            action="build",
+        )
+        stages.append(entry)
+        gaps = _gaps(stage.toolchain)
+        if gaps:
+            entry.blocked += gaps
+        if inputs is None:
+            entry.reason = (
+                f"its input is the output of {upstream}, which is not stored yet: its key is "
+                "known once that is built"
+                if upstream
+                else "the model source cannot be read"
+            )
+            if gaps:
+                entry.action = "blocked"
+            upstream = profile.name
+            continue
+        try:
+            key = build.action_key(stage, inputs, spec.root, hasher=store.hash_files)
+        except RmbuildError as exc:
+            entry.blocked.append({"what": exc.message, "install": exc.hint or ""})
+            entry.action = "blocked"
+            inputs, upstream = None, profile.name
+            continue
+        entry.key = key.compute()
+        entry.factors = key.to_dict()
+        record = store.get(entry.key)
+        problems = store.check(record, repair=False) if record is not None else []
+        if record is not None and not problems:
+            entry.local, entry.action = "hit", "reuse"
+            inputs = {"model": record.manifest_digest}
+        else:
+            entry.local = "corrupt" if record is not None else "miss"
+            if remote is not None:
+                held = remote(entry.key)
+                entry.remote = "unknown" if held is None else ("hit" if held else "miss")
+            if entry.remote == "hit":
+                entry.action = "pull"
+                entry.reason = "held on the remote"
+            elif problems:
+                entry.action = "rebuild"
+                entry.reason = f"stored artifact is corrupt ({problems[0]}); rebuild"
+            else:
+                entry.action = "build"
+                if explain_misses:
+                    entry.reason = why.explain_miss(store, spec.spec.name, target, entry)
+            # The downstream key chains this stage's manifest digest: unknown until built
+            # (a pulled artifact's digest is known only once pulled, too).
+            inputs = None
+        if entry.blocked and entry.action in ("build", "rebuild"):
+            entry.action = "blocked"
+        upstream = profile.name
+    actions = {s.action for s in stages}
+    status = (
+        "blocked"
+        if "blocked" in actions
+        else "build"
+        if actions & {"build", "rebuild"}
+        else "pull"
+        if "pull" in actions
+        else "cached"
+    )
+    return TargetPlan(
+        target=target,
+        profile=last.name,
+        resource=last.resource,
+        status=status,
+        device_present=device_present,
+        stages=stages,
+        notes=notes,
+    )
+
+
+def plan_spec(
+    spec: LoadedSpec,
+    targets: list[str],
+    store: Store,
+    *,
+    remote_url: str | None = None,
+    devices: list[dict[str, Any]] | None = None,
+    explain_misses: bool = True,
+) -> Plan:
+    """The plan of ``targets`` of ``spec``: nothing runs, nothing is written but stat caches."""
+    if devices is None:
+        from rmbuild.resources import discover
+
+        # Device nodes and CLIs only, as the class policy does: no vendor process starts.
+        devices = discover(smi=False)["devices"]
+    remote = remote_lookup(remote_url)
+    return Plan(
+        model=spec.spec.name,
+        spec=str(spec.path),
+        remote=remote_url if remote is not None else None,
+        targets=[
+            plan_target(
+                spec,
+                name,
+                store,
+                devices=devices,
+                remote=remote,
+                explain_misses=explain_misses,
+            )
+            for name in targets
+        ],
+    )
+
+
+def stored_for(store: Store, model: str, target: str, profile: str) -> list[ArtifactRecord]:
+    """Stored artifacts of ``profile`` used by (model, target), newest first; else any of
+    ``profile`` for the model (a target renamed or new keeps its nearest kin)."""
+    mine = [r for r in store.list(model=model, target=target) if _profile(r) == profile]
+    if mine:
+        return mine
+    return [r for r in store.list(model=model) if _profile(r) == profile]
+
+
+def _profile(record: ArtifactRecord) -> str | None:
+    return (record.metadata or {}).get("profile")
+
+
+def render_text(plan: Plan) -> list[str]:
+    """Plain lines of the plan for a terminal."""
+    lines = [f"plan for {plan.model} ({plan.spec}); remote: {plan.remote or NOT_CONFIGURED}"]
+    for t in plan.targets:
+        lines.append(f"{t.target} ({t.profile}, {t.resource}): {t.status}")
+        for note in t.notes:
+            lines.append(f"    note: {note}")
+        for s in t.stages:
+            key = s.key[:12] if s.key else "?" * 12
+            state = f"local {s.local}, remote {s.remote}"
+            lines.append(f"  {s.profile:<20} {key}  {s.action:<8} ({state})")
+            if s.reason:
+                lines.append(f"      why: {s.reason}")
+            for gap in s.blocked:
+                install = f" -> {gap['install']}" if gap["install"] else ""
+                lines.append(f"      cannot build here: {gap['what']}{install}")
+    return lines

@@ -1,0 +1,344 @@
+"""The plan cache: a cache hit without pydantic, jinja2 or SQLAlchemy (issue 9).
+
+A whole-process hit spent ~0.2 s importing the spec machinery (pydantic, jinja2, YAML) to
+recompute keys that had not changed. After every build of a target, :func:`remember` writes
+``<store>/plancache/<sha256 of the spec's path>.json``: the spec's bytes digest and, per
+target, its stage keys, the manifest digest each stage was fed, and the stat (inode, mtime_ns,
+size) of everything the keys were computed from:
+
+* model.yaml, every file of the model source and the folders holding them;
+* the profile, template and toolchain files of each stage, the lock file and install marker of
+  a provisioned toolchain, the folders searched for them (a new file there could shadow one);
+* the tool: the executable (or shipped script), its interpreter, the ``tool.files`` it
+  declares, the version command's executable; the site-packages folders of an in-process
+  toolchain (a pip install or upgrade changes them, and the toolchain's identity with them);
+* rmbuild's own key code and the stage's backend package (a changed rule changes keys);
+* the values of the environment variables that choose them or enter the key (``key_env`` of
+  toolchain and profile, PATH, the RMBUILD_* search paths), and a digest of /proc/cpuinfo's
+  flags and the machine type (the fingerprints of the fast-path backends depend on the CPU only).
+
+:func:`fast_compile` (the CLI, before importing the spec machinery) trusts an entry only if all
+of that is unchanged, then resolves the keys through the store (the stdlib-sqlite3 reader) and
+runs the same integrity check as every hit (issue 6 #8: each blob's stat against its ingest
+record; damage quarantines and falls back to the full path, which rebuilds). Any difference
+returns None and the full path runs. Backends whose fingerprint asks a device (TensorRT,
+RBLN: driver, compute capability) are not in ``FAST_BACKENDS``: their targets always take the
+full path. Like the store's stat cache, an entry is not written while a file it depends on is
+younger than the racy window (a change within the same mtime tick would go unseen).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from artifact_store import ArtifactRecord, Store
+
+PLANCACHE_VERSION = 1
+# Backends whose fingerprint is a function of files, flags and the CPU alone.
+FAST_BACKENDS = frozenset({"onnxruntime", "openvino", "iree", "furiosa"})
+# Environment that decides which files are read (search paths, PATH for tools).
+SEARCH_ENV = (
+    "PATH",
+    "HOME",
+    "RMBUILD_PROFILES_PATH",
+    "RMBUILD_TEMPLATES_PATH",
+    "RMBUILD_CONFIG_DIR",
+    "RMBUILD_DATA_DIR",
+    "XDG_CONFIG_HOME",
+    "XDG_DATA_HOME",
+)
+RACY_WINDOW_NS = 2_000_000_000  # as artifact_store.statcache
+TOUCH_EVERY_S = 3600  # as rmbuild.build.TOUCH_EVERY
+
+Stat = tuple[int, int, int] | None
+
+
+def _stat(path: str) -> Stat:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+def host_digest() -> str:
+    """The CPU's flags and the machine type: what a fast-path fingerprint depends on."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features", "model name", "CPU part")):
+                    flags += line
+                if line.strip() == "":
+                    break  # the first CPU tells it
+    except OSError:
+        pass
+    return hashlib.sha256(f"{os.uname().machine}\n{flags}".encode()).hexdigest()
+
+
+def _file_for(spec_path: Path, store_root: Path) -> Path:
+    name = hashlib.sha256(str(spec_path).encode()).hexdigest()[:32]
+    return store_root / "plancache" / f"{name}.json"
+
+
+def _header(spec_bytes: bytes) -> dict[str, Any]:
+    from rmbuild import __version__
+    from rmbuild.keys import KEY_VERSION
+
+    return {
+        "version": PLANCACHE_VERSION,
+        "key_version": KEY_VERSION,
+        "rmbuild": __version__,
+        "python": sys.executable,
+        "spec_sha256": hashlib.sha256(spec_bytes).hexdigest(),
+        "host": host_digest(),
+    }
+
+
+# ----------------------------------------------------------------------------- recording
+
+
+@dataclass
+class Snapshot:
+    """What a target's keys depend on, stat'ed before they were computed."""
+
+    spec_path: Path
+    spec_bytes: bytes
+    model: str
+    target: str
+    targets: list[str]
+    paths: list[str]
+    stats: list[Stat]
+    env: dict[str, str | None]
+
+
+def _deps(spec: Any, chain: list[Any]) -> tuple[list[str], list[str]]:
+    """(paths, env names) the keys of ``chain`` are computed from (see the module docstring)."""
+    import glob
+
+    from rmbuild import config, sources, toolchains, toolid
+    from rmbuild.adapter import BinaryCompilerAdapter
+
+    paths: list[Path] = [spec.path]
+    source = sources.source_files(spec)
+    root = Path(spec.source_path)
+    paths += source.values()
+    paths += {p.parent for p in source.values()} | {root}
+    folder = spec.root
+    for folder in [spec.root, *spec.root.parents]:  # where project_dir looks
+        paths.append(folder)
+        if (folder / ".git").exists() or (folder / "pyproject.toml").exists():
+            break
+    for kind in ("profiles", "templates"):
+        for d in config.search_path(kind, spec.root):
+            paths += [d, d / "toolchains"]
+    names: list[str] = list(SEARCH_ENV)
+    tc_files = toolchains._files(spec.root)
+    package = Path(__file__).resolve().parent
+    paths += sorted(package.glob("*.py"))
+    for stage in chain:
+        profile, tc = stage.profile, stage.toolchain
+        paths.append(stage.loaded.path)
+        if tc.name in tc_files:
+            paths.append(tc_files[tc.name])
+        names += [*tc.key_env, *profile.key_env]
+        for template in [profile.template, *profile.configs.values()]:
+            for d in config.search_path("templates", spec.root):
+                if (d / template).is_file():
+                    paths.append(d / template)
+                    break
+        paths += sorted((package / "backends" / profile.backend).glob("*.py"))
+        if tc.lock:
+            paths.append(Path(tc.lock))
+        if tc.provisioned:
+            from rmbuild import provision
+
+            paths.append(provision.env_dir(tc.name) / provision.MARKER)
+        else:
+            paths.append(tc.python_path)
+            if tc.python is None:
+                paths += [Path(p) for p in sys.path if p and os.path.isdir(p)]
+            else:
+                prefix = tc.python_path.parent.parent
+                paths += [
+                    Path(p) for p in glob.glob(str(prefix / "lib" / "python*" / "*-packages"))
+                ]
+        adapter = BinaryCompilerAdapter(profile, tc, spec.root)
+        with contextlib.suppress(Exception):  # a missing tool fails the key itself
+            script = adapter.script_path()
+            paths.append(script if script is not None else adapter.resolve_tool())
+            if profile.tool.files:
+                paths += toolid.identity_files(profile, tc).values()
+            if profile.tool.version_command:
+                paths.append(tc.which(profile.tool.version_command[0]))
+    return [str(p) for p in dict.fromkeys(paths)], list(dict.fromkeys(names))
+
+
+def snapshot(spec: Any, target: str, chain: list[Any]) -> Snapshot | None:
+    """Stat what ``target``'s keys depend on (None: this target never takes the fast path).
+
+    Never raises: the plan cache is an optimization, a failure here only costs speed.
+    """
+    try:
+        if any(stage.profile.backend not in FAST_BACKENDS for stage in chain):
+            return None
+        spec_bytes = Path(spec.path).read_bytes()
+        paths, names = _deps(spec, chain)
+        return Snapshot(
+            spec_path=Path(spec.path).resolve(),
+            spec_bytes=spec_bytes,
+            model=spec.spec.name,
+            target=target,
+            targets=list(spec.spec.targets),
+            paths=paths,
+            stats=[_stat(p) for p in paths],
+            env={n: os.environ.get(n) for n in names},
+        )
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
+
+
+def remember(snap: Snapshot | None, store: Store, results: list[Any]) -> None:
+    """Write ``snap``'s target entry once its keys are known (never raises)."""
+    if snap is None:
+        return
+    with contextlib.suppress(Exception):
+        now = time.time_ns()
+        stats = [_stat(p) for p in snap.paths]
+        if stats != snap.stats or Path(snap.spec_path).read_bytes() != snap.spec_bytes:
+            return  # something changed while the keys were computed
+        if any(s is not None and s[1] > now - RACY_WINDOW_NS for s in stats):
+            return  # too young to trust its stat (racy git)
+        file = _file_for(snap.spec_path, store.root)
+        header = _header(snap.spec_bytes)
+        try:
+            data = json.loads(file.read_text("utf-8"))
+            if {k: data.get(k) for k in header} != header:
+                data = {}
+        except (OSError, ValueError):
+            data = {}
+        data.update(header)
+        data["model"] = snap.model
+        data["targets"] = snap.targets
+        entries = data.setdefault("entries", {})
+        stages, parent = [], None
+        for r in results:
+            stages.append({"profile": r.profile, "key": r.key, "input": parent})
+            parent = r.record.manifest_digest
+        entries[snap.target] = {
+            "deps": [[p, *s] if s else [p] for p, s in zip(snap.paths, stats, strict=True)],
+            "env": snap.env,
+            "stages": stages,
+        }
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data), "utf-8")
+        os.replace(tmp, file)
+
+
+# ----------------------------------------------------------------------------- the fast path
+
+
+@dataclass(frozen=True)
+class FastStage:
+    profile: str
+    key: str
+    record: ArtifactRecord
+
+
+@dataclass(frozen=True)
+class FastResult:
+    model: str
+    target: str
+    stages: list[FastStage]
+
+
+def _valid(entry: dict[str, Any]) -> bool:
+    for name, value in entry["env"].items():
+        if os.environ.get(name) != value:
+            return False
+    for dep in entry["deps"]:
+        want = tuple(dep[1:]) if len(dep) > 1 else None
+        if _stat(dep[0]) != want:
+            return False
+    return True
+
+
+def lookup(spec_path: str, store_root: Path, targets: list[str] | None) -> Any:
+    """The cached stage plan of ``targets`` (None: every target), or None if anything it
+    depends on changed. Returns (model, {target: [stage, ...]})."""
+    try:
+        path = Path(spec_path).resolve()
+        spec_bytes = path.read_bytes()
+        data = json.loads(_file_for(path, store_root).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    header = _header(spec_bytes)
+    if {k: data.get(k) for k in header} != header:
+        return None
+    names = targets or data.get("targets") or []
+    entries = data.get("entries", {})
+    chosen = {}
+    for name in names:
+        entry = entries.get(name)
+        if entry is None or not _valid(entry):
+            return None
+        chosen[name] = entry["stages"]
+    return (data["model"], chosen) if chosen else None
+
+
+def record_hit(store: Store, record: ArtifactRecord, model: str, target: str) -> None:
+    """A hit's bookkeeping, as :func:`rmbuild.build._record_hit` (skipped on a full disk)."""
+    from datetime import UTC, datetime
+
+    from artifact_store.errors import DiskFull
+
+    try:
+        if not store.has_use(record.key, model, target):
+            store.add_use(record.key, model, target)
+        if (datetime.now(UTC) - record.last_used_at).total_seconds() > TOUCH_EVERY_S:
+            store.touch(record.key)
+    except DiskFull:
+        pass
+
+
+def fast_compile(
+    spec_path: str, store: Store, targets: list[str] | None
+) -> list[FastResult] | None:
+    """Every stage of ``targets`` as cache hits without the spec machinery, or None (take
+    the full path: something changed, something is missing or damaged)."""
+    found = lookup(spec_path, store.root, targets)
+    if found is None:
+        return None
+    model, chosen = found
+    results: list[FastResult] = []
+    checked: dict[str, ArtifactRecord] = {}
+    for target, stages in chosen.items():
+        done: list[FastStage] = []
+        parent: str | None = None
+        for stage in stages:
+            record = checked.get(stage["key"]) or store.get(stage["key"])
+            if record is None or stage["input"] != parent:
+                return None
+            if stage["key"] not in checked:
+                # The integrity check of every hit (issue 6 #8): a damaged blob is quarantined
+                # and the full path rebuilds it.
+                if store.check(record):
+                    return None
+                checked[stage["key"]] = record
+            done.append(FastStage(stage["profile"], stage["key"], record))
+            parent = record.manifest_digest
+        results.append(FastResult(model, target, done))
+    for result in results:
+        for s in result.stages:
+            record_hit(store, s.record, result.model, result.target)
+    return results

@@ -1,0 +1,145 @@
+"""Why a stage misses: the planned key's factors against the nearest stored entry (issue 9).
+
+Users of every compile cache ask "why did this recompile?" (pytorch #144859, ai-dynamo/dynamo
+#10695): the key is a digest, so a miss says nothing. Each artifact's metadata keeps the
+``action_key`` it was stored under (ActionKey.to_dict()), so the planned key can be compared
+field by field with the stored entry of the same model, target and profile that differs least:
+"same graph and flags; onnxruntime 1.32.0 -> 1.33.0".
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from artifact_store import ArtifactRecord, Store
+    from rmbuild.plan import StagePlan
+
+# Key fields in the order a person reads them, and the words for "this one is the same".
+FIELDS = (
+    ("inputs", "inputs"),
+    ("flags", "flags"),
+    ("argv", "command line"),
+    ("configs", "config files"),
+    ("tool", "tool"),
+    ("toolchain", "toolchain"),
+    ("fingerprint", "host facts"),
+    ("env", "env"),
+    ("carry", "carried files"),
+    ("stage", "stage"),
+    ("backend", "backend"),
+    ("profile", "profile"),
+    ("key_version", "key version"),
+)
+_MISSING = object()
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            _flatten(v, f"{prefix}.{k}" if prefix else str(k), out)
+    else:
+        out[prefix] = value
+
+
+def _show(value: Any) -> str:
+    if value is _MISSING:
+        return "(absent)"
+    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+        return value[:12]  # a digest: its head is enough to tell two apart
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _line(field: str, path: str, old: Any, new: Any, first_stage: bool) -> str:
+    """One difference in a person's words."""
+    old_s, new_s = _show(old), _show(new)
+    parts = path.split(".")
+    if field == "toolchain" and len(parts) == 3 and parts[1] == "packages":
+        return f"{parts[2]} {old_s} → {new_s}"
+    if field == "toolchain" and parts[1:] == ["python"]:
+        return f"Python {old_s} → {new_s}"
+    if field == "inputs":
+        what = "model files (graph/weights)" if first_stage else "upstream artifact"
+        return f"{what} changed ({old_s} → {new_s})"
+    if field == "flags" and len(parts) >= 2:
+        return f"flag {'.'.join(parts[1:])}: {old_s} → {new_s}"
+    if field == "env" and len(parts) >= 2:
+        return f"env {parts[1]}: {old_s} → {new_s}"
+    if field == "fingerprint" and len(parts) >= 2:
+        return f"host {'.'.join(parts[1:])}: {old_s} → {new_s}"
+    if field == "key_version":
+        return f"key version {old_s} → {new_s} (rmbuild changed what a key holds)"
+    if field == "argv":
+        return "command line differs (the template or a flag's rendering changed)"
+    return f"{path}: {old_s} → {new_s}"
+
+
+def diff(planned: dict[str, Any], stored: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(fields that are the same, differences in words) between two ActionKey dicts."""
+    same: list[str] = []
+    lines: list[str] = []
+    first_stage = "model" in (planned.get("inputs") or {}) and planned.get("stage") != "compile"
+    for name, words in FIELDS:
+        a, b = planned.get(name, _MISSING), stored.get(name, _MISSING)
+        if a == b:
+            if name in ("inputs", "flags", "tool", "toolchain", "fingerprint", "env"):
+                same.append("graph" if name == "inputs" and first_stage else words)
+            continue
+        if name == "argv":
+            lines.append(_line(name, name, b, a, first_stage))
+            continue
+        fa: dict[str, Any] = {}
+        fb: dict[str, Any] = {}
+        _flatten(a if a is not _MISSING else {}, name, fa)
+        _flatten(b if b is not _MISSING else {}, name, fb)
+        for path in sorted(set(fa) | set(fb)):
+            old, new = fb.get(path, _MISSING), fa.get(path, _MISSING)
+            if old != new:
+                lines.append(_line(name, path, old, new, first_stage))
+    return same, lines
+
+
+def summary(same: list[str], lines: list[str]) -> str:
+    """ "same graph and flags; onnxruntime 1.32.0 → 1.33.0"."""
+    head = ""
+    if same:
+        head = "same " + (same[0] if len(same) == 1 else ", ".join(same[:-1]) + " and " + same[-1])
+    if not lines:
+        return head or "identical key factors"
+    return (head + "; " if head else "") + "; ".join(lines)
+
+
+def nearest(
+    records: list[ArtifactRecord], planned: dict[str, Any]
+) -> tuple[ArtifactRecord, list[str], list[str]] | None:
+    """The stored record whose key differs least from ``planned`` (newest on a tie)."""
+    best = None
+    for record in records:
+        stored = (record.metadata or {}).get("action_key")
+        if not isinstance(stored, dict):
+            continue
+        same, lines = diff(planned, stored)
+        if best is None or len(lines) < len(best[2]):
+            best = (record, same, lines)
+    return best
+
+
+def explain_miss(store: Store, model: str, target: str, stage: StagePlan) -> str:
+    """The ``reason`` of a planned miss: what changed since the nearest stored entry."""
+    from rmbuild.plan import stored_for
+
+    if stage.factors is None:
+        return ""
+    found = nearest(stored_for(store, model, target, stage.profile), stage.factors)
+    if found is None:
+        return f"nothing stored yet for {model}:{target} with profile {stage.profile}"
+    record, same, lines = found
+    return f"vs {record.key[:12]} ({record.created_at:%Y-%m-%d %H:%M}): {summary(same, lines)}"
+
+
+def why_target(store: Store, spec: Any, target: str, *, remote_url: str | None = None) -> Any:
+    """The plan of one target with a reason for every miss (``rmbuild why``)."""
+    from rmbuild.plan import plan_spec
+
+    return plan_spec(spec, [target], store, remote_url=remote_url).targets[0]
