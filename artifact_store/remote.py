@@ -253,9 +253,7 @@ class Remote:
 
                     # No instance cache: a cached filesystem would keep credentials (and a
                     # dead connection pool) past a change of env or a server restart.
-                    fs, root = url_to_fs(
-                        self.url, skip_instance_cache=True, **self.storage_options
-                    )
+                    fs, root = url_to_fs(self.url, skip_instance_cache=True, **self.storage_options)
                 self._fs, self._root = fs, root.rstrip("/")
             return self._fs
 
@@ -520,17 +518,15 @@ class Remote:
     def pull(
         self, store: Store, entry: RemoteEntry | str, *, on_progress: OnProgress | None = None
     ) -> ArtifactRecord:
-        """Download one artifact into ``store`` and commit it; returns the local record.
+        """Download one artifact (an entry, or a ref for :meth:`resolve`) into ``store`` and
+        commit it; returns the local record.
 
         Every blob is verified against its digest before it enters the store; if any fails,
         RemoteCorrupt is raised and nothing of the artifact is installed or committed. An
         artifact the store already holds intact is not downloaded again.
         """
         if isinstance(entry, str):
-            found = self.get(entry)
-            if found is None:
-                raise ArtifactNotFound(entry, f"not on the remote {self.display}")
-            entry = found
+            entry = self.resolve(entry)
         local = store.get(entry.key)
         if local is not None and not store.check(local):
             return local

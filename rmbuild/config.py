@@ -1,9 +1,21 @@
-"""Where things live: the store, the index, and the search paths for profiles and templates."""
+"""Where things live: the store, the index, the remote, and the search paths for profiles and
+templates.
+
+Settings a team sets once (issue 9) live in TOML files: the user's
+``~/.config/rmbuild/config.toml`` (``$RMBUILD_CONFIG_DIR/config.toml``) and a project's
+``rmbuild.toml``, the nearest one at or above the model.yaml's folder (or the working
+directory), searched up to the repository's root. Keys: ``remote`` (an fsspec URL),
+``index_url`` (an SQLAlchemy URL) and a ``[remote_options]`` table handed to the remote's
+filesystem (e.g. ``endpoint_url``; never credentials: those stay where the provider's SDK
+looks for them). Precedence, first wins: the command-line flag, the environment variable
+(``RMBUILD_REMOTE``, ``RMBUILD_INDEX_URL``), the project file, the user file.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -19,9 +31,74 @@ def store_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(user_cache_dir("rmbuild", appauthor=False))
 
 
-def index_url(explicit: str | None = None) -> str | None:
-    """``--index-url``, else ``$RMBUILD_INDEX_URL`` (any SQLAlchemy URL); None: SQLite."""
-    return explicit or os.environ.get("RMBUILD_INDEX_URL") or None
+def index_url(explicit: str | None = None, start: Path | None = None) -> str | None:
+    """``--index-url``, else ``$RMBUILD_INDEX_URL``, else ``index_url`` of the config files
+    (see the module docstring); any SQLAlchemy URL. None: SQLite in the store."""
+    return setting("index_url", explicit, "RMBUILD_INDEX_URL", start)
+
+
+def remote_url(explicit: str | None = None, start: Path | None = None) -> str | None:
+    """``--remote``, else ``$RMBUILD_REMOTE``, else ``remote`` of the config files; None: no
+    remote (issue 9)."""
+    return setting("remote", explicit, "RMBUILD_REMOTE", start)
+
+
+def remote_options(start: Path | None = None) -> dict[str, Any]:
+    """The ``[remote_options]`` tables (user file, then project file on top), for fsspec."""
+    merged: dict[str, Any] = {}
+    for doc in _config_docs(start):
+        table = doc.get("remote_options")
+        if isinstance(table, dict):
+            merged.update(table)
+    return merged
+
+
+def setting(
+    name: str, explicit: str | None, env: str | None, start: Path | None = None
+) -> str | None:
+    """A string setting: the flag, else ``$env``, else the project file, else the user file."""
+    if explicit:
+        return explicit
+    if env and (value := os.environ.get(env)):
+        return value
+    for doc in reversed(_config_docs(start)):
+        value = doc.get(name)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+CONFIG_FILE = "config.toml"
+PROJECT_FILE = "rmbuild.toml"
+
+
+def config_files(start: Path | None = None) -> list[Path]:
+    """The config files that exist, lowest precedence first: the user's, then the project's."""
+    files = [user_config_dir() / CONFIG_FILE]
+    folder = (start or Path.cwd()).absolute()
+    for candidate in [folder, *folder.parents]:
+        if (candidate / PROJECT_FILE).is_file():
+            files.append(candidate / PROJECT_FILE)
+            break
+        if (candidate / ".git").exists():
+            break
+    return [f for f in files if f.is_file()]
+
+
+def _config_docs(start: Path | None) -> list[dict[str, Any]]:
+    import tomllib
+
+    from rmbuild.errors import SpecError
+
+    docs = []
+    for path in config_files(start):
+        try:
+            docs.append(tomllib.loads(path.read_text(encoding="utf-8")))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SpecError(f"config file is not valid TOML: {exc}", file=path) from None
+        except OSError as exc:
+            raise SpecError(f"cannot read config file: {exc.strerror or exc}", file=path) from None
+    return docs
 
 
 def user_config_dir() -> Path:

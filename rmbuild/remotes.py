@@ -1,0 +1,105 @@
+"""rmbuild's side of the remote cache (issue 9): which remote, and the build's two hooks.
+
+The remote itself is :class:`artifact_store.remote.Remote`; this module picks its URL and
+options from the flag, the environment and the config files (:mod:`rmbuild.config`), turns its
+errors into rmbuild's (exit 10), and holds the hooks :func:`rmbuild.build.build` calls around a
+miss: :func:`fetch` before running a tool, :func:`publish` after committing what it built.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from rmbuild import config
+from rmbuild.errors import RemoteError
+
+if TYPE_CHECKING:
+    from artifact_store import ArtifactRecord, Store
+    from artifact_store.remote import Remote
+
+T = TypeVar("T")
+# `--remote none` (or RMBUILD_REMOTE=none) turns a configured default remote off.
+OFF = frozenset({"none", "off", "-"})
+
+
+def open_remote(
+    url: str | None = None, *, start: Path | None = None, required: bool = False
+) -> Remote | None:
+    """The remote named by ``url``, ``$RMBUILD_REMOTE`` or the config files; None if none.
+
+    ``required`` (push, pull, ``ls --remote``): no remote configured is a usage error.
+    """
+    chosen = config.remote_url(url, start)
+    if chosen is None or chosen.strip().lower() in OFF:
+        if required:
+            from rmbuild.errors import InvalidName
+
+            raise InvalidName(
+                "no remote given",
+                hint="pass --remote URL (e.g. s3://bucket/rmbuild), set RMBUILD_REMOTE, or "
+                'put `remote = "URL"` in rmbuild.toml or ~/.config/rmbuild/config.toml',
+            )
+        return None
+    try:
+        import fsspec  # noqa: F401
+    except ImportError:
+        from artifact_store.remote import redact_url
+
+        raise RemoteError(
+            f"remote {redact_url(chosen)}: fsspec is not installed",
+            remote=redact_url(chosen),
+            hint="pip install 'rmbuild[remote]' (fsspec and s3fs; gcsfs or adlfs for gs:// "
+            "and az://)",
+        ) from None
+    from artifact_store.remote import Remote
+
+    jobs = int(os.environ.get("RMBUILD_REMOTE_JOBS") or 8)
+    return Remote(chosen, storage_options=config.remote_options(start), jobs=jobs)
+
+
+def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a remote operation, turning the store's errors into rmbuild's."""
+    from artifact_store import StoreError
+    from rmbuild.store import translate
+
+    try:
+        return fn(*args, **kwargs)
+    except StoreError as exc:
+        raise translate(exc) from None  # type: ignore[misc]
+
+
+def fetch(
+    remote: Remote, store: Store, key: str, note: Callable[[str], None]
+) -> ArtifactRecord | None:
+    """Before a miss runs its tool: the remote's artifact for ``key``, pulled, or None.
+
+    A remote that cannot be read, or whose copy fails its digests, is a warning: the build
+    goes on here (a cache must never make a build fail that would succeed without it).
+    """
+    from artifact_store.errors import RemoteError as StoreRemoteError
+
+    try:
+        entry = remote.get(key)
+        if entry is None:
+            return None
+        record = remote.pull(store, entry)
+    except StoreRemoteError as exc:
+        note(f"{exc}; building here instead")
+        return None
+    note(f"pulled from {remote.display}")
+    return record
+
+
+def publish(remote: Remote, store: Store, key: str, note: Callable[[str], None]) -> None:
+    """After a miss was built and committed: push it (and its upstream stages) to the remote.
+
+    A failure raises (exit 10): CI builds in order to share, so a push that did not happen must
+    not look like success. The local artifact is committed either way; running the push (or
+    ``compile --remote``, which pushes its results' missing keys) again finishes the job.
+    """
+    report = call(remote.push, store, [key])
+    if report.keys:
+        note(f"pushed to {remote.display}")
