@@ -118,30 +118,26 @@ def schema() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- remote
 
 
-def remote_lookup(url: str | None) -> Any:
-    """A callable ``key -> bool`` (held on the remote), or None without a remote.
+def open_remote(url: str | None, start: Any = None) -> Any:
+    """The configured remote (``--remote``, ``$RMBUILD_REMOTE``, the config files), or None.
 
-    The remote (artifact_store.remote, issue 9's fsspec remotes) is optional: without it, or
-    where its API is not there, every stage reads "not configured".
+    Through :mod:`rmbuild.remotes` (issue 9's fsspec remotes); where it is not installed, or
+    no remote is configured, every stage reads "not configured".
     """
-    if not url:
-        return None
     try:
-        from artifact_store import remote as remote_mod  # type: ignore[attr-defined]
+        from rmbuild import remotes
     except ImportError:
         return None
-    opener = getattr(remote_mod, "open_remote", None) or getattr(remote_mod, "Remote", None)
-    if opener is None:
-        return None
+    return remotes.open_remote(url, start=start)
+
+
+def _remote_entry(remote: Any, key: str) -> tuple[str, Any]:
+    """("hit", entry) | ("miss", None) | ("unknown", None) for ``key`` on ``remote``."""
     try:
-        handle = opener(url)
-    except Exception:  # noqa: BLE001 - an unreachable remote reads as unknown, not a crash
-        return lambda key: None
-    for name in ("has_artifact", "has", "exists"):
-        fn = getattr(handle, name, None)
-        if callable(fn):
-            return fn
-    return None
+        entry = remote.get(key)
+    except Exception:  # noqa: BLE001 - an unreachable remote reads as unknown in a plan
+        return "unknown", None
+    return ("hit", entry) if entry is not None else ("miss", None)
 
 
 # ----------------------------------------------------------------------------- planning
@@ -170,7 +166,10 @@ def plan_target(
 
     chain = build.plan(spec, target)
     last = chain[-1].profile
-    device_present = policy._devices_present(last.backend, last.resource, devices)
+    # "any" (a portable export) runs wherever its runtime does, like "cpu".
+    device_present = last.resource in ("cpu", "any") or policy._devices_present(
+        last.backend, last.resource, devices
+    )
     stages: list[StagePlan] = []
     notes: list[str] = []
     if not device_present:
@@ -224,10 +223,10 @@ def plan_target(
             inputs = {"model": record.manifest_digest}
         else:
             entry.local = "corrupt" if record is not None else "miss"
+            pulled = None
             if remote is not None:
-                held = remote(entry.key)
-                entry.remote = "unknown" if held is None else ("hit" if held else "miss")
-            if entry.remote == "hit":
+                entry.remote, pulled = _remote_entry(remote, entry.key)
+            if pulled is not None:
                 entry.action = "pull"
                 entry.reason = "held on the remote"
             elif problems:
@@ -236,10 +235,12 @@ def plan_target(
             else:
                 entry.action = "build"
                 if explain_misses:
-                    entry.reason = why.explain_miss(store, spec.spec.name, target, entry)
-            # The downstream key chains this stage's manifest digest: unknown until built
-            # (a pulled artifact's digest is known only once pulled, too).
-            inputs = None
+                    entry.reason = why.explain_miss(
+                        store, spec.spec.name, target, entry, remote, first_stage=not upstream
+                    )
+            # The downstream key chains this stage's manifest digest: unknown until built,
+            # known from the remote's entry when it is pulled.
+            inputs = {"model": pulled.manifest_digest} if pulled is not None else None
         if entry.blocked and entry.action in ("build", "rebuild"):
             entry.action = "blocked"
         upstream = profile.name
@@ -269,21 +270,27 @@ def plan_spec(
     targets: list[str],
     store: Store,
     *,
+    remote: Any = None,
     remote_url: str | None = None,
     devices: list[dict[str, Any]] | None = None,
     explain_misses: bool = True,
 ) -> Plan:
-    """The plan of ``targets`` of ``spec``: nothing runs, nothing is written but stat caches."""
+    """The plan of ``targets`` of ``spec``: nothing runs, nothing is written but stat caches.
+
+    ``remote``: an :class:`artifact_store.remote.Remote` (see :func:`open_remote`) or None;
+    or ``remote_url`` to open one.
+    """
+    if remote is None and remote_url:
+        remote = open_remote(remote_url, start=spec.root)
     if devices is None:
         from rmbuild.resources import discover
 
         # Device nodes and CLIs only, as the class policy does: no vendor process starts.
         devices = discover(smi=False)["devices"]
-    remote = remote_lookup(remote_url)
     return Plan(
         model=spec.spec.name,
         spec=str(spec.path),
-        remote=remote_url if remote is not None else None,
+        remote=getattr(remote, "display", None) or (str(remote) if remote else None),
         targets=[
             plan_target(
                 spec,
@@ -298,13 +305,20 @@ def plan_spec(
     )
 
 
-def stored_for(store: Store, model: str, target: str, profile: str) -> list[ArtifactRecord]:
-    """Stored artifacts of ``profile`` used by (model, target), newest first; else any of
-    ``profile`` for the model (a target renamed or new keeps its nearest kin)."""
-    mine = [r for r in store.list(model=model, target=target) if _profile(r) == profile]
-    if mine:
-        return mine
-    return [r for r in store.list(model=model) if _profile(r) == profile]
+def stored_for(
+    store: Store, model: str, target: str, profile: str, remote: Any = None
+) -> list[ArtifactRecord]:
+    """Stored artifacts of ``profile`` used by (model, target), newest first, then the
+    remote's; else any of ``profile`` for the model (a renamed target keeps its kin)."""
+    found = store.list(model=model)
+    if remote is not None:
+        try:
+            found += [e.to_record() for e in remote.list() if e.model == model]
+        except Exception:  # noqa: BLE001 - the remote's view is a bonus in a why
+            pass
+    same = [r for r in found if _profile(r) == profile]
+    mine = [r for r in same if (model, target) in {(r.model, r.target), *r.uses}]
+    return mine or same
 
 
 def _profile(record: ArtifactRecord) -> str | None:

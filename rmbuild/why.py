@@ -75,19 +75,27 @@ def _line(field: str, path: str, old: Any, new: Any, first_stage: bool) -> str:
     return f"{path}: {old_s} → {new_s}"
 
 
-def diff(planned: dict[str, Any], stored: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(fields that are the same, differences in words) between two ActionKey dicts."""
+def diff(
+    planned: dict[str, Any], stored: dict[str, Any], *, first_stage: bool = True
+) -> tuple[list[str], list[str]]:
+    """(fields that are the same, differences in words) between two ActionKey dicts.
+
+    ``first_stage``: the stage reads the model source (its input is "the graph"), not an
+    upstream artifact.
+    """
     same: list[str] = []
     lines: list[str] = []
-    first_stage = "model" in (planned.get("inputs") or {}) and planned.get("stage") != "compile"
     for name, words in FIELDS:
         a, b = planned.get(name, _MISSING), stored.get(name, _MISSING)
         if a == b:
             if name in ("inputs", "flags", "tool", "toolchain", "fingerprint", "env"):
-                same.append("graph" if name == "inputs" and first_stage else words)
+                same.append(
+                    ("graph" if first_stage else "input artifact") if name == "inputs" else words
+                )
             continue
         if name == "argv":
-            lines.append(_line(name, name, b, a, first_stage))
+            if planned.get("flags") == stored.get("flags"):  # else the flags say it already
+                lines.append(_line(name, name, b, a, first_stage))
             continue
         fa: dict[str, Any] = {}
         fb: dict[str, Any] = {}
@@ -111,7 +119,7 @@ def summary(same: list[str], lines: list[str]) -> str:
 
 
 def nearest(
-    records: list[ArtifactRecord], planned: dict[str, Any]
+    records: list[ArtifactRecord], planned: dict[str, Any], *, first_stage: bool = True
 ) -> tuple[ArtifactRecord, list[str], list[str]] | None:
     """The stored record whose key differs least from ``planned`` (newest on a tie)."""
     best = None
@@ -119,27 +127,100 @@ def nearest(
         stored = (record.metadata or {}).get("action_key")
         if not isinstance(stored, dict):
             continue
-        same, lines = diff(planned, stored)
+        same, lines = diff(planned, stored, first_stage=first_stage)
         if best is None or len(lines) < len(best[2]):
             best = (record, same, lines)
     return best
 
 
-def explain_miss(store: Store, model: str, target: str, stage: StagePlan) -> str:
-    """The ``reason`` of a planned miss: what changed since the nearest stored entry."""
+def explain_miss(
+    store: Store,
+    model: str,
+    target: str,
+    stage: StagePlan,
+    remote: Any = None,
+    *,
+    first_stage: bool = True,
+) -> str:
+    """The ``reason`` of a planned miss: what changed since the nearest stored entry (local,
+    or on ``remote``)."""
     from rmbuild.plan import stored_for
 
     if stage.factors is None:
         return ""
-    found = nearest(stored_for(store, model, target, stage.profile), stage.factors)
+    candidates = stored_for(store, model, target, stage.profile, remote)
+    found = nearest(candidates, stage.factors, first_stage=first_stage)
     if found is None:
         return f"nothing stored yet for {model}:{target} with profile {stage.profile}"
     record, same, lines = found
     return f"vs {record.key[:12]} ({record.created_at:%Y-%m-%d %H:%M}): {summary(same, lines)}"
 
 
-def why_target(store: Store, spec: Any, target: str, *, remote_url: str | None = None) -> Any:
+def why_target(store: Store, spec: Any, target: str, *, remote: Any = None) -> Any:
     """The plan of one target with a reason for every miss (``rmbuild why``)."""
     from rmbuild.plan import plan_spec
 
-    return plan_spec(spec, [target], store, remote_url=remote_url).targets[0]
+    return plan_spec(spec, [target], store, remote=remote).targets[0]
+
+
+# ----------------------------------------------------------------------------- check
+
+OPTIMAL, REBUILD, UNSUPPORTED = "optimal", "rebuild", "unsupported"
+
+
+def grade_artifact(record: ArtifactRecord) -> dict[str, Any]:
+    """``rmbuild check``: optimal / works but a rebuild would be better / unsupported, for
+    this host, from the index row and its metadata alone (no blob is read)."""
+    from rmbuild.errors import IncompatibleArtifact, RmbuildError
+    from rmbuild.plugins import get_backend
+
+    metadata = dict(record.metadata or {})
+    out: dict[str, Any] = {
+        "artifact": record.key,
+        "model": record.model,
+        "target": record.target,
+        "backend": record.backend,
+        "profile": metadata.get("profile"),
+        "verdict": OPTIMAL,
+        "reasons": [],
+    }
+
+    def verdict(kind: str, reason: str) -> dict[str, Any]:
+        out["verdict"] = kind
+        out["reasons"].append(reason)
+        return out
+
+    if record.state != "ok":
+        return verdict(UNSUPPORTED, f"the stored copy is {record.state}: {record.problem or '?'}")
+    try:
+        plugin = get_backend(record.backend)
+    except RmbuildError as exc:
+        return verdict(UNSUPPORTED, exc.message)
+    available = plugin.availability()
+    if not available.ok:
+        install = f" ({available.install})" if available.install else ""
+        return verdict(UNSUPPORTED, f"backend {record.backend}: {available.reason}{install}")
+    try:
+        plugin.check_compatible(metadata)
+    except IncompatibleArtifact as exc:
+        return verdict(UNSUPPORTED, exc.message)
+    graded = plugin.grade(metadata)
+    if graded is not None:
+        return verdict(REBUILD if graded[0] == REBUILD else OPTIMAL, graded[1])
+    # Generic rules: the runtime that loads it is newer or older than the one it was built
+    # with, or the CPU it was tuned for is not this one.
+    built = ((metadata.get("toolchain") or {}).get("packages")) or {}
+    for name, here in sorted(available.versions.items()):
+        then = built.get(name)
+        if then and here and then != here:
+            verdict(REBUILD, f"built with {name} {then}; this host has {here}")
+    isa = (metadata.get("fingerprint") or {}).get("cpu_isa")
+    if isa is not None:
+        from rmbuild.hostinfo import cpu_info
+
+        here_isa = cpu_info().get("isa")
+        if here_isa != isa:
+            verdict(REBUILD, f"tuned for CPU ISA {isa}; this host is {here_isa}")
+    if not out["reasons"]:
+        out["reasons"].append("built for what this host has")
+    return out

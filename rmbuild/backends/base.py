@@ -93,6 +93,16 @@ class BackendPlugin:
     def check_compatible(self, metadata: dict[str, Any]) -> None:
         """Raise IncompatibleArtifact, saying why, if the artifact cannot run here."""
 
+    def grade(self, metadata: dict[str, Any]) -> tuple[str, str] | None:
+        """How well an artifact that passed :meth:`check_compatible` fits this host (issue 9).
+
+        ``("optimal", why)`` or ``("rebuild", why)`` (it works, but a build made here would be
+        better, e.g. it leaves CPU features or a newer runtime unused); None: no opinion, and
+        ``rmbuild check`` applies its generic rules. From the metadata alone: never read blobs
+        or start the runtime (ONNX Runtime's EP-context compatibility API is the model).
+        """
+        return None
+
     def create_session(
         self, artifact_dir: Path, metadata: dict[str, Any], options: dict[str, Any]
     ) -> BackendSession:

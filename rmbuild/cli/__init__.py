@@ -20,6 +20,9 @@ from rmbuild import __version__
 # name -> (module, one-line help). The help lives here so listing commands imports nothing.
 COMMANDS: dict[str, tuple[str, str]] = {
     "compile": ("rmbuild.cli.compile", "Build a model.yaml's targets (cached by action key)."),
+    "redo": ("rmbuild.cli.redo", "Build targets again, replacing what is stored (= --rebuild)."),
+    "why": ("rmbuild.cli.why", "Why a target would be built: its key factors vs the stored ones."),
+    "check": ("rmbuild.cli.check", "Grade an artifact for this host: optimal/rebuild/unsupported."),
     "run": ("rmbuild.cli.run", "Generate text from an artifact, streaming tokens."),
     "ls": ("rmbuild.cli.ls", "List the artifacts in the store."),
     "show": ("rmbuild.cli.show", "Show an artifact's provenance: stages, argv, versions, files."),

@@ -60,6 +60,7 @@ def compile_on_ray(
     rebuild: datetime | bool,
     readonly: bool = False,
     address: str | None = None,
+    remote: Any = None,
 ) -> list[BuildResult]:
     """Build ``names`` as Ray tasks; every task runs to its end, the first failure is raised
     after all have finished (as with ``-j N``)."""
@@ -71,7 +72,7 @@ def compile_on_ray(
     task = ray.remote(_build_worker)
     refs = [
         task.options(**task_resources(spec, name), max_retries=0).remote(
-            str(spec.path), name, root, url, reporter, rebuild, readonly
+            str(spec.path), name, root, url, reporter, rebuild, readonly, remote
         )
         for name in names
     ]
