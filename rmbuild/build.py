@@ -299,6 +299,19 @@ def _carry(profile_carry: list[str], source: Path, out: Path) -> None:
     sources.carry(profile_carry, source, out)
 
 
+def _derived_flags(stage: PlannedStage, input_path: Path) -> dict[str, FlagValue]:
+    """Flags the stage's backend derives from its input before the tool runs (issue 8).
+
+    A backend opts in with ``stage_flags(profile, flags, input_dir) -> dict``; only flags the
+    profile declares and leaves null are filled, so a value the user set always wins.
+    """
+    hook = getattr(get_backend(stage.profile.backend), "stage_flags", None)
+    if hook is None:
+        return {}
+    derived = hook(stage.profile, dict(stage.flags), input_path) or {}
+    return {k: v for k, v in derived.items() if k in stage.flags and stage.flags[k] is None}
+
+
 def _run_stage(
     *,
     spec: LoadedSpec,
@@ -326,15 +339,19 @@ def _run_stage(
         out = tmp / "out"
         out.mkdir()
         # A vendor compiler's cache, kept as a keyed artifact of its own (issue 7).
-        compcache.safely(compcache.feed, store, stage, tmp)
+        cache_fed = compcache.safely(compcache.feed, store, stage, tmp)
+        # Flags a backend derives from the input at run time (issue 8: trtexec's shape
+        # profiles from the graph's kv_layout.json). They are a function of the keyed input
+        # and flags, so they stay out of the key; the argv recorded below shows them.
+        derived = _derived_flags(stage, input_path)
         command = adapter.render_for_run(
-            stage.flags, inputs={"model": input_path}, output=out, workdir=tmp
+            {**stage.flags, **derived}, inputs={"model": input_path}, output=out, workdir=tmp
         )
         run = adapter.run(command, workdir=tmp, log_path=log_path, on_line=reporter.stage_line)
         adapter.check_outputs(out, log_path)
         _carry(profile.carry, input_path, out)
         get_backend(profile.backend).prepare_outputs(profile, input_path, out)
-        compcache.safely(compcache.update, store, stage, tmp, spec.spec.name)
+        cache_stored = compcache.safely(compcache.update, store, stage, tmp, spec.spec.name)
         t1 = time.monotonic()
         # From the first stored blob to the index row, gc cannot sweep (issue 6 #9).
         ingest.enter_context(store.writing())
@@ -363,6 +380,9 @@ def _run_stage(
             "argv": command.argv,
             "flags": dict(stage.flags),
             "runtime_flags": stage.runtime_flags(),
+            "derived_flags": derived,
+            # Which compiler cache the build was fed and what it stored (`show`; issue 8).
+            "compiler_cache": {"fed": cache_fed, "stored": cache_stored},
             "toolchain": key.toolchain,
             "tool": key.tool,
             "fingerprint": key.fingerprint,
@@ -459,6 +479,13 @@ def build(
     reporter = reporter or SilentReporter()
     since = datetime.now(UTC) if rebuild is True else (rebuild or None)
     chain = plan(spec, target)
+    # What a backend can refuse from a stage alone, before any tool of the chain runs (issue
+    # 8: TensorRT 11 with TensorRT 10's precision flags is exit 3, not a trtexec failure after
+    # the export). A backend opts in with ``check_stage(profile, flags, toolchain)``.
+    for stage in chain:
+        check = getattr(get_backend(stage.profile.backend), "check_stage", None)
+        if check is not None:
+            check(stage.profile, dict(stage.flags), stage.toolchain)
     # What the key depends on, stat'ed before the keys are computed (issue 9: the plan cache).
     snapshot = plancache.snapshot(spec, target, chain)
     results: list[StageResult] = []

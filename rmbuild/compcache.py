@@ -42,14 +42,36 @@ def enabled(stage: PlannedStage) -> bool:
     return flag is not None and not stage.flags.get(flag)
 
 
+def _plugin(stage: PlannedStage) -> Any:
+    from rmbuild.plugins import get_backend
+
+    return get_backend(stage.profile.backend)
+
+
+def cache_facts(stage: PlannedStage) -> dict[str, Any]:
+    """What a backend adds to its cache's key beyond the compiler (issue 8: TensorRT's timing
+    cache holds timings of one GPU, so it is keyed by TensorRT version + compute capability).
+    A backend opts in with ``compiler_cache_facts(profile, flags, toolchain) -> dict``."""
+    facts = getattr(_plugin(stage), "compiler_cache_facts", None)
+    return dict(facts(stage.profile, dict(stage.flags), stage.toolchain) or {}) if facts else {}
+
+
 def cache_key(stage: PlannedStage) -> str:
-    """The cache's key: the compiler's identity, nothing of the model or the flags."""
-    identity = {
+    """The cache's key: the compiler's identity (plus the backend's cache facts), nothing of
+    the model or the flags."""
+    identity: dict[str, Any] = {
         "kind": KIND,
         "backend": stage.profile.backend,
         "toolchain": stage.toolchain.identity(),
     }
+    if facts := cache_facts(stage):
+        identity["facts"] = facts
     return hashlib.sha256(canonical_json(identity)).hexdigest()
+
+
+def version_key(key: str, manifest_digest: str) -> str:
+    """The key one superseded version of a cache keeps (issue 8)."""
+    return hashlib.sha256(canonical_json({"cache": key, "manifest": manifest_digest})).hexdigest()
 
 
 def feed(store: Store, stage: PlannedStage, workdir: Path) -> dict[str, Any]:
@@ -79,8 +101,28 @@ def update(store: Store, stage: PlannedStage, workdir: Path, model: str) -> dict
     if not enabled(stage) or not folder.is_dir() or not any(folder.iterdir()):
         return {}
     key = cache_key(stage)
+    facts = cache_facts(stage)
     with store.writing():
         manifest = store.put_tree(folder)
+        previous = store.get(key)
+        kept = None
+        if (
+            previous is not None
+            and previous.manifest_digest != manifest.digest
+            and getattr(_plugin(stage), "compiler_cache_keeps_versions", False)
+        ):
+            # A build that added entries makes a new cache; the one it was fed stays valid as
+            # an artifact of its own (issue 8: TensorRT timing caches), the key points at the
+            # newest. Same blobs, a second row: nothing is copied.
+            kept = version_key(key, previous.manifest_digest)
+            store.commit(
+                kept,
+                store.get_manifest(previous.manifest_digest),
+                model=previous.model,
+                target=KIND,
+                backend=stage.profile.backend,
+                metadata={**previous.metadata, "superseded_by": manifest.digest, "blobs": []},
+            )
         store.commit(
             key,
             manifest,
@@ -93,12 +135,16 @@ def update(store: Store, stage: PlannedStage, workdir: Path, model: str) -> dict
                 "stage": KIND,
                 "backend": stage.profile.backend,
                 "toolchain": stage.toolchain.identity(),
+                "facts": facts,
                 "updated_by": model,
                 "blobs": [],
             },
             replace=True,
         )
-    return {"key": key, "stored": len(manifest.files)}
+    done: dict[str, Any] = {"key": key, "stored": len(manifest.files)}
+    if kept:
+        done["previous"] = kept
+    return done
 
 
 def safely(fn: Any, *args: Any) -> dict[str, Any]:

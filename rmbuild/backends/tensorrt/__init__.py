@@ -1,0 +1,1 @@
+"""NVIDIA TensorRT backend (issue 8): trtexec builds, plan headers, timing caches, the loader."""

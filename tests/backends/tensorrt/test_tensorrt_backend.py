@@ -1,0 +1,214 @@
+"""Contract tests of the TensorRT backend through the CLI, against the stand-in trtexec and
+stand-in tensorrt module (issue 8): compile, key, store, timing cache, refusals, load path."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from artifact_store import Store
+
+from .conftest import GPU_75, GPU_86, GPU_89, LAYERS
+
+AMPERE_PLUS = {"profile": "tensorrt-fp16", "flags": {"hardware_compatibility": "ampere+"}}
+
+
+def _compile(cli, trt, target: str):  # noqa: ANN001, ANN202
+    return cli("compile", str(trt.spec), "-t", target, "--json")
+
+
+def _built(cli, trt, target: str) -> dict:  # noqa: ANN001
+    r = _compile(cli, trt, target)
+    assert r.code == 0, (r.out, r.err)
+    return json.loads(r.out)[0]
+
+
+def _record(trt, key: str):  # noqa: ANN001, ANN202
+    with Store(trt.project.store) as store:
+        return store.get(key)
+
+
+def _rows(cli) -> list[dict]:  # noqa: ANN001
+    return json.loads(cli("ls", "--json").out)
+
+
+def test_fp16_plan_compiles_with_derived_shapes_and_keys_trt_and_cc(cli, trt) -> None:  # noqa: ANN001
+    built = _built(cli, trt, "fp16")
+    meta = _record(trt, built["artifact"]).metadata
+    argv = meta["argv"]
+    assert "--fp16" in argv and "--skipInference" in argv
+    assert "--memPoolSize=workspace:4096M" in argv and "--builderOptimizationLevel=3" in argv
+    shapes = {a.split("=", 1)[0]: a.split("=", 1)[1] for a in argv if "Shapes=" in a}
+    assert set(shapes) == {"--minShapes", "--optShapes", "--maxShapes"}
+    # Every dynamic input, the KV-cache ones included, in every one of the three.
+    for spec in shapes.values():
+        names = {item.rsplit(":", 1)[0] for item in spec.split(",")}
+        kv = {f"past_key_values.{i}.{kv}" for i in range(LAYERS) for kv in ("key", "value")}
+        assert names == {"input_ids", "attention_mask", "position_ids", *kv}
+    assert "past_key_values.0.key:1x2x0x32" in shapes["--minShapes"]
+    assert "past_key_values.0.key:1x2x255x32" in shapes["--maxShapes"]
+    assert "input_ids:1x256" in shapes["--maxShapes"]
+    assert any(a.startswith("--timingCacheFile=") and "compiler-cache" in a for a in argv)
+    fp = meta["fingerprint"]
+    assert fp["tensorrt"] == "10.13.0" and fp["compute_capability"] == "8.6"
+    assert fp["hardware_compatibility"] == "none" and fp["version_compatible"] is False
+    # show: the TensorRT version read from the plan's own header, the build GPU, the cache.
+    shown = json.loads(cli("show", built["artifact"], "--json").out)
+    assert shown["details"]["tensorrt"] == "10.13.0"
+    assert "0x74727466" in shown["details"]["header"]
+    assert shown["details"]["build_gpus"][0]["compute_capability"] == "8.6"
+    assert shown["details"]["timing_cache"]["bytes"] > 0
+
+
+def test_the_key_holds_trt_version_and_compute_capability(cli, trt, gpu) -> None:  # noqa: ANN001
+    first = _built(cli, trt, "fp16")["artifact"]
+    assert _built(cli, trt, "fp16")["artifact"] == first  # a hit
+    gpu(GPU_89)
+    other_gpu = _built(cli, trt, "fp16")["artifact"]
+    assert other_gpu != first
+    gpu(GPU_86)
+    trt.toolchain("tensorrt", "10.14.1.48")
+    assert _built(cli, trt, "fp16")["artifact"] not in (first, other_gpu)
+
+
+def test_ampere_plus_widens_the_key_to_a_gpu_family(cli, trt, gpu) -> None:  # noqa: ANN001
+    trt.write_spec(fp16=AMPERE_PLUS)
+    first = _built(cli, trt, "fp16")["artifact"]
+    meta = _record(trt, first).metadata
+    assert "--hardwareCompatibilityLevel=ampere+" in meta["argv"]
+    assert meta["fingerprint"]["compute_capability_min"] == "8.0"
+    gpu(GPU_89)
+    assert _built(cli, trt, "fp16")["artifact"] == first  # one plan for Ampere and newer
+    gpu(GPU_75)
+    r = _compile(cli, trt, "fp16")
+    r.assert_failure(3)
+    assert "ampere+ needs an Ampere or newer GPU" in r.err and "7.5" in r.err
+
+
+def test_timing_cache_is_an_artifact_fed_to_each_build_and_versioned(cli, trt) -> None:  # noqa: ANN001
+    first = _built(cli, trt, "fp16")["artifact"]
+    caches = [r for r in _rows(cli) if r.get("target") == "compiler-cache"]
+    assert len(caches) == 1
+    # Another graph: fed the first build's cache, it adds a tactic -> a new cache artifact,
+    # and the one it was fed stays (its own key).
+    (trt.source / "model.onnx").write_bytes(b"stand-in ONNX graph v2\n")
+    second = _built(cli, trt, "fp16")["artifact"]
+    meta = _record(trt, second).metadata
+    assert meta["compiler_cache"]["fed"]["fed"] == 1
+    assert meta["compiler_cache"]["stored"]["previous"]
+    caches = [r for r in _rows(cli) if r.get("target") == "compiler-cache"]
+    assert len(caches) == 2
+    with Store(trt.project.store) as store:
+        old = store.materialize(meta["compiler_cache"]["stored"]["previous"])
+        latest = store.materialize(meta["compiler_cache"]["stored"]["key"])
+        assert len(json.loads((old / "timing.cache").read_text())["tactics"]) == 1
+        assert len(json.loads((latest / "timing.cache").read_text())["tactics"]) == 2
+    # A rebuild that adds nothing makes no new version.
+    assert cli("compile", str(trt.spec), "-t", "fp16", "--rebuild").code == 0
+    assert len([r for r in _rows(cli) if r.get("target") == "compiler-cache"]) == 2
+    assert first != second
+
+
+def test_trt11_toolchain_refuses_fp16_flags_before_any_tool(cli, trt) -> None:  # noqa: ANN001
+    trt.toolchain("tensorrt", "11.4.0.106")
+    r = _compile(cli, trt, "fp16")
+    r.assert_failure(3)
+    assert "TensorRT 11.4.0" in r.err and "removed --fp16" in r.err
+    assert "strongly typed" in r.err and "tensorrt-strong" in r.err
+    assert _rows(cli) == []  # nothing ran, nothing stored
+
+
+def test_strong_profile_refuses_a_precision_flag(cli, trt) -> None:  # noqa: ANN001
+    trt.write_spec(
+        strong={
+            "profile": "tensorrt-strong",
+            "depends_on": "modelopt-autocast",
+            "flags": {"precision": "fp16"},
+        }
+    )
+    r = _compile(cli, trt, "strong")
+    r.assert_failure(3)
+    assert "strongly typed" in r.err and "modelopt-autocast" in r.err
+    assert _rows(cli) == []
+
+
+def test_strong_chain_casts_with_autocast_then_builds_without_precision_flags(cli, trt) -> None:  # noqa: ANN001
+    built = _built(cli, trt, "strong")
+    assert [s["profile"] for s in built["stages"]] == ["modelopt-autocast", "tensorrt-strong"]
+    meta = _record(trt, built["artifact"]).metadata
+    assert not {"--fp16", "--bf16", "--int8", "--stronglyTyped"} & set(meta["argv"])
+    assert meta["fingerprint"]["tensorrt"] == "11.4.0"
+    cast = _record(trt, built["stages"][0]["key"]).metadata
+    assert "--low_precision_type=fp16" in cast["argv"] and "--keep_io_types" in cast["argv"]
+
+
+def test_trtexec_missing_halfway_keeps_the_earlier_stage(cli, trt) -> None:  # noqa: ANN001
+    trt.toolchain("tensorrt11", None)
+    r = _compile(cli, trt, "strong")
+    r.assert_failure(4)
+    assert "'trtexec' is not installed in toolchain 'tensorrt11'" in r.err
+    stored = [row["profile"] for row in _rows(cli)]
+    assert stored == ["modelopt-autocast"]
+    trt.toolchain("tensorrt11", "11.4.0.106")
+    built = _built(cli, trt, "strong")
+    assert [s["hit"] for s in built["stages"]] == [True, False]
+
+
+def test_a_driver_error_is_shown_verbatim_with_its_log(cli, trt) -> None:  # noqa: ANN001
+    trt.toolchain("tensorrt", "10.13.0.35", mode="driver-error")
+    r = cli("compile", str(trt.spec), "-t", "fp16")
+    r.assert_failure(4)
+    assert "CUDA initialization failure with error: 35. Please check your CUDA installation" in (
+        r.err
+    )
+    assert "&&&& FAILED TensorRT.trtexec" in r.err and "full log:" in r.err
+    log = Path(r.err.split("full log:", 1)[1].split()[0])
+    assert "CUDA initialization failure" in log.read_text()
+
+
+def test_run_refuses_a_plan_of_another_trt_version(cli, trt, standin_tensorrt) -> None:  # noqa: ANN001
+    key = _built(cli, trt, "fp16")["artifact"]
+    tensorrt = standin_tensorrt("10.14.1.48")
+    r = cli("run", "--artifact", key, "-n", "1")
+    r.assert_failure(6)
+    assert "TensorRT 10.13.0" in r.err and "TensorRT 10.14.1.48" in r.err
+    assert "--rebuild" in r.err and "--target fp16" in r.err
+    assert not [c for c in tensorrt.CALLS if c[0] == "deserialize_cuda_engine"]
+
+
+def test_run_refuses_another_compute_capability_unless_ampere_plus(
+    cli, trt, gpu, standin_tensorrt
+) -> None:  # noqa: ANN001
+    from rmbuild.errors import IncompatibleArtifact
+    from rmbuild.runtime.loader import prepare
+
+    standin_tensorrt("10.13.0.35")
+    key = _built(cli, trt, "fp16")["artifact"]
+    gpu(GPU_89)
+    r = cli("run", "--artifact", key, "-n", "1")
+    r.assert_failure(6)
+    assert "compute capability 8.6" in r.err and "compute capability 8.9" in r.err
+    assert "--rebuild" in r.err
+    gpu(GPU_86)
+    trt.write_spec(fp16=AMPERE_PLUS)
+    wide = _built(cli, trt, "fp16")["artifact"]
+    gpu(GPU_89)
+    with Store(trt.project.store) as store:
+        record, _tree, _plugin = prepare(wide, store=store)  # accepted: Ampere or newer
+        assert record.key == wide
+        gpu(GPU_75)
+        try:
+            prepare(wide, store=store)
+        except IncompatibleArtifact as exc:
+            assert "ampere+" in exc.message and "7.5" in exc.message
+        else:  # pragma: no cover
+            raise AssertionError("a Turing GPU took an ampere+ plan")
+
+
+def test_backends_says_why_tensorrt_is_unavailable_here(cli) -> None:  # noqa: ANN001
+    r = cli("backends", "--json")
+    assert r.code == 0, r.err
+    rows = {row["name"]: row for row in json.loads(r.out)}
+    row = rows["tensorrt"]
+    assert row["available"] is False or row.get("ok") is False or "reason" in json.dumps(row)
+    assert "trtexec is not in the wheels" in json.dumps(row)

@@ -1,0 +1,1 @@
+"""STAND-IN for NVIDIA ModelOpt (tests only, issue 8)."""

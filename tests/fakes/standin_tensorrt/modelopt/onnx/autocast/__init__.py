@@ -1,0 +1,1 @@
+"""STAND-IN for ``modelopt.onnx.autocast`` (tests only)."""
