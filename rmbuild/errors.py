@@ -20,6 +20,7 @@ EXIT_INCOMPATIBLE = 6
 EXIT_UNAVAILABLE = 7
 EXIT_STORE = 8
 EXIT_DISK_FULL = 9
+EXIT_REMOTE = 10  # the remote cache (issue 9): unreachable, refused credentials, corrupt
 EXIT_TERMINATED = 143  # SIGTERM (CI cancel, systemd stop): 128 + 15, like a shell reports it
 
 
@@ -322,3 +323,26 @@ class ArtifactInputMismatch(IncompatibleArtifact):
         self.input = input
         self.expected = expected
         self.given = given
+
+
+class RemoteError(RmbuildError):
+    """The remote cache failed (issue 9): unreachable, credentials refused, a missing bucket,
+    or content that does not match its digest (``remote-corrupt``). Exit 10. The message names
+    the remote without credentials; the local store is left as it was."""
+
+    code = "remote-error"
+    exit_code = EXIT_REMOTE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote: str = "",
+        code: str | None = None,
+        context: list[str] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, context=context, hint=hint)
+        self.remote = remote
+        if code:
+            self.code = code

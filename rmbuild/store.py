@@ -13,6 +13,7 @@ from rmbuild.errors import (
     DiskFull,
     InternalError,
     InvalidName,
+    RemoteError,
     RmbuildError,
     StoreCorrupt,
     StoreUnavailable,
@@ -117,6 +118,23 @@ def translate(exc: Exception) -> RmbuildError | None:
             context=exc.problems,
             hint="`rmbuild compile` rebuilds a corrupt artifact (`--rebuild` forces it)",
         )
+    if isinstance(exc, se.RemoteError):  # issue 9: exit 10, the remote named without secrets
+        if isinstance(exc, se.RemoteAuthError):
+            code = "remote-auth"
+            hint = (
+                "set the provider's credentials (e.g. AWS_PROFILE or "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) for this remote"
+            )
+        elif isinstance(exc, se.RemoteCorrupt):
+            code = "remote-corrupt"
+            hint = "the remote copy is damaged; push it again from a good store, or build here"
+        else:
+            code = "remote-error"
+            hint = (
+                "check the URL (--remote / RMBUILD_REMOTE / config file), the network and "
+                "the bucket; a push can simply be run again, it resumes"
+            )
+        return RemoteError(message, remote=exc.remote, code=code, hint=hint)
     if isinstance(exc, st.CorruptObject | st.CorruptManifest):
         return StoreCorrupt(
             f"artifact store: {message}",

@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("rmbuild.cli.show", "Show an artifact's provenance: stages, argv, versions, files."),
     "tag": ("rmbuild.cli.tag", "Give an artifact an alias (or remove one)."),
     "verify": ("rmbuild.cli.verify", "Re-hash artifacts' files against their manifests."),
+    "push": ("rmbuild.cli.push", "Upload artifacts to a remote cache (s3://, gs://, file://…)."),
+    "pull": ("rmbuild.cli.pull", "Download artifacts from a remote cache, verified by digest."),
     "gc": ("rmbuild.cli.gc", "Remove unreferenced blobs and stale temp files; cap the size."),
     "info": ("rmbuild.cli.info", "This machine: CPU, GPUs/NPUs, toolchains and versions."),
     "backends": ("rmbuild.cli.backends", "Installed backends, and why not where unavailable."),
@@ -105,8 +107,8 @@ def cli(ctx: click.Context, store: str | None, index_url: str | None, verbose: b
     Exit codes: 0 ok, 1 internal error, 2 usage error, 3 bad model.yaml/profile/template,
     4 a tool failed (not found, exit code, timeout, missing outputs), 5 artifact not found or
     ambiguous, 6 artifact incompatible with this machine or corrupt, 7 backend unavailable,
-    8 store or index unavailable, 9 disk full, 130 interrupted (Ctrl-C), 143 terminated
-    (SIGTERM).
+    8 store or index unavailable, 9 disk full, 10 remote cache failed (unreachable, credentials
+    refused, corrupt copy), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
     ctx.obj = AppContext(store, index_url, verbose or bool(os.environ.get("RMBUILD_DEBUG")))
 

@@ -14,16 +14,32 @@ from rmbuild.cli._output import age, console, emit_json, human_size, plain, reco
 @click.option("--target", help="Only this target.")
 @click.option("--backend", help="Only this backend.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--remote",
+    "remote_url",
+    metavar="URL",
+    help="List what this remote cache holds instead (nothing is pulled); see `rmbuild push`.",
+)
 @click.pass_obj
 def command(
-    app: Any, model: str | None, target: str | None, backend: str | None, as_json: bool
+    app: Any,
+    model: str | None,
+    target: str | None,
+    backend: str | None,
+    as_json: bool,
+    remote_url: str | None = None,
 ) -> None:
     """List artifacts: id, model, target, profile, backend, toolchain, size, age."""
     from rmbuild.store import open_store
 
-    # Read-only index: listing works on a full disk (issue 6 #13).
-    store = open_store(app.store_path, app.index_url, read_only=True)
-    records = store.list(model=model, target=target, backend=backend)
+    if remote_url is not None:  # issue 9: the remote's entries, read without pulling
+        from rmbuild.cli.pull import remote_records
+
+        records = remote_records(remote_url, model=model, target=target, backend=backend)
+    else:
+        # Read-only index: listing works on a full disk (issue 6 #13).
+        store = open_store(app.store_path, app.index_url, read_only=True)
+        records = store.list(model=model, target=target, backend=backend)
     if as_json:
         emit_json([record_summary(r) for r in records])
         return
