@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import rmbuild
 from artifact_store import ArtifactRecord, LockTimeout, Store
@@ -35,6 +35,11 @@ from rmbuild.toolchains import Toolchain, find_toolchain
 from rmbuild.toolenv import key_env
 from rmbuild.toolid import Hasher, tool_identity
 from rmbuild.yamlio import did_you_mean, line_of
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from artifact_store.remote import Remote
 
 MAX_CHAIN = 16
 # A cache hit refreshes last_used_at (for gc's LRU) at most this often: the write is what
@@ -66,6 +71,10 @@ class SilentReporter:
 
     def stage_note(self, profile: str, key: str, message: str) -> None:
         pass
+
+
+def _notes(reporter: Reporter, profile: str, key: str) -> Callable[[str], None]:
+    return lambda message: _note(reporter, profile, key, message)
 
 
 def _note(reporter: Reporter, profile: str, key: str, message: str) -> None:
@@ -466,8 +475,11 @@ def build(
     reporter: Reporter | None = None,
     rebuild: bool | datetime = False,
     readonly: bool = False,
+    remote: Remote | None = None,
 ) -> BuildResult:
     """Build (or find in the cache) every stage of ``target``.
+
+    ``remote`` (issue 9): a miss is first looked up there and pulled; what is built is pushed.
 
     ``readonly`` (``--cache-policy readonly``, issue 9): never run a tool; a stage that is not
     stored raises :class:`~rmbuild.plan.ReadOnlyMiss` (exit 5).
@@ -509,6 +521,11 @@ def build(
                     record, why_now = None, "--rebuild: running the tool again"
                 if why_now and why_now != why:
                     _note(reporter, name, key_hex, why_now)
+                if record is None and remote is not None and not since:
+                    # Issue 9: the remote's copy of the key, pulled and verified, is a hit.
+                    from rmbuild import remotes
+
+                    record = remotes.fetch(remote, store, key_hex, _notes(reporter, name, key_hex))
                 if record is None and readonly:
                     from rmbuild.plan import ReadOnlyMiss
 
@@ -536,6 +553,10 @@ def build(
                             replace=store.get(key_hex) is not None,
                             fresh=since is not None,
                         )
+                    if remote is not None:  # issue 9: push what was built
+                        from rmbuild import remotes
+
+                        remotes.publish(remote, store, key_hex, _notes(reporter, name, key_hex))
                     hit = False
                 else:
                     hit = True
@@ -562,6 +583,7 @@ def _build_worker(
     reporter: Reporter | None,
     rebuild: datetime | bool = False,
     readonly: bool = False,
+    remote: Remote | None = None,
 ) -> BuildResult:
     """One target in a worker process (or a Ray task, issue 9), with its own store handle
     (connections don't fork)."""
@@ -575,6 +597,7 @@ def _build_worker(
             reporter=reporter,
             rebuild=rebuild,
             readonly=readonly,
+            remote=remote,
         )
 
 
@@ -589,6 +612,7 @@ def compile_spec(
     readonly: bool = False,
     executor: str = "local",
     ray_address: str | None = None,
+    remote: Remote | None = None,
 ) -> list[BuildResult]:
     """Library entry point of ``rmbuild compile``: build targets of a model.yaml.
 
@@ -618,10 +642,19 @@ def compile_spec(
             rebuild=since,
             readonly=readonly,
             address=ray_address,
+            remote=remote,
         )
     if jobs <= 1 or len(names) == 1:
         return [
-            build(spec, name, store=store, reporter=reporter, rebuild=since, readonly=readonly)
+            build(
+                spec,
+                name,
+                store=store,
+                reporter=reporter,
+                rebuild=since,
+                readonly=readonly,
+                remote=remote,
+            )
             for name in names
         ]
     for name in names:
@@ -641,6 +674,7 @@ def compile_spec(
                 reporter,
                 since,
                 readonly,
+                remote,
             )
             for name in names
         ]
