@@ -56,14 +56,16 @@ def runtime_version() -> str | None:
 
 def buffer_library() -> str | None:
     """Which library can hold device buffers for the runtime: cuda-python, torch, or none."""
-    for name in ("cuda.bindings", "cuda.cudart"):
+    for name, lib in (
+        ("cuda.bindings", "cuda-python"),
+        ("cuda.cudart", "cuda-python"),
+        ("torch", "torch"),
+    ):
         try:
             if importlib.util.find_spec(name) is not None:
-                return "cuda-python"
-        except ModuleNotFoundError:
+                return lib
+        except (ImportError, ValueError):  # no parent package, or a broken install
             continue
-    if importlib.util.find_spec("torch") is not None:
-        return "torch"
     return None
 
 
