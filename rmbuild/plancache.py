@@ -56,7 +56,7 @@ SEARCH_ENV = (
     "XDG_CONFIG_HOME",
     "XDG_DATA_HOME",
 )
-RACY_WINDOW_NS = 2_000_000_000  # as artifact_store.statcache
+RACY = 2_000_000_000  # ns, as artifact_store.statcache's RACY_WINDOW_NS
 TOUCH_EVERY_S = 3600  # as rmbuild.build.TOUCH_EVERY
 
 Stat = tuple[int, int, int] | None
@@ -139,7 +139,9 @@ def _deps(spec: Any, chain: list[Any]) -> tuple[list[str], list[str]]:
         if (folder / ".git").exists() or (folder / "pyproject.toml").exists():
             break
     for kind in ("profiles", "templates"):
-        for d in config.search_path(kind, spec.root):
+        # Folders that exist and those that could appear (a new user folder shadows too).
+        user = config.user_config_dir()
+        for d in [*config.search_path(kind, spec.root), user, user / kind, spec.root / kind]:
             paths += [d, d / "toolchains"]
     names: list[str] = list(SEARCH_ENV)
     tc_files = toolchains._files(spec.root)
@@ -216,8 +218,9 @@ def remember(snap: Snapshot | None, store: Store, results: list[Any]) -> None:
         stats = [_stat(p) for p in snap.paths]
         if stats != snap.stats or Path(snap.spec_path).read_bytes() != snap.spec_bytes:
             return  # something changed while the keys were computed
-        if any(s is not None and s[1] > now - RACY_WINDOW_NS for s in stats):
-            return  # too young to trust its stat (racy git)
+        young = [p for p, s in zip(snap.paths, stats, strict=True) if s and s[1] > now - RACY]
+        if any(not os.path.isdir(p) for p in young):
+            return  # a file too young to trust its stat (racy git); folders only list names
         file = _file_for(snap.spec_path, store.root)
         header = _header(snap.spec_bytes)
         try:

@@ -1,0 +1,179 @@
+"""The plan cache (issue 9): a hit without the spec machinery, and every change falls back.
+
+Files are aged before the first build: like the store's stat cache, the plan cache does not
+trust a file younger than its racy window (a change in the same mtime tick would go unseen).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rmbuild import plancache
+
+AGE_S = 60
+
+
+def _age(*roots: Path) -> None:
+    old = time.time() - AGE_S
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            for name in files + dirs:
+                os.utime(os.path.join(folder, name), (old, old), follow_symlinks=False)
+        os.utime(root, (old, old))
+
+
+@pytest.fixture
+def aged(project, tmp_path: Path):  # noqa: ANN201
+    """The project, aged, built once through the full path (which writes the entry)."""
+    from rmbuild.build import compile_spec
+    from rmbuild.store import open_store
+
+    _age(project.root, project.fake.parent)
+    with open_store() as store:
+        compile_spec(project.spec, None, store=store)
+    return project
+
+
+def _fast(project):  # noqa: ANN202
+    from rmbuild.store import open_store
+
+    with open_store() as store:
+        return plancache.fast_compile(str(project.spec), store, None)
+
+
+def test_entry_written_and_served(aged) -> None:
+    results = _fast(aged)
+    assert results is not None
+    (result,) = results
+    assert (result.model, result.target) == ("tiny", "fake")
+    assert [s.profile for s in result.stages] == ["fake-compile"]
+
+
+def test_cli_hit_takes_the_fast_path(aged, cli, monkeypatch) -> None:
+    import rmbuild.build
+
+    def boom(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the full path ran")
+
+    monkeypatch.setattr(rmbuild.build, "compile_spec", boom)
+    result = cli("compile", str(aged.spec))
+    assert result.code == 0, result.err
+    assert "(cached, no tool ran)" in result.out
+    assert "fake [1/1] fake-compile" in result.err and "cache hit" in result.err
+    data = cli("compile", str(aged.spec), "--json").json()
+    assert data[0]["hit"] is True and data[0]["target"] == "fake"
+
+
+def test_whole_process_hit_imports_no_spec_machinery(aged) -> None:
+    code = (
+        "import sys; from rmbuild.cli import main; code = main(sys.argv[1:]); "
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'pydantic', 'jinja2', 'sqlalchemy', 'yaml', 'rmbuild.spec'}); print(heavy); "
+        "sys.exit(code)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "compile", str(aged.spec)],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]", proc.stdout
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["spec", "weights", "new_source_file", "profile", "template", "toolchain", "tool"],
+)
+def test_any_change_falls_back(aged, change: str) -> None:
+    root = aged.root
+    if change == "spec":
+        aged.set_flags(level=2)
+    elif change == "weights":
+        (aged.model / "weights.bin").write_bytes(b"\x09" * 128)
+    elif change == "new_source_file":
+        (aged.model / "extra.json").write_text("{}")
+    elif change == "profile":
+        path = root / "profiles" / "fake-compile.yaml"
+        path.write_text(path.read_text() + "# edited\n")
+    elif change == "template":
+        path = root / "templates" / "fake.argv.j2"
+        path.write_text(path.read_text() + "{# edited #}\n")
+    elif change == "toolchain":
+        path = root / "profiles" / "toolchains" / "fake.yaml"
+        path.write_text(path.read_text() + "# edited\n")
+    elif change == "tool":
+        aged.fake.write_text(aged.fake.read_text() + "\n# a new build of the compiler\n")
+    assert _fast(aged) is None
+
+
+def test_key_env_value_change_falls_back(project, monkeypatch) -> None:
+    from rmbuild.build import compile_spec
+    from rmbuild.store import open_store
+
+    tc = project.root / "profiles" / "toolchains" / "fake.yaml"
+    tc.write_text(tc.read_text() + "key_env: [FAKE_KEYED]\n")
+    monkeypatch.setenv("FAKE_KEYED", "one")
+    _age(project.root, project.fake.parent)
+    with open_store() as store:
+        compile_spec(project.spec, None, store=store)
+    assert _fast(project) is not None
+    monkeypatch.setenv("FAKE_KEYED", "two")
+    assert _fast(project) is None
+    monkeypatch.delenv("FAKE_KEYED")
+    assert _fast(project) is None
+
+
+def test_a_shadowing_profile_in_the_user_dir_falls_back(aged) -> None:
+    from rmbuild import config
+
+    user = config.user_config_dir() / "profiles"
+    user.mkdir(parents=True)
+    assert _fast(aged) is None
+
+
+def test_young_files_are_not_trusted(project) -> None:
+    """Written just now (the racy window): the full path runs and writes no entry."""
+    from rmbuild.build import compile_spec
+    from rmbuild.store import open_store
+
+    with open_store() as store:
+        compile_spec(project.spec, None, store=store)
+    assert _fast(project) is None
+    assert not (project.store / "plancache").exists()
+
+
+def test_damaged_blob_on_the_fast_path_is_quarantined_and_rebuilt(aged, cli) -> None:
+    """The integrity check of every hit (issue 6 #8) runs on the fast path too."""
+    from artifact_store import Store
+
+    with Store(aged.store) as store:
+        (record,) = store.list()
+        entry = next(iter(store.get_manifest(record.manifest_digest).files.values()))
+        blob = store.blob_path(entry.digest)
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"x")  # size moved: the cheap check sees it
+    assert _fast(aged) is None
+    assert not blob.exists() or blob.read_bytes() != b"x"  # quarantined
+    result = cli("compile", str(aged.spec), "--json")
+    assert result.code == 0, result.err
+    assert result.json()[0]["hit"] is False  # rebuilt by the full path
+
+
+def test_unknown_target_or_class_takes_the_full_path(aged) -> None:
+    from rmbuild.store import open_store
+
+    with open_store() as store:
+        assert plancache.fast_compile(str(aged.spec), store, ["cpu"]) is None
+        assert plancache.fast_compile(str(aged.spec), store, ["fake"]) is not None
+
+
+def test_host_digest_is_stable() -> None:
+    assert plancache.host_digest() == plancache.host_digest()
