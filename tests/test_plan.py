@@ -192,3 +192,56 @@ def test_redo_rebuilds(cli, project, tmp_path: Path) -> None:
     assert again.json()[0]["hit"] is False
     assert again.json()[0]["artifact"] == first.json()[0]["artifact"]
     assert counter.read_text().count("\n") == 2
+
+
+# ----------------------------------------------------------------------------- with a remote
+
+
+def test_plan_why_and_check_see_the_remote(cli, project, tmp_path: Path, monkeypatch) -> None:
+    """A key held on the remote (file://, through fsspec) is a planned pull, and the key of the
+    stage after it is known from the remote's manifest digest."""
+    pytest.importorskip("fsspec", reason="remotes need the remote extra")
+    second = (
+        project.fake_profile()
+        .replace("name: fake-compile", "name: fake-second")
+        .replace("input_format: hf", "input_format: fake-bin")
+        .replace("output_format: fake-bin", "output_format: fake-bin2\ndepends_on: fake-compile")
+    )
+    project.write_profile("fake-second", second)
+    project.write_spec(project.spec_text(profile="fake-second"))
+    url = (tmp_path / "remote").as_uri()
+    built = cli("compile", str(project.spec), "--remote", url, "--json")
+    assert built.code == 0, built.err
+    key = built.json()[0]["artifact"]
+    monkeypatch.setenv("RMBUILD_STORE", str(tmp_path / "fresh-store"))  # a serving host
+    data = _plan(cli, project, "--remote", url)
+    first, downstream = data["targets"][0]["stages"]
+    assert data["remote"] != "not configured"
+    assert (first["local"], first["remote"], first["action"]) == ("miss", "hit", "pull")
+    assert downstream["key"] == key and downstream["action"] == "pull"
+    assert data["targets"][0]["status"] == "pull"
+    # check grades the remote's entry from its metadata, nothing downloaded.
+    graded = cli("check", key[:12], "--remote", url, "--json")
+    assert graded.json()["artifact"] == key, graded.err
+    assert not [p for p in (tmp_path / "fresh-store").rglob("objects/*/*") if p.is_file()]
+    # readonly with the remote: pulled, never compiled.
+    pulled = cli("compile", str(project.spec), "--remote", url, "--cache-policy", "readonly")
+    assert pulled.code == 0, pulled.err
+    # A changed flag: why compares with the remote's entries too (the local store has them
+    # now; a fresh one has only the remote's).
+    monkeypatch.setenv("RMBUILD_STORE", str(tmp_path / "fresh-store-2"))
+    project.write_spec(
+        project.spec_text(profile="fake-second").replace(
+            "profile: fake-second", "profile: fake-second\n    flags:\n      level: 5"
+        )
+    )
+    why = cli("why", str(project.spec), "-t", "fake", "--remote", url)
+    assert why.code == 0, why.err
+    assert "flag level: 1 → 5" in why.out
+
+
+def test_readonly_refuses_a_rebuild(cli, project, monkeypatch) -> None:
+    monkeypatch.setenv("RMBUILD_CACHE_POLICY", "readonly")
+    result = cli("redo", str(project.spec), "-t", "fake")
+    assert result.code == 2
+    assert "the cache policy is readonly" in result.err
