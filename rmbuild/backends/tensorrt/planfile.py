@@ -80,7 +80,9 @@ def banner_version(text: str) -> str | None:
     """``10.13.0`` from trtexec's banner line, or None when there is none."""
     match = _BANNER.search(text)
     if match is None:
-        return None
+        # A version command that prints the module's version (`tensorrt 10.13.0.35`).
+        plain = re.search(r"tensorrt\s+v?(\d+)\.(\d+)\.(\d+)", text, re.IGNORECASE)
+        return ".".join(plain.groups()) if plain else None
     number = int(match.group(1))
     if number >= 100000:  # 10.x and later: MMmmpp
         major, rest = divmod(number, 10000)
