@@ -15,6 +15,7 @@ rmbuild use (shared/TOOLCHAINS.md, Rebellions paragraph), not the compiler:
   none by default, like a CI host;
 * ``Runtime(...)`` raises the way the real one does on a host without the device: the load
   path is tested up to that call;
+* ``STANDIN_REBEL_COUNTER=FILE`` appends a line per compiled graph (counts compiles);
 * ``STANDIN_REBEL_FAIL=TEXT`` makes compile print TEXT to stderr and raise, the way a licence
   or driver failure of the vendor's compiler looks from outside.
 """
@@ -114,6 +115,9 @@ def compile(  # noqa: A001 - the real module's name
     **kwargs: Any,
 ) -> RBLNCompiledModel:
     """Validate the arguments as the compiler documents them, then "compile"."""
+    if counter := os.environ.get("STANDIN_REBEL_COUNTER"):
+        with open(counter, "a", encoding="utf-8") as f:
+            f.write(f"{os.getpid()}\n")
     if failure := os.environ.get("STANDIN_REBEL_FAIL"):
         print(failure, file=sys.stderr, flush=True)
         raise RBLNRuntimeError(failure)
@@ -176,7 +180,9 @@ class Runtime:
 def _register_custom_ops() -> None:
     """rebel-compiler registers ``torch.ops.rbln_custom_ops.*``; optimum-rbln swaps
     ``torch.nn.functional.linear`` for ``rbln_custom_ops.linear`` while compiling. The stand-in
-    registers that one (a plain linear) so the real optimum-rbln finds it; it traces nothing."""
+    registers that one (a plain linear) so the real optimum-rbln finds it; it traces nothing.
+    Called when ``rebel.compile_context`` is imported (optimum-rbln's decoder modules import
+    it after torch), not on ``import rebel``: a device query stays free of torch's start-up."""
     try:
         import torch
     except ImportError:  # the optimum-rbln stand-in runs without torch
@@ -192,6 +198,3 @@ def _register_custom_ops() -> None:
 
 
 _LIB: Any = None
-
-
-_register_custom_ops()

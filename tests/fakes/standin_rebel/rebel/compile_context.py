@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from rebel import _register_custom_ops
+
+_register_custom_ops()
+
 
 class CompileContext:
     def __init__(self, use_weight_sharing: bool = False) -> None:
