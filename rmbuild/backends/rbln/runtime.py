@@ -11,6 +11,7 @@ the device); this side tokenizes, streams and stops at EOS like every other sess
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -23,18 +24,17 @@ from rmbuild.errors import ToolError
 if TYPE_CHECKING:
     from rmbuild.toolchains import Toolchain
 
-READY_TIMEOUT_S = 600
-
 
 class RBLNWorker:
     """The worker process holding the loaded model; ``generate`` sends it one request."""
 
     def __init__(self, tc: Toolchain, artifact_dir: Path, device_ids: list[int]) -> None:
-        self.log = Path(tempfile.mkstemp(prefix="rmbuild-rbln-", suffix=".log")[1])
+        fd, name = tempfile.mkstemp(prefix="rmbuild-rbln-", suffix=".log")
+        self.log = Path(name)
         argv = [str(tc.python_path), str(probe.RUN_SCRIPT), "serve", str(artifact_dir)]
         for dev in device_ids:
             argv += ["--device", str(dev)]
-        self._stderr = open(self.log, "w")  # noqa: SIM115 - lives as long as the worker
+        self._stderr = os.fdopen(fd, "w")  # lives as long as the worker
         self.proc = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
             argv,
             stdin=subprocess.PIPE,
@@ -44,9 +44,10 @@ class RBLNWorker:
             text=True,
         )
         self.device_ids = device_ids
+        self._closed = False
         first = self._read()
         if not first.get("ready"):
-            self.close()
+            self.close(keep_log=True)
             tail = self.log.read_text(errors="replace").strip().splitlines()[-20:]
             raise ToolError(
                 f"optimum-rbln could not load the artifact on RBLN device(s) {device_ids}: "
@@ -76,6 +77,7 @@ class RBLNWorker:
         answer = self._read()
         if "ids" not in answer:
             tail = self.log.read_text(errors="replace").strip().splitlines()[-20:]
+            self.close(keep_log=True)
             raise ToolError(
                 f"optimum-rbln generate failed: {answer.get('error')}",
                 tool="optimum-rbln",
@@ -91,7 +93,11 @@ class RBLNWorker:
     def step(self, token_ids: Any) -> Any:
         raise NotImplementedError("RBLN sessions generate in optimum-rbln, not step by step")
 
-    def close(self) -> None:
+    def close(self, keep_log: bool = False) -> None:
+        """Stop the worker; its log is kept only where an error names it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         if self.proc.poll() is None:
             try:
                 if self.proc.stdin:
@@ -101,6 +107,8 @@ class RBLNWorker:
                 self.proc.kill()
                 self.proc.wait()
         self._stderr.close()
+        if not keep_log:
+            self.log.unlink(missing_ok=True)
 
 
 def make_session(
