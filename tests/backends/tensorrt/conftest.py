@@ -127,6 +127,13 @@ class TRTProject:
 
 
 @pytest.fixture
+def kit():  # noqa: ANN201 - this module: its constants and helpers for the tests
+    """This conftest's constants and helpers (the test folder is no package: a package named
+    ``tensorrt`` would shadow the real module for every test)."""
+    return sys.modules[__name__]
+
+
+@pytest.fixture
 def gpu(monkeypatch: pytest.MonkeyPatch) -> Callable[[dict | None], None]:
     """Set the stand-in GPU this 'host' has (None: no GPU)."""
     from rmbuild.backends.tensorrt import probe

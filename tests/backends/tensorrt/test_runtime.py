@@ -13,8 +13,6 @@ import pytest
 
 from artifact_store import Store
 
-from .conftest import HEAD_DIM, HEADS, LAYERS, LAYOUT
-
 
 class HostBuffers:
     """A stand-in for rmbuild's DeviceBuffers: host arrays by name, pointers are ids."""
@@ -42,7 +40,7 @@ class HostBuffers:
         pass
 
 
-def _plan(folder: Path, version: tuple[int, int, int, int], max_seq: int = 8) -> Path:
+def _plan(folder: Path, version: tuple[int, int, int, int], layout: dict, max_seq: int = 8) -> Path:
     """A plan file as the stand-in trtexec writes it (header + payload)."""
     payload = {
         "inputs": [
@@ -57,7 +55,7 @@ def _plan(folder: Path, version: tuple[int, int, int, int], max_seq: int = 8) ->
                     "max": [max_seq if d is None else d for d in i["shape"]],
                 },
             }
-            for i in LAYOUT["inputs"]
+            for i in layout["inputs"]
         ],
         "vocab_size": 1000,
     }
@@ -66,7 +64,7 @@ def _plan(folder: Path, version: tuple[int, int, int, int], max_seq: int = 8) ->
     header[24:28] = bytes(version)
     path = folder / "model.plan"
     path.write_bytes(bytes(header) + json.dumps(payload).encode())
-    (folder / "kv_layout.json").write_text(json.dumps(LAYOUT))
+    (folder / "kv_layout.json").write_text(json.dumps(layout))
     return path
 
 
@@ -80,13 +78,15 @@ def _metadata() -> dict:
 
 
 def test_a_plan_header_of_another_version_is_refused_before_deserializing(
-    tmp_path: Path, standin_tensorrt
+    kit, tmp_path: Path, standin_tensorrt
 ) -> None:  # noqa: ANN001
     from rmbuild.backends.tensorrt.plugin import TensorRTBackend
     from rmbuild.errors import IncompatibleArtifact
 
     tensorrt = standin_tensorrt("10.13.0.35")
-    _plan(tmp_path, (10, 12, 0, 9))  # the header says 10.12.0, whatever the metadata says
+    _plan(
+        tmp_path, (10, 12, 0, 9), kit.LAYOUT
+    )  # the header says 10.12.0, whatever the metadata says
     with pytest.raises(IncompatibleArtifact) as caught:
         TensorRTBackend().create_session(tmp_path, _metadata(), {})
     assert "TensorRT 10.12.0 (plan header)" in caught.value.message
@@ -105,33 +105,37 @@ def test_a_file_that_is_no_plan_is_refused_by_its_magic(tmp_path: Path, standin_
         TensorRTBackend().create_session(tmp_path, _metadata(), {})
 
 
-def test_decode_steps_reach_the_device_call(tmp_path: Path, standin_tensorrt) -> None:  # noqa: ANN001
+def test_decode_steps_reach_the_device_call(kit, tmp_path: Path, standin_tensorrt) -> None:  # noqa: ANN001
     np = pytest.importorskip("numpy")
     from rmbuild.backends.tensorrt.runtime import TensorRTDecoderStep
     from rmbuild.errors import ArtifactInputMismatch
     from rmbuild.runtime.kvlayout import KVLayout
 
     tensorrt = standin_tensorrt("10.13.0.35")
-    plan = _plan(tmp_path, (10, 13, 0, 35), max_seq=8)
-    layout = KVLayout.from_json(LAYOUT)
+    plan = _plan(tmp_path, (10, 13, 0, 35), kit.LAYOUT, max_seq=8)
+    layout = KVLayout.from_json(kit.LAYOUT)
     step = TensorRTDecoderStep(plan, layout, buffers=HostBuffers())
     logits = step.step(np.array([5, 6, 7], dtype=np.int64))
     assert logits.shape == (1000,)
     shapes = dict(c[1] for c in tensorrt.CALLS if c[0] == "set_input_shape")
     assert shapes["input_ids"] == (1, 3) and shapes["attention_mask"] == (1, 3)
-    assert shapes["past_key_values.0.key"] == (1, HEADS, 0, HEAD_DIM)  # prefill: empty cache
+    assert shapes["past_key_values.0.key"] == (
+        1,
+        kit.HEADS,
+        0,
+        kit.HEAD_DIM,
+    )  # prefill: empty cache
     runs = [c[1] for c in tensorrt.CALLS if c[0] == "execute_async_v3"]
     assert runs == [{"stream": 7, "missing": []}]  # every tensor had an address
     step.step(np.array([8], dtype=np.int64))
     shapes = dict(c[1] for c in tensorrt.CALLS if c[0] == "set_input_shape")
-    assert shapes["past_key_values.1.value"] == (1, HEADS, 3, HEAD_DIM)
+    assert shapes["past_key_values.1.value"] == (1, kit.HEADS, 3, kit.HEAD_DIM)
     assert shapes["position_ids"] == (1, 1) and shapes["attention_mask"] == (1, 4)
     assert len([c for c in tensorrt.CALLS if c[0] == "create_execution_context"]) == 1
     # Past the plan's profile (max_seq 8): the loop's exit-6 error names the input.
     with pytest.raises(ArtifactInputMismatch) as caught:
         step.step(np.arange(6, dtype=np.int64))
     assert "optimization profile" in caught.value.message
-    assert LAYERS == 2
 
 
 def test_rmbuild_load_goes_through_compat_checks_to_the_device_call(

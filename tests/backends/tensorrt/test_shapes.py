@@ -10,13 +10,13 @@ from rmbuild.backends.tensorrt import shapes
 from rmbuild.errors import SpecError
 from rmbuild.runtime.kvlayout import KVLayout
 
-from .conftest import LAYOUT
 
-
-def test_every_dynamic_input_gets_min_opt_max_within_the_limits() -> None:
-    profile = shapes.derive(KVLayout.from_json(LAYOUT), max_batch=4, max_seq=128)
+def test_every_dynamic_input_gets_min_opt_max_within_the_limits(
+    kit,
+) -> None:
+    profile = shapes.derive(KVLayout.from_json(kit.LAYOUT), max_batch=4, max_seq=128)
     mins, opts, maxs = (shapes.parse(p) for p in (profile.min, profile.opt, profile.max))
-    names = {i["name"] for i in LAYOUT["inputs"]}
+    names = {i["name"] for i in kit.LAYOUT["inputs"]}
     assert set(mins) == set(opts) == set(maxs) == names
     assert mins["past_key_values.1.value"] == (1, 2, 0, 32)
     assert opts["past_key_values.1.value"] == (1, 2, 64, 32)
@@ -26,13 +26,15 @@ def test_every_dynamic_input_gets_min_opt_max_within_the_limits() -> None:
         assert all(a <= b <= c for a, b, c in zip(mins[name], opts[name], maxs[name], strict=True))
 
 
-def test_static_inputs_are_left_out_and_static_dims_kept() -> None:
+def test_static_inputs_are_left_out_and_static_dims_kept(
+    kit,
+) -> None:
     data = {
-        **LAYOUT,
+        **kit.LAYOUT,
         "inputs": [
             {"name": "input_ids", "dtype": "int64", "shape": [1, None]},
             {"name": "attention_mask", "dtype": "int64", "shape": [1, 16]},
-            *LAYOUT["inputs"][3:],
+            *kit.LAYOUT["inputs"][3:],
         ],
     }
     profile = shapes.derive(KVLayout.from_json(data), max_batch=8, max_seq=16)
@@ -41,9 +43,11 @@ def test_static_inputs_are_left_out_and_static_dims_kept() -> None:
     assert maxs["input_ids"] == (1, 16)  # the static batch of 1 stays 1
 
 
-def test_impossible_limits_are_a_spec_error() -> None:
+def test_impossible_limits_are_a_spec_error(
+    kit,
+) -> None:
     with pytest.raises(SpecError, match="max_seq >= 2"):
-        shapes.derive(KVLayout.from_json(LAYOUT), max_batch=1, max_seq=1)
+        shapes.derive(KVLayout.from_json(kit.LAYOUT), max_batch=1, max_seq=1)
 
 
 def test_no_layout_and_no_readable_graph_says_how_to_give_shapes(tmp_path: Path) -> None:

@@ -10,19 +10,17 @@ import pytest
 
 from rmbuild.backends.tensorrt import planfile
 
-from .conftest import LAYOUT, install_trtexec
-
 SHAPES = "input_ids:{b}x{s},attention_mask:{b}x{s},position_ids:{b}x{s}," + ",".join(
     f"past_key_values.{i}.{kv}:{{b}}x2x{{p}}x32" for i in range(2) for kv in ("key", "value")
 )
 
 
-def _run(tmp_path: Path, version: str, *args: str) -> subprocess.CompletedProcess:
-    exe = install_trtexec(tmp_path / f"bin-{version}", version)
+def _run(kit, tmp_path: Path, version: str, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001
+    exe = kit.install_trtexec(tmp_path / f"bin-{version}", version)
     graph = tmp_path / "g"
     graph.mkdir(exist_ok=True)
     (graph / "model.onnx").write_bytes(b"graph")
-    (graph / "kv_layout.json").write_text(json.dumps(LAYOUT))
+    (graph / "kv_layout.json").write_text(json.dumps(kit.LAYOUT))
     base = [f"--onnx={graph}/model.onnx", f"--saveEngine={tmp_path}/model.plan"]
     return subprocess.run(  # noqa: S603 - the stand-in, no shell
         [str(exe), *base, *args], capture_output=True, text=True, check=False
@@ -37,31 +35,31 @@ def _profile(mn: tuple[int, int, int], opt: tuple[int, int, int], mx: tuple[int,
     ]
 
 
-def test_a_good_build_writes_a_plan_with_a_real_header(tmp_path: Path) -> None:
-    r = _run(tmp_path, "10.13.0.35", "--fp16", *_profile((1, 1, 0), (1, 1, 4), (1, 8, 7)))
+def test_a_good_build_writes_a_plan_with_a_real_header(kit, tmp_path: Path) -> None:
+    r = _run(kit, tmp_path, "10.13.0.35", "--fp16", *_profile((1, 1, 0), (1, 1, 4), (1, 8, 7)))
     assert r.returncode == 0, r.stdout
     assert "[TensorRT v101300]" in r.stdout.splitlines()[0]
     assert planfile.read_header(tmp_path / "model.plan").full_version == "10.13.0.35"
 
 
 @pytest.mark.parametrize("flag", ["--fp16", "--bf16", "--int8", "--best"])
-def test_trt11_rejects_the_removed_precision_flags(tmp_path: Path, flag: str) -> None:
-    r = _run(tmp_path, "11.4.0.106", flag)
+def test_trt11_rejects_the_removed_precision_flags(kit, tmp_path: Path, flag: str) -> None:
+    r = _run(kit, tmp_path, "11.4.0.106", flag)
     assert r.returncode == 1 and "removed in TensorRT 11" in r.stdout
     assert "&&&& FAILED" in r.stdout
 
 
-def test_unknown_flags_fail(tmp_path: Path) -> None:
-    r = _run(tmp_path, "10.13.0.35", "--workspace=4096")  # removed in 10.0
+def test_unknown_flags_fail(kit, tmp_path: Path) -> None:
+    r = _run(kit, tmp_path, "10.13.0.35", "--workspace=4096")  # removed in 10.0
     assert r.returncode == 1 and "Unknown option: --workspace=4096" in r.stdout
 
 
-def test_shapes_must_cover_every_dynamic_input(tmp_path: Path) -> None:
+def test_shapes_must_cover_every_dynamic_input(kit, tmp_path: Path) -> None:
     short = [a.replace(",position_ids:1x1", "") for a in _profile((1, 1, 0), (1, 1, 4), (1, 8, 7))]
-    r = _run(tmp_path, "10.13.0.35", *short)
+    r = _run(kit, tmp_path, "10.13.0.35", *short)
     assert r.returncode == 1 and "position_ids" in r.stdout
 
 
-def test_min_opt_max_must_be_ordered(tmp_path: Path) -> None:
-    r = _run(tmp_path, "10.13.0.35", *_profile((1, 1, 0), (1, 9, 4), (1, 8, 7)))
+def test_min_opt_max_must_be_ordered(kit, tmp_path: Path) -> None:
+    r = _run(kit, tmp_path, "10.13.0.35", *_profile((1, 1, 0), (1, 9, 4), (1, 8, 7)))
     assert r.returncode == 1 and "min <= opt <= max" in r.stdout

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from artifact_store import Store
 
-from .conftest import GPU_75, GPU_86, GPU_89, LAYERS
-
 AMPERE_PLUS = {"profile": "tensorrt-fp16", "flags": {"hardware_compatibility": "ampere+"}}
 
 
@@ -43,7 +41,7 @@ def test_fp16_plan_compiles_with_derived_shapes_and_keys_trt_and_cc(cli, trt) ->
     # Every dynamic input, the KV-cache ones included, in every one of the three.
     for spec in shapes.values():
         names = {item.rsplit(":", 1)[0] for item in spec.split(",")}
-        kv = {f"past_key_values.{i}.{kv}" for i in range(LAYERS) for kv in ("key", "value")}
+        kv = {f"past_key_values.{i}.{kv}" for i in range(2) for kv in ("key", "value")}
         assert names == {"input_ids", "attention_mask", "position_ids", *kv}
     assert "past_key_values.0.key:1x2x0x32" in shapes["--minShapes"]
     assert "past_key_values.0.key:1x2x255x32" in shapes["--maxShapes"]
@@ -60,26 +58,26 @@ def test_fp16_plan_compiles_with_derived_shapes_and_keys_trt_and_cc(cli, trt) ->
     assert shown["details"]["timing_cache"]["bytes"] > 0
 
 
-def test_the_key_holds_trt_version_and_compute_capability(cli, trt, gpu) -> None:  # noqa: ANN001
+def test_the_key_holds_trt_version_and_compute_capability(kit, cli, trt, gpu) -> None:  # noqa: ANN001
     first = _built(cli, trt, "fp16")["artifact"]
     assert _built(cli, trt, "fp16")["artifact"] == first  # a hit
-    gpu(GPU_89)
+    gpu(kit.GPU_89)
     other_gpu = _built(cli, trt, "fp16")["artifact"]
     assert other_gpu != first
-    gpu(GPU_86)
+    gpu(kit.GPU_86)
     trt.toolchain("tensorrt", "10.14.1.48")
     assert _built(cli, trt, "fp16")["artifact"] not in (first, other_gpu)
 
 
-def test_ampere_plus_widens_the_key_to_a_gpu_family(cli, trt, gpu) -> None:  # noqa: ANN001
+def test_ampere_plus_widens_the_key_to_a_gpu_family(kit, cli, trt, gpu) -> None:  # noqa: ANN001
     trt.write_spec(fp16=AMPERE_PLUS)
     first = _built(cli, trt, "fp16")["artifact"]
     meta = _record(trt, first).metadata
     assert "--hardwareCompatibilityLevel=ampere+" in meta["argv"]
     assert meta["fingerprint"]["compute_capability_min"] == "8.0"
-    gpu(GPU_89)
+    gpu(kit.GPU_89)
     assert _built(cli, trt, "fp16")["artifact"] == first  # one plan for Ampere and newer
-    gpu(GPU_75)
+    gpu(kit.GPU_75)
     r = _compile(cli, trt, "fp16")
     r.assert_failure(3)
     assert "ampere+ needs an Ampere or newer GPU" in r.err and "7.5" in r.err
@@ -177,26 +175,26 @@ def test_run_refuses_a_plan_of_another_trt_version(cli, trt, standin_tensorrt) -
 
 
 def test_run_refuses_another_compute_capability_unless_ampere_plus(
-    cli, trt, gpu, standin_tensorrt
+    kit, cli, trt, gpu, standin_tensorrt
 ) -> None:  # noqa: ANN001
     from rmbuild.errors import IncompatibleArtifact
     from rmbuild.runtime.loader import prepare
 
     standin_tensorrt("10.13.0.35")
     key = _built(cli, trt, "fp16")["artifact"]
-    gpu(GPU_89)
+    gpu(kit.GPU_89)
     r = cli("run", "--artifact", key, "-n", "1")
     r.assert_failure(6)
     assert "compute capability 8.6" in r.err and "compute capability 8.9" in r.err
     assert "--rebuild" in r.err
-    gpu(GPU_86)
+    gpu(kit.GPU_86)
     trt.write_spec(fp16=AMPERE_PLUS)
     wide = _built(cli, trt, "fp16")["artifact"]
-    gpu(GPU_89)
+    gpu(kit.GPU_89)
     with Store(trt.project.store) as store:
         record, _tree, _plugin = prepare(wide, store=store)  # accepted: Ampere or newer
         assert record.key == wide
-        gpu(GPU_75)
+        gpu(kit.GPU_75)
         try:
             prepare(wide, store=store)
         except IncompatibleArtifact as exc:
