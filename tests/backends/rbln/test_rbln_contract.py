@@ -39,6 +39,9 @@ def test_compile_stores_the_rbln_layout_once_and_hits_after(built: Built, cli) -
     argv = info["argv"]
     assert argv[argv.index("--npu") + 1] == "RBLN-CA25"
     assert argv[argv.index("--num-devices") + 1] == "1"
+    log = Path(info["log"]).read_text()  # the entry prints the exact call it makes
+    assert "'export': True, 'rbln_npu': 'RBLN-CA25', 'rbln_create_runtimes': False" in log
+    assert "'rbln_num_devices': 1, 'rbln_batch_size': 1, 'rbln_max_seq_len': 256" in log
     fp = info["fingerprint"]
     assert fp["npu"] == "RBLN-CA25" and fp["num_devices"] == 1 and fp["batch_size"] == 1
     assert fp["rebel_compiler"] == "0.12.0" and fp["optimum_rbln"] == "0.12.0"
