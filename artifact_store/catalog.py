@@ -62,32 +62,21 @@ def _metadata_blobs(metadata: dict[str, Any]) -> list[str]:
 
 def _insert_use(conn: Connection, key: str, model: str, target: str, now: datetime) -> bool:
     """Add use (key, model, target) unless present, in ``conn``'s transaction; True if added."""
-    import sqlalchemy as sa
-
     from artifact_store import index
 
-    u = index.artifact_uses
-    q = sa.select(u.c.key).where(u.c.key == key, u.c.model == model, u.c.target == target)
-    if conn.execute(q).first() is not None:
-        return False
-    conn.execute(u.insert().values(key=key, model=model, target=target, first_used_at=now))
-    return True
+    row = {"key": key, "model": model, "target": target, "first_used_at": now}
+    return index.insert_ignoring(conn, index.artifact_uses, [row]) == 1
 
 
 def _put_blob_stats(conn: Connection, stats: dict[str, BlobStat]) -> None:
-    """Upsert blob_stats rows in ``conn``'s transaction (delete + insert: portable)."""
+    """Upsert blob_stats rows in ``conn``'s transaction, in digest order (no deadlocks)."""
     from artifact_store import index
 
-    if not stats:
-        return
-    b = index.blob_stats
-    digests = list(stats)
-    for i in range(0, len(digests), 900):
-        conn.execute(b.delete().where(b.c.digest.in_(digests[i : i + 900])))
-    conn.execute(
-        b.insert(),
-        [{"digest": d, "inode": s[0], "mtime_ns": s[1], "size": s[2]} for d, s in stats.items()],
-    )
+    rows = [
+        {"digest": d, "inode": s[0], "mtime_ns": s[1], "size": s[2]}
+        for d, s in sorted(stats.items())
+    ]
+    index.upsert(conn, index.blob_stats, rows)
 
 
 class Catalog:
@@ -160,7 +149,7 @@ class Catalog:
                     raise CorruptObject(digest, f"missing (metadata blob of {key}); put it first")
             digests = [manifest.digest, *(e.digest for e in manifest.files.values())]
             stats = self._stats_for_commit([*digests, *_metadata_blobs(meta)])
-            t = index.artifacts
+            t, ab = index.artifacts, index.artifact_blobs
             now = utcnow()
             values = {
                 "manifest_digest": manifest.digest,
@@ -173,29 +162,37 @@ class Catalog:
                 "state": "ok",
                 "problem": None,
             }
-            # Two tries: where writers are not serialized (not SQLite), a concurrent commit of
-            # the same key (or use) fails our insert and rolls back the whole transaction; the
-            # retry finds their row, which wins, and records only our use of it.
+            refs = [{"key": key, "digest": d, "size": stats[d][2]} for d in sorted(set(stats))]
+            # Upserts (issue 9): on PostgreSQL writers are not serialized, and the former
+            # select-then-insert let 2-6 of 8 concurrent committers of one key fail on the
+            # primary key. ON CONFLICT waits for the other writer and then does nothing (the
+            # first writer wins) or, with ``replace``, re-points the row. Rows are written in
+            # one order (artifact, use, blobs sorted by digest) so writers cannot deadlock; a
+            # lost race that remains (the artifact deleted meanwhile) is retried once.
             for attempt in (1, 2):
-                replaced = False
                 try:
                     with self._write() as conn:
-                        existing = conn.execute(sa.select(t.c.key).where(t.c.key == key)).first()
-                        if existing is None:
-                            conn.execute(t.insert().values(key=key, created_at=now, **values))
-                        elif replace:
-                            # A rebuild is a new artifact under the old key: created_at moves,
-                            # which is how a parallel `compile --rebuild` builds it once.
-                            conn.execute(
-                                t.update().where(t.c.key == key).values(created_at=now, **values)
-                            )
-                            replaced = True
+                        row = {"key": key, "created_at": now, **values}
+                        if replace:
+                            # A rebuild is a new artifact under the old key: created_at
+                            # moves, which is how a parallel `compile --rebuild` builds it once.
+                            index.upsert(conn, t, [row])
+                            conn.execute(ab.delete().where(ab.c.key == key))
+                            won = True
+                        else:
+                            won = index.insert_ignoring(conn, t, [row]) == 1
                         _insert_use(conn, key, model, target, now)
+                        if won:
+                            index.insert_ignoring(conn, ab, refs)
                         _put_blob_stats(conn, stats)
+                        # A success is the end of the key's failure record (issue 9).
+                        f = index.build_failures
+                        conn.execute(f.delete().where(f.c.key == key))
                     break
-                except sa.exc.IntegrityError:
-                    if attempt == 2:
+                except sa.exc.DBAPIError as exc:
+                    if attempt == 2 or not index.retryable(exc):
                         raise
+            replaced = replace
             if replaced:
                 # materialize trusts a complete-looking trees/<key>; it is now the old content.
                 remove_aside(self.root / "trees" / key)
@@ -216,16 +213,16 @@ class Catalog:
         from artifact_store import index
 
         t = index.artifacts
-        # Two tries, as in commit: a concurrent insert of the same use (or a delete of the
-        # artifact) fails ours; the retry sees what they did.
+        # Two tries, as in commit: a concurrent delete of the artifact fails ours (its foreign
+        # key); the retry sees it gone.
         for attempt in (1, 2):
             try:
                 with self._write() as conn:
                     if conn.execute(sa.select(t.c.key).where(t.c.key == key)).first() is None:
                         raise ArtifactNotFound(key)
                     return _insert_use(conn, key, model, target, utcnow())
-            except sa.exc.IntegrityError:
-                if attempt == 2:
+            except sa.exc.DBAPIError as exc:
+                if attempt == 2 or not index.retryable(exc):
                     raise
         raise AssertionError("unreachable")
 
@@ -388,11 +385,11 @@ class Catalog:
                     t = index.artifacts
                     if conn.execute(sa.select(t.c.key).where(t.c.key == key)).first() is None:
                         raise ArtifactNotFound(key)
-                    conn.execute(a.delete().where(a.c.alias == alias))
-                    conn.execute(a.insert().values(alias=alias, key=key, updated_at=utcnow()))
+                    row = {"alias": alias, "key": key, "updated_at": utcnow()}
+                    index.upsert(conn, a, [row])
                 return
-            except sa.exc.IntegrityError:
-                if attempt == 2:
+            except sa.exc.DBAPIError as exc:
+                if attempt == 2 or not index.retryable(exc):
                     raise
 
     def untag(self, alias: str) -> None:

@@ -119,6 +119,133 @@ blob_stats = sa.Table(
 )
 
 
+# Failed builds as data (issue 9): the last failure of each key, shown by `ls --failed`. Never
+# a hit (an artifact exists only as an ``artifacts`` row); a later success of the key deletes
+# it; ``compile --no-retry-failed`` skips a key whose failure has the same toolchain identity.
+build_failures = sa.Table(
+    "build_failures",
+    metadata_obj,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("model", sa.String(255), nullable=False),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("backend", sa.String(255), nullable=False),
+    sa.Column("profile", sa.String(255), nullable=False),
+    # A digest of what ran (tool and toolchain): the same key failing again with it is no news.
+    sa.Column("toolchain", sa.String(64), nullable=False),
+    sa.Column("exit_code", sa.Integer(), nullable=True),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Column("log_path", sa.Text(), nullable=True),
+    sa.Column("log_digest", sa.String(64), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("failed_at", UTCDateTime(), nullable=False, index=True),
+)
+
+# Every blob an artifact keeps alive (manifest, its files, metadata blobs), written by commit
+# (issue 9): gc's snapshot is one query instead of re-reading every manifest. An artifact
+# without rows (committed before 0004) is read from its manifest, as before.
+artifact_blobs = sa.Table(
+    "artifact_blobs",
+    metadata_obj,
+    sa.Column(
+        "key",
+        sa.String(255),
+        sa.ForeignKey("artifacts.key", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("digest", sa.String(64), primary_key=True),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+)
+
+
+def insert_ignoring(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> int:
+    """INSERT ``rows``, skipping those whose primary key exists; how many were inserted.
+
+    ``INSERT … ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite (issue 9: a select-then-insert
+    raced on PostgreSQL, where writers are not serialized, and raised IntegrityError). A
+    concurrent inserter of the same key is waited for, never failed.
+    """
+    if not rows:
+        return 0
+    stmt = _dialect_insert(conn, table)
+    if stmt is None:  # another dialect: the portable form (its race is retried by callers)
+        pk = [c.name for c in table.primary_key.columns]
+        added = 0
+        for row in rows:
+            where = [table.c[c] == row[c] for c in pk]
+            if conn.execute(sa.select(*table.primary_key.columns).where(*where)).first() is None:
+                conn.execute(table.insert().values(**row))
+                added += 1
+        return added
+    pk = [c.name for c in table.primary_key.columns]
+    added = 0
+    for chunk in _chunks(rows):
+        stmt = _dialect_insert(conn, table).values(chunk).on_conflict_do_nothing(index_elements=pk)
+        if conn.dialect.name == "postgresql":
+            # psycopg reports no rowcount for it: count the rows RETURNING gives back.
+            added += len(conn.execute(stmt.returning(table.c[pk[0]])).all())
+        else:
+            added += max(conn.execute(stmt).rowcount, 0)
+    return added
+
+
+def upsert(
+    conn: Connection,
+    table: sa.Table,
+    rows: list[dict[str, Any]],
+    update: dict[str, Any] | None = None,
+) -> None:
+    """INSERT ``rows``, or update the existing row of the same primary key.
+
+    ``update`` maps columns to values (or SQL expressions over ``excluded``'s columns, see
+    :func:`excluded`); by default every non-key column takes the new row's value.
+    """
+    if not rows:
+        return
+    pk = [c.name for c in table.primary_key.columns]
+    stmt = _dialect_insert(conn, table)
+    if stmt is None:
+        for row in rows:
+            conn.execute(table.delete().where(*[table.c[c] == row[c] for c in pk]))
+            conn.execute(table.insert().values(**row))
+        return
+    for chunk in _chunks(rows):
+        stmt = _dialect_insert(conn, table).values(chunk)
+        cols = (
+            {c: stmt.excluded[c] for c in chunk[0] if c not in pk}
+            if update is None
+            else {c: (v(stmt.excluded) if callable(v) else v) for c, v in update.items()}
+        )
+        conn.execute(stmt.on_conflict_do_update(index_elements=pk, set_=cols))
+
+
+def _chunks(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    # Stay below SQLite's bound-parameter limit (999 on old builds) in a multi-row VALUES.
+    step = max(1, 900 // max(1, len(rows[0])))
+    return [rows[i : i + step] for i in range(0, len(rows), step)]
+
+
+def _dialect_insert(conn: Connection, table: sa.Table) -> Any:
+    name = conn.dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+
+        return insert(table)
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+
+        return insert(table)
+    return None
+
+
+def retryable(exc: BaseException) -> bool:
+    """A write that lost a race (a unique or foreign key, a deadlock, a serialization failure):
+    running the transaction again sees the winner's work."""
+    if isinstance(exc, sa.exc.IntegrityError):
+        return True
+    code = getattr(getattr(exc, "orig", None), "sqlstate", None)
+    return code in ("40P01", "40001")
+
+
 def create_readonly_engine(path: str) -> Engine:
     """An engine over read-only sqlite3 connections to the file at ``path`` (issue 6 #13).
 
@@ -176,13 +303,33 @@ def current_revision(engine: Engine) -> str | None:
     return row[0] if row else None
 
 
+# pg_advisory_lock key of the migration lock: any constant; "rmbuild" in ASCII.
+MIGRATE_LOCK_ID = 0x726D6275696C64
+
+
 def ensure_schema(engine: Engine, lock_path: Path) -> None:
     """Upgrade the database to ``HEAD_REVISION`` unless it is already there.
 
-    Migrations run under a file lock so two processes opening a fresh store at once do not
-    both try to create the tables; the loser re-checks and finds the work done.
+    Migrations run under a lock so two processes opening a fresh index at once do not both
+    try to create the tables; the loser re-checks and finds the work done. The lock lives
+    where the index does (issue 9): a PostgreSQL advisory lock, shared by every host that
+    opens the database (a local file lock let 3 of 8 concurrent first-opens fail); a file
+    lock next to a SQLite file.
     """
     if current_revision(engine) == HEAD_REVISION:
+        return
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            # Session-level: held across alembic's own transaction, released on close even
+            # if this process dies.
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATE_LOCK_ID})")
+            conn.commit()
+            try:
+                if current_revision(engine) != HEAD_REVISION:
+                    run_migrations(engine)
+            finally:
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATE_LOCK_ID})")
+                conn.commit()
         return
     from filelock import FileLock
 

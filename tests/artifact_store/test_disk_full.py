@@ -75,6 +75,7 @@ def test_tree_ingest_on_a_full_disk_is_disk_full(
     assert info.value.needed == 200_010 and info.value.free == 0
 
 
+@pytest.mark.sqlite_only("a SQLite index on a full disk")
 def test_reads_work_read_only_on_a_full_disk(small_disk: Path, tmp_path: Path, make_tree) -> None:
     root = small_disk / "store"
     _stored(root, tmp_path, make_tree)
@@ -88,6 +89,7 @@ def test_reads_work_read_only_on_a_full_disk(small_disk: Path, tmp_path: Path, m
         store.tag("main", "k1")  # a write: a clear DiskFull, not "internal error"
 
 
+@pytest.mark.sqlite_only("the disk-full error of SQLite")
 def test_index_write_full_is_disk_full(
     store: Store, tmp_path: Path, make_tree, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -20,6 +20,9 @@ from artifact_store import Store, hashing, statcache
 KEY = "ab12cd34" + "0" * 56
 META = {"blobs": [], "nested": {"b": [1, 2.5, None, True]}, "text": "ünï ✓", "n": 10**15}
 
+# The sqlite3 fast path is SQLite itself (issue 9: the rest runs on PostgreSQL too).
+pytestmark = pytest.mark.sqlite_only("the sqlite3 fast path")
+
 
 def _sa_store(root: Path) -> Store:
     """The same index opened through SQLAlchemy: a driver-qualified URL skips the fast path."""

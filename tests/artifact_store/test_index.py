@@ -6,6 +6,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from artifact_store import Store, index
@@ -18,6 +19,7 @@ def test_head_revision_constant_matches_alembic_scripts() -> None:
     assert script.get_heads() == [index.HEAD_REVISION]
 
 
+@pytest.mark.sqlite_only("reads the SQLite file (test_postgres.py covers PostgreSQL)")
 def test_fresh_store_is_migrated_to_head(tmp_path: Path) -> None:
     with Store(tmp_path / "s"):
         pass
@@ -32,6 +34,7 @@ def test_fresh_store_is_migrated_to_head(tmp_path: Path) -> None:
         engine.dispose()
 
 
+@pytest.mark.sqlite_only("reads the SQLite file (test_postgres.py covers PostgreSQL)")
 def test_migrations_produce_the_schema_the_code_queries(tmp_path: Path) -> None:
     # The Table objects in index.py and the migration scripts are written separately; alembic's
     # autogenerate comparison catches any drift between them.
@@ -49,6 +52,7 @@ def test_migrations_produce_the_schema_the_code_queries(tmp_path: Path) -> None:
     assert diff == []
 
 
+@pytest.mark.sqlite_only("a store opened in a child process on its SQLite file")
 def test_reopening_at_head_does_not_import_alembic(tmp_path: Path) -> None:
     root = tmp_path / "s"
     Store(root).close()
@@ -80,6 +84,7 @@ def _open(root: str, barrier: mp.synchronize.Barrier, q: mp.Queue) -> None:  # t
         q.put(repr(e))
 
 
+@pytest.mark.sqlite_only("the SQLite file lock (test_postgres.py: the advisory lock)")
 def test_two_processes_creating_a_fresh_store_both_succeed(tmp_path: Path) -> None:
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(3)

@@ -9,6 +9,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from artifact_store import CorruptObject, Store, index
 
 K1, K2 = ("a1" + "0" * 62, "b2" + "0" * 62)
@@ -105,6 +107,7 @@ def test_verify_without_repair_writes_nothing(store: Store, tmp_path: Path, buil
     assert store.get(K1).corrupt  # type: ignore[union-attr]
 
 
+@pytest.mark.sqlite_only("the sqlite3 fast path")
 def test_the_cheap_check_does_not_import_sqlalchemy(store: Store, tmp_path: Path, build) -> None:
     build(store, tmp_path, K1, {"a": b"1" * 10})
     code = textwrap.dedent(
@@ -121,6 +124,7 @@ def test_the_cheap_check_does_not_import_sqlalchemy(store: Store, tmp_path: Path
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
+@pytest.mark.sqlite_only("an old SQLite file upgraded")
 def test_a_0002_database_upgrades_keeping_aliases_and_uses(tmp_path: Path) -> None:
     """0003 adds columns in place: on SQLite a table rebuild would cascade-delete them."""
     from alembic import command

@@ -96,6 +96,7 @@ def test_gc_evicts_an_artifact_with_several_uses(store: Store, tmp_path: Path, b
     assert store.list() == [] and not store.has_use(K1, "m", "onnx")
 
 
+@pytest.mark.sqlite_only("an old SQLite file upgraded")
 def test_a_0001_database_is_upgraded_and_backfilled(tmp_path: Path) -> None:
     from alembic import command
 
