@@ -162,3 +162,56 @@ def fsspec_callback(counter: Counter) -> Any:
                 counter.advance(step)
 
     return _Cb()
+
+
+# Options of s3fs that mean the same to a plain boto3 client; anything else (anon, requester
+# pays, SSE settings…) keeps the upload on s3fs.
+_S3_PLAIN_OPTIONS = frozenset(
+    {"key", "secret", "token", "profile", "endpoint_url", "client_kwargs", "config_kwargs"}
+)
+
+
+def s3_client(options: dict[str, Any]) -> Any | None:
+    """A boto3 S3 client with the credentials and endpoint s3fs would use, or None.
+
+    None where boto3 is not installed or ``options`` hold something only s3fs understands.
+    Credentials are the same chain s3fs's aiobotocore follows (environment, profile, config
+    files, instance metadata) unless ``options`` name them.
+    """
+    if set(options) - _S3_PLAIN_OPTIONS:
+        return None
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        return None
+    session = boto3.session.Session(
+        aws_access_key_id=options.get("key"),
+        aws_secret_access_key=options.get("secret"),
+        aws_session_token=options.get("token"),
+        profile_name=options.get("profile"),
+    )
+    kwargs = dict(options.get("client_kwargs") or {})
+    if options.get("endpoint_url"):
+        kwargs["endpoint_url"] = options["endpoint_url"]
+    config = Config(**(options.get("config_kwargs") or {}))
+    return session.client("s3", config=config, **kwargs)
+
+
+def s3_upload(
+    client: Any, local: str, path: str, *, part_size: int, jobs: int, advance: Advance
+) -> None:
+    """Upload ``local`` to ``bucket/key`` through boto3's TransferManager (what ``aws s3 cp``
+    uses): a multipart upload of ``part_size`` parts, ``jobs`` at a time, which S3 assembles
+    atomically on completion.
+
+    Why not s3fs's own put_file: against the same server it moved a 128 MiB file 1.5–2.5× more
+    slowly (all parts go through one event-loop thread); see bench/bench_remote.py.
+    """
+    from boto3.s3.transfer import TransferConfig
+
+    bucket, _, key = path.partition("/")
+    config = TransferConfig(
+        multipart_threshold=2 * part_size, multipart_chunksize=part_size, max_concurrency=jobs
+    )
+    client.upload_file(local, bucket, key, Config=config, Callback=advance)
