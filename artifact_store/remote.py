@@ -27,7 +27,6 @@ them anywhere, and messages name the remote by :func:`redact_url` and pass throu
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import threading
@@ -37,9 +36,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from artifact_store import transfer
+from artifact_store.entries import RemoteEntry, redact_url, scrub, with_aliases
 from artifact_store.errors import (
     AmbiguousRef,
     ArtifactCorrupt,
@@ -50,155 +49,24 @@ from artifact_store.errors import (
     RemoteError,
     StoreError,
 )
-from artifact_store.hashing import hash_bytes, is_digest
+from artifact_store.hashing import hash_bytes
 from artifact_store.names import HEX_RE, MIN_PREFIX, NAME_RE, check_key
-from artifact_store.records import ArtifactRecord, Manifest, canonical_json
+from artifact_store.records import ArtifactRecord, Manifest
 
 if TYPE_CHECKING:
     from artifact_store.store import Store
 
-ENTRY_VERSION = 1
+# Importable from here too: the remote's public names.
+__all__ = ["Remote", "RemoteEntry", "TransferReport", "redact_url", "scrub"]
+
 # Protocols whose put is atomic: an object appears whole or not at all.
 ATOMIC_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory", "oss"})
-# Environment variables that hold secrets: their values are scrubbed from every message.
-SECRET_ENV = (
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AZURE_STORAGE_KEY",
-    "AZURE_STORAGE_ACCOUNT_KEY",
-    "AZURE_STORAGE_SAS_TOKEN",
-    "AZURE_STORAGE_CONNECTION_STRING",
-    "AZURE_CLIENT_SECRET",
-    "GOOGLE_OAUTH_ACCESS_TOKEN",
-)
 OnProgress = Callable[[int, int], None]
 # How SDK errors that are not PermissionErrors (boto3's) say "your credentials".
 _AUTH_FAILURE = re.compile(
     r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|ExpiredToken|InvalidToken|"
     r"NoCredentialsError|PartialCredentialsError|\b403\b|Forbidden"
 )
-
-
-def redact_url(url: str) -> str:
-    """``url`` without user info, query or fragment: what messages and logs may show."""
-    parts = urlsplit(url)
-    if not parts.scheme or len(parts.scheme) == 1:  # a plain path (or a Windows drive)
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[-1]
-    return f"{parts.scheme}://{netloc}{parts.path}"
-
-
-def scrub(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with known secret values (the env's, and ``secrets``) replaced by ``***``."""
-    values = [os.environ.get(name, "") for name in SECRET_ENV] + list(secrets)
-    for value in sorted({v for v in values if v and len(v) >= 4}, key=len, reverse=True):
-        text = text.replace(value, "***")
-    # Presigned-URL style credentials an SDK may echo back.
-    return re.sub(r"(?i)(signature|x-amz-security-token|sig|token)=[^&\s]+", r"\1=***", text)
-
-
-@dataclass(frozen=True)
-class RemoteEntry:
-    """An artifact as the remote holds it: the index row, without local bookkeeping."""
-
-    key: str
-    manifest_digest: str
-    model: str
-    target: str
-    backend: str
-    size: int
-    created_at: str
-    metadata: dict[str, Any] = field(default_factory=dict)
-    uses: tuple[tuple[str, str], ...] = ()
-    aliases: tuple[str, ...] = ()
-
-    __hash__ = None  # type: ignore[assignment]
-
-    @classmethod
-    def of(cls, record: ArtifactRecord) -> RemoteEntry:
-        return cls(
-            key=record.key,
-            manifest_digest=record.manifest_digest,
-            model=record.model,
-            target=record.target,
-            backend=record.backend,
-            size=record.size,
-            created_at=record.created_at.isoformat(),
-            metadata=dict(record.metadata),
-            uses=tuple(record.uses),
-            aliases=tuple(record.aliases),
-        )
-
-    @property
-    def blobs(self) -> list[str]:
-        """Blobs the metadata names (e.g. the build log), beyond the manifest's files."""
-        blobs = self.metadata.get("blobs", [])
-        return [d for d in blobs if isinstance(d, str) and is_digest(d)]
-
-    def to_json(self) -> bytes:
-        doc = {
-            "version": ENTRY_VERSION,
-            "key": self.key,
-            "manifest_digest": self.manifest_digest,
-            "model": self.model,
-            "target": self.target,
-            "backend": self.backend,
-            "size": self.size,
-            "created_at": self.created_at,
-            "metadata": self.metadata,
-            "uses": [list(u) for u in self.uses],
-            "aliases": list(self.aliases),
-        }
-        return canonical_json(doc)
-
-    @classmethod
-    def from_json(cls, data: bytes, remote: str, key: str | None = None) -> RemoteEntry:
-        import json
-
-        try:
-            doc = json.loads(data)
-            if doc.get("version") != ENTRY_VERSION:
-                raise ValueError(f"entry version {doc.get('version')!r}")
-            entry = cls(
-                key=str(doc["key"]),
-                manifest_digest=str(doc["manifest_digest"]),
-                model=str(doc["model"]),
-                target=str(doc["target"]),
-                backend=str(doc["backend"]),
-                size=int(doc["size"]),
-                created_at=str(doc["created_at"]),
-                metadata=dict(doc.get("metadata") or {}),
-                uses=tuple((str(m), str(t)) for m, t in doc.get("uses", [])),
-                aliases=tuple(str(a) for a in doc.get("aliases", [])),
-            )
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
-            raise RemoteCorrupt(remote, f"entry {key or '?'} is not valid ({exc})") from None
-        if not NAME_RE.fullmatch(entry.key) or (key is not None and entry.key != key):
-            raise RemoteCorrupt(remote, f"entry {key} names another key {entry.key[:40]!r}")
-        if not is_digest(entry.manifest_digest):
-            raise RemoteCorrupt(remote, f"entry {entry.key} has a malformed manifest digest")
-        return entry
-
-    def to_record(self) -> ArtifactRecord:
-        """As an :class:`ArtifactRecord` (for listings; ``last_used_at`` is ``created_at``)."""
-        from datetime import UTC, datetime
-
-        created = datetime.fromisoformat(self.created_at)
-        if created.tzinfo is None:
-            created = created.replace(tzinfo=UTC)
-        return ArtifactRecord(
-            key=self.key,
-            manifest_digest=self.manifest_digest,
-            model=self.model,
-            target=self.target,
-            backend=self.backend,
-            created_at=created,
-            last_used_at=created,
-            size=self.size,
-            metadata=self.metadata,
-            aliases=self.aliases,
-            uses=self.uses,
-        )
 
 
 @dataclass
@@ -403,7 +271,7 @@ class Remote:
         out = []
         for e in entries:
             named = tuple(sorted(a for a, k in aliases.items() if k == e.key))
-            out.append(_with_aliases(e, named) if named else e)
+            out.append(with_aliases(e, named) if named else e)
         return sorted(out, key=lambda e: e.created_at, reverse=True)
 
     def _aliases(self) -> dict[str, str]:
@@ -647,9 +515,3 @@ class Remote:
         except CorruptManifest as exc:
             raise RemoteCorrupt(self.display, str(exc)) from None
         return manifest  # Store.commit stores its bytes, after every file blob is in
-
-
-def _with_aliases(entry: RemoteEntry, aliases: tuple[str, ...]) -> RemoteEntry:
-    from dataclasses import replace
-
-    return replace(entry, aliases=aliases)
