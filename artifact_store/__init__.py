@@ -19,6 +19,9 @@ from artifact_store.errors import (
     InvalidAlias,
     InvalidArgument,
     LockTimeout,
+    RemoteAuthError,
+    RemoteCorrupt,
+    RemoteError,
     StoreError,
     StoreUnavailable,
     UnsafeTree,
@@ -27,6 +30,7 @@ from artifact_store.hashing import HASH_VERSION
 from artifact_store.records import ArtifactRecord, FileEntry, GcReport, Manifest
 
 if TYPE_CHECKING:
+    from artifact_store.remote import Remote
     from artifact_store.store import Store
 
 __all__ = [
@@ -45,6 +49,10 @@ __all__ = [
     "InvalidArgument",
     "LockTimeout",
     "Manifest",
+    "Remote",
+    "RemoteAuthError",
+    "RemoteCorrupt",
+    "RemoteError",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -57,4 +65,8 @@ def __getattr__(name: str) -> Any:
         from artifact_store.store import Store
 
         return Store
+    if name == "Remote":  # issue 9; imports no fsspec until a remote is opened
+        from artifact_store.remote import Remote
+
+        return Remote
     raise AttributeError(f"module 'artifact_store' has no attribute {name!r}")
