@@ -26,6 +26,7 @@ from artifact_store.errors import (
     StoreUnavailable,
     UnsafeTree,
 )
+from artifact_store.failures import FailureRecord
 from artifact_store.hashing import HASH_VERSION
 from artifact_store.records import ArtifactRecord, FileEntry, GcReport, Manifest
 
@@ -43,6 +44,7 @@ __all__ = [
     "CorruptObject",
     "DestinationExists",
     "DiskFull",
+    "FailureRecord",
     "FileEntry",
     "GcReport",
     "InvalidAlias",

@@ -28,7 +28,15 @@ from artifact_store.errors import (
 from artifact_store.hashing import is_digest
 from artifact_store.locks import GC_LOCK, FileLock
 from artifact_store.names import HEX_RE, MIN_PREFIX, check_key, validate_alias
-from artifact_store.reader import blob_stats_fast, get_fast
+from artifact_store.reader import (
+    alias_key_fast,
+    blob_stats_fast,
+    count_fast,
+    get_fast,
+    keys_with_prefix_fast,
+    list_fast,
+    prefix_upper,
+)
 from artifact_store.records import ArtifactRecord, Manifest, canonical_json
 from artifact_store.trees import remove_aside
 
@@ -306,7 +314,14 @@ class Catalog:
         ]
 
     def resolve(self, ref: str) -> ArtifactRecord:
-        """Find an artifact by exact key, alias, or unique hex prefix (>= 4 chars), like git."""
+        """Find an artifact by exact key, alias, or unique hex prefix (>= 4 chars), like git.
+
+        A prefix is a range on the key's index (``key >= p AND key < p + "g"``), O(log n)
+        (issue 9: ``LIKE`` scanned every row). A SQLite index at head is read through sqlite3,
+        so ``show`` does not import SQLAlchemy.
+        """
+        if self._reader is not None:
+            return self._resolve_fast(ref)
         import sqlalchemy as sa
 
         from artifact_store import index
@@ -327,23 +342,79 @@ class Catalog:
                 raise ArtifactNotFound(
                     ref, f"prefix too short; give at least {MIN_PREFIX} hex characters"
                 )
+            p = ref.lower()
             found = self._select(
-                conn, t.c.key.startswith(ref.lower(), autoescape=True), limit=_MAX_CANDIDATES
+                conn, t.c.key >= p, t.c.key < prefix_upper(p), limit=_MAX_CANDIDATES
             )
+            # A server collation other than code-point order may bound the range differently.
+            found = [r for r in found if r.key.startswith(p)]
         if not found:
             raise ArtifactNotFound(ref)
         if len(found) > 1:
             raise AmbiguousRef(ref, found)
         return found[0]
 
+    def _resolve_fast(self, ref: str) -> ArtifactRecord:
+        """:meth:`resolve` through the sqlite3 reader (same answers, same errors)."""
+        assert self._reader is not None
+        conn = self._reader
+        found = get_fast(conn, ref) if ref else None
+        if found is None and (key := alias_key_fast(conn, ref)) is not None:
+            found = get_fast(conn, key)
+        if found is not None:
+            return found
+        if not ref or not HEX_RE.fullmatch(ref):
+            raise ArtifactNotFound(ref)
+        if len(ref) < MIN_PREFIX:
+            raise ArtifactNotFound(
+                ref, f"prefix too short; give at least {MIN_PREFIX} hex characters"
+            )
+        keys = keys_with_prefix_fast(conn, ref.lower(), _MAX_CANDIDATES)
+        records = [r for r in (get_fast(conn, k) for k in keys) if r is not None]
+        records.sort(key=lambda r: r.key)
+        records.sort(key=lambda r: r.created_at, reverse=True)  # as _select orders them
+        if not records:
+            raise ArtifactNotFound(ref)
+        if len(records) > 1:
+            raise AmbiguousRef(ref, records)
+        return records[0]
+
     def list(
-        self, *, model: str | None = None, target: str | None = None, backend: str | None = None
+        self,
+        *,
+        model: str | None = None,
+        target: str | None = None,
+        backend: str | None = None,
+        limit: int | None = None,
     ) -> list[ArtifactRecord]:
-        """Artifacts matching every given filter, newest first.
+        """Artifacts matching every given filter, newest first, at most ``limit``.
 
         ``model`` and ``target`` match an artifact's uses (see :meth:`add_use`), not only its
-        first builder's: it is listed if any one use matches both.
+        first builder's: it is listed if any one use matches both. Filters and the limit are
+        SQL (issue 9); a SQLite index at head is read through sqlite3 (no SQLAlchemy rows).
         """
+        if self._reader is not None:
+            return list_fast(self._reader, model=model, target=target, backend=backend, limit=limit)
+        with self._reads.connect() as conn:
+            return self._select(conn, *self._list_where(model, target, backend), limit=limit)
+
+    def count(
+        self, *, model: str | None = None, target: str | None = None, backend: str | None = None
+    ) -> int:
+        """How many artifacts :meth:`list` would return without a limit."""
+        if self._reader is not None:
+            return count_fast(self._reader, model=model, target=target, backend=backend)
+        import sqlalchemy as sa
+
+        from artifact_store import index
+
+        q = sa.select(sa.func.count()).select_from(index.artifacts)
+        q = q.where(*self._list_where(model, target, backend))
+        with self._reads.connect() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    @staticmethod
+    def _list_where(model: str | None, target: str | None, backend: str | None) -> list[Any]:
         import sqlalchemy as sa
 
         from artifact_store import index
@@ -355,8 +426,7 @@ class Catalog:
             pairs = ((u.c.model, model), (u.c.target, target))
             conds = [col == val for col, val in pairs if val is not None]
             where.append(t.c.key.in_(sa.select(u.c.key).where(*conds)))
-        with self._reads.connect() as conn:
-            return self._select(conn, *where)
+        return where
 
     def delete(self, key: str) -> None:
         """Remove the row for ``key``, its aliases and uses; blobs stay until :meth:`gc`."""
@@ -367,6 +437,7 @@ class Catalog:
             # enforcing them.
             conn.execute(index.aliases.delete().where(index.aliases.c.key == key))
             conn.execute(index.artifact_uses.delete().where(index.artifact_uses.c.key == key))
+            conn.execute(index.artifact_blobs.delete().where(index.artifact_blobs.c.key == key))
             gone = conn.execute(index.artifacts.delete().where(index.artifacts.c.key == key))
             if gone.rowcount == 0:
                 raise ArtifactNotFound(key)

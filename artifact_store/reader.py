@@ -136,6 +136,113 @@ def get_fast(conn: sqlite3.Connection, key: str) -> ArtifactRecord | None:
     )
 
 
+def _filters(model: str | None, target: str | None, backend: str | None) -> tuple[str, list]:
+    """The WHERE clause of :meth:`Store.list`'s filters (uses for model/target, as there)."""
+    conds, params = [], []
+    if backend is not None:
+        conds.append("a.backend = ?")
+        params.append(backend)
+    use = [(c, v) for c, v in (("model", model), ("target", target)) if v is not None]
+    if use:
+        inner = " AND ".join(f"{c} = ?" for c, _ in use)
+        conds.append(f"a.key IN (SELECT key FROM artifact_uses WHERE {inner})")
+        params += [v for _, v in use]
+    return (" WHERE " + " AND ".join(conds)) if conds else "", params
+
+
+def list_fast(
+    conn: sqlite3.Connection,
+    *,
+    model: str | None = None,
+    target: str | None = None,
+    backend: str | None = None,
+    limit: int | None = None,
+) -> list[ArtifactRecord]:
+    """:meth:`Store.list` through sqlite3 (issue 9: ``ls`` with 100,000 artifacts).
+
+    Newest first (``created_at`` desc, then key), filtered and capped in SQL; the same records
+    the SQLAlchemy path builds (tests/artifact_store/test_listing.py compares them).
+    """
+    where, params = _filters(model, target, backend)
+    cols = ", ".join(f"a.{c}" for c in ARTIFACT_COLUMNS)
+    sql = f"SELECT {cols} FROM artifacts AS a{where} ORDER BY a.created_at DESC, a.key"
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    rows = conn.execute(sql, params).fetchall()
+    if not rows:
+        return []
+    keys = [r[0] for r in rows]
+    names: dict[str, list[str]] = {}
+    uses: dict[str, list[tuple[str, str]]] = {}
+    if len(keys) <= _CHUNK:
+        marks = ", ".join("?" * len(keys))
+        alias_rows = conn.execute(f"SELECT alias, key FROM aliases WHERE key IN ({marks})", keys)
+        use_rows = conn.execute(
+            f"SELECT model, target, key FROM artifact_uses WHERE key IN ({marks})", keys
+        ).fetchall()
+    else:  # most of the table: one scan each beats thousands of IN lists
+        alias_rows = conn.execute("SELECT alias, key FROM aliases")
+        use_rows = conn.execute("SELECT model, target, key FROM artifact_uses").fetchall()
+    for alias, key in alias_rows:
+        names.setdefault(key, []).append(alias)
+    for m, t, key in use_rows:
+        uses.setdefault(key, []).append((m, t))
+    loads, when = json.loads, utc_from_sqlite
+    return [
+        ArtifactRecord(
+            key=r[0],
+            manifest_digest=r[1],
+            model=r[2],
+            target=r[3],
+            backend=r[4],
+            created_at=when(r[5]),
+            last_used_at=when(r[6]),
+            size=r[7],
+            metadata=loads(r[8]),
+            aliases=tuple(sorted(names.get(r[0], ()))),
+            uses=tuple(sorted(uses.get(r[0], ()))),
+            state=r[9],
+            problem=r[10],
+        )
+        for r in rows
+    ]
+
+
+def count_fast(
+    conn: sqlite3.Connection,
+    *,
+    model: str | None = None,
+    target: str | None = None,
+    backend: str | None = None,
+) -> int:
+    """How many artifacts :func:`list_fast` would list without a limit."""
+    where, params = _filters(model, target, backend)
+    return conn.execute(f"SELECT count(*) FROM artifacts AS a{where}", params).fetchone()[0]
+
+
+def prefix_upper(prefix: str) -> str:
+    """The exclusive upper bound of keys starting with ``prefix`` (lowercase hex): every such
+    key sorts below ``prefix + "g"``, every other key at or above ``prefix`` above it. A range
+    on the primary key index is O(log n) where ``LIKE`` scanned (issue 9)."""
+    return prefix + "g"
+
+
+def keys_with_prefix_fast(conn: sqlite3.Connection, prefix: str, limit: int) -> list[str]:
+    """Keys starting with ``prefix`` (lowercase hex), in key order, at most ``limit``."""
+    rows = conn.execute(
+        "SELECT key FROM artifacts WHERE key >= ? AND key < ? ORDER BY key LIMIT ?",
+        (prefix, prefix_upper(prefix), limit),
+    )
+    return [r[0] for r in rows]
+
+
+def alias_key_fast(conn: sqlite3.Connection, alias: str) -> str | None:
+    """The key ``alias`` points at, or None."""
+    row = conn.execute("SELECT key FROM aliases WHERE alias = ?", (alias,)).fetchone()
+    return row[0] if row else None
+
+
 def blob_stats_fast(
     conn: sqlite3.Connection, digests: list[str]
 ) -> dict[str, tuple[int, int, int]]:

@@ -44,6 +44,7 @@ from artifact_store.errors import (
     disk_full_as,
     is_disk_full,
 )
+from artifact_store.failures import Failures
 from artifact_store.integrity import Integrity, Problem
 from artifact_store.locks import GC_LOCK, IN_USE, FileLock
 from artifact_store.names import MIN_PREFIX, check_key, safe_url, validate_alias
@@ -93,7 +94,7 @@ class Pin:
         self.release()
 
 
-class Store(Catalog, Integrity):
+class Store(Catalog, Integrity, Failures):
     """A local artifact store; see the module docstring for the layout.
 
     One ``Store`` per process or thread is the intended use; open it with a context manager

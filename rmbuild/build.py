@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,7 +27,7 @@ from artifact_store.errors import UnsafeTree
 from rmbuild import compcache, plancache, sources
 from rmbuild.adapter import _FORBIDDEN as FORBIDDEN_IN_VALUES  # one list, two checks
 from rmbuild.adapter import BinaryCompilerAdapter
-from rmbuild.errors import SpecError, UnsafeToolOutput
+from rmbuild.errors import SpecError, ToolError, UnsafeToolOutput
 from rmbuild.keys import ActionKey
 from rmbuild.plugins import get_backend
 from rmbuild.profiles import find_profile
@@ -356,8 +357,13 @@ def _run_stage(
         command = adapter.render_for_run(
             {**stage.flags, **derived}, inputs={"model": input_path}, output=out, workdir=tmp
         )
-        run = adapter.run(command, workdir=tmp, log_path=log_path, on_line=reporter.stage_line)
-        adapter.check_outputs(out, log_path)
+        try:
+            run = adapter.run(command, workdir=tmp, log_path=log_path, on_line=reporter.stage_line)
+            adapter.check_outputs(out, log_path)
+        except ToolError as exc:
+            # Failures as data (issue 9): recorded, never a hit, retried next time.
+            _record_failure(store, spec, target, stage, key, key_hex, exc, log_path)
+            raise
         _carry(profile.carry, input_path, out)
         get_backend(profile.backend).prepare_outputs(profile, input_path, out)
         cache_stored = compcache.safely(compcache.update, store, stage, tmp, spec.spec.name)
@@ -420,6 +426,57 @@ def _run_stage(
         )
 
 
+def failure_identity(key: ActionKey) -> str:
+    """What ran, for failure records: the tool's and the toolchain's identity (issue 9)."""
+    import hashlib
+    import json
+
+    ident = json.dumps({"tool": key.tool, "toolchain": key.toolchain}, sort_keys=True)
+    return hashlib.sha256(ident.encode()).hexdigest()
+
+
+def _record_failure(
+    store: Store,
+    spec: LoadedSpec,
+    target: str,
+    stage: PlannedStage,
+    key: ActionKey,
+    key_hex: str,
+    exc: ToolError,
+    log_path: Path,
+) -> None:
+    if "was stopped" in exc.message:
+        return  # a cancelled build (SIGTERM, Ctrl-C) is no failure of the key
+    code = re.search(r"exit code (-?\d+)", exc.message)
+    store.record_failure(
+        key_hex,
+        model=spec.spec.name,
+        target=target,
+        backend=stage.profile.backend,
+        profile=stage.profile.name,
+        toolchain=failure_identity(key),
+        message=exc.message,
+        exit_code=int(code.group(1)) if code else None,
+        log_path=log_path if log_path.exists() else None,
+    )
+
+
+def _refuse_known_failure(store: Store, key: ActionKey, key_hex: str, stage: PlannedStage) -> None:
+    """``--no-retry-failed`` (issue 9): a key that failed with this toolchain is not retried."""
+    failed = store.get_failure(key_hex)
+    if failed is None or failed.toolchain != failure_identity(key):
+        return
+    log = Path(failed.log_path) if failed.log_path else None
+    raise ToolError(
+        f"{stage.profile.name} failed before for this key with the same toolchain "
+        f"({failed.failed_at:%Y-%m-%d %H:%M} UTC, exit code {failed.exit_code}, "
+        f"{failed.attempts} attempt(s)); not retrying it (--no-retry-failed)",
+        tool=stage.profile.tool.name,
+        log_path=log if log is not None and log.exists() else None,
+        hint="run without --no-retry-failed to try again; `rmbuild ls --failed` lists failures",
+    )
+
+
 def _usable(store: Store, key_hex: str) -> tuple[ArtifactRecord | None, str | None]:
     """The artifact for ``key_hex`` if it may be served; else None and why not (or None).
 
@@ -476,8 +533,13 @@ def build(
     rebuild: bool | datetime = False,
     readonly: bool = False,
     remote: Remote | None = None,
+    retry_failed: bool = True,
 ) -> BuildResult:
     """Build (or find in the cache) every stage of ``target``.
+
+    ``retry_failed=False`` (``--no-retry-failed``, issue 9) refuses with a ToolError (exit 4)
+    a stage whose key already failed with the same toolchain, naming that failure's log; by
+    default a recorded failure is simply retried.
 
     ``remote`` (issue 9): a miss is first looked up there and pulled; what is built is pushed.
 
@@ -534,6 +596,8 @@ def build(
                         "the cache, and the cache policy is readonly (never compile)",
                         hint="pull it from a remote, or build it where compiling is allowed",
                     )
+                if record is None and not retry_failed:
+                    _refuse_known_failure(store, key, key_hex, stage)
                 if record is None:
                     # The upstream tree is pinned while the tool reads it: gc neither evicts
                     # it nor removes its files meanwhile (issue 6 #9).
@@ -584,6 +648,7 @@ def _build_worker(
     rebuild: datetime | bool = False,
     readonly: bool = False,
     remote: Remote | None = None,
+    retry_failed: bool = True,
 ) -> BuildResult:
     """One target in a worker process (or a Ray task, issue 9), with its own store handle
     (connections don't fork)."""
@@ -598,6 +663,7 @@ def _build_worker(
             rebuild=rebuild,
             readonly=readonly,
             remote=remote,
+            retry_failed=retry_failed,
         )
 
 
@@ -613,6 +679,7 @@ def compile_spec(
     executor: str = "local",
     ray_address: str | None = None,
     remote: Remote | None = None,
+    retry_failed: bool = True,
 ) -> list[BuildResult]:
     """Library entry point of ``rmbuild compile``: build targets of a model.yaml.
 
@@ -654,6 +721,7 @@ def compile_spec(
                 rebuild=since,
                 readonly=readonly,
                 remote=remote,
+                retry_failed=retry_failed,
             )
             for name in names
         ]
@@ -675,6 +743,7 @@ def compile_spec(
                 since,
                 readonly,
                 remote,
+                retry_failed=retry_failed,
             )
             for name in names
         ]

@@ -135,6 +135,12 @@ class LiveReporter:
     "is rebuilt without it).",
 )
 @click.option(
+    "--no-retry-failed",
+    is_flag=True,
+    help="Skip (exit 4, naming its log) a stage whose key already failed with the same "
+    "toolchain; by default a failed key is retried. `rmbuild ls --failed` lists failures.",
+)
+@click.option(
     "--explain",
     is_flag=True,
     help="Print how --target values (names or classes: npu, gpu, cpu) resolve, and why each "
@@ -180,6 +186,7 @@ def command(
     alias: str | None,
     rebuild: bool,
     explain: bool,
+    no_retry_failed: bool = False,
     show_plan: bool = False,
     cache_policy: str | None = None,
     executor: str = "local",
@@ -232,6 +239,7 @@ def command(
             reporter=reporter,
             jobs=jobs,
             rebuild=rebuild,
+            retry_failed=not no_retry_failed,
             readonly=readonly,
             executor=executor,
             ray_address=ray_address,
