@@ -195,6 +195,8 @@ def command(
 ) -> None:
     """Build targets of SPEC (a model.yaml). A target already built is a cache hit."""
     readonly = _cache_policy(cache_policy, spec) == "readonly"
+    if readonly and rebuild and not show_plan:
+        raise click.UsageError("--rebuild (redo) runs the tools; the cache policy is readonly")
     if not (show_plan or explain or rebuild or alias or executor != "local"):
         # A hit without the spec machinery (issue 9): keys from the plan cache, checked
         # against the stat of everything they came from; any change takes the full path.
