@@ -1,9 +1,13 @@
 """Benchmarks of the build spine, each against a baseline measured in the same run.
 
-    python bench/bench_spine.py [--only hit,help,bigfile,tokens] [--big-gib 2]
+    python bench/bench_spine.py [--only hit,noop,help,bigfile,tokens] [--big-gib 2] [--runs 11]
 
-* hit:     `rmbuild compile` cache hit (median of 5 whole-process runs) vs producing the
-           artifact with an empty cache.
+* hit:     `rmbuild compile --target cpu` cache hit (median of --runs whole-process runs,
+           interleaved with the baselines of the same run: `python -c pass`, `rmbuild --help`,
+           and the same hit with the plan cache off, RMBUILD_NO_PLAN_CACHE=1), and the cold
+           build with an empty cache.
+* noop:    `rmbuild compile` of the example's six CPU-buildable targets, all cached (issue 9:
+           <= 0.2 s), with the plan cache on and off, interleaved the same way.
 * help:    `rmbuild --help` (median of 10) vs a bare `python -c pass`.
 * bigfile: a 2 GiB weights file in the model folder: first-time hashing by the store vs a plain
            hashlib sha256 loop over the same file, then the cache-hit time with it present.
@@ -18,6 +22,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,12 +46,76 @@ def median_wall(cmd: list[str], env: dict[str, str], n: int) -> float:
     return statistics.median(wall(cmd, env) for _ in range(n))
 
 
-def bench_hit(work: Path, env: dict[str, str]) -> dict[str, float]:
+# The example's targets this CPU machine builds (rngd needs the furiosa toolchain and a cross
+# gcc; openvino-npu is left out as in issue 9's "6 targets").
+NOOP_TARGETS = ("cpu", "onnx", "cpu-slim", "openvino-cpu", "iree-cpu", "iree-cuda")
+
+
+def wall_and_cpu(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall time and CPU time (user + sys of the child) of one whole-process run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    seconds = wall(cmd, env)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
+
+
+def interleaved(cmds: dict[str, tuple[list[str], dict[str, str]]], n: int) -> dict[str, float]:
+    """Median wall time (``name``) and CPU time (``name`` with ``_cpu``) of each command, run
+    round-robin n times so that every command sees the same load. On a loaded machine the
+    CPU time (one thread: user + sys) is what the wall time would be on an idle one."""
+    times: dict[str, list[float]] = {name: [] for name in cmds}
+    cpus: dict[str, list[float]] = {name: [] for name in cmds}
+    for _ in range(n):
+        for name, (cmd, env) in cmds.items():
+            seconds, cpu = wall_and_cpu(cmd, env)
+            times[name].append(seconds)
+            cpus[name].append(cpu)
+    out = {name: statistics.median(values) for name, values in times.items()}
+    out.update({f"{name[:-2]}_cpu_s": statistics.median(v) for name, v in cpus.items()})
+    return out
+
+
+def bench_hit(work: Path, env: dict[str, str], runs: int = 11) -> dict[str, float]:
     spec = str(EXAMPLE / "model.yaml")
     env = {**env, "RMBUILD_STORE": str(work / "hit-store")}
-    cold = wall([RMBUILD, "compile", spec, "--target", "cpu"], env)
-    hit = median_wall([RMBUILD, "compile", spec, "--target", "cpu"], env, 5)
-    return {"cold_build_s": cold, "cache_hit_s": hit, "hit_over_cold": hit / cold}
+    cmd = [RMBUILD, "compile", spec, "--target", "cpu"]
+    cold = wall(cmd, env)
+    wall(cmd, env)  # the first hit goes through the full path and writes the plan cache
+    got = interleaved(
+        {
+            "python_pass_s": ([sys.executable, "-c", "pass"], env),
+            "help_s": ([RMBUILD, "--help"], env),
+            "cache_hit_s": (cmd, env),
+            "cache_hit_full_path_s": (cmd, {**env, "RMBUILD_NO_PLAN_CACHE": "1"}),
+        },
+        runs,
+    )
+    return {
+        "cold_build_s": cold,
+        **got,
+        "hit_over_full_path": got["cache_hit_s"] / got["cache_hit_full_path_s"],
+    }
+
+
+def bench_noop(work: Path, env: dict[str, str], runs: int = 11) -> dict[str, float]:
+    spec = str(EXAMPLE / "model.yaml")
+    env = {**env, "RMBUILD_STORE": str(work / "noop-store")}
+    cmd = [RMBUILD, "compile", spec, "-j", "2"]
+    for target in NOOP_TARGETS:
+        cmd += ["--target", target]
+    noop = [c for c in cmd if c not in ("-j", "2")]
+    cold = wall(cmd, env)
+    wall(noop, env)  # a no-op through the full path (re)writes every target's plan cache entry
+    got = interleaved(
+        {
+            "python_pass_s": ([sys.executable, "-c", "pass"], env),
+            "noop_s": (noop, env),
+            "noop_full_path_s": (noop, {**env, "RMBUILD_NO_PLAN_CACHE": "1"}),
+        },
+        runs,
+    )
+    return {"targets": float(len(NOOP_TARGETS)), "cold_build_j2_s": cold, **got}
 
 
 def bench_help(env: dict[str, str]) -> dict[str, float]:
@@ -171,7 +240,8 @@ def bench_tokens(work: Path, env: dict[str, str], tokens: int = 200) -> dict[str
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="hit,help,bigfile,tokens")
+    parser.add_argument("--only", default="hit,noop,help,bigfile,tokens")
+    parser.add_argument("--runs", type=int, default=11, help="whole-process runs per figure")
     parser.add_argument("--big-gib", type=float, default=2.0)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
@@ -182,7 +252,9 @@ def main() -> int:
         work = Path(tmp)
         env["RMBUILD_CONFIG_DIR"] = str(work / "config")
         if "hit" in wanted:
-            results["hit"] = bench_hit(work, env)
+            results["hit"] = bench_hit(work, env, args.runs)
+        if "noop" in wanted:
+            results["noop"] = bench_noop(work, env, args.runs)
         if "help" in wanted:
             results["help"] = bench_help(env)
         if "bigfile" in wanted:
