@@ -368,7 +368,8 @@ class Remote:
                     ),
                     todo,
                 )
-                for record, _ in todo:
+                # Every alias, also of keys already there: `tag` then `push` moves an alias.
+                for record in records:
                     for alias in record.aliases:
                         self._put_bytes(self._path("aliases", alias), record.key.encode())
         report.keys = [r.key for r, _ in todo]

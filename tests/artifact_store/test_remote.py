@@ -67,6 +67,8 @@ def test_push_then_pull_round_trip_over_s3(s3_remote: str, stores, tmp_path: Pat
     assert again.keys == [] and again.present == [record.key] and again.blobs == 0
     assert [e.key for e in remote.list()] == [record.key]
     assert remote.list()[0].aliases == ("chat-main",)
+    a.tag("chat-next", record.key)  # an alias given after the push goes with the next one
+    assert remote.push(a, [record.key]).keys == [] and remote.resolve("chat-next").key == record.key
     pulled = remote.pull(b, remote.resolve("chat-main"))
     assert pulled.key == record.key and pulled.manifest_digest == record.manifest_digest
     assert pulled.metadata == record.metadata and pulled.uses == (("tiny", "cpu"),)

@@ -156,3 +156,24 @@ def test_pull_of_what_the_remote_lacks_is_not_found(cli, s3_remote: str, store_d
     r = cli("pull", "tiny:nothing", "--remote", s3_remote)
     r.assert_failure(EXIT_NOT_FOUND)
     assert f"not on the remote {s3_remote}" in r.err
+
+
+def test_the_ci_recipe_uses_commands_that_exist(tmp_path: Path) -> None:
+    import re
+    import shutil
+
+    import yaml
+
+    from rmbuild import config
+    from rmbuild.cli import COMMANDS
+
+    ci = Path(__file__).resolve().parents[2] / "examples" / "ci"
+    workflow = yaml.safe_load((ci / "prebuild.yml").read_text())
+    steps = [s for job in workflow["jobs"].values() for s in job["steps"]]
+    text = "\n".join(s.get("run", "") for s in steps) + (ci / "serve.sh").read_text()
+    commands = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    used = set(re.findall(r"^\s*(?:exec )?rmbuild (\w+)", "\n".join(commands), re.M))
+    assert {"compile", "push", "pull", "ls", "run"} <= used <= set(COMMANDS)
+    (tmp_path / ".git").mkdir()
+    shutil.copy(ci / "rmbuild.toml", tmp_path / "rmbuild.toml")
+    assert config.remote_url(None, tmp_path) == "s3://team-cache/rmbuild"
