@@ -241,7 +241,9 @@ def plan_target(
             # The downstream key chains this stage's manifest digest: unknown until built,
             # known from the remote's entry when it is pulled.
             inputs = {"model": pulled.manifest_digest} if pulled is not None else None
-        if entry.blocked and entry.action in ("build", "rebuild"):
+        if entry.action in ("reuse", "pull"):
+            entry.blocked = []  # nothing to build here: what a build would lack is moot
+        elif entry.blocked:
             entry.action = "blocked"
         upstream = profile.name
     actions = {s.action for s in stages}

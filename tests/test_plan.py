@@ -245,3 +245,12 @@ def test_readonly_refuses_a_rebuild(cli, project, monkeypatch) -> None:
     result = cli("redo", str(project.spec), "-t", "fake")
     assert result.code == 2
     assert "the cache policy is readonly" in result.err
+
+
+def test_plan_of_a_resource_class_shows_blocked_candidates(cli, project, data_dir) -> None:
+    """`--target npu` with nothing buildable here: the plan lists why, instead of exit 7."""
+    data = _plan(cli, project, "--target", "npu")
+    assert data["targets"], data
+    for target in data["targets"]:
+        assert target["resource"] == "npu"
+        assert target["device_present"] is False

@@ -211,7 +211,8 @@ def command(
         # A target name or a resource class (issue 7): rmbuild.policy decides.
         from rmbuild import policy
 
-        resolution = policy.resolve(loaded, names, strict=not explain)
+        # A plan shows the blocked candidates too, instead of exit 7 (issue 9).
+        resolution = policy.resolve(loaded, names, strict=not (explain or show_plan))
         if explain:
             _explain(resolution, as_json)
             return
