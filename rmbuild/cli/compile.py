@@ -230,7 +230,8 @@ def command(
     if show_plan:
         _print_plan(loaded, names, store, as_json)
         return
-    parallel = jobs > 1 and len(names) > 1
+    # Ray tasks get the reporter pickled, as -j workers do: plain lines, no live display.
+    parallel = (jobs > 1 and len(names) > 1) or executor == "ray"
     live = sys.stderr.isatty() and not as_json and not parallel
     reporter: Any = LiveReporter() if live else PlainReporter(app.verbose)
     started = time.monotonic()
