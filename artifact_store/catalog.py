@@ -12,6 +12,7 @@ import builtins
 import json
 import os
 import sqlite3
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,9 +30,11 @@ from artifact_store.hashing import is_digest
 from artifact_store.locks import GC_LOCK, FileLock
 from artifact_store.names import HEX_RE, MIN_PREFIX, check_key, validate_alias
 from artifact_store.reader import (
+    GcRow,
     alias_key_fast,
     blob_stats_fast,
     count_fast,
+    gc_index_fast,
     get_fast,
     keys_with_prefix_fast,
     list_fast,
@@ -481,6 +484,49 @@ class Catalog:
             done = conn.execute(t.update().where(t.c.key == key).values(last_used_at=utcnow()))
             if done.rowcount == 0:
                 raise ArtifactNotFound(key)
+
+    def gc_index(
+        self, only: Iterable[str] | None = None
+    ) -> tuple[builtins.list[GcRow], dict[str, builtins.list[tuple[str, int]]]]:
+        """For gc (issue 9): every artifact (or those in ``only``) as ``(key, manifest_digest,
+        created_at, last_used_at)``, and the blobs each keeps alive as ``(digest, size)`` from
+        ``artifact_blobs``. An artifact committed before migration 0004 has no entry in the
+        second mapping: gc reads its manifest instead. Rows, not records: no metadata decoded.
+        """
+        if self._reader is not None:
+            return gc_index_fast(self._reader, None if only is None else builtins.list(only))
+        import sqlalchemy as sa
+
+        from artifact_store import index
+
+        t, ab = index.artifacts, index.artifact_blobs
+        cols = (t.c.key, t.c.manifest_digest, t.c.created_at, t.c.last_used_at)
+        keys = None if only is None else builtins.list(only)
+        refs: dict[str, builtins.list[tuple[str, int]]] = {}
+        rows: builtins.list[GcRow] = []
+        with self._reads.connect() as conn:
+            chunks = (
+                [None] if keys is None else [keys[i : i + 900] for i in range(0, len(keys), 900)]
+            )
+            for chunk in chunks:
+                q1, q2 = sa.select(*cols), sa.select(ab.c.key, ab.c.digest, ab.c.size)
+                if chunk is not None:
+                    q1, q2 = q1.where(t.c.key.in_(chunk)), q2.where(ab.c.key.in_(chunk))
+                rows += [tuple(r) for r in conn.execute(q1)]  # type: ignore[misc]
+                for key, digest, size in conn.execute(q2):
+                    refs.setdefault(key, []).append((digest, size))
+        return rows, refs
+
+    def artifact_keys(self) -> set[str]:
+        """Every artifact key (gc's re-check before its sweep)."""
+        if self._reader is not None:
+            return {r[0] for r in self._reader.execute("SELECT key FROM artifacts")}
+        import sqlalchemy as sa
+
+        from artifact_store import index
+
+        with self._reads.connect() as conn:
+            return set(conn.execute(sa.select(index.artifacts.c.key)).scalars())
 
     # ---- integrity records (issue 6 #8) -------------------------------------------------------
 

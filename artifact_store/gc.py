@@ -28,16 +28,19 @@ never imports :mod:`artifact_store.store`.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
 from artifact_store.errors import ArtifactNotFound, StoreError
 from artifact_store.locks import FIXED_LOCKS, GC_LOCK, IN_USE, FileLock, is_held, remove_if_unheld
+from artifact_store.reader import GcRow
 from artifact_store.records import ArtifactRecord, GcReport, Manifest
 
 # Scratch dirs (tmp/) and half-built trees untouched this long belong to dead processes.
@@ -52,7 +55,11 @@ class GcStore(Protocol):
 
     root: Path
 
-    def list(self) -> list[ArtifactRecord]: ...
+    def get(self, key: str) -> ArtifactRecord | None: ...
+    def gc_index(
+        self, only: Iterable[str] | None = None
+    ) -> tuple[list[GcRow], dict[str, list[tuple[str, int]]]]: ...
+    def artifact_keys(self) -> set[str]: ...
     def get_manifest(self, digest: str) -> Manifest: ...
     def blob_path(self, digest: str) -> Path: ...
     def iter_blobs(self) -> Iterator[tuple[str, Path]]: ...
@@ -61,13 +68,42 @@ class GcStore(Protocol):
     def prune_stat_cache(self, *, dry_run: bool) -> int: ...
 
 
+@dataclass(frozen=True)
+class Entry:
+    """What gc needs of an artifact: its key and the dates of LRU eviction."""
+
+    key: str
+    manifest_digest: str
+    created_at: datetime
+    last_used_at: datetime
+
+
 @dataclass
 class Snapshot:
     """The index as gc saw it: each artifact and the blobs it keeps alive."""
 
-    records: dict[str, ArtifactRecord] = field(default_factory=dict)
+    records: dict[str, Entry] = field(default_factory=dict)
     refs: dict[str, set[str]] = field(default_factory=dict)  # key -> digests
     sizes: dict[str, int] = field(default_factory=dict)  # digest -> bytes
+
+    def add_rows(
+        self, store: GcStore, rows: list[GcRow], refs: dict[str, list[tuple[str, int]]]
+    ) -> None:
+        """Artifacts as :meth:`GcStore.gc_index` gives them (issue 9: one query for 100,000
+        artifacts, where reading every manifest took seconds)."""
+        sizes = self.sizes
+        for row in rows:
+            key = row[0]
+            blobs = refs.get(key)
+            if blobs is None:  # committed before migration 0004: read its manifest
+                rec = store.get(key)
+                if rec is not None:
+                    self.add(store, rec)
+                continue
+            self.records[key] = Entry(*row)
+            self.refs[key] = {d for d, _ in blobs}
+            for digest, size in blobs:
+                sizes[digest] = size
 
     def add(self, store: GcStore, rec: ArtifactRecord) -> None:
         digests = {rec.manifest_digest}
@@ -83,28 +119,30 @@ class Snapshot:
         for d in rec.metadata.get("blobs", []) if isinstance(rec.metadata, dict) else []:
             digests.add(d)
             self.sizes[d] = _size(store.blob_path(d))
-        self.records[rec.key] = rec
+        self.records[rec.key] = Entry(
+            rec.key, rec.manifest_digest, rec.created_at, rec.last_used_at
+        )
         self.refs[rec.key] = digests
 
 
 def take_snapshot(store: GcStore) -> Snapshot:
     """Read the index once: every artifact and what it references."""
     snap = Snapshot()
-    for rec in store.list():
-        snap.add(store, rec)
+    snap.add_rows(store, *store.gc_index())
     return snap
 
 
 def recheck(store: GcStore, snap: Snapshot) -> Snapshot:
     """Bring ``snap`` up to date with the index: add artifacts that appeared since, drop gone
-    ones. Blobs of anything in the index now are therefore never swept."""
-    now = {rec.key: rec for rec in store.list()}
+    ones. Blobs of anything in the index now are therefore never swept. Only keys are read
+    again; the rows of new ones are fetched by key."""
+    now = store.artifact_keys()
     for key in list(snap.records):
         if key not in now:
             del snap.records[key], snap.refs[key]
-    for key, rec in now.items():
-        if key not in snap.records:
-            snap.add(store, rec)
+    new = [key for key in now if key not in snap.records]
+    if new:
+        snap.add_rows(store, *store.gc_index(new))
     return snap
 
 
@@ -174,9 +212,7 @@ def _sweep(
     blobs_removed = 0
     bytes_freed = 0
     gone: list[str] = []
-    for digest, path in store.iter_blobs():
-        if digest in live:
-            continue
+    for digest, path in _unreferenced(store, live):
         try:
             st = path.lstat()
         except FileNotFoundError:
@@ -243,6 +279,33 @@ def _sweep(
         size_before=size_before,
         size_after=total,
     )
+
+
+_FANOUT, _TAIL = re.compile(r"[0-9a-f]{2}"), re.compile(r"[0-9a-f]{62}")
+
+
+def _unreferenced(store: GcStore, live: set[str]) -> Iterator[tuple[str, Path]]:
+    """Blobs not in ``live``, as ``(digest, path)``.
+
+    The store's layout (``objects/xx/<62 hex>``, as :meth:`GcStore.blob_path` says) is walked
+    here with one compiled pattern a name: ``iter_blobs`` checks each name character by
+    character and builds a Path for every blob, seconds for 400,000 blobs (issue 9).
+    """
+    objects = store.blob_path("0" * 64).parent.parent
+    try:
+        fanouts = [d for d in os.scandir(objects) if len(d.name) == 2]
+    except FileNotFoundError:
+        return
+    match = _TAIL.fullmatch
+    for d in fanouts:
+        if not _FANOUT.fullmatch(d.name) or not d.is_dir(follow_symlinks=False):
+            continue
+        prefix = d.name
+        with os.scandir(d.path) as entries:
+            for f in entries:
+                name = f.name
+                if (prefix + name) not in live and match(name):
+                    yield prefix + name, Path(f.path)
 
 
 def _busy(locks: Path, key: str) -> bool:

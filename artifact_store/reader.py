@@ -243,6 +243,33 @@ def alias_key_fast(conn: sqlite3.Connection, alias: str) -> str | None:
     return row[0] if row else None
 
 
+# (key, manifest_digest, created_at, last_used_at) of an artifact, as gc needs it.
+GcRow = tuple[str, str, datetime, datetime]
+
+
+def gc_index_fast(
+    conn: sqlite3.Connection, only: list[str] | None = None
+) -> tuple[list[GcRow], dict[str, list[tuple[str, int]]]]:
+    """:meth:`Store.gc_index` through sqlite3."""
+    when = utc_from_sqlite
+    queries = [("", [])] if only is None else []
+    for i in range(0, len(only or ()), _CHUNK):
+        chunk = (only or [])[i : i + _CHUNK]
+        queries.append((f" WHERE key IN ({', '.join('?' * len(chunk))})", chunk))
+    rows: list[GcRow] = []
+    refs: dict[str, list[tuple[str, int]]] = {}
+    for where, params in queries:
+        sql = f"SELECT key, manifest_digest, created_at, last_used_at FROM artifacts{where}"
+        rows += [(k, m, when(c), when(u)) for k, m, c, u in conn.execute(sql, params)]
+        sql = f"SELECT key, digest, size FROM artifact_blobs{where} ORDER BY key"
+        for key, digest, size in conn.execute(sql, params):
+            got = refs.get(key)
+            if got is None:
+                refs[key] = got = []
+            got.append((digest, size))
+    return rows, refs
+
+
 def blob_stats_fast(
     conn: sqlite3.Connection, digests: list[str]
 ) -> dict[str, tuple[int, int, int]]:
