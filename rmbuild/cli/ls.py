@@ -25,7 +25,10 @@ RICH_ROWS = 1000
     "--remote",
     "remote_url",
     metavar="URL",
-    help="List what this remote cache holds instead (nothing is pulled); see `rmbuild push`.",
+    is_flag=False,
+    flag_value="",
+    help="List what this remote cache holds instead (nothing is pulled); without URL, the "
+    "configured one (RMBUILD_REMOTE, rmbuild.toml, config.toml).",
 )
 @click.option(
     "--failed",

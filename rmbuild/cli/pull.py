@@ -48,7 +48,7 @@ def remote_records(remote_url: str | None, **filters: str | None) -> list[Any]:
     """``ls --remote``: what the remote holds, as records, filtered like ``ls``."""
     from rmbuild import remotes
 
-    remote = remotes.open_remote(remote_url, required=True)
+    remote = remotes.open_remote(remote_url or None, required=True)
     assert remote is not None
     records = [e.to_record() for e in remotes.call(remote.list)]
     for name in ("model", "target", "backend"):

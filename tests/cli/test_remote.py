@@ -75,6 +75,9 @@ def test_compile_remote_on_an_empty_store_pulls_instead_of_building(
     assert listing.code == 0, listing.err
     assert [r["id"] for r in listing.json()] == [first.json()[0]["artifact"]]
     assert listing.json()[0]["model"] == "tiny" and listing.json()[0]["target"] == "fake"
+    monkeypatch.setenv("RMBUILD_REMOTE", s3_remote)
+    assert cli("ls", "--remote", "--json").json() == listing.json()  # the configured remote
+    monkeypatch.delenv("RMBUILD_REMOTE")
     _second_store(tmp_path, monkeypatch)
     second = cli("compile", str(project.spec), "--all", "--remote", s3_remote)
     assert second.code == 0, second.err
