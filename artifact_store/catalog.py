@@ -30,11 +30,13 @@ from artifact_store.hashing import is_digest
 from artifact_store.locks import GC_LOCK, FileLock
 from artifact_store.names import HEX_RE, MIN_PREFIX, check_key, validate_alias
 from artifact_store.reader import (
+    GC_LIVE_SQL,
     GcRow,
     alias_key_fast,
     blob_stats_fast,
     count_fast,
     gc_index_fast,
+    gc_live_fast,
     get_fast,
     keys_with_prefix_fast,
     list_fast,
@@ -516,6 +518,19 @@ class Catalog:
                 for key, digest, size in conn.execute(q2):
                     refs.setdefault(key, []).append((digest, size))
         return rows, refs
+
+    def gc_live(self) -> tuple[set[str], dict[str, int], builtins.list[str]]:
+        """For gc without eviction (issue 9): every artifact key; every blob some artifact keeps
+        alive, with its size (from ``artifact_blobs``); and the keys committed before
+        migration 0004, whose blobs only their manifests know. Three plain queries."""
+        if self._reader is not None:
+            return gc_live_fast(self._reader)
+        keys_sql, blobs_sql, legacy_sql = GC_LIVE_SQL
+        with self._reads.connect() as conn:
+            keys = set(conn.exec_driver_sql(keys_sql).scalars())
+            sizes = {d: s for d, s in conn.exec_driver_sql(blobs_sql)}
+            legacy = builtins.list(conn.exec_driver_sql(legacy_sql).scalars())
+        return keys, sizes, legacy
 
     def artifact_keys(self) -> set[str]:
         """Every artifact key (gc's re-check before its sweep)."""

@@ -32,7 +32,7 @@ import re
 import shutil
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -60,6 +60,7 @@ class GcStore(Protocol):
         self, only: Iterable[str] | None = None
     ) -> tuple[list[GcRow], dict[str, list[tuple[str, int]]]]: ...
     def artifact_keys(self) -> set[str]: ...
+    def gc_live(self) -> tuple[set[str], dict[str, int], list[str]]: ...
     def get_manifest(self, digest: str) -> Manifest: ...
     def blob_path(self, digest: str) -> Path: ...
     def iter_blobs(self) -> Iterator[tuple[str, Path]]: ...
@@ -82,9 +83,12 @@ class Entry:
 class Snapshot:
     """The index as gc saw it: each artifact and the blobs it keeps alive."""
 
-    records: dict[str, Entry] = field(default_factory=dict)
+    records: dict[str, Entry | None] = field(default_factory=dict)
     refs: dict[str, set[str]] = field(default_factory=dict)  # key -> digests
     sizes: dict[str, int] = field(default_factory=dict)  # digest -> bytes
+    # Light (no eviction, issue 9): every referenced blob's size, without knowing whose; the
+    # records' values are then None and refs holds only artifacts read from their manifests.
+    light: bool = False
 
     def add_rows(
         self, store: GcStore, rows: list[GcRow], refs: dict[str, list[tuple[str, int]]]
@@ -125,10 +129,21 @@ class Snapshot:
         self.refs[rec.key] = digests
 
 
-def take_snapshot(store: GcStore) -> Snapshot:
-    """Read the index once: every artifact and what it references."""
-    snap = Snapshot()
-    snap.add_rows(store, *store.gc_index())
+def take_snapshot(store: GcStore, *, evicting: bool = True) -> Snapshot:
+    """Read the index once: every artifact and what it references. Without eviction only
+    the set of referenced blobs matters, which three plain queries give (issue 9: 100,000
+    artifacts, 400,000 blobs)."""
+    snap = Snapshot(light=not evicting)
+    if evicting:
+        snap.add_rows(store, *store.gc_index())
+        return snap
+    keys, sizes, legacy = store.gc_live()
+    snap.records = dict.fromkeys(keys)
+    snap.sizes = sizes
+    for key in legacy:  # committed before migration 0004: read its manifest
+        rec = store.get(key)
+        if rec is not None:
+            snap.add(store, rec)
     return snap
 
 
@@ -137,6 +152,13 @@ def recheck(store: GcStore, snap: Snapshot) -> Snapshot:
     ones. Blobs of anything in the index now are therefore never swept. Only keys are read
     again; the rows of new ones are fetched by key."""
     now = store.artifact_keys()
+    if snap.light:
+        if any(key not in now for key in snap.records):  # rare: deleted meanwhile
+            return recheck(store, take_snapshot(store, evicting=False))
+        new = [key for key in now if key not in snap.records]
+        if new:
+            snap.add_rows(store, *store.gc_index(new))
+        return snap
     for key in list(snap.records):
         if key not in now:
             del snap.records[key], snap.refs[key]
@@ -160,7 +182,7 @@ def collect(
     lock = FileLock(store.root / "locks" / GC_LOCK)
     lock.acquire()
     try:
-        snap = take_snapshot(store)
+        snap = take_snapshot(store, evicting=max_size is not None)
         if on_snapshot is not None:
             on_snapshot(snap)
         return _sweep(store, recheck(store, snap), dry_run, max_size, grace, log_retention)
@@ -179,9 +201,12 @@ def _sweep(
     now = time.time()
     locks = store.root / "locks"
     refcount: Counter[str] = Counter()
-    for digests in snap.refs.values():
-        refcount.update(digests)
-    total = sum(snap.sizes[d] for d in refcount)
+    if snap.light:  # no eviction: every blob in sizes is referenced (see take_snapshot)
+        total = sum(snap.sizes.values())
+    else:
+        for digests in snap.refs.values():
+            refcount.update(digests)
+        total = sum(snap.sizes[d] for d in refcount)
     size_before = total
 
     evicted: list[str] = []
@@ -208,7 +233,7 @@ def _sweep(
             except ArtifactNotFound:
                 pass  # deleted concurrently
 
-    live = set(refcount)
+    live: Container[str] = snap.sizes if snap.light else set(refcount)
     blobs_removed = 0
     bytes_freed = 0
     gone: list[str] = []
@@ -284,7 +309,7 @@ def _sweep(
 _FANOUT, _TAIL = re.compile(r"[0-9a-f]{2}"), re.compile(r"[0-9a-f]{62}")
 
 
-def _unreferenced(store: GcStore, live: set[str]) -> Iterator[tuple[str, Path]]:
+def _unreferenced(store: GcStore, live: Container[str]) -> Iterator[tuple[str, Path]]:
     """Blobs not in ``live``, as ``(digest, path)``.
 
     The store's layout (``objects/xx/<62 hex>``, as :meth:`GcStore.blob_path` says) is walked
@@ -293,19 +318,18 @@ def _unreferenced(store: GcStore, live: set[str]) -> Iterator[tuple[str, Path]]:
     """
     objects = store.blob_path("0" * 64).parent.parent
     try:
-        fanouts = [d for d in os.scandir(objects) if len(d.name) == 2]
+        fanouts = [d for d in os.scandir(objects) if _FANOUT.fullmatch(d.name)]
     except FileNotFoundError:
         return
     match = _TAIL.fullmatch
     for d in fanouts:
-        if not _FANOUT.fullmatch(d.name) or not d.is_dir(follow_symlinks=False):
+        if not d.is_dir(follow_symlinks=False):
             continue
         prefix = d.name
-        with os.scandir(d.path) as entries:
-            for f in entries:
-                name = f.name
-                if (prefix + name) not in live and match(name):
-                    yield prefix + name, Path(f.path)
+        # listdir, not scandir: plain names, and a list comprehension over them (~1 µs a blob).
+        dead = [n for n in os.listdir(d.path) if prefix + n not in live and match(n)]
+        for name in dead:
+            yield prefix + name, objects / prefix / name
 
 
 def _busy(locks: Path, key: str) -> bool:

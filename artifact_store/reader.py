@@ -270,6 +270,22 @@ def gc_index_fast(
     return rows, refs
 
 
+GC_LIVE_SQL = (
+    "SELECT key FROM artifacts",
+    "SELECT digest, size FROM artifact_blobs",
+    "SELECT key FROM artifacts AS a WHERE NOT EXISTS"
+    " (SELECT 1 FROM artifact_blobs AS b WHERE b.key = a.key)",
+)
+
+
+def gc_live_fast(conn: sqlite3.Connection) -> tuple[set[str], dict[str, int], list[str]]:
+    """:meth:`Store.gc_live` through sqlite3."""
+    keys_sql, blobs_sql, legacy_sql = GC_LIVE_SQL
+    keys = {r[0] for r in conn.execute(keys_sql)}
+    sizes = dict(conn.execute(blobs_sql).fetchall())
+    return keys, sizes, [r[0] for r in conn.execute(legacy_sql)]
+
+
 def blob_stats_fast(
     conn: sqlite3.Connection, digests: list[str]
 ) -> dict[str, tuple[int, int, int]]:

@@ -90,6 +90,8 @@ def fill(root: Path, n: int, urls: list[str]) -> None:
     batch: dict[str, list[dict]] = {"artifacts": [], "uses": [], "refs": [], "stats": []}
 
     def flush() -> None:
+        if not batch["artifacts"]:
+            return
         for store in stores:
             with store._write() as conn:
                 conn.execute(index.artifacts.insert(), batch["artifacts"])

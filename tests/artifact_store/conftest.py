@@ -131,6 +131,20 @@ def index_backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     return backend
 
 
+@pytest.fixture(autouse=True)
+def _fresh_memory_remote() -> Iterator[None]:
+    """fsspec's memory:// filesystem is one per process: what a test pushed there must not be
+    found by the next (the same test on the other backend pushes the same keys)."""
+    yield
+    import sys
+
+    if "fsspec" in sys.modules:
+        from fsspec.implementations.memory import MemoryFileSystem
+
+        MemoryFileSystem.store.clear()
+        MemoryFileSystem.pseudo_dirs[:] = [""]
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(tmp_path / "store")
