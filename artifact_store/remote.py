@@ -155,25 +155,27 @@ class Remote:
         except ImportError as exc:
             raise RemoteError(
                 self.display,
-                f"no filesystem for this URL ({scrub(str(exc))}); install its fsspec "
+                f"no filesystem for this URL ({self._scrub(str(exc))}); install its fsspec "
                 "package (s3fs, gcsfs, adlfs…), e.g. pip install 'rmbuild[remote]'",
             ) from None
         except ValueError as exc:
             if "protocol" in str(exc).lower():
-                raise RemoteError(self.display, f"unknown protocol: {scrub(str(exc))}") from None
-            raise RemoteError(self.display, f"{what}: {scrub(str(exc))}") from exc
+                raise RemoteError(
+                    self.display, f"unknown protocol: {self._scrub(str(exc))}"
+                ) from None
+            raise RemoteError(self.display, f"{what}: {self._scrub(str(exc))}") from exc
         except PermissionError as exc:
             raise RemoteAuthError(
                 self.display,
-                f"{what}: access denied ({scrub(str(exc))}); check the credentials the "
+                f"{what}: access denied ({self._scrub(str(exc))}); check the credentials the "
                 "provider's SDK finds (environment, its config files)",
             ) from None
         except FileNotFoundError as exc:
             raise RemoteError(
-                self.display, f"{what}: not found ({scrub(str(exc))}); does the bucket exist?"
+                self.display, f"{what}: not found ({self._scrub(str(exc))}); does the bucket exist?"
             ) from None
         except Exception as exc:  # noqa: BLE001 - SDKs raise their own trees; all mean "remote"
-            detail = scrub(str(exc)) or type(exc).__name__
+            detail = self._scrub(str(exc)) or type(exc).__name__
             if _AUTH_FAILURE.search(f"{type(exc).__name__} {exc}"):
                 raise RemoteAuthError(
                     self.display,
@@ -181,6 +183,14 @@ class Remote:
                     "SDK finds (environment, its config files)",
                 ) from None
             raise RemoteError(self.display, f"{what}: {detail}") from None
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the env's secrets nor the URL's own (password, query values)."""
+        from urllib.parse import parse_qsl, urlsplit
+
+        parts = urlsplit(self.url)
+        secrets = [parts.password or "", *(v for _, v in parse_qsl(parts.query))]
+        return scrub(text, secrets)
 
     def _put_bytes(self, path: str, data: bytes) -> None:
         fs = self.fs

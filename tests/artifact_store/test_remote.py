@@ -298,8 +298,9 @@ def test_urls_and_messages_lose_their_secrets(monkeypatch: pytest.MonkeyPatch) -
     assert redact_url("/plain/path") == "/plain/path"
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
     assert scrub("boom s3cr3t-value and ?Signature=xyz") == "boom *** and ?Signature=***"
-    remote = Remote("file://user:pw@host/x")
-    assert "pw" not in repr(remote) and remote.display == "file://host/x"
+    remote = Remote("file://user:pw-0123@host/x?sig=qs-0123")
+    assert "pw-0123" not in repr(remote) and remote.display == "file://host/x"
+    assert remote._scrub("failed for pw-0123 and qs-0123") == "failed for *** and ***"
 
 
 def test_a_missing_filesystem_package_is_a_remote_error() -> None:
