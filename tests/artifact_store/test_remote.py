@@ -22,10 +22,7 @@ from artifact_store.errors import (
     RemoteCorrupt,
     RemoteError,
 )
-
-pytest.importorskip("fsspec", reason="fsspec not installed (extra: remote)")
-
-from artifact_store.remote import Remote, redact_url, scrub  # noqa: E402
+from artifact_store.remote import Remote, redact_url, scrub  # fsspec only once a remote opens
 
 KEY = "ab12" * 16
 
@@ -265,6 +262,7 @@ def test_push_refuses_a_corrupt_local_artifact(s3_remote: str, stores, tmp_path:
 
 
 def test_file_remote_moves_temp_names_into_place(stores, tmp_path: Path) -> None:  # noqa: ANN001
+    pytest.importorskip("fsspec", reason="fsspec not installed (extra: remote)")
     a, b = stores
     record = _artifact(a, tmp_path)
     remote = Remote(f"file://{tmp_path / 'shared'}")
@@ -276,6 +274,7 @@ def test_file_remote_moves_temp_names_into_place(stores, tmp_path: Path) -> None
 
 
 def test_pull_with_parents_pushes_the_upstream_stage(stores, tmp_path: Path) -> None:  # noqa: ANN001
+    pytest.importorskip("fsspec", reason="fsspec not installed (extra: remote)")
     a, _ = stores
     up = _artifact(a, tmp_path, "aaaa" + "0" * 60)
     down_src = tmp_path / "down"
@@ -289,7 +288,7 @@ def test_pull_with_parents_pushes_the_upstream_stage(stores, tmp_path: Path) -> 
         backend="b",
         metadata={"parents": [up.key]},
     )
-    remote = Remote("memory://rmbuild-test-parents")
+    remote = Remote(f"memory://rmbuild-test-{tmp_path.name}")
     assert sorted(remote.push(a, [down.key]).keys) == sorted([up.key, down.key])
 
 
