@@ -31,6 +31,7 @@ from artifact_store.locks import GC_LOCK, FileLock
 from artifact_store.names import HEX_RE, MIN_PREFIX, check_key, validate_alias
 from artifact_store.reader import (
     GC_LIVE_SQL,
+    SUMMARY_KEYS,
     GcRow,
     alias_key_fast,
     blob_stats_fast,
@@ -41,6 +42,7 @@ from artifact_store.reader import (
     keys_with_prefix_fast,
     list_fast,
     prefix_upper,
+    summary_metadata,
 )
 from artifact_store.records import ArtifactRecord, Manifest, canonical_json
 from artifact_store.trees import remove_aside
@@ -272,17 +274,34 @@ class Catalog:
         return records[0] if records else None
 
     def _select(
-        self, conn: Connection, *where: Any, limit: int | None = None
+        self, conn: Connection, *where: Any, limit: int | None = None, summary: bool = False
     ) -> list[ArtifactRecord]:
         import sqlalchemy as sa
 
         from artifact_store import index
 
         t, a, u = index.artifacts, index.aliases, index.artifact_uses
-        q = sa.select(t).where(*where).order_by(t.c.created_at.desc(), t.c.key)
+        cols: builtins.list[Any] = [c for c in t.c if c.name != "metadata"]
+        picked = summary and conn.dialect.name in ("sqlite", "postgresql")
+        if not picked:
+            cols.append(t.c.metadata)
+        elif conn.dialect.name == "sqlite":
+            paths = [f"$.{k}" for k in SUMMARY_KEYS]
+            cols.append(
+                sa.type_coerce(sa.func.json_extract(t.c.metadata, *paths), sa.JSON).label("picked")
+            )
+        else:
+            parts = [t.c.metadata.op("->")(k) for k in SUMMARY_KEYS]
+            cols.append(sa.type_coerce(sa.func.json_build_array(*parts), sa.JSON).label("picked"))
+        q = sa.select(*cols).where(*where).order_by(t.c.created_at.desc(), t.c.key)
         if limit is not None:
             q = q.limit(limit)
-        rows = conn.execute(q).mappings().all()
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+        for r in rows:
+            if picked:
+                r["metadata"] = summary_metadata(r.pop("picked"))
+            elif summary:
+                r["metadata"] = {k: v for k, v in r["metadata"].items() if k in SUMMARY_KEYS}
         if not rows:
             return []
         keys = [r["key"] for r in rows]
@@ -391,17 +410,30 @@ class Catalog:
         target: str | None = None,
         backend: str | None = None,
         limit: int | None = None,
+        summary: bool = False,
     ) -> list[ArtifactRecord]:
         """Artifacts matching every given filter, newest first, at most ``limit``.
 
         ``model`` and ``target`` match an artifact's uses (see :meth:`add_use`), not only its
         first builder's: it is listed if any one use matches both. Filters and the limit are
         SQL (issue 9); a SQLite index at head is read through sqlite3 (no SQLAlchemy rows).
+
+        ``summary=True`` (``ls``): each record's metadata holds only the keys ``ls`` shows
+        (:data:`~artifact_store.reader.SUMMARY_KEYS`), picked by the database, not decoded
+        whole in Python for every row.
         """
         if self._reader is not None:
-            return list_fast(self._reader, model=model, target=target, backend=backend, limit=limit)
+            return list_fast(
+                self._reader,
+                model=model,
+                target=target,
+                backend=backend,
+                limit=limit,
+                summary=summary,
+            )
         with self._reads.connect() as conn:
-            return self._select(conn, *self._list_where(model, target, backend), limit=limit)
+            where = self._list_where(model, target, backend)
+            return self._select(conn, *where, limit=limit, summary=summary)
 
     def count(
         self, *, model: str | None = None, target: str | None = None, backend: str | None = None

@@ -150,6 +150,15 @@ def _filters(model: str | None, target: str | None, backend: str | None) -> tupl
     return (" WHERE " + " AND ".join(conds)) if conds else "", params
 
 
+# The metadata keys a listing shows (``ls``): Store.list(summary=True) returns only these.
+SUMMARY_KEYS = ("profile", "stage", "tool", "toolchain")
+
+
+def summary_metadata(values: list | None) -> dict:
+    """The summary metadata from the database's array of :data:`SUMMARY_KEYS` values."""
+    return {k: v for k, v in zip(SUMMARY_KEYS, values or (), strict=False) if v is not None}
+
+
 def list_fast(
     conn: sqlite3.Connection,
     *,
@@ -157,6 +166,7 @@ def list_fast(
     target: str | None = None,
     backend: str | None = None,
     limit: int | None = None,
+    summary: bool = False,
 ) -> list[ArtifactRecord]:
     """:meth:`Store.list` through sqlite3 (issue 9: ``ls`` with 100,000 artifacts).
 
@@ -165,6 +175,9 @@ def list_fast(
     """
     where, params = _filters(model, target, backend)
     cols = ", ".join(f"a.{c}" for c in ARTIFACT_COLUMNS)
+    if summary:  # the shown keys, picked by SQLite: one small array to decode, not the whole
+        paths = ", ".join(f"'$.{k}'" for k in SUMMARY_KEYS)
+        cols = cols.replace("a.metadata", f"json_extract(a.metadata, {paths})")
     sql = f"SELECT {cols} FROM artifacts AS a{where} ORDER BY a.created_at DESC, a.key"
     if limit is not None:
         sql += " LIMIT ?"
@@ -199,7 +212,7 @@ def list_fast(
             created_at=when(r[5]),
             last_used_at=when(r[6]),
             size=r[7],
-            metadata=loads(r[8]),
+            metadata=summary_metadata(loads(r[8])) if summary else loads(r[8]),
             aliases=tuple(sorted(names.get(r[0], ()))),
             uses=tuple(sorted(uses.get(r[0], ()))),
             state=r[9],

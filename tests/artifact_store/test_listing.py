@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from artifact_store import AmbiguousRef, ArtifactNotFound, Store, StoreError
+from artifact_store.reader import SUMMARY_KEYS
 
 KEYS = ["abc00" + "0" * 59, "abc01" + "0" * 59, "abd0" + "1" * 60, "ab" + "f" * 62]
 
@@ -27,6 +28,19 @@ def test_list_limit_and_count_filter_in_the_index(filled: Store) -> None:
     assert [r.key for r in filled.list(target="t0", limit=1)] == [KEYS[2]]
     assert filled.count() == 4 and filled.count(backend="b1") == 2
     assert filled.count(model="m", target="t1") == 2 and filled.count(model="x") == 0
+
+
+def test_a_summary_listing_carries_only_the_shown_metadata(
+    store: Store, tmp_path: Path, build
+) -> None:
+    meta = {"profile": "p", "stage": "compile", "tool": {"version": "1"}, "argv": ["x"] * 50}
+    build(store, tmp_path, KEYS[0], {"f": b"1"}, metadata={**meta, "toolchain": {"a": [1]}})
+    build(store, tmp_path, KEYS[1], {"f": b"2"}, metadata={"blobs": []})
+    full = {r.key: r for r in store.list()}
+    for rec in store.list(summary=True):
+        kept = {k: v for k, v in full[rec.key].metadata.items() if k in SUMMARY_KEYS}
+        assert rec.metadata == kept
+        assert rec == full[rec.key].__class__(**{**full[rec.key].__dict__, "metadata": kept})
 
 
 def test_prefix_is_a_key_range(filled: Store) -> None:
@@ -54,6 +68,7 @@ def test_fast_list_count_and_resolve_equal_sqlalchemy(filled: Store) -> None:
             assert fast.list(**kw) == slow.list(**kw)
             assert fast.list(limit=1, **kw) == slow.list(limit=1, **kw)
             assert fast.count(**kw) == slow.count(**kw)
+            assert fast.list(summary=True, **kw) == slow.list(summary=True, **kw)
         for ref in ("abd0", "best", KEYS[0], "abff"):
             assert fast.resolve(ref) == slow.resolve(ref)
         for ref in ("abc0", "abe0", "ab", "nope"):
