@@ -12,14 +12,12 @@ import builtins
 import json
 import os
 import sqlite3
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from artifact_store import hashing
 from artifact_store.errors import (
-    AmbiguousRef,
     ArtifactNotFound,
     CorruptManifest,
     CorruptObject,
@@ -28,21 +26,10 @@ from artifact_store.errors import (
 )
 from artifact_store.hashing import is_digest
 from artifact_store.locks import GC_LOCK, FileLock
-from artifact_store.names import HEX_RE, MIN_PREFIX, check_key, validate_alias
+from artifact_store.names import check_key, validate_alias
 from artifact_store.reader import (
-    GC_LIVE_SQL,
-    SUMMARY_KEYS,
-    GcRow,
-    alias_key_fast,
     blob_stats_fast,
-    count_fast,
-    gc_index_fast,
-    gc_live_fast,
     get_fast,
-    keys_with_prefix_fast,
-    list_fast,
-    prefix_upper,
-    summary_metadata,
 )
 from artifact_store.records import ArtifactRecord, Manifest, canonical_json
 from artifact_store.trees import remove_aside
@@ -54,7 +41,6 @@ if TYPE_CHECKING:
 
     from artifact_store.blobs import Blobs
 
-_MAX_CANDIDATES = 50
 # (inode, mtime_ns, size) of a blob, as recorded in blob_stats.
 BlobStat = tuple[int, int, int]
 
@@ -110,6 +96,9 @@ class Catalog:
         def _write(self) -> AbstractContextManager[Connection]: ...
         def get_manifest(self, digest: str) -> Manifest: ...
         def _quarantine_and_mark(self, bad: dict[str, str]) -> None: ...
+        def _select(
+            self, conn: Connection, *where: Any, limit: int | None = None
+        ) -> builtins.list[ArtifactRecord]: ...
 
     def _gc_shared(self) -> FileLock:
         """The store-wide gc lock, shared (see :mod:`artifact_store.locks`)."""
@@ -273,198 +262,6 @@ class Catalog:
             records = self._select(conn, index.artifacts.c.key == key)
         return records[0] if records else None
 
-    def _select(
-        self, conn: Connection, *where: Any, limit: int | None = None, summary: bool = False
-    ) -> list[ArtifactRecord]:
-        import sqlalchemy as sa
-
-        from artifact_store import index
-
-        t, a, u = index.artifacts, index.aliases, index.artifact_uses
-        cols: builtins.list[Any] = [c for c in t.c if c.name != "metadata"]
-        picked = summary and conn.dialect.name in ("sqlite", "postgresql")
-        if not picked:
-            cols.append(t.c.metadata)
-        elif conn.dialect.name == "sqlite":
-            paths = [f"$.{k}" for k in SUMMARY_KEYS]
-            cols.append(
-                sa.type_coerce(sa.func.json_extract(t.c.metadata, *paths), sa.JSON).label("picked")
-            )
-        else:
-            parts = [t.c.metadata.op("->")(k) for k in SUMMARY_KEYS]
-            cols.append(sa.type_coerce(sa.func.json_build_array(*parts), sa.JSON).label("picked"))
-        q = sa.select(*cols).where(*where).order_by(t.c.created_at.desc(), t.c.key)
-        if limit is not None:
-            q = q.limit(limit)
-        rows = [dict(r) for r in conn.execute(q).mappings()]
-        for r in rows:
-            if picked:
-                r["metadata"] = summary_metadata(r.pop("picked"))
-            elif summary:
-                r["metadata"] = {k: v for k, v in r["metadata"].items() if k in SUMMARY_KEYS}
-        if not rows:
-            return []
-        keys = [r["key"] for r in rows]
-        names: dict[str, list[str]] = {}
-        uses: dict[str, builtins.list[tuple[str, str]]] = {}
-        q2 = sa.select(a.c.alias, a.c.key).order_by(a.c.alias)
-        q3 = sa.select(u.c.model, u.c.target, u.c.key)
-        if len(keys) <= 500:
-            q2 = q2.where(a.c.key.in_(keys))
-            q3 = q3.where(u.c.key.in_(keys))
-        for alias, key in conn.execute(q2):
-            names.setdefault(key, []).append(alias)
-        for model, target, key in conn.execute(q3):
-            uses.setdefault(key, []).append((model, target))
-        return [
-            ArtifactRecord(
-                key=r["key"],
-                manifest_digest=r["manifest_digest"],
-                model=r["model"],
-                target=r["target"],
-                backend=r["backend"],
-                created_at=r["created_at"],
-                last_used_at=r["last_used_at"],
-                size=r["size"],
-                metadata=r["metadata"],
-                aliases=tuple(names.get(r["key"], ())),
-                # Sorted here, not by ORDER BY: a server's collation may differ from Python's
-                # (and the fast path's) code-point order.
-                uses=tuple(sorted(uses.get(r["key"], ()))),
-                state=r["state"],
-                problem=r["problem"],
-            )
-            for r in rows
-        ]
-
-    def resolve(self, ref: str) -> ArtifactRecord:
-        """Find an artifact by exact key, alias, or unique hex prefix (>= 4 chars), like git.
-
-        A prefix is a range on the key's index (``key >= p AND key < p + "g"``), O(log n)
-        (issue 9: ``LIKE`` scanned every row). A SQLite index at head is read through sqlite3,
-        so ``show`` does not import SQLAlchemy.
-        """
-        if self._reader is not None:
-            return self._resolve_fast(ref)
-        import sqlalchemy as sa
-
-        from artifact_store import index
-
-        t, a = index.artifacts, index.aliases
-        with self._reads.connect() as conn:
-            found = self._select(conn, t.c.key == ref)
-            if found:
-                return found[0]
-            alias_key = conn.execute(sa.select(a.c.key).where(a.c.alias == ref)).scalar()
-            if alias_key is not None:
-                found = self._select(conn, t.c.key == alias_key)
-                if found:
-                    return found[0]
-            if not ref or not HEX_RE.fullmatch(ref):
-                raise ArtifactNotFound(ref)
-            if len(ref) < MIN_PREFIX:
-                raise ArtifactNotFound(
-                    ref, f"prefix too short; give at least {MIN_PREFIX} hex characters"
-                )
-            p = ref.lower()
-            found = self._select(
-                conn, t.c.key >= p, t.c.key < prefix_upper(p), limit=_MAX_CANDIDATES
-            )
-            # A server collation other than code-point order may bound the range differently.
-            found = [r for r in found if r.key.startswith(p)]
-        if not found:
-            raise ArtifactNotFound(ref)
-        if len(found) > 1:
-            raise AmbiguousRef(ref, found)
-        return found[0]
-
-    def _resolve_fast(self, ref: str) -> ArtifactRecord:
-        """:meth:`resolve` through the sqlite3 reader (same answers, same errors)."""
-        assert self._reader is not None
-        conn = self._reader
-        found = get_fast(conn, ref) if ref else None
-        if found is None and (key := alias_key_fast(conn, ref)) is not None:
-            found = get_fast(conn, key)
-        if found is not None:
-            return found
-        if not ref or not HEX_RE.fullmatch(ref):
-            raise ArtifactNotFound(ref)
-        if len(ref) < MIN_PREFIX:
-            raise ArtifactNotFound(
-                ref, f"prefix too short; give at least {MIN_PREFIX} hex characters"
-            )
-        keys = keys_with_prefix_fast(conn, ref.lower(), _MAX_CANDIDATES)
-        records = [r for r in (get_fast(conn, k) for k in keys) if r is not None]
-        records.sort(key=lambda r: r.key)
-        records.sort(key=lambda r: r.created_at, reverse=True)  # as _select orders them
-        if not records:
-            raise ArtifactNotFound(ref)
-        if len(records) > 1:
-            raise AmbiguousRef(ref, records)
-        return records[0]
-
-    def list(
-        self,
-        *,
-        model: str | None = None,
-        target: str | None = None,
-        backend: str | None = None,
-        limit: int | None = None,
-        summary: bool = False,
-    ) -> list[ArtifactRecord]:
-        """Artifacts matching every given filter, newest first, at most ``limit``.
-
-        ``model`` and ``target`` match an artifact's uses (see :meth:`add_use`), not only its
-        first builder's: it is listed if any one use matches both. Filters and the limit are
-        SQL (issue 9); a SQLite index at head is read through sqlite3 (no SQLAlchemy rows).
-
-        ``summary=True`` (``ls``): each record's metadata holds only the keys ``ls`` shows
-        (:data:`~artifact_store.reader.SUMMARY_KEYS`), picked by the database, not decoded
-        whole in Python for every row.
-        """
-        if self._reader is not None:
-            return list_fast(
-                self._reader,
-                model=model,
-                target=target,
-                backend=backend,
-                limit=limit,
-                summary=summary,
-            )
-        with self._reads.connect() as conn:
-            where = self._list_where(model, target, backend)
-            return self._select(conn, *where, limit=limit, summary=summary)
-
-    def count(
-        self, *, model: str | None = None, target: str | None = None, backend: str | None = None
-    ) -> int:
-        """How many artifacts :meth:`list` would return without a limit."""
-        if self._reader is not None:
-            return count_fast(self._reader, model=model, target=target, backend=backend)
-        import sqlalchemy as sa
-
-        from artifact_store import index
-
-        q = sa.select(sa.func.count()).select_from(index.artifacts)
-        q = q.where(*self._list_where(model, target, backend))
-        with self._reads.connect() as conn:
-            return int(conn.execute(q).scalar_one())
-
-    @staticmethod
-    def _list_where(model: str | None, target: str | None, backend: str | None) -> list[Any]:
-        import sqlalchemy as sa
-
-        from artifact_store import index
-
-        t, u = index.artifacts, index.artifact_uses
-        where = [t.c.backend == backend] if backend is not None else []
-        if model is not None or target is not None:
-            # IN (subquery), not a join: an artifact with several matching uses is listed once.
-            pairs = ((u.c.model, model), (u.c.target, target))
-            conds = [col == val for col, val in pairs if val is not None]
-            where.append(t.c.key.in_(sa.select(u.c.key).where(*conds)))
-        return where
-
     def delete(self, key: str) -> None:
         """Remove the row for ``key``, its aliases and uses; blobs stay until :meth:`gc`."""
         from artifact_store import index
@@ -518,62 +315,6 @@ class Catalog:
             done = conn.execute(t.update().where(t.c.key == key).values(last_used_at=utcnow()))
             if done.rowcount == 0:
                 raise ArtifactNotFound(key)
-
-    def gc_index(
-        self, only: Iterable[str] | None = None
-    ) -> tuple[builtins.list[GcRow], dict[str, builtins.list[tuple[str, int]]]]:
-        """For gc (issue 9): every artifact (or those in ``only``) as ``(key, manifest_digest,
-        created_at, last_used_at)``, and the blobs each keeps alive as ``(digest, size)`` from
-        ``artifact_blobs``. An artifact committed before migration 0004 has no entry in the
-        second mapping: gc reads its manifest instead. Rows, not records: no metadata decoded.
-        """
-        if self._reader is not None:
-            return gc_index_fast(self._reader, None if only is None else builtins.list(only))
-        import sqlalchemy as sa
-
-        from artifact_store import index
-
-        t, ab = index.artifacts, index.artifact_blobs
-        cols = (t.c.key, t.c.manifest_digest, t.c.created_at, t.c.last_used_at)
-        keys = None if only is None else builtins.list(only)
-        refs: dict[str, builtins.list[tuple[str, int]]] = {}
-        rows: builtins.list[GcRow] = []
-        with self._reads.connect() as conn:
-            chunks = (
-                [None] if keys is None else [keys[i : i + 900] for i in range(0, len(keys), 900)]
-            )
-            for chunk in chunks:
-                q1, q2 = sa.select(*cols), sa.select(ab.c.key, ab.c.digest, ab.c.size)
-                if chunk is not None:
-                    q1, q2 = q1.where(t.c.key.in_(chunk)), q2.where(ab.c.key.in_(chunk))
-                rows += [tuple(r) for r in conn.execute(q1)]  # type: ignore[misc]
-                for key, digest, size in conn.execute(q2):
-                    refs.setdefault(key, []).append((digest, size))
-        return rows, refs
-
-    def gc_live(self) -> tuple[set[str], dict[str, int], builtins.list[str]]:
-        """For gc without eviction (issue 9): every artifact key; every blob some artifact keeps
-        alive, with its size (from ``artifact_blobs``); and the keys committed before
-        migration 0004, whose blobs only their manifests know. Three plain queries."""
-        if self._reader is not None:
-            return gc_live_fast(self._reader)
-        keys_sql, blobs_sql, legacy_sql = GC_LIVE_SQL
-        with self._reads.connect() as conn:
-            keys = set(conn.exec_driver_sql(keys_sql).scalars())
-            sizes = {d: s for d, s in conn.exec_driver_sql(blobs_sql)}
-            legacy = builtins.list(conn.exec_driver_sql(legacy_sql).scalars())
-        return keys, sizes, legacy
-
-    def artifact_keys(self) -> set[str]:
-        """Every artifact key (gc's re-check before its sweep)."""
-        if self._reader is not None:
-            return {r[0] for r in self._reader.execute("SELECT key FROM artifacts")}
-        import sqlalchemy as sa
-
-        from artifact_store import index
-
-        with self._reads.connect() as conn:
-            return set(conn.execute(sa.select(index.artifacts.c.key)).scalars())
 
     # ---- integrity records (issue 6 #8) -------------------------------------------------------
 

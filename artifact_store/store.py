@@ -11,7 +11,9 @@ Layout under ``root``::
     index.sqlite       the default index (any SQLAlchemy URL may replace it)
 
 The class is assembled from mixins along the store's seams: :class:`~artifact_store.catalog.
-Catalog` (index rows), :class:`~artifact_store.integrity.Integrity` (checks, quarantine); the
+Catalog` (index rows), :class:`~artifact_store.queries.Queries` (listing, resolution),
+:class:`~artifact_store.failures.Failures` (failed builds),
+:class:`~artifact_store.integrity.Integrity` (checks, quarantine); the
 fast read path is :mod:`artifact_store.reader`, trees are :mod:`artifact_store.trees`, locks
 :mod:`artifact_store.locks`, gc :mod:`artifact_store.gc`.
 
@@ -48,6 +50,7 @@ from artifact_store.failures import Failures
 from artifact_store.integrity import Integrity, Problem
 from artifact_store.locks import GC_LOCK, IN_USE, FileLock
 from artifact_store.names import MIN_PREFIX, check_key, safe_url, validate_alias
+from artifact_store.queries import Queries
 from artifact_store.reader import open_reader, sqlite_path
 from artifact_store.records import FileEntry, GcReport, Manifest
 from artifact_store.trees import lay_out, remove_aside, tree_complete, walk_tree
@@ -94,7 +97,7 @@ class Pin:
         self.release()
 
 
-class Store(Catalog, Integrity, Failures):
+class Store(Catalog, Queries, Integrity, Failures):
     """A local artifact store; see the module docstring for the layout.
 
     One ``Store`` per process or thread is the intended use; open it with a context manager
