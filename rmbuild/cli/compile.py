@@ -175,6 +175,14 @@ class LiveReporter:
     help="Ray cluster to join with --executor ray ('auto', 'ray://host:10001'); default: "
     "$RAY_ADDRESS, else a local Ray.",
 )
+@click.option(
+    "--remote",
+    "remote_url",
+    metavar="URL",
+    help="Remote cache (fsspec URL, e.g. s3://bucket/rmbuild): pull what it has, build what is "
+    "missing, push what was built; 'none' turns a configured one off [env: RMBUILD_REMOTE; "
+    "config: remote].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
 def command(
@@ -192,12 +200,13 @@ def command(
     executor: str = "local",
     ray_address: str | None = None,
     as_json: bool = False,
+    remote_url: str | None = None,
 ) -> None:
     """Build targets of SPEC (a model.yaml). A target already built is a cache hit."""
     readonly = _cache_policy(cache_policy, spec) == "readonly"
     if readonly and rebuild and not show_plan:
         raise click.UsageError("--rebuild (redo) runs the tools; the cache policy is readonly")
-    if not (show_plan or explain or rebuild or alias or executor != "local"):
+    if not (show_plan or explain or rebuild or alias or executor != "local" or remote_url):
         # A hit without the spec machinery (issue 9): keys from the plan cache, checked
         # against the stat of everything they came from; any change takes the full path.
         if _fast_hit(app, spec, None if all_targets else list(targets), as_json):
@@ -227,8 +236,11 @@ def command(
 
         validate_alias(alias)  # before the build, not after it
     store = app.store()
+    from rmbuild import remotes  # issue 9: flag > RMBUILD_REMOTE > rmbuild.toml > user config
+
+    remote = remotes.open_remote(remote_url, start=loaded.path.parent)
     if show_plan:
-        _print_plan(loaded, names, store, as_json)
+        _print_plan(loaded, names, store, remote, as_json)
         return
     # Ray tasks get the reporter pickled, as -j workers do: plain lines, no live display.
     parallel = (jobs > 1 and len(names) > 1) or executor == "ray"
@@ -247,12 +259,15 @@ def command(
             readonly=readonly,
             executor=executor,
             ray_address=ray_address,
+            remote=remote,
         )
+        if remote is not None:  # hits the remote lacks (a push that failed before) go too
+            remotes.call(remote.push, store, [r.artifact.key for r in results])
     except Exception as exc:
         from rmbuild.plan import ReadOnlyMiss
 
         if isinstance(exc, ReadOnlyMiss):
-            raise _with_plan(exc, loaded, names, store) from None
+            raise _with_plan(exc, loaded, names, store, remote) from None
         raise
     finally:
         if live:
@@ -350,13 +365,10 @@ def _fast_hit(app: Any, spec: str, targets: list[str] | None, as_json: bool) -> 
     return True
 
 
-def _print_plan(loaded: Any, names: list[str], store: Any, as_json: bool) -> None:
-    from rmbuild import config
+def _print_plan(loaded: Any, names: list[str], store: Any, remote: Any, as_json: bool) -> None:
     from rmbuild.plan import plan_spec, render_text
 
-    remote_url = getattr(config, "remote_url", None)
-    url = remote_url(None, loaded.root) if remote_url else None
-    result = plan_spec(loaded, names, store, remote_url=url)
+    result = plan_spec(loaded, names, store, remote=remote)
     if as_json:
         emit_json(result.to_json())
         return
@@ -364,12 +376,12 @@ def _print_plan(loaded: Any, names: list[str], store: Any, as_json: bool) -> Non
         click.echo(line)
 
 
-def _with_plan(exc: Any, loaded: Any, names: list[str], store: Any) -> Any:
+def _with_plan(exc: Any, loaded: Any, names: list[str], store: Any, remote: Any) -> Any:
     """A readonly miss, with the plan of everything that is missing (issue 9)."""
     from rmbuild.plan import ReadOnlyMiss, plan_spec
 
     try:
-        missing = plan_spec(loaded, names, store).missing()
+        missing = plan_spec(loaded, names, store, remote=remote).missing()
     except Exception:  # noqa: BLE001 - the miss itself is the error to show
         missing = []
     return ReadOnlyMiss(
