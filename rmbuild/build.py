@@ -448,17 +448,20 @@ def _record_failure(
     if "was stopped" in exc.message:
         return  # a cancelled build (SIGTERM, Ctrl-C) is no failure of the key
     code = re.search(r"exit code (-?\d+)", exc.message)
-    store.record_failure(
-        key_hex,
-        model=spec.spec.name,
-        target=target,
-        backend=stage.profile.backend,
-        profile=stage.profile.name,
-        toolchain=failure_identity(key),
-        message=exc.message,
-        exit_code=int(code.group(1)) if code else None,
-        log_path=log_path if log_path.exists() else None,
-    )
+    try:
+        store.record_failure(
+            key_hex,
+            model=spec.spec.name,
+            target=target,
+            backend=stage.profile.backend,
+            profile=stage.profile.name,
+            toolchain=failure_identity(key),
+            message=exc.message,
+            exit_code=int(code.group(1)) if code else None,
+            log_path=log_path if log_path.exists() else None,
+        )
+    except Exception:  # noqa: BLE001 - bookkeeping must never hide the tool's own error
+        pass
 
 
 def _refuse_known_failure(store: Store, key: ActionKey, key_hex: str, stage: PlannedStage) -> None:
@@ -469,8 +472,9 @@ def _refuse_known_failure(store: Store, key: ActionKey, key_hex: str, stage: Pla
     log = Path(failed.log_path) if failed.log_path else None
     raise ToolError(
         f"{stage.profile.name} failed before for this key with the same toolchain "
-        f"({failed.failed_at:%Y-%m-%d %H:%M} UTC, exit code {failed.exit_code}, "
-        f"{failed.attempts} attempt(s)); not retrying it (--no-retry-failed)",
+        f"({failed.failed_at:%Y-%m-%d %H:%M} UTC"
+        + ("" if failed.exit_code is None else f", exit code {failed.exit_code}")
+        + f", {failed.attempts} attempt(s)); not retrying it (--no-retry-failed)",
         tool=stage.profile.tool.name,
         log_path=log if log is not None and log.exists() else None,
         hint="run without --no-retry-failed to try again; `rmbuild ls --failed` lists failures",
