@@ -36,12 +36,17 @@ GOLDEN: dict[str, str] = {
     "iree-cpu": "dd6875b1725bd02f7d49e0e6f071b23417c0e7926f3a6af4b3d672bd6e53297b",
     "iree-cuda": "c89864c2b77a5ecaec5e1bd27a70472c3e0ae0de4b4f2a835f9c7b25f08ea5d8",
     "iree-import": "2ba8e759044939fe19dc8b0e6259451d6fe283095d226675e8cf3021af1da224",
+    "modelopt-autocast": "782e2c53cb25d8d6aca3745926c091d6e09458002feb4ae97b661dcbe704a297",
     "onnx-export": "a73e81c21aa16ac9d2cd4407268142ba70152688b2d6e63913789e00323b70bb",
     "onnxruntime-cpu": "35fb19debb3e81ea179806fd25ad624e761d0e6c8bb6f6b72ef4af9255d049a0",
     "onnxslim": "7420ce474a207d412e4c9a9019d06d01a50fc7f5087f40aa9f08754feb20d285",
     "openvino-cpu": "496bfccd2a47b6e58012c3306a66f836c82a35ab68e61593c508890d0aeb6b50",
     "openvino-gpu": "cd7c65b38282461db54943beec05872e4545cc494ae261e21b16a81aac03134f",
     "openvino-npu": "e80ffc6dab14f59f0227613be8dc10579cc1dc6ce19fa03b844d94011b094d24",
+    "polygraphy-trt": "cbca36462ac9b8d7c717d3ffd829bbc4175a3718fb6614b938c5802a6e9be379",
+    "rbln-ca25": "97ac104e233f850fe9b11f687799990a357f23956a76e746acc0ebb31baaa0ea",
+    "tensorrt-fp16": "f377ae3466d857be0767992fc837b37a6bf370dc043c674fd64c40fafb44fd79",
+    "tensorrt-strong": "e8163867ac9b50a53ca194a8a3887c62028936be4957e03ac140bb7cd4ceddb9",
 }
 
 INPUT = {"model": "a" * 64}
