@@ -198,6 +198,14 @@ class IncompatibleArtifact(RmbuildError):
     exit_code = EXIT_INCOMPATIBLE
 
 
+class ArtifactUnloadable(IncompatibleArtifact):
+    """The backend's runtime refused an artifact whose files passed the integrity check (a
+    vendor library that cannot parse or place it). Exit 6 with the runtime's own words, not an
+    internal error: the artifact, not rmbuild, is what cannot run here."""
+
+    code = "artifact-unloadable"
+
+
 class BackendUnavailable(RmbuildError):
     """A backend's toolchain is not installed; the hint names the extra to install."""
 

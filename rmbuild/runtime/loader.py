@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmbuild.errors import StoreCorrupt
+from rmbuild.errors import ArtifactUnloadable, RmbuildError, StoreCorrupt
 from rmbuild.plugins import require_available
 from rmbuild.store import open_store, resolve
 
@@ -108,7 +108,22 @@ def load(
     pins: list[Pin] = []
     try:
         record, tree, plugin = prepare(ref, store=store, verify=verify, options=options, pins=pins)
-        session = plugin.create_session(tree, record.metadata, options)
+        try:
+            session = plugin.create_session(tree, record.metadata, options)
+        except (RmbuildError, KeyboardInterrupt, MemoryError):
+            raise
+        except Exception as exc:
+            # The vendor runtime refused files that passed the integrity check: say which
+            # artifact and what the runtime said, instead of "internal error" (`-v` keeps the
+            # traceback for the case where the bug is ours).
+            raise ArtifactUnloadable(
+                f"the {plugin.name} runtime could not load artifact {record.key[:12]}: "
+                f"{type(exc).__name__}: {str(exc).strip()[:600]}",
+                context=[f"files: {tree}"],
+                hint=f"`rmbuild verify {record.key[:12]}` re-hashes it; `rmbuild compile "
+                f"{record.metadata.get('spec_file', 'model.yaml')} --target {record.target} "
+                "--rebuild` builds it again",
+            ) from exc
     except BaseException:
         for pin in pins:
             pin.release()

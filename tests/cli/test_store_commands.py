@@ -51,6 +51,21 @@ def test_run_refuses_a_truncated_file_before_any_backend_loads_it(project: Proje
     assert "model.bin" in r.err and "the manifest says" in r.err
 
 
+def test_a_runtime_that_refuses_intact_files_is_exit_6_not_an_internal_error(
+    project: Project,
+    cli,  # noqa: ANN001
+) -> None:
+    # The stand-in compiler's model.bin is no ONNX graph: its bytes match the manifest, but ONNX
+    # Runtime cannot parse them. That is an artifact that cannot run here, named with the
+    # runtime's own words, never "internal error".
+    pytest.importorskip("onnxruntime")
+    artifact = _built(project, cli)
+    r = cli("run", "--artifact", artifact[:10], "-n", "1")
+    r.assert_failure(EXIT_CORRUPT)
+    assert "artifact-unloadable" in r.err and artifact[:12] in r.err
+    assert "onnxruntime runtime could not load" in r.err and "--rebuild" in r.err
+
+
 def test_gc_dry_run_then_collect(project: Project, cli) -> None:  # noqa: ANN001
     artifact = _built(project, cli)
     stray = project.store / "objects" / "ab" / ("c" * 62)
