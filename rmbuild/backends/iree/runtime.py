@@ -96,16 +96,25 @@ class IREEDecoderStep(KVLoop):
                 f"{_FUNCTION} returned {len(outputs)} values, expected {len(self.output_names)}"
             )
         logits, presents = outputs[0], list(outputs[1:])
-        total = int(feeds["attention_mask"].shape[1])
-        for value in presents:
-            shape = tuple(value.shape)
-            if len(shape) != 4 or shape[2] != total:
-                raise RuntimeError(
-                    f"present KV has shape {shape}; expected [1, kv_heads, {total}, head_dim] "
-                    "(the module's outputs are not in the exporter's order)"
-                )
+        if not self._presents_checked:
+            # Once per sequence, like the feeds: the output order does not change between steps,
+            # and a per-step check costs a measurable share of a tiny model's step.
+            total = int(feeds["attention_mask"].shape[1])
+            for value in presents:
+                shape = tuple(value.shape)
+                if len(shape) != 4 or shape[2] != total:
+                    raise RuntimeError(
+                        f"present KV has shape {shape}; expected [1, kv_heads, {total}, "
+                        "head_dim] (the module's outputs are not in the exporter's order)"
+                    )
+            self._presents_checked = True
         host = logits.to_host() if hasattr(logits, "to_host") else np.asarray(logits)
         return np.array(host[0, -1], dtype=np.float32), presents
+
+    def reset(self) -> None:
+        """Forget the KV cache; the next step checks the module's outputs again."""
+        super().reset()
+        self._presents_checked = False
 
     def _refusal(self, exc: Exception, feeds: dict[str, Any]) -> ArtifactInputMismatch | None:
         # The module checks its arguments (hal.buffer_view.assert) and says what it expected,
