@@ -1,11 +1,10 @@
-"""Planning and running builds: model.yaml target -> chain of stages -> keyed artifacts.
+"""Running builds: the planned stages of a target -> keyed artifacts in the store.
 
-A target names a profile; the profile's ``depends_on`` links it to the stage that makes its
-input (e.g. ``onnxruntime-cpu`` <- ``onnx-export``), so a build is a small DAG shared across
-targets through the cache. For each stage, in order: compute the action key (which chains the
-upstream artifact's manifest digest, Merkle-style); on a hit reuse the artifact; on a miss take
-the key's lock, run the tool through the BinaryCompilerAdapter in a temp dir, ingest the outputs
-and write the index row last.
+:mod:`rmbuild.stages` plans a target's chain of stages and computes each one's action key. For
+each stage, in order: on a hit reuse the artifact; on a miss take the key's lock, run the tool
+through the BinaryCompilerAdapter in a temp dir, ingest the outputs and write the index row
+last. ``plan``, ``action_key``, ``source_digest`` and ``PlannedStage`` are re-exported here for
+callers of the library that know them from this module.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,25 +22,19 @@ import rmbuild
 from artifact_store import ArtifactRecord, LockTimeout, Store
 from artifact_store.errors import DiskFull as StoreDiskFull
 from artifact_store.errors import UnsafeTree
-from rmbuild import compcache, plancache, sources
-from rmbuild.adapter import _FORBIDDEN as FORBIDDEN_IN_VALUES  # one list, two checks
+from rmbuild import compcache, failures, plancache, sources
 from rmbuild.adapter import BinaryCompilerAdapter
-from rmbuild.errors import SpecError, ToolError, UnsafeToolOutput
+from rmbuild.errors import ToolError, UnsafeToolOutput
 from rmbuild.keys import ActionKey
 from rmbuild.plugins import get_backend
-from rmbuild.profiles import find_profile
-from rmbuild.spec import BuildProfile, FlagValue, LoadedProfile, LoadedSpec, load_model_spec
-from rmbuild.toolchains import Toolchain, find_toolchain
-from rmbuild.toolenv import key_env
-from rmbuild.toolid import Hasher, tool_identity
-from rmbuild.yamlio import did_you_mean, line_of
+from rmbuild.spec import FlagValue, LoadedSpec, load_model_spec
+from rmbuild.stages import PlannedStage, action_key, plan, source_digest
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from artifact_store.remote import Remote
 
-MAX_CHAIN = 16
 # A cache hit refreshes last_used_at (for gc's LRU) at most this often: the write is what
 # would make a hit import SQLAlchemy, so it is amortized.
 TOUCH_EVERY = timedelta(hours=1)
@@ -88,25 +80,6 @@ def _note(reporter: Reporter, profile: str, key: str, message: str) -> None:
 
 
 @dataclass(frozen=True)
-class PlannedStage:
-    """One stage of a target's build, with its effective flags."""
-
-    loaded: LoadedProfile
-    toolchain: Toolchain
-    flags: dict[str, FlagValue]
-
-    @property
-    def profile(self) -> BuildProfile:
-        return self.loaded.profile
-
-    def keyed_flags(self) -> dict[str, FlagValue]:
-        return {k: v for k, v in self.flags.items() if k not in self.profile.runtime_flags}
-
-    def runtime_flags(self) -> dict[str, FlagValue]:
-        return {k: v for k, v in self.flags.items() if k in self.profile.runtime_flags}
-
-
-@dataclass(frozen=True)
 class StageResult:
     profile: str
     key: str
@@ -130,175 +103,6 @@ class BuildResult:
     @property
     def hit(self) -> bool:
         return all(stage.hit for stage in self.stages)
-
-
-# ----------------------------------------------------------------------------- planning
-
-
-def _merge_flags(
-    loaded: LoadedProfile, overrides: dict[str, FlagValue], spec: LoadedSpec, loc: tuple
-) -> dict[str, FlagValue]:
-    profile = loaded.profile
-    unknown = [name for name in overrides if name not in profile.flags]
-    if unknown:
-        name = unknown[0]
-        raise SpecError(
-            f"profile {profile.name!r} has no flag {name!r}",
-            file=spec.path,
-            line=line_of(spec.lines, (*loc, name)),
-            field=".".join(map(str, (*loc, name))),
-            context=[f"flags of {profile.name}: {', '.join(sorted(profile.flags)) or 'none'}"],
-        )
-    # A value with a line break would split into two arguments of the rendered argv (one per
-    # line); refuse it here, where model.yaml's line is known (issue 6 #18). The adapter's
-    # check stays as the backstop for values that come from elsewhere (the API).
-    for name, value in overrides.items():
-        items = value if isinstance(value, list) else [value]
-        for i, item in enumerate(items):
-            if isinstance(item, str) and any(ch in item for ch in FORBIDDEN_IN_VALUES):
-                at = (*loc, name, i) if isinstance(value, list) else (*loc, name)
-                raise SpecError(
-                    f"flag value cannot contain line breaks or NUL characters (got {item!r})",
-                    file=spec.path,
-                    line=line_of(spec.lines, at),
-                    field=".".join(map(str, (*loc, name))),
-                    hint="the template renders one argument a line, so a line break would "
-                    "smuggle in arguments of its own",
-                )
-    for name, value in profile.flags.items():
-        items = value if isinstance(value, list) else [value]
-        if any(isinstance(i, str) and any(c in i for c in FORBIDDEN_IN_VALUES) for i in items):
-            raise SpecError(
-                "flag default cannot contain line breaks or NUL characters",
-                file=loaded.path,
-                field=f"flags.{name}",
-            )
-    return {**profile.flags, **overrides}
-
-
-def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
-    """The chain of stages for ``target_name``, source-side first."""
-    targets = spec.spec.targets
-    if target_name not in targets:
-        raise SpecError(
-            f"no target named {target_name!r}{did_you_mean(target_name, targets)}",
-            file=spec.path,
-            field="targets",
-            context=[f"targets: {', '.join(targets)}"],
-        )
-    target = targets[target_name]
-    chain: list[PlannedStage] = []
-    name: str | None = target.profile
-    line = line_of(spec.lines, ("targets", target_name, "profile"))
-    while name is not None:
-        if len(chain) >= MAX_CHAIN or any(s.profile.name == name for s in chain):
-            raise SpecError(
-                f"profile {name!r} depends on itself (a cycle in depends_on)",
-                file=spec.path,
-                line=line,
-            )
-        loaded = find_profile(name, spec.root, file=spec.path, line=line)
-        if chain:  # an upstream stage: overrides come from targets.<t>.stages.<profile>
-            override = target.stages.get(name)
-            flags = _merge_flags(
-                loaded,
-                override.flags if override else {},
-                spec,
-                ("targets", target_name, "stages", name, "flags"),
-            )
-        else:
-            flags = _merge_flags(loaded, target.flags, spec, ("targets", target_name, "flags"))
-        toolchain = find_toolchain(loaded.profile.toolchain, spec.root)
-        first = not chain
-        chain.append(PlannedStage(loaded, toolchain, flags))
-        line = None
-        name = loaded.profile.depends_on
-        if first and target.depends_on is not None:
-            name = target.depends_on
-            line = line_of(spec.lines, ("targets", target_name, "depends_on"))
-        elif loaded.profile.input_format == spec.spec.source.format:
-            name = None  # the source already is this stage's input (e.g. an ONNX folder)
-    chain.reverse()
-    upstream_names = {stage.profile.name for stage in chain[:-1]}
-    for name in target.stages:
-        if name not in upstream_names:
-            raise SpecError(
-                f"target {target_name!r} has no upstream stage {name!r}",
-                file=spec.path,
-                line=line_of(spec.lines, ("targets", target_name, "stages", name)),
-                field=f"targets.{target_name}.stages.{name}",
-                context=[f"its upstream stages: {', '.join(sorted(upstream_names)) or 'none'}"],
-            )
-    for upstream, downstream in zip(chain, chain[1:], strict=False):
-        if upstream.profile.output_format != downstream.profile.input_format:
-            raise SpecError(
-                f"profile {downstream.profile.name!r} takes {downstream.profile.input_format!r} "
-                f"but {upstream.profile.name!r} makes {upstream.profile.output_format!r}",
-                file=downstream.loaded.path,
-                field="depends_on",
-            )
-    first = chain[0].profile
-    if first.input_format != spec.spec.source.format:
-        raise SpecError(
-            f"profile {first.name!r} takes {first.input_format!r} input but the source is "
-            f"{spec.spec.source.format!r}",
-            file=spec.path,
-            line=line_of(spec.lines, ("source", "format")),
-            field="source.format",
-        )
-    return chain
-
-
-# ----------------------------------------------------------------------------- keys
-
-
-def _source_files(spec: LoadedSpec) -> dict[str, Path]:
-    # Walking and vetting the source lives in rmbuild.sources (issue 6 #1, #5).
-    return sources.source_files(spec)
-
-
-def source_digest(spec: LoadedSpec, store: Store) -> str:
-    """Content digest of the model source (stat-cached file digests); refuses unsafe links."""
-    return sources.source_digest(spec, store)
-
-
-def action_key(
-    stage: PlannedStage,
-    inputs: dict[str, str],
-    start: Path | None,
-    hasher: Hasher | None = None,
-) -> ActionKey:
-    """Build the key object for one stage from its input digests.
-
-    ``hasher`` digests the tool's files (``Store.hash_files``: stat-cached); without it they
-    are hashed with a per-process cache.
-    """
-    profile = stage.profile
-    # Every package the tool may invoke is in the toolchain's identity (issue 6 #6).
-    stage.toolchain.check_uses(profile, stage.loaded.path)
-    adapter = BinaryCompilerAdapter(profile, stage.toolchain, start)
-    rendered = adapter.render_for_key(stage.flags, sorted(inputs))
-    toolchain_id = stage.toolchain.identity()
-    # What runs, by content: executable, interpreter, declared files, version (issue 6 #4).
-    tool = tool_identity(profile, stage.toolchain, script=adapter.script_path(), hasher=hasher)
-    fingerprint = get_backend(profile.backend).fingerprint(
-        profile, dict(stage.flags), stage.toolchain
-    )
-    return ActionKey(
-        inputs=inputs,
-        stage=profile.stage,
-        backend=profile.backend,
-        profile=profile.name,
-        flags=stage.keyed_flags(),
-        argv=rendered.argv,
-        configs=rendered.configs,
-        tool=tool,
-        toolchain=toolchain_id,
-        fingerprint=fingerprint,
-        carry=sorted(profile.carry),
-        # Fixed env values and key_env pass-throughs; never runtime_env (issue 6 #2).
-        env=key_env(profile, stage.toolchain),
-    )
 
 
 # ----------------------------------------------------------------------------- running
@@ -362,7 +166,7 @@ def _run_stage(
             adapter.check_outputs(out, log_path)
         except ToolError as exc:
             # Failures as data (issue 9): recorded, never a hit, retried next time.
-            _record_failure(store, spec, target, stage, key, key_hex, exc, log_path)
+            failures.record(store, spec, target, stage, key, key_hex, exc, log_path)
             raise
         _carry(profile.carry, input_path, out)
         get_backend(profile.backend).prepare_outputs(profile, input_path, out)
@@ -424,61 +228,6 @@ def _run_stage(
             metadata=metadata,
             replace=replace,
         )
-
-
-def failure_identity(key: ActionKey) -> str:
-    """What ran, for failure records: the tool's and the toolchain's identity (issue 9)."""
-    import hashlib
-    import json
-
-    ident = json.dumps({"tool": key.tool, "toolchain": key.toolchain}, sort_keys=True)
-    return hashlib.sha256(ident.encode()).hexdigest()
-
-
-def _record_failure(
-    store: Store,
-    spec: LoadedSpec,
-    target: str,
-    stage: PlannedStage,
-    key: ActionKey,
-    key_hex: str,
-    exc: ToolError,
-    log_path: Path,
-) -> None:
-    if "was stopped" in exc.message:
-        return  # a cancelled build (SIGTERM, Ctrl-C) is no failure of the key
-    code = re.search(r"exit code (-?\d+)", exc.message)
-    try:
-        store.record_failure(
-            key_hex,
-            model=spec.spec.name,
-            target=target,
-            backend=stage.profile.backend,
-            profile=stage.profile.name,
-            toolchain=failure_identity(key),
-            message=exc.message,
-            exit_code=int(code.group(1)) if code else None,
-            log_path=log_path if log_path.exists() else None,
-        )
-    except Exception:  # noqa: BLE001 - bookkeeping must never hide the tool's own error
-        pass
-
-
-def _refuse_known_failure(store: Store, key: ActionKey, key_hex: str, stage: PlannedStage) -> None:
-    """``--no-retry-failed`` (issue 9): a key that failed with this toolchain is not retried."""
-    failed = store.get_failure(key_hex)
-    if failed is None or failed.toolchain != failure_identity(key):
-        return
-    log = Path(failed.log_path) if failed.log_path else None
-    raise ToolError(
-        f"{stage.profile.name} failed before for this key with the same toolchain "
-        f"({failed.failed_at:%Y-%m-%d %H:%M} UTC"
-        + ("" if failed.exit_code is None else f", exit code {failed.exit_code}")
-        + f", {failed.attempts} attempt(s)); not retrying it (--no-retry-failed)",
-        tool=stage.profile.tool.name,
-        log_path=log if log is not None and log.exists() else None,
-        hint="run without --no-retry-failed to try again; `rmbuild ls --failed` lists failures",
-    )
 
 
 def _usable(store: Store, key_hex: str) -> tuple[ArtifactRecord | None, str | None]:
@@ -601,7 +350,7 @@ def build(
                         hint="pull it from a remote, or build it where compiling is allowed",
                     )
                 if record is None and not retry_failed:
-                    _refuse_known_failure(store, key, key_hex, stage)
+                    failures.refuse_known(store, key, key_hex, stage)
                 if record is None:
                     # The upstream tree is pinned while the tool reads it: gc neither evicts
                     # it nor removes its files meanwhile (issue 6 #9).

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from rmbuild import build, keys, toolchains, toolid
+from rmbuild import keys, stages, toolchains, toolid
 from rmbuild.build import PlannedStage, action_key
 from rmbuild.config import builtin_dir
 from rmbuild.spec import load_profile
@@ -90,7 +90,7 @@ def fixed_facts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         lambda profile, toolchain: {p: Path("/fixed") / p for p in profile.tool.files},
     )
     monkeypatch.setattr(toolid, "version_output", lambda profile, toolchain: "fixed 1.0.0")
-    monkeypatch.setattr(build, "get_backend", _FixedFingerprint)
+    monkeypatch.setattr(stages, "get_backend", _FixedFingerprint)
     # key_env variables enter the key by value: the caller's environment must not move the table.
     for path in _builtin_profiles():
         profile = load_profile(path).profile
