@@ -8,7 +8,7 @@
 #
 # Env: RMBUILD_DATA_DIR (where toolchains live; default the user data dir), RMBUILD_VENV.
 set -euo pipefail
-RMBUILD_EXTRAS="${RMBUILD_EXTRAS:-onnx,openvino,iree,dev}"
+RMBUILD_EXTRAS="${RMBUILD_EXTRAS:-onnx,openvino,iree,ray,dev}"
 export RMBUILD_EXTRAS
 source "$(dirname "$0")/venv.sh"   # makes/reuses .venv, cds to the repo root
 
