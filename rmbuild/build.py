@@ -463,6 +463,7 @@ def compile_spec(
             readonly=readonly,
             address=ray_address,
             remote=remote,
+            retry_failed=retry_failed,
         )
     if jobs <= 1 or len(names) == 1:
         return [

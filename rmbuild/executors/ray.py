@@ -61,6 +61,7 @@ def compile_on_ray(
     readonly: bool = False,
     address: str | None = None,
     remote: Any = None,
+    retry_failed: bool = True,
 ) -> list[BuildResult]:
     """Build ``names`` as Ray tasks; every task runs to its end, the first failure is raised
     after all have finished (as with ``-j N``)."""
@@ -72,7 +73,7 @@ def compile_on_ray(
     task = ray.remote(_build_worker)
     refs = [
         task.options(**task_resources(spec, name), max_retries=0).remote(
-            str(spec.path), name, root, url, reporter, rebuild, readonly, remote
+            str(spec.path), name, root, url, reporter, rebuild, readonly, remote, retry_failed
         )
         for name in names
     ]

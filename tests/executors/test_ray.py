@@ -79,3 +79,14 @@ def test_a_failing_task_keeps_its_exit_code(local_ray, cli, project) -> None:
     result = cli("compile", str(project.spec), "--executor", "ray")
     result.assert_failure(4)
     assert "fake-compiler" in result.err
+
+
+def test_no_retry_failed_reaches_the_ray_tasks(local_ray, cli, project, tmp_path: Path) -> None:
+    # A flag the local path honours must not be dropped on the way to a Ray task.
+    counter = tmp_path / "runs.txt"
+    project.set_flags(mode="fail", counter=str(counter))
+    cli("compile", str(project.spec), "--executor", "ray").assert_failure(4)
+    skipped = cli("compile", str(project.spec), "--executor", "ray", "--no-retry-failed")
+    skipped.assert_failure(4)
+    assert counter.read_text().count("\n") == 1, "the tool must not run again"
+    assert "--no-retry-failed" in skipped.err
