@@ -229,6 +229,10 @@ def command(
         if resolution.spec is not loaded:
             jobs = 1  # default targets exist only in this process's spec, not in model.yaml
         loaded, names = resolution.spec, resolution.names
+        if show_plan:
+            # Every candidate of a class, the blocked ones too: a plan says why each cannot be
+            # built here (on a machine with no toolchain for the class, that is all of them).
+            names += [c.target for c in resolution.candidates if c.target not in names]
     if alias:
         if len(names) != 1:
             raise click.UsageError("--tag needs exactly one --target")
