@@ -136,24 +136,24 @@ def version_output(profile: BuildProfile, toolchain: Toolchain) -> str:
     command = list(profile.tool.version_command or [])
     executable = toolchain.which(command[0])
     st = os.stat(executable)
+    cache_key = (
+        str(executable),
+        st.st_ino,
+        st.st_mtime_ns,
+        st.st_size,
+        tuple(command[1:]),
+        # Without the per-run TMPDIR (a TMPDIR the profile sets itself still counts).
+        tuple(sorted(tool_env(profile, toolchain, None).items())),
+    )
+    if cache_key in _versions:
+        return _versions[cache_key]
+    argv = [str(executable), *command[1:]]
     with tempfile.TemporaryDirectory(prefix="rmbuild-version-") as tmp:
-        env = tool_env(profile, toolchain, Path(tmp))
-        cache_key = (
-            str(executable),
-            st.st_ino,
-            st.st_mtime_ns,
-            st.st_size,
-            tuple(command[1:]),
-            tuple(sorted((k, v) for k, v in env.items() if k != "TMPDIR")),
-        )
-        if cache_key in _versions:
-            return _versions[cache_key]
-        argv = [str(executable), *command[1:]]
         # Under the supervisor too: a version command that hangs is killed with its children.
         proc = subprocess.run(  # noqa: S603 - argv from the profile, no shell
             supervised(argv, timeout=VERSION_TIMEOUT_S),
             cwd=tmp,
-            env=env,
+            env=tool_env(profile, toolchain, Path(tmp)),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

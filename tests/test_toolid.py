@@ -166,6 +166,22 @@ def test_version_command_runs_in_the_scrubbed_env(
     assert _tool_dict(project)["version_output"] == "token="
 
 
+def test_version_command_runs_once_while_the_tool_is_unchanged(
+    project: Project, tmp_path: Path
+) -> None:
+    runs = tmp_path / "runs"
+    version = _executable(
+        tmp_path / "counted-version", f"#!/bin/sh\necho run >> {runs}\necho 'vendor 1.0'\n"
+    )
+    _add_to_tool(project, f"  version_command: [{str(version)!r}]\n")
+    first = _key(project)
+    assert _key(project) == first
+    assert runs.read_text().count("run") == 1
+    version.write_text(version.read_text().replace("1.0", "1.1"))  # edited: asked again
+    assert _key(project) != first
+    assert runs.read_text().count("run") == 2
+
+
 def test_failing_version_command_is_a_tool_error(project: Project, tmp_path: Path) -> None:
     version = _executable(tmp_path / "bad-version", "#!/bin/sh\necho 'licence expired'\nexit 2\n")
     _add_to_tool(project, f"  version_command: [{str(version)!r}]\n")
