@@ -346,6 +346,28 @@ def test_log_on_a_full_disk_stops_the_tool_and_says_disk_full(
     assert "gc" in (err.hint or "")
 
 
+def test_config_on_a_full_disk_says_disk_full(
+    project: Project, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    from rmbuild.errors import DiskFull
+
+    project.write_template("fake.cfg.j2", "level = {{ flags.level }}\n")
+    adapter = _adapter(project, configs={"opts.ini": "fake.cfg.j2"})
+
+    def full(self: Path, *args: object, **kwargs: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    with pytest.raises(DiskFull) as info:
+        _run(adapter, tmp_path)
+    target = (tmp_path / "work" / "opts.ini").resolve()
+    assert info.value.exit_code == 9 and info.value.path == target
+    assert f"while writing the config {target}" in info.value.message
+    assert not (tmp_path / "tool.log").exists()  # the tool never started
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
 def test_log_on_a_real_full_tmpfs(project: Project, tmp_path: Path) -> None:
     from rmbuild.errors import DiskFull
