@@ -14,13 +14,12 @@ import os
 import platform
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import rmbuild
 from artifact_store import ArtifactRecord, LockTimeout, Store
-from artifact_store.errors import DiskFull as StoreDiskFull
 from artifact_store.errors import UnsafeTree
 from rmbuild import compcache, failures, plancache, sources
 from rmbuild.adapter import BinaryCompilerAdapter
@@ -34,10 +33,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from artifact_store.remote import Remote
-
-# A cache hit refreshes last_used_at (for gc's LRU) at most this often: the write is what
-# would make a hit import SQLAlchemy, so it is amortized.
-TOUCH_EVERY = timedelta(hours=1)
 
 
 class Reporter(Protocol):
@@ -248,19 +243,6 @@ def _usable(store: Store, key_hex: str) -> tuple[ArtifactRecord | None, str | No
     return record, None
 
 
-def _record_hit(store: Store, record: ArtifactRecord, model: str, target: str) -> None:
-    """Bookkeeping of a hit: its (model, target) use and its last use; skipped on a full disk
-    (issue 6 #13: a hit must not fail for want of a few bytes of index)."""
-    try:
-        if not store.has_use(record.key, model, target):
-            # A shared stage (the export) serves this target too: `ls --target` shows it.
-            store.add_use(record.key, model, target)
-        if datetime.now(UTC) - record.last_used_at > TOUCH_EVERY:
-            store.touch(record.key)  # keeps `gc --max-size` from evicting what CI keeps hitting
-    except StoreDiskFull:
-        pass
-
-
 @contextlib.contextmanager
 def _key_lock(store: Store, key_hex: str, name: str, reporter: Reporter, timeout: float):
     """Hold the key's lock; say so when another process is building the same key."""
@@ -382,7 +364,7 @@ def build(
         if hit:
             # Also when the hit was found only under the lock, because another job built it
             # meanwhile (issue 6 #15: `compile --all -j 2` lost those uses).
-            _record_hit(store, record, spec.spec.name, target)
+            plancache.record_hit(store, record, spec.spec.name, target)
         seconds = time.monotonic() - t0
         reporter.stage_done(name, key_hex, hit, seconds)
         results.append(StageResult(name, key_hex, hit, seconds, record))

@@ -57,7 +57,9 @@ SEARCH_ENV = (
     "XDG_DATA_HOME",
 )
 RACY = 2_000_000_000  # ns, as artifact_store.statcache's RACY_WINDOW_NS
-TOUCH_EVERY_S = 3600  # as rmbuild.build.TOUCH_EVERY
+# A cache hit refreshes last_used_at (for gc's LRU) at most this often: the write is what
+# would make a hit import SQLAlchemy, so it is amortized.
+TOUCH_EVERY_S = 3600
 
 Stat = tuple[int, int, int] | None
 
@@ -302,13 +304,16 @@ def lookup(spec_path: str, store_root: Path, targets: list[str] | None) -> Any:
 
 
 def record_hit(store: Store, record: ArtifactRecord, model: str, target: str) -> None:
-    """A hit's bookkeeping, as :func:`rmbuild.build._record_hit` (skipped on a full disk)."""
+    """Bookkeeping of a hit, on the full path (:func:`rmbuild.build.build`) and the fast one:
+    its (model, target) use and its last use; skipped on a full disk (issue 6 #13: a hit must
+    not fail for want of a few bytes of index)."""
     from datetime import UTC, datetime
 
     from artifact_store.errors import DiskFull
 
     try:
         if not store.has_use(record.key, model, target):
+            # A shared stage (the export) serves this target too: `ls --target` shows it.
             store.add_use(record.key, model, target)
         if (datetime.now(UTC) - record.last_used_at).total_seconds() > TOUCH_EVERY_S:
             store.touch(record.key)
