@@ -492,3 +492,14 @@ def test_passthrough_names_are_validated(
         _profile(project, **{field: names})
     with pytest.raises(ValidationError, match="both keyed"):
         _profile(project, key_env=["X"], runtime_env=["X"])
+
+
+@pytest.mark.parametrize("field", ["key_env", "runtime_env"])
+def test_toolchain_passthrough_names_are_validated(field: str) -> None:
+    with pytest.raises(ValidationError, match="'BAD-NAME' is not an environment variable name"):
+        Toolchain(name="vendor", **{field: ["BAD-NAME"]})
+
+
+def test_toolchain_is_either_provisioned_or_registered() -> None:
+    with pytest.raises(ValidationError, match="either provisioned \\(lock\\) or registered"):
+        Toolchain(name="vendor", python="/opt/vendor/bin/python", lock="vendor.lock")
