@@ -498,8 +498,3 @@ def test_passthrough_names_are_validated(
 def test_toolchain_passthrough_names_are_validated(field: str) -> None:
     with pytest.raises(ValidationError, match="'BAD-NAME' is not an environment variable name"):
         Toolchain(name="vendor", **{field: ["BAD-NAME"]})
-
-
-def test_toolchain_is_either_provisioned_or_registered() -> None:
-    with pytest.raises(ValidationError, match="either provisioned \\(lock\\) or registered"):
-        Toolchain(name="vendor", python="/opt/vendor/bin/python", lock="vendor.lock")
