@@ -118,19 +118,6 @@ def schema() -> dict[str, Any]:
 # ----------------------------------------------------------------------------- remote
 
 
-def open_remote(url: str | None, start: Any = None) -> Any:
-    """The configured remote (``--remote``, ``$RMBUILD_REMOTE``, the config files), or None.
-
-    Through :mod:`rmbuild.remotes` (issue 9's fsspec remotes); where it is not installed, or
-    no remote is configured, every stage reads "not configured".
-    """
-    try:
-        from rmbuild import remotes
-    except ImportError:
-        return None
-    return remotes.open_remote(url, start=start)
-
-
 def _remote_entry(remote: Any, key: str) -> tuple[str, Any]:
     """("hit", entry) | ("miss", None) | ("unknown", None) for ``key`` on ``remote``."""
     try:
@@ -279,11 +266,14 @@ def plan_spec(
 ) -> Plan:
     """The plan of ``targets`` of ``spec``: nothing runs, nothing is written but stat caches.
 
-    ``remote``: an :class:`artifact_store.remote.Remote` (see :func:`open_remote`) or None;
+    ``remote``: an :class:`artifact_store.remote.Remote` (see
+    :func:`rmbuild.remotes.open_remote`) or None;
     or ``remote_url`` to open one.
     """
     if remote is None and remote_url:
-        remote = open_remote(remote_url, start=spec.root)
+        from rmbuild import remotes
+
+        remote = remotes.open_remote(remote_url, start=spec.root)
     if devices is None:
         from rmbuild.resources import discover
 

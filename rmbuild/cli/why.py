@@ -27,13 +27,13 @@ def command(app: Any, spec: str, target: str, remote_url: str | None, as_json: b
     the stored entry of the same model, target and profile that differs least (inputs, flags,
     command line, tool, toolchain packages, host facts, env, key version).
     """
-    from rmbuild.plan import open_remote
+    from rmbuild import remotes
     from rmbuild.spec import load_model_spec
     from rmbuild.why import why_target
 
     loaded = load_model_spec(spec)
     store = app.store()
-    remote = open_remote(remote_url, start=loaded.root)
+    remote = remotes.open_remote(remote_url, start=loaded.root)
     result = why_target(store, loaded, target, remote=remote)
     if as_json:
         emit_json(result.to_json())
