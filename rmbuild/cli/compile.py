@@ -310,15 +310,11 @@ def command(
 
 def _cache_policy(explicit: str | None, spec: str) -> str:
     """--cache-policy, else $RMBUILD_CACHE_POLICY, else the config files' cache_policy."""
-    import os
     from pathlib import Path
 
-    value = explicit or os.environ.get("RMBUILD_CACHE_POLICY")
-    if not value:
-        from rmbuild import config
+    from rmbuild import config
 
-        setting = getattr(config, "setting", None)  # the config files (issue 9)
-        value = setting("cache_policy", None, None, Path(spec).parent) if setting else None
+    value = config.setting("cache_policy", explicit, "RMBUILD_CACHE_POLICY", Path(spec).parent)
     value = (value or "readwrite").lower()
     if value not in ("readwrite", "readonly"):
         from rmbuild.errors import InvalidName
