@@ -483,12 +483,18 @@ def compile_spec(
             )
             for name in names
         ]
-        outcomes = []
+        outcomes: list[BuildResult | BaseException] = []
         for future in futures:
             try:
                 outcomes.append(future.result())
             except Exception as exc:  # noqa: BLE001 - re-raised below, after the others
                 outcomes.append(exc)
+    return finished(outcomes)
+
+
+def finished(outcomes: list[BuildResult | BaseException]) -> list[BuildResult]:
+    """The results of targets that all ran to their end (``-j N``, Ray), or the first
+    failure among them, raised now."""
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     if errors:
         raise errors[0]

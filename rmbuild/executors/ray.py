@@ -65,7 +65,7 @@ def compile_on_ray(
 ) -> list[BuildResult]:
     """Build ``names`` as Ray tasks; every task runs to its end, the first failure is raised
     after all have finished (as with ``-j N``)."""
-    from rmbuild.build import BuildResult, _build_worker
+    from rmbuild.build import _build_worker, finished
 
     ray = _ray()
     if not ray.is_initialized():
@@ -88,7 +88,4 @@ def compile_on_ray(
             outcomes.append(original if isinstance(original, BaseException) else cause)
         except Exception as exc:  # noqa: BLE001 - re-raised below, after the others
             outcomes.append(exc)
-    errors = [o for o in outcomes if isinstance(o, BaseException)]
-    if errors:
-        raise errors[0]
-    return [o for o in outcomes if isinstance(o, BuildResult)]
+    return finished(outcomes)
