@@ -64,7 +64,9 @@ class FileLock:
         deadline = None if timeout is None else time.monotonic() + timeout
         notified = False
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # Read-only: flock needs no write access, so an existing lock file can be taken
+            # on a store mounted read-only (a serving host), where O_RDWR fails with EROFS.
+            fd = os.open(self.path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
                 try:
                     fcntl.flock(fd, op | fcntl.LOCK_NB)

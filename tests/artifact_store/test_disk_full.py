@@ -116,3 +116,25 @@ def test_blob_enospc_is_disk_full(store: Store, monkeypatch: pytest.MonkeyPatch)
         store.put_bytes(b"data")
     assert info.value.needed == 4 and info.value.free is not None
     assert not list((store.root / "tmp").iterdir())  # the temp file is gone
+
+
+@pytest.mark.sqlite_only("a SQLite index on a read-only filesystem")
+def test_reads_work_on_a_store_mounted_read_only(
+    small_disk: Path, tmp_path: Path, make_tree
+) -> None:
+    """A serving host may mount a shared store read-only: its locks are taken, not written."""
+    root = small_disk / "store"
+    _stored(root, tmp_path, make_tree)
+    done = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        ["mount", "-o", "remount,ro", str(small_disk)],  # noqa: S607
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot remount read-only here: {done.stderr.strip()}")
+    with Store(root, read_only=True) as store:
+        assert store.check("k1") == []
+        assert (store.materialize("k1") / "model.bin").read_bytes() == b"w" * 5000
+        with store.pin("k1"):
+            pass
