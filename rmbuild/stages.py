@@ -172,11 +172,6 @@ def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
 # ----------------------------------------------------------------------------- keys
 
 
-def _source_files(spec: LoadedSpec) -> dict[str, Path]:
-    # Walking and vetting the source lives in rmbuild.sources (issue 6 #1, #5).
-    return sources.source_files(spec)
-
-
 def source_digest(spec: LoadedSpec, store: Store) -> str:
     """Content digest of the model source (stat-cached file digests); refuses unsafe links."""
     return sources.source_digest(spec, store)
