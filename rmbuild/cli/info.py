@@ -12,7 +12,8 @@ from rmbuild.cli._output import console, emit_json, styled
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU, accelerators, toolchains and backends of this machine (imports no SDK)."""
+    """CPU, accelerators, toolchains and backends of this machine. The one SDK imported is
+    OpenVINO's, where installed: its device list is asked of it (rmbuild.resources)."""
     from rmbuild import provision
     from rmbuild.hostinfo import cpu_info
     from rmbuild.plugins import registry
