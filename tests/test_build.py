@@ -267,3 +267,27 @@ def test_rebuild_runs_a_shared_stage_once_per_compile(project: Project, cli) -> 
     # Both targets share the key: the tool ran again once, the second target hit it.
     assert _runs(counter) == 2
     assert [res["hit"] for res in forced.json()] == [False, True]
+
+
+def test_tool_output_linking_out_of_its_folder_is_a_tool_error(project: Project, cli) -> None:  # noqa: ANN001
+    """Issue 6 #1, #19: a link the tool left pointing out of its output is refused (exit 4),
+    the tool named, nothing stored."""
+    import stat
+    import sys
+
+    tool = project.root / "leaky-compiler"
+    tool.write_text(
+        f"#!{sys.executable}\n"
+        "import os, subprocess, sys\n"
+        f"rc = subprocess.call([{str(project.fake)!r}, *sys.argv[1:]])\n"
+        "out = sys.argv[sys.argv.index('--out') + 1]\n"
+        "os.symlink('/etc/hostname', os.path.join(out, 'leak'))\n"
+        "sys.exit(rc)\n",
+        encoding="utf-8",
+    )
+    tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
+    project.write_profile("fake-compile", project.fake_profile(tool=str(tool)))
+    r = cli("compile", str(project.spec))
+    r.assert_failure(4)
+    assert "left an output the store refuses" in r.err and "leak" in r.err
+    assert cli("ls", "--json").json() == []
