@@ -28,7 +28,10 @@ from artifact_store.records import ArtifactRecord, Manifest
 from artifact_store.trees import remove_aside
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
     from artifact_store.blobs import Blobs
+    from artifact_store.reader import GcRow
 
     BlobStat = tuple[int, int, int]
 
@@ -64,7 +67,9 @@ class Integrity:
     if TYPE_CHECKING:
 
         def get(self, key: str) -> ArtifactRecord | None: ...
-        def list(self) -> builtins.list[ArtifactRecord]: ...
+        def gc_index(
+            self, only: Iterable[str] | None = None
+        ) -> tuple[builtins.list[GcRow], dict[str, builtins.list[tuple[str, int]]]]: ...
         def get_manifest(self, digest: str) -> Manifest: ...
         def blob_stats(self, digests: builtins.list[str]) -> dict[str, BlobStat]: ...
         def record_blob_stats(self, stats: dict[str, BlobStat]) -> bool: ...
@@ -190,12 +195,24 @@ class Integrity:
                 # Cannot move it: the marks below still keep it from being served.
         self.forget_blob_stats(damaged)
         marks: dict[str, str] = {}
-        for rec in self.list():
+        for rec in self._maybe_using(bad):
             why = self._uses_of(rec, bad)
             if why:
                 marks[rec.key] = why
                 remove_aside(self.root / "trees" / rec.key)  # may hold links to the bad inode
         self.mark_corrupt(marks)
+
+    def _maybe_using(self, bad: dict[str, str]) -> Iterator[ArtifactRecord]:
+        """Artifacts that may reference a blob in ``bad``: those whose ``artifact_blobs`` rows
+        name one, and those committed before migration 0004 (only their manifests know). The
+        index answers for the rest, so a damaged blob does not mean reading every manifest."""
+        rows, refs = self.gc_index()
+        for row in rows:
+            blobs = refs.get(row[0])
+            if blobs is None or any(d in bad for d, _ in blobs):
+                rec = self.get(row[0])
+                if rec is not None:
+                    yield rec
 
     def _uses_of(self, record: ArtifactRecord, bad: dict[str, str]) -> str | None:
         """Why ``record`` is damaged by the blobs in ``bad``, or None if it uses none of them."""

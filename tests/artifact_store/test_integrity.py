@@ -74,6 +74,31 @@ def test_a_damaged_blob_is_quarantined_and_every_user_marked(
         assert again.get(K2).state == "corrupt"  # type: ignore[union-attr]
 
 
+def test_marking_reads_only_the_manifests_of_artifacts_using_the_blob(
+    store: Store, tmp_path: Path, build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The index's blob rows say who uses a damaged blob; an artifact without them (committed
+    before migration 0004) is still found through its manifest."""
+    m1 = build(store, tmp_path, K1, {"shared": b"s" * 50, "own": b"1"})
+    m2 = build(store, tmp_path, K2, {"shared": b"s" * 50, "own": b"2"}, target="gpu")
+    k3 = "c3" + "0" * 62
+    m3 = build(store, tmp_path, k3, {"other": b"3"}, target="npu")
+    with store._write() as conn:  # K2 as an artifact from before migration 0004
+        conn.execute(index.artifact_blobs.delete().where(index.artifact_blobs.c.key == K2))
+    read: list[str] = []
+    get_manifest = store.get_manifest
+
+    def counting(digest: str):  # noqa: ANN202
+        read.append(digest)
+        return get_manifest(digest)
+
+    monkeypatch.setattr(store, "get_manifest", counting)
+    _flip(store.blob_path(m1.files["shared"].digest))
+    assert [p.path for p in store.check(K1)] == ["shared"]
+    assert m3.digest not in read and m2.digest in read
+    assert store.get(K2).corrupt and not store.get(k3).corrupt  # type: ignore[union-attr]
+
+
 def test_a_rebuild_commit_clears_the_mark(store: Store, tmp_path: Path, build) -> None:
     m = build(store, tmp_path, K1, {"a": b"1" * 10})
     _flip(store.blob_path(m.files["a"].digest))
