@@ -90,3 +90,15 @@ def test_no_retry_failed_reaches_the_ray_tasks(local_ray, cli, project, tmp_path
     skipped.assert_failure(4)
     assert counter.read_text().count("\n") == 1, "the tool must not run again"
     assert "--no-retry-failed" in skipped.err
+
+
+def test_without_ray_installed_the_executor_is_refused_with_the_extra(
+    project, cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
+    r = cli("compile", str(project.spec), "--executor", "ray")
+    r.assert_failure(7)
+    assert "--executor ray needs Ray, which is not installed" in r.err
+    assert "rmbuild[ray]" in r.err
