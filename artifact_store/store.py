@@ -253,7 +253,7 @@ class Store(Catalog, Queries, Integrity, Failures):
         return self._blobs.verify(digest)
 
     def iter_blobs(self) -> Iterator[tuple[str, Path]]:
-        """Every blob in ``objects/`` as ``(digest, path)`` (for gc)."""
+        """Every blob in ``objects/`` as ``(digest, path)`` (gc walks the layout itself)."""
         return self._blobs.iter_all()
 
     def _copy_in(self, paths: list[Path]) -> list[tuple[str, int]]:
