@@ -161,6 +161,20 @@ def test_push_without_a_remote_is_a_usage_error(project: Project, cli) -> None: 
     assert "no remote given" in r.err and "RMBUILD_REMOTE" in r.err
 
 
+def test_a_remote_without_fsspec_installed_names_the_extra_and_no_secret(
+    cli,  # noqa: ANN001
+    store_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "fsspec", None)  # `import fsspec` raises ImportError
+    r = cli("ls", "--remote", "s3://key:hunter2@bucket/rmbuild")
+    r.assert_failure(10)
+    assert "fsspec is not installed" in r.err and "rmbuild[remote]" in r.err
+    assert "hunter2" not in r.err
+
+
 def test_pull_of_what_the_remote_lacks_is_not_found(cli, s3_remote: str, store_dir: Path) -> None:  # noqa: ANN001
     r = cli("pull", "tiny:nothing", "--remote", s3_remote)
     r.assert_failure(EXIT_NOT_FOUND)
