@@ -56,15 +56,17 @@ def cache_facts(stage: PlannedStage) -> dict[str, Any]:
     return dict(facts(stage.profile, dict(stage.flags), stage.toolchain) or {}) if facts else {}
 
 
-def cache_key(stage: PlannedStage) -> str:
-    """The cache's key: the compiler's identity (plus the backend's cache facts), nothing of
-    the model or the flags."""
+def cache_key(stage: PlannedStage, facts: dict[str, Any] | None = None) -> str:
+    """The cache's key: the compiler's identity (plus the backend's cache facts, asked of it
+    unless given), nothing of the model or the flags."""
     identity: dict[str, Any] = {
         "kind": KIND,
         "backend": stage.profile.backend,
         "toolchain": stage.toolchain.identity(),
     }
-    if facts := cache_facts(stage):
+    if facts is None:
+        facts = cache_facts(stage)
+    if facts:
         identity["facts"] = facts
     return hashlib.sha256(canonical_json(identity)).hexdigest()
 
@@ -100,8 +102,8 @@ def update(store: Store, stage: PlannedStage, workdir: Path, model: str) -> dict
     folder = workdir / DIRNAME
     if not enabled(stage) or not folder.is_dir() or not any(folder.iterdir()):
         return {}
-    key = cache_key(stage)
-    facts = cache_facts(stage)
+    facts = cache_facts(stage)  # asked once: a backend may query the device for them
+    key = cache_key(stage, facts)
     with store.writing():
         manifest = store.put_tree(folder)
         previous = store.get(key)
