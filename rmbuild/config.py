@@ -5,10 +5,11 @@ Settings a team sets once (issue 9) live in TOML files: the user's
 ``~/.config/rmbuild/config.toml`` (``$RMBUILD_CONFIG_DIR/config.toml``) and a project's
 ``rmbuild.toml``, the nearest one at or above the model.yaml's folder (or the working
 directory), searched up to the repository's root. Keys: ``remote`` (an fsspec URL),
-``index_url`` (an SQLAlchemy URL) and a ``[remote_options]`` table handed to the remote's
-filesystem (e.g. ``endpoint_url``; never credentials: those stay where the provider's SDK
-looks for them). Precedence, first wins: the command-line flag, the environment variable
-(``RMBUILD_REMOTE``, ``RMBUILD_INDEX_URL``), the project file, the user file.
+``index_url`` (an SQLAlchemy URL), ``cache_policy`` (``readwrite`` or ``readonly``) and a
+``[remote_options]`` table handed to the remote's filesystem (e.g. ``endpoint_url``; never
+credentials: those stay where the provider's SDK looks for them). Precedence, first wins: the
+command-line flag, the environment variable (``RMBUILD_REMOTE``, ``RMBUILD_INDEX_URL``,
+``RMBUILD_CACHE_POLICY``), the project file, the user file.
 """
 
 from __future__ import annotations
