@@ -135,7 +135,6 @@ def _deps(spec: Any, chain: list[Any]) -> tuple[list[str], list[str]]:
     root = Path(spec.source_path)
     paths += source.values()
     paths += {p.parent for p in source.values()} | {root}
-    folder = spec.root
     for folder in [spec.root, *spec.root.parents]:  # where project_dir looks
         paths.append(folder)
         if (folder / ".git").exists() or (folder / "pyproject.toml").exists():
