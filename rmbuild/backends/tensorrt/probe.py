@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata as md
 import importlib.util
 from typing import TYPE_CHECKING, Any
@@ -70,10 +71,19 @@ def buffer_library() -> str | None:
 
 
 def gpus() -> list[dict[str, Any]]:
-    """NVIDIA GPUs here (NVML or nvidia-smi), each with ``compute_capability`` and ``driver``."""
+    """NVIDIA GPUs here (NVML or nvidia-smi), each with ``compute_capability`` and ``driver``.
+
+    Asked once per process: a plan stage reads them for its key, its timing-cache key and its
+    facts, and each ask may start nvidia-smi.
+    """
+    return [dict(g) for g in _nvidia()]
+
+
+@functools.cache
+def _nvidia() -> tuple[dict[str, Any], ...]:
     from rmbuild.resources import nvidia
 
-    return nvidia()
+    return tuple(nvidia())
 
 
 def gpu(index: int = 0) -> dict[str, Any] | None:

@@ -210,3 +210,27 @@ def test_backends_says_why_tensorrt_is_unavailable_here(cli) -> None:  # noqa: A
     row = rows["tensorrt"]
     assert row["available"] is False or row.get("ok") is False or "reason" in json.dumps(row)
     assert "trtexec is not in the wheels" in json.dumps(row)
+
+
+def test_gpus_are_asked_once_per_process(monkeypatch):
+    """A plan stage reads the GPUs for its key, timing-cache key and facts: one NVML or
+    nvidia-smi ask serves them all, and a caller's edits do not leak into the next answer."""
+    import rmbuild.resources
+    from rmbuild.backends.tensorrt import probe as trt_probe
+
+    calls = []
+
+    def fake_nvidia():
+        calls.append(1)
+        return [{"name": "NVIDIA L4", "compute_capability": "8.9", "driver": "580.1"}]
+
+    monkeypatch.setattr(rmbuild.resources, "nvidia", fake_nvidia)
+    trt_probe._nvidia.cache_clear()
+    try:
+        first = trt_probe.gpus()
+        first[0]["compute_capability"] = "0.0"
+        assert trt_probe.gpu(0)["compute_capability"] == "8.9"
+        assert trt_probe.devices()[0].attributes["compute_capability"] == "8.9"
+        assert len(calls) == 1
+    finally:
+        trt_probe._nvidia.cache_clear()
