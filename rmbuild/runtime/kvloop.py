@@ -1,4 +1,4 @@
-"""The KV-cache decode step every runtime shares (ONNX Runtime, OpenVINO, IREE).
+"""The KV-cache decode step every runtime shares (ONNX Runtime, OpenVINO, IREE, TensorRT).
 
 A runtime supplies one inference (:meth:`KVLoop._run`: feeds in, last logits and the present
 tensors out); the loop builds the feeds from the graph's :class:`KVLayout`, keeps the cache
