@@ -75,6 +75,15 @@ def test_unknown_head_count_is_refused() -> None:
         kvlayout.from_ports(_ports(None), OUTPUTS, config={})
 
 
+def test_an_input_rmbuild_cannot_feed_is_refused_by_name() -> None:
+    ports = [*_ports(2), (("token_type_ids",), [None, None], "int64")]
+    with pytest.raises(
+        IncompatibleArtifact, match=r"inputs rmbuild cannot feed: \['token_type_ids'\] \(graph\)"
+    ) as err:
+        kvlayout.from_ports(ports, OUTPUTS)
+    assert err.value.exit_code == EXIT_INCOMPATIBLE
+
+
 def test_sidecar_round_trip(tmp_path: Path) -> None:
     layout = kvlayout.from_ports(_ports(2), OUTPUTS)
     path = kvlayout.write_sidecar(tmp_path, layout)
