@@ -55,3 +55,15 @@ def test_no_layout_and_no_readable_graph_says_how_to_give_shapes(tmp_path: Path)
     with pytest.raises(SpecError) as caught:
         shapes.layout_of(tmp_path)
     assert "min_shapes, opt_shapes and max_shapes" in (caught.value.hint or "")
+
+
+def test_part_of_a_shape_profile_is_refused_naming_what_was_given(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from rmbuild.backends.tensorrt.plugin import TensorRTBackend
+
+    flags = {"trt_major": 10, "min_shapes": "input_ids:1x1", "opt_shapes": "", "max_shapes": ""}
+    profile = SimpleNamespace(stage="compile", name="trtexec-fp16.yaml", flags=flags)
+    with pytest.raises(SpecError, match=r"or none \(got only min_shapes\)") as err:
+        TensorRTBackend().stage_flags(profile, flags, tmp_path)  # type: ignore[arg-type]
+    assert err.value.field == "flags.min_shapes"
