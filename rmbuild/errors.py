@@ -119,6 +119,7 @@ class ToolError(RmbuildError):
         log_path: Path | None = None,
         tail: list[str] | None = None,
         hint: str | None = None,
+        returncode: int | None = None,
     ) -> None:
         context = []
         if tail:
@@ -130,6 +131,15 @@ class ToolError(RmbuildError):
         self.tool = tool
         self.log_path = log_path
         self.tail = list(tail or [])
+        # The tool's own exit status, where it exited with one (failure records keep it).
+        self.returncode = returncode
+
+
+class ToolStopped(ToolError):
+    """rmbuild stopped the tool (SIGTERM, Ctrl-C reached its supervisor): a cancelled build,
+    not a failure of the key, so it is never recorded as one."""
+
+    code = "tool-stopped"
 
 
 class ToolNotFound(ToolError):

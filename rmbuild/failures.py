@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rmbuild.errors import ToolError
+from rmbuild.errors import ToolError, ToolStopped
 
 if TYPE_CHECKING:
     from artifact_store import Store
@@ -39,9 +38,8 @@ def record(
     log_path: Path,
 ) -> None:
     """Record a tool failure of ``key_hex`` in the index: never a hit, retried next time."""
-    if "was stopped" in exc.message:
+    if isinstance(exc, ToolStopped):
         return  # a cancelled build (SIGTERM, Ctrl-C) is no failure of the key
-    code = re.search(r"exit code (-?\d+)", exc.message)
     try:
         store.record_failure(
             key_hex,
@@ -51,7 +49,7 @@ def record(
             profile=stage.profile.name,
             toolchain=failure_identity(key),
             message=exc.message,
-            exit_code=int(code.group(1)) if code else None,
+            exit_code=exc.returncode,
             log_path=log_path if log_path.exists() else None,
         )
     except Exception:  # noqa: BLE001 - bookkeeping must never hide the tool's own error

@@ -32,6 +32,7 @@ from rmbuild.errors import (
     StoreUnavailable,
     ToolError,
     ToolNotFound,
+    ToolStopped,
     ToolTimeout,
     is_disk_full,
 )
@@ -286,7 +287,7 @@ def run_supervised(
             hint="raise the profile's timeout if the model is large",
         )
     if end.get("reason") != "exit":
-        raise ToolError(
+        raise ToolStopped(
             f"{tool} was stopped: its supervisor received {_signame(end.get('stop_signal'))}",
             tool=tool,
             log_path=log_path,
@@ -308,6 +309,7 @@ def run_supervised(
             tool=tool,
             log_path=log_path,
             tail=tail,
+            returncode=returncode,
         )
     return Finished(returncode, duration, tail)
 
