@@ -56,8 +56,20 @@ def open_remote(
         ) from None
     from artifact_store.remote import Remote
 
-    jobs = int(os.environ.get("RMBUILD_REMOTE_JOBS") or 8)
-    return Remote(chosen, storage_options=config.remote_options(start), jobs=jobs)
+    return Remote(chosen, storage_options=config.remote_options(start), jobs=_jobs())
+
+
+def _jobs() -> int:
+    """``$RMBUILD_REMOTE_JOBS`` parallel transfers (default 8); a bad value is a usage error."""
+    raw = os.environ.get("RMBUILD_REMOTE_JOBS") or "8"
+    if not raw.isdigit() or int(raw) < 1:
+        from rmbuild.errors import InvalidName
+
+        raise InvalidName(
+            f"RMBUILD_REMOTE_JOBS={raw!r} is not a positive whole number",
+            hint="set it to the number of parallel transfers, e.g. 8, or unset it",
+        )
+    return int(raw)
 
 
 def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

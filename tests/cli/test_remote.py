@@ -200,3 +200,15 @@ def test_the_ci_recipe_uses_commands_that_exist(tmp_path: Path) -> None:
     (tmp_path / ".git").mkdir()
     shutil.copy(ci / "rmbuild.toml", tmp_path / "rmbuild.toml")
     assert config.remote_url(None, tmp_path) == "s3://team-cache/rmbuild"
+
+
+def test_a_bad_remote_jobs_value_is_a_usage_error(
+    cli,  # noqa: ANN001
+    s3_remote: str,
+    store_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RMBUILD_REMOTE_JOBS", "eight")
+    r = cli("ls", "--remote", s3_remote)
+    r.assert_failure(2)
+    assert "RMBUILD_REMOTE_JOBS='eight' is not a positive whole number" in r.err
