@@ -140,21 +140,3 @@ def eos_ids(artifact_dir: Path) -> set[int]:
         elif isinstance(value, list):
             ids.update(v for v in value if isinstance(v, int))
     return ids
-
-
-def kv_cache_shape(
-    config: dict[str, Any], heads: int | None = None, head_dim: int | None = None
-) -> tuple[int, int, int, int]:
-    """The empty KV cache's shape, [1, kv_heads, 0, head_dim], of an exported causal LM.
-
-    Prefer :mod:`rmbuild.runtime.kvlayout`, which reads the layout from the graph (the runtimes
-    do). ``heads``/``head_dim`` come from the graph where its dims are static; the rest from the
-    HF config, read as the layout reader does (Falcon's ``num_kv_heads`` and ``multi_query``).
-    """
-    from rmbuild.runtime.kvlayout import config_head_dim, config_kv_heads
-
-    heads = heads or config_kv_heads(config)
-    head_dim = head_dim or config_head_dim(config)
-    if not heads or not head_dim:
-        raise ValueError("cannot tell the KV cache shape: config.json lacks the head counts")
-    return (1, int(heads), 0, int(head_dim))
