@@ -32,24 +32,24 @@ BASE_VARS = frozenset({"HOME", "LANG", "TZ"})
 BASE_PREFIXES = ("LC_",)
 
 
-def passthrough_names(profile: BuildProfile, toolchain: Toolchain) -> list[str]:
+def passthrough_names(profile: BuildProfile | None, toolchain: Toolchain) -> list[str]:
     """Every caller variable the tool may see, keyed or runtime-only."""
-    names = [
-        *toolchain.key_env,
-        *toolchain.runtime_env,
-        *profile.key_env,
-        *profile.runtime_env,
-    ]
+    names = [*toolchain.key_env, *toolchain.runtime_env]
+    if profile is not None:
+        names += [*profile.key_env, *profile.runtime_env]
     return list(dict.fromkeys(names))
 
 
 def tool_env(
-    profile: BuildProfile,
+    profile: BuildProfile | None,
     toolchain: Toolchain,
     tmpdir: Path | None,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The environment for ``profile``'s tool (``environ`` defaults to ``os.environ``)."""
+    """The environment for ``profile``'s tool (``environ`` defaults to ``os.environ``).
+
+    ``profile=None``: a process of the toolchain that no profile runs (a device query in a
+    vendor SDK's environment), scrubbed the same way."""
     caller = os.environ if environ is None else environ
     env = {
         name: value
@@ -65,7 +65,8 @@ def tool_env(
         if name in caller:
             env[name] = caller[name]
     env.update(toolchain.env)
-    env.update(profile.env)
+    if profile is not None:
+        env.update(profile.env)
     return env
 
 

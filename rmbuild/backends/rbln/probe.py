@@ -13,7 +13,6 @@ import json
 import re
 import subprocess
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from rmbuild.backends.base import Resource
@@ -49,8 +48,7 @@ def tool_env(tc: Toolchain) -> dict[str, str]:
     same builder as a compile's, with no profile of its own."""
     from rmbuild.toolenv import tool_env as build_env
 
-    none = SimpleNamespace(key_env=[], runtime_env=[], env={})
-    return build_env(none, tc, None)  # type: ignore[arg-type]
+    return build_env(None, tc, None)
 
 
 def sdk_devices(tc: Toolchain) -> dict[str, Any]:
