@@ -179,10 +179,12 @@ def installed_version(toolchain: Toolchain, package: str) -> str | None:
 
 
 def missing_system_tools(toolchain: Toolchain) -> list[SystemTool]:
-    """The system tools whose check command fails (run on the PATH tools get)."""
-    from rmbuild.toolenv import SYSTEM_PATH
+    """The system tools whose check command fails, run in the environment the toolchain's
+    tools get (its PATH, scrubbed of the caller's secrets)."""
+    from rmbuild.toolenv import tool_env
 
-    search = os.pathsep.join([str(toolchain.bin_dir), *SYSTEM_PATH])
+    env = tool_env(None, toolchain, None)
+    search = env["PATH"]
     missing = []
     for tool in toolchain.system_tools:
         exe = shutil.which(tool.check[0], path=search)
@@ -192,6 +194,7 @@ def missing_system_tools(toolchain: Toolchain) -> list[SystemTool]:
         try:
             subprocess.run(  # noqa: S603 - argv from the toolchain file, no shell
                 [exe, *tool.check[1:]],
+                env=env,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 timeout=30,

@@ -170,3 +170,16 @@ def test_marker_records_installed_versions(tiny: Path, data_dir: Path) -> None:
     marker = json.loads((data_dir / "toolchains" / "tiny" / provision.MARKER).read_text())
     assert marker["lock_sha256"] == provision.lock_digest(tc)
     assert marker["size"] > 0
+
+
+def test_a_system_tool_check_runs_scrubbed_of_the_callers_secrets(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The check runs in the environment the toolchain's tools get (issue 6 #2), not the caller's.
+    from rmbuild.provision import missing_system_tools
+    from rmbuild.toolchains import SystemTool, Toolchain
+
+    tool = SystemTool(name="no-secrets", check=["sh", "-c", 'test -z "$AWS_SECRET_ACCESS_KEY"'])
+    toolchain = Toolchain(name="vendor", python=None, system_tools=[tool])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
+    assert missing_system_tools(toolchain) == []
