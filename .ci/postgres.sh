@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL for the store's tests (issue 9): the index suite runs on SQLite and on
+# A throwaway PostgreSQL for the store's tests: the index suite runs on SQLite and on
 # this server. Idempotent: installs Debian's `postgresql` if missing, creates a cluster in
 # $RMBUILD_PG_DIR once, starts it if it is not running, and creates the test database.
 #
