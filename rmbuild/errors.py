@@ -343,6 +343,47 @@ class ArtifactInputMismatch(IncompatibleArtifact):
         self.given = given
 
 
+class ContextTooLong(IncompatibleArtifact):
+    """A prompt plus the tokens asked for exceed a session's context limit (its
+    ``max_model_len``: the model's declared maximum or the artifact's compiled one, whichever
+    is smaller). Refused before the backend runs, exit 6, naming the limit, the lengths and how
+    many new tokens still fit; past the limit a learned position table gives wrong text and a
+    long prompt only costs memory."""
+
+    code = "context-too-long"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int,
+        prompt_tokens: int,
+        max_tokens: int,
+        context: list[str] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, context=context, hint=hint)
+        self.limit = limit
+        self.prompt_tokens = prompt_tokens
+        self.max_tokens = max_tokens
+
+
+class InvalidPrompt(RmbuildError):
+    """A prompt a session cannot start from (it encodes to no tokens and the model has no BOS
+    token to begin with): a usage error, exit 2, before the backend sees a zero-length input."""
+
+    code = "invalid-prompt"
+    exit_code = EXIT_USAGE
+
+
+class SessionClosed(RmbuildError):
+    """A session was used after ``close()`` (or after its ``with`` block): the caller's
+    mistake, exit 2, the same on every backend."""
+
+    code = "session-closed"
+    exit_code = EXIT_USAGE
+
+
 class RemoteError(RmbuildError):
     """The remote cache failed (issue 9): unreachable, credentials refused, a missing bucket,
     or content that does not match its digest (``remote-corrupt``). Exit 10. The message names
