@@ -44,6 +44,7 @@ from artifact_store.errors import (
     ArtifactCorrupt,
     ArtifactNotFound,
     CorruptManifest,
+    InvalidAlias,
     RemoteAuthError,
     RemoteCorrupt,
     RemoteError,
@@ -198,10 +199,7 @@ class Remote:
             fs.pipe_file(path, data)
             return
         tmp = self._path("tmp", uuid.uuid4().hex)
-        fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
-        fs.pipe_file(tmp, data)
-        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-        fs.mv(tmp, path)
+        transfer.put_via_temp(fs, tmp, path, lambda t: fs.pipe_file(t, data))
 
     def _put_options(self, size: int) -> dict[str, Any]:
         # s3fs sends a big file as a multipart upload of 50 MiB parts by default; parts of
@@ -224,7 +222,14 @@ class Remote:
         protocol = self.fs.protocol
         return {protocol} if isinstance(protocol, str) else set(protocol)
 
-    def _put_file(self, local: str, path: str, counter: transfer.Counter, size: int) -> None:
+    def _put_file(
+        self,
+        local: str,
+        path: str,
+        counter: transfer.Counter,
+        size: int,
+        journal: transfer.UploadJournal | None = None,
+    ) -> None:
         fs = self.fs
         cb = transfer.fsspec_callback(counter)
 
@@ -234,17 +239,55 @@ class Remote:
 
         if size > 2 * self.part_size and (client := self._s3_client()) is not None:
             transfer.s3_upload(
-                client, local, path, part_size=self.part_size, jobs=self.jobs, advance=cb_advance
+                client,
+                local,
+                path,
+                part_size=self.part_size,
+                jobs=self.jobs,
+                advance=cb_advance,
+                journal=journal,
+                abort=self.abort_upload,
             )
         elif self.atomic:
             fs.put_file(local, path, callback=cb, **self._put_options(size))
         else:
             tmp = self._path("tmp", uuid.uuid4().hex)
-            fs.makedirs(tmp.rsplit("/", 1)[0], exist_ok=True)
-            fs.put_file(local, tmp, callback=cb)
-            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            fs.mv(tmp, path)
+            transfer.put_via_temp(fs, tmp, path, lambda t: fs.put_file(local, t, callback=cb))
         counter.advance(size - cb.reported)  # filesystems that report nothing
+
+    def abort_upload(self, bucket: str, key: str, upload_id: str) -> bool:
+        """Abort an S3 multipart upload; True once S3 no longer holds it (aborted now, or
+        completed or aborted before), False if the remote could not be reached."""
+        try:
+            self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+        except FileNotFoundError:
+            return True  # NoSuchUpload: nothing left to abort
+        except Exception:  # noqa: BLE001 - unreachable now: the caller keeps it for later
+            return False
+        return True
+
+    def _clean_up(self, store: Store) -> transfer.UploadJournal | None:
+        """Before a push: collect what earlier pushes left behind, best effort.
+
+        Temp objects older than the grace period (a push killed mid-write on ``file://``);
+        S3 multipart uploads this store started and nobody is sending any more (a push cut
+        mid-way whose abort could not reach the server). Returns the journal the push's own
+        S3 uploads are written down in (None where the remote is not S3).
+        """
+        from artifact_store import remote_gc
+
+        journal = None
+        if self._s3_client() is not None:
+            journal = transfer.UploadJournal(store.root / "tmp" / "s3-uploads", self.display)
+            for bucket, key, upload_id in journal.cut():
+                if self.abort_upload(bucket, key, upload_id):
+                    journal.forget(upload_id)
+        elif not self.atomic:
+            # Housekeeping must not fail a push: a remote that cannot be listed fails the
+            # upload itself, with the error that matters.
+            with contextlib.suppress(Exception):
+                remote_gc.collect_remote_tmp(self)
+        return journal
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -309,7 +352,8 @@ class Remote:
                 except FileNotFoundError:
                     key = None
             if key and (entry := self.get(key)) is not None:
-                return entry
+                # The alias file is the truth; the entry names the aliases it had when written.
+                return with_aliases(entry, tuple(sorted({*entry.aliases, ref})))
         entries = self.list()
         if ":" in ref:
             model, target = ref.split(":", 1)
@@ -345,9 +389,16 @@ class Remote:
         report = TransferReport()
         records = self._closure(store, keys, parents)
         todo: list[tuple[ArtifactRecord, Manifest]] = []
+        # Entries already there that do not name all of the local aliases: an alias given
+        # after the artifact was pushed (`compile --tag` with a remote pushes, then tags).
+        retag: list[RemoteEntry] = []
         for record in records:
-            if self.get(record.key) is not None:
+            there = self.get(record.key)
+            if there is not None:
                 report.present.append(record.key)
+                if not set(record.aliases) <= set(there.aliases):
+                    named = tuple(sorted({*there.aliases, *record.aliases}))
+                    retag.append(with_aliases(there, named))
                 continue
             problems = store.check(record)
             if problems:
@@ -360,6 +411,7 @@ class Remote:
                 blobs[entry.digest] = entry.size
             for digest in RemoteEntry.of(record).blobs:
                 blobs[digest] = store.blob_path(digest).stat().st_size
+        journal = self._clean_up(store)
         with store.writing():  # gc must not sweep a blob while it is being read for upload
             missing = self._missing(blobs)
             counter = transfer.Counter(sum(blobs[d] for d in missing), on_progress)
@@ -367,7 +419,7 @@ class Remote:
             with self._errors("uploading"):
                 self._map(
                     lambda d: self._put_file(
-                        str(store.blob_path(d)), self.object_path(d), counter, blobs[d]
+                        str(store.blob_path(d)), self.object_path(d), counter, blobs[d], journal
                     ),
                     missing,
                 )
@@ -378,6 +430,8 @@ class Remote:
                     ),
                     todo,
                 )
+                for entry in retag:
+                    self._put_bytes(self.entry_path(entry.key), entry.to_json())
                 # Every alias, also of keys already there: `tag` then `push` moves an alias.
                 for record in records:
                     for alias in record.aliases:
@@ -427,9 +481,13 @@ class Remote:
 
     def tag(self, alias: str, key: str) -> None:
         """Point remote alias ``alias`` at ``key`` (which the remote must hold)."""
-        if self.get(key) is None:
+        entry = self.get(key)
+        if entry is None:
             raise ArtifactNotFound(key, f"not on the remote {self.display}")
         with self._errors(f"writing alias {alias}"):
+            if alias not in entry.aliases:
+                named = with_aliases(entry, tuple(sorted({*entry.aliases, alias})))
+                self._put_bytes(self.entry_path(key), named.to_json())
             self._put_bytes(self._path("aliases", alias), key.encode())
 
     # ---- pull ----------------------------------------------------------------------------------
@@ -443,6 +501,10 @@ class Remote:
         Every blob is verified against its digest before it enters the store; if any fails,
         RemoteCorrupt is raised and nothing of the artifact is installed or committed. An
         artifact the store already holds intact is not downloaded again.
+
+        The remote's aliases of the artifact come along: each one the local index does not
+        have yet is set here (a local alias of the same name that points at another artifact
+        is left as it is; pulling by that alias moves it, see ``rmbuild pull``).
         """
         if isinstance(entry, str):
             entry = self.resolve(entry)
@@ -504,6 +566,16 @@ class Remote:
         for model, target in entry.uses:
             if (model, target) not in record.uses:
                 store.add_use(entry.key, model, target)
+        with self._errors("reading aliases"):
+            named = {a for a, k in self._aliases().items() if k == entry.key}
+        for alias in sorted(named - set(record.aliases)):
+            try:
+                held = store.resolve(alias)
+            except (ArtifactNotFound, AmbiguousRef):
+                held = None
+            if held is None or alias not in held.aliases:
+                with contextlib.suppress(InvalidAlias):  # a name this store cannot hold
+                    store.tag(alias, entry.key)
         return store.get(entry.key) or record
 
     def _pull_manifest(self, entry: RemoteEntry) -> Manifest:

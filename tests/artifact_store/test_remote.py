@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -305,3 +306,151 @@ def test_urls_and_messages_lose_their_secrets(monkeypatch: pytest.MonkeyPatch) -
 def test_a_missing_filesystem_package_is_a_remote_error() -> None:
     with pytest.raises(RemoteError, match="no filesystem for this URL|unknown protocol"):
         Remote("nosuchproto://bucket/x").get(KEY)
+
+
+# ---- what a failed push leaves behind ------------------------------------------------------
+
+
+def test_a_failed_file_push_leaves_no_temp_file_and_retries_do_not_pile_up(
+    stores, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    import errno
+
+    pytest.importorskip("fsspec", reason="fsspec not installed (extra: remote)")
+    a, b = stores
+    record = _artifact(a, tmp_path)
+    remote = Remote(f"file://{tmp_path / 'shared'}")
+    fs = remote.fs
+
+    def full_disk(local: str, rpath: str, **_: object) -> None:
+        Path(rpath).write_bytes(b"the first bytes of a blob")  # then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device", rpath)
+
+    with monkeypatch.context() as m:
+        m.setattr(fs, "put_file", full_disk)
+        for _ in range(3):  # each retry used to add one more partial file
+            with pytest.raises(RemoteError, match="No space left on device"):
+                remote.push(a, [record.key])
+            assert list((tmp_path / "shared" / "tmp").iterdir()) == []
+    assert remote.push(a, [record.key]).keys == [record.key]  # room again: the retry completes
+    assert remote.pull(b, record.key).key == record.key
+
+
+def test_stale_remote_temp_files_go_with_the_next_push_and_gc_remote(
+    stores, tmp_path: Path
+) -> None:  # noqa: ANN001
+    pytest.importorskip("fsspec", reason="fsspec not installed (extra: remote)")
+    from artifact_store.remote_gc import REMOTE_TMP_GRACE, collect_remote
+
+    a, _ = stores
+    record = _artifact(a, tmp_path)
+    tmp = tmp_path / "shared" / "tmp"
+    tmp.mkdir(parents=True)
+    old = time.time() - REMOTE_TMP_GRACE - 60
+
+    def left_by_a_killed_push(name: str) -> Path:
+        path = tmp / name
+        path.write_bytes(b"x" * 1000)
+        os.utime(path, (old, old))
+        return path
+
+    dead = left_by_a_killed_push("dead1")
+    young = tmp / "young"  # another host's push, still writing
+    young.write_bytes(b"y")
+    remote = Remote(f"file://{tmp_path / 'shared'}")
+    remote.push(a, [record.key])
+    assert not dead.exists() and young.exists()
+    dead = left_by_a_killed_push("dead2")
+    dry = collect_remote(remote, dry_run=True)
+    assert (dry.tmp_removed, dry.bytes_freed, dry.kept_young) == (1, 1000, 1) and dead.exists()
+    report = collect_remote(remote)
+    assert (report.tmp_removed, report.bytes_freed, report.uploads_aborted) == (1, 1000, 0)
+    assert not dead.exists() and young.exists()
+    assert "removed 1 temp object(s) (1000 bytes)" in report.summary()
+
+
+def _uploads(s3_remote: str) -> list[str]:
+    bucket = s3_remote.removeprefix("s3://").split("/", 1)[0]
+    return [u["Key"] for u in _s3().list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+
+
+def test_an_s3_push_cut_mid_upload_leaves_no_multipart_upload_after_the_retry(
+    s3_remote: str, stores, tmp_path: Path
+) -> None:  # noqa: ANN001
+    a, b = stores
+    record = _artifact(a, tmp_path, big=3_000_000)
+    host, port = os.environ["AWS_ENDPOINT_URL"].rsplit("/", 1)[-1].split(":")
+    proxy = _Proxy((host, int(port)))
+    proxy.start()
+    options = {
+        "endpoint_url": f"http://127.0.0.1:{proxy.port}",
+        "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
+    }
+    remote = Remote(s3_remote, storage_options=options, part_size=256 * 1024, jobs=1)
+    stopped = threading.Event()
+
+    def cut(done: int, total: int) -> None:
+        if done > 1_000_000 and not stopped.is_set():  # a third into the big blob's parts
+            stopped.set()
+            proxy.stop()
+
+    with pytest.raises(RemoteError):
+        remote.push(a, [record.key], on_progress=cut)
+    assert stopped.is_set()
+    # The server went away, so the abort could not reach it: the upload is orphaned, and the
+    # store wrote it down.
+    assert len(_uploads(s3_remote)) == 1
+    assert len(list((a.root / "tmp" / "s3-uploads").iterdir())) == 1
+    proxy.start()
+    try:
+        report = remote.push(a, [record.key])
+    finally:
+        proxy.stop()
+    assert report.keys == [record.key]
+    assert _uploads(s3_remote) == []  # the retry aborted the cut upload
+    assert list((a.root / "tmp" / "s3-uploads").iterdir()) == []
+    assert Remote(s3_remote).pull(b, record.key).key == record.key
+
+
+def test_gc_remote_aborts_multipart_uploads_past_their_grace(s3_remote: str) -> None:
+    from artifact_store.remote_gc import collect_remote
+
+    bucket, prefix = s3_remote.removeprefix("s3://").split("/", 1)
+    _s3().create_multipart_upload(Bucket=bucket, Key=f"{prefix}/objects/ab/{'c' * 62}")
+    _s3().create_multipart_upload(Bucket=bucket, Key="not-the-remote/x")  # outside its prefix
+    remote = Remote(s3_remote)
+    # moto dates every upload 2010-11-10: a grace longer than that stands for a young upload,
+    # one that a push may still be sending.
+    young = collect_remote(remote, upload_grace=1e10)
+    assert (young.uploads_aborted, young.kept_young) == (0, 1)
+    assert len(_uploads(s3_remote)) == 2
+    report = collect_remote(remote, upload_grace=0)
+    assert report.uploads_aborted == 1 and report.aborted == [f"{prefix}/objects/ab/{'c' * 62}"]
+    assert _uploads(s3_remote) == ["not-the-remote/x"]
+
+
+# ---- aliases travel with artifacts ----------------------------------------------------------
+
+
+def test_an_alias_given_after_the_push_reaches_the_remote_and_every_pull(
+    stores, tmp_path: Path
+) -> None:  # noqa: ANN001
+    import json
+
+    pytest.importorskip("fsspec", reason="fsspec not installed (extra: remote)")
+    a, b = stores
+    record = _artifact(a, tmp_path)
+    remote = Remote(f"file://{tmp_path / 'shared'}")
+    remote.push(a, [record.key])  # as `compile --remote` does, before `--tag` applies
+    a.tag("chat-main", record.key)
+    report = remote.push(a, [record.key])
+    assert report.keys == [] and report.present == [record.key]
+    entry = json.loads((tmp_path / "shared" / "entries" / f"{record.key}.json").read_bytes())
+    assert entry["aliases"] == ["chat-main"]
+    assert remote.resolve("chat-main").aliases == ("chat-main",)
+    # Pulled by id, the alias comes along; pulled by the alias, too.
+    assert "chat-main" in remote.pull(b, record.key).aliases
+    assert b.resolve("chat-main").key == record.key
+    with Store(tmp_path / "c") as c:
+        assert remote.pull(c, "chat-main").key == record.key
+        assert c.resolve("chat-main").key == record.key
