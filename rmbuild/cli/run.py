@@ -19,6 +19,13 @@ import click
 @click.option("--seed", type=int, help="Seed for sampling.")
 @click.option("--device", help="Run on this device instead of the profile's (e.g. CPU, GPU, NPU).")
 @click.option(
+    "--max-model-len",
+    type=click.IntRange(1),
+    help="Context limit, prompt + --max-tokens (default: the model's declared maximum or the "
+    "artifact's compiled one, whichever is smaller). Larger than the declared maximum only for "
+    "rotary/ALiBi models, never past the compiled one.",
+)
+@click.option(
     "--verify",
     is_flag=True,
     help="Re-hash every file of the artifact before loading (the default check compares "
@@ -35,10 +42,15 @@ def command(
     top_p: float,
     seed: int | None,
     device: str | None,
+    max_model_len: int | None,
     verify: bool,
     as_json: bool,
 ) -> None:
-    """Generate text from an artifact, streaming tokens to stdout."""
+    """Generate text from an artifact, streaming tokens to stdout.
+
+    A prompt plus --max-tokens past the context limit is refused before the model runs
+    (exit 6, saying how many tokens still fit).
+    """
     import time
 
     from rmbuild.runtime.loader import load
@@ -50,15 +62,18 @@ def command(
     # Read-only index: run works on a full disk (issue 6 #13); a damaged artifact is refused
     # with exit 6 before any backend reads it (issue 6 #8).
     store = open_store(app.store_path, app.index_url, read_only=True)
-    session = load(ref, store=store, verify=verify, **options)
+    session = load(ref, store=store, verify=verify, max_model_len=max_model_len, **options)
     load_s = time.perf_counter() - t0
     params = SamplingParams(temperature=temperature, top_p=top_p, seed=seed)
     pieces = []
     with session:
+        # The request's checks (context limit, empty prompt) run here, before the prompt is
+        # echoed: a refusal prints no text.
+        stream = session.stream(prompt, max_tokens, params)
         if not as_json:
             sys.stdout.write(prompt)
             sys.stdout.flush()
-        for piece in session.stream(prompt, max_tokens, params):
+        for piece in stream:
             pieces.append(piece)
             if not as_json:
                 sys.stdout.write(piece)
@@ -72,7 +87,9 @@ def command(
                 "artifact": session.info["artifact"],
                 "prompt": prompt,
                 "text": "".join(pieces),
+                "prompt_tokens": stats.prompt_tokens,
                 "new_tokens": stats.new_tokens,
+                "max_model_len": session.max_model_len,
                 "stopped": stats.stopped,
                 "load_s": round(load_s, 4),
                 "prefill_s": round(stats.prefill_s, 4),

@@ -18,6 +18,7 @@ import numpy as np
 
 from rmbuild.errors import ArtifactInputMismatch
 from rmbuild.runtime.kvlayout import KVLayout
+from rmbuild.runtime.limits import Bound
 
 
 class KVLoop:
@@ -63,6 +64,19 @@ class KVLoop:
             feeds["position_ids"] = np.arange(self.length, total, dtype=np.int64).reshape(1, n)
         feeds.update(zip(self.past_names, self.past, strict=True))
         return feeds
+
+    def compiled_limit(self) -> Bound | None:
+        """The longest sequence the graph takes, where its shapes fix one: a static
+        ``attention_mask`` length (a static-shape NPU IR); None where the length is dynamic.
+        Backends that know better (a TensorRT shape profile) override it."""
+        spec = self.layout.spec("attention_mask")
+        if spec is None or len(spec.shape) != 2 or spec.shape[1] is None:
+            return None
+        return Bound(
+            int(spec.shape[1]) - self.pad,
+            f"attention_mask is {spec.describe()} in {self.layout.source}",
+            "convert the graph with a longer (or dynamic) sequence dim",
+        )
 
     def step(self, token_ids: np.ndarray) -> np.ndarray:
         """Feed ``token_ids`` after the cached ones; return the last position's logits."""

@@ -95,17 +95,27 @@ def prepare(
 
 
 def load(
-    ref: str, *, store: Store | None = None, verify: bool = False, **options: Any
+    ref: str,
+    *,
+    store: Store | str | os.PathLike[str] | None = None,
+    verify: bool = False,
+    max_model_len: int | None = None,
+    **options: Any,
 ) -> BackendSession:
     """A ready session for artifact ``ref`` (id, unique prefix or alias).
 
-    Without ``store``, the default store is opened and closed with the session.
+    ``store`` is a Store, or the folder of one (str or Path), opened read-only and closed with
+    the session; without it, the default store. ``max_model_len`` lowers the session's context
+    limit, or raises the model's declared one where its positions allow it (see
+    :mod:`rmbuild.runtime.limits`). ``options`` are the backend's runtime options (``device``,
+    ...), which override the profile's runtime flags.
     """
-    own = store is None
-    store = store or open_store(read_only=True)
+    own = store is None or isinstance(store, str | os.PathLike)
+    store = open_store(store, read_only=True) if own else store  # type: ignore[arg-type]
     # While the session lives, gc neither evicts the artifact nor removes its tree (issue 6
     # #9); the pin is a shared flock, so it dies with the process too.
     pins: list[Pin] = []
+    session: BackendSession | None = None
     try:
         record, tree, plugin = prepare(ref, store=store, verify=verify, options=options, pins=pins)
         try:
@@ -124,7 +134,19 @@ def load(
                 f"{record.metadata.get('spec_file', 'model.yaml')} --target {record.target} "
                 "--rebuild` builds it again",
             ) from exc
+        # What every request is checked against before the backend runs: the context limit
+        # (declared by config.json, compiled into the artifact) and the BOS an empty prompt
+        # starts from.
+        from rmbuild.runtime import limits
+        from rmbuild.runtime.session import bos_id, read_json
+
+        session.context_limit = limits.for_artifact(
+            read_json(tree / "config.json"), record.metadata, session.step_fn, max_model_len
+        )
+        session.bos_token_id = bos_id(tree)
     except BaseException:
+        if session is not None:
+            session.close()
         for pin in pins:
             pin.release()
         if own:
@@ -136,6 +158,7 @@ def load(
             "model": record.model,
             "target": record.target,
             "path": os.fspath(tree),
+            "max_model_len": session.max_model_len,
         }
     )
     session.closers.extend(pin.release for pin in pins)
