@@ -276,7 +276,8 @@ def build(
     a stage whose key already failed with the same toolchain, naming that failure's log; by
     default a recorded failure is simply retried.
 
-    ``remote`` (issue 9): a miss is first looked up there and pulled; what is built is pushed.
+    ``remote`` (issue 9): a miss is first looked up there and pulled; what is built is pushed,
+    and at the end what the remote lacks of the target's artifact (a hit too) is pushed.
 
     ``readonly`` (``--cache-policy readonly``, issue 9): never run a tool; a stage that is not
     stored raises :class:`~rmbuild.plan.ReadOnlyMiss` (exit 5).
@@ -371,6 +372,15 @@ def build(
         inputs = {"model": record.manifest_digest}
         parent = key_hex
     plancache.remember(snapshot, store, results)
+    if remote is not None:
+        # Hits too: what the remote lacks (built before it was configured, or while it was
+        # down) is pushed, so the library, every executor and the CLI's fast path (which ends
+        # with the same call) leave the team's cache alike.
+        from rmbuild import remotes
+
+        last = results[-1]
+        if remotes.share(remote, store, [last.key]):
+            _note(reporter, last.profile, last.key, f"pushed to {remote.display}")
     return BuildResult(spec.spec.name, target, results)
 
 

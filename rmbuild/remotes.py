@@ -3,7 +3,8 @@
 The remote itself is :class:`artifact_store.remote.Remote`; this module picks its URL and
 options from the flag, the environment and the config files (:mod:`rmbuild.config`), turns its
 errors into rmbuild's (exit 10), and holds the hooks :func:`rmbuild.build.build` calls around a
-miss: :func:`fetch` before running a tool, :func:`publish` after committing what it built.
+miss: :func:`fetch` before running a tool, :func:`publish` after committing what it built, and
+:func:`share`, which every compile ends with (push what the remote lacks, hits included).
 """
 
 from __future__ import annotations
@@ -115,3 +116,16 @@ def publish(remote: Remote, store: Store, key: str, note: Callable[[str], None])
     report = call(remote.push, store, [key])
     if report.keys:
         note(f"pushed to {remote.display}")
+
+
+def share(remote: Remote, store: Store, keys: list[str]) -> list[str]:
+    """After a compile, hit or not: push what the remote lacks of artifacts ``keys`` (and their
+    upstream stages); returns the keys pushed.
+
+    A hit is pushed too: a host that built while the remote was unreachable, or before it was
+    configured, fills the team's cache on its next compile. One lookup per key when the remote
+    already holds them. Every target's build (:func:`rmbuild.build.build`, so ``compile_spec``
+    and every executor) and the CLI's plan-cache fast path end with it, so they share alike. A
+    failure raises (exit 10), as :func:`publish` does.
+    """
+    return call(remote.push, store, list(dict.fromkeys(keys))).keys

@@ -291,3 +291,25 @@ def test_tool_output_linking_out_of_its_folder_is_a_tool_error(project: Project,
     r.assert_failure(4)
     assert "left an output the store refuses" in r.err and "leak" in r.err
     assert cli("ls", "--json").json() == []
+
+
+# ---- a hit pushes what the remote lacks, in the library as in the CLI -----------------------
+
+
+def test_library_compile_spec_with_a_remote_pushes_a_hit_the_remote_lacks(
+    project: Project, tmp_path: Path
+) -> None:
+    from artifact_store.remote import Remote
+    from rmbuild.build import compile_spec
+    from rmbuild.store import open_store
+
+    counter = project.root / "runs.txt"
+    project.set_flags(counter=str(counter))
+    remote = Remote(f"file://{tmp_path / 'team'}")
+    with open_store() as store:
+        (built,) = compile_spec(project.spec, ["fake"], store=store)  # no remote yet
+        assert remote.get(built.artifact.key) is None
+        (hit,) = compile_spec(project.spec, ["fake"], store=store, remote=remote)
+    assert hit.hit and _runs(counter) == 1
+    entry = remote.get(built.artifact.key)
+    assert entry is not None and entry.manifest_digest == built.artifact.manifest_digest

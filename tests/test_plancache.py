@@ -177,3 +177,56 @@ def test_unknown_target_or_class_takes_the_full_path(aged) -> None:
 
 def test_host_digest_is_stable() -> None:
     assert plancache.host_digest() == plancache.host_digest()
+
+
+# ---- a fast-path hit pushes what a configured remote lacks -----------------------------------
+
+
+def _remote_keys(remote_dir: Path) -> set[str]:
+    entries = remote_dir / "entries"
+    return {p.stem for p in entries.glob("*.json")} if entries.is_dir() else set()
+
+
+def _full_path_forbidden(monkeypatch) -> None:  # noqa: ANN001
+    import rmbuild.build
+
+    def boom(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the full path ran")
+
+    monkeypatch.setattr(rmbuild.build, "compile_spec", boom)
+
+
+def test_a_fast_hit_pushes_to_the_remote_named_by_rmbuild_remote(
+    aged, cli, monkeypatch, tmp_path: Path
+) -> None:
+    """Built before a remote was configured: the next hit (fast path) fills the remote."""
+    remote_dir = tmp_path / "team-remote"
+    monkeypatch.setenv("RMBUILD_REMOTE", f"file://{remote_dir}")
+    _full_path_forbidden(monkeypatch)
+    result = cli("compile", str(aged.spec), "--json")
+    assert result.code == 0, result.err
+    artifact = result.json()[0]["artifact"]
+    assert _remote_keys(remote_dir) == {artifact}
+    assert "pushed to file://" in result.err
+    again = cli("compile", str(aged.spec))
+    assert again.code == 0, again.err
+    assert "pushed" not in again.err  # the remote holds it now: one lookup, no upload
+    # `--remote none` turns the configured remote off: nothing is looked up or pushed.
+    (remote_dir / "entries" / f"{artifact}.json").unlink()
+    assert cli("compile", str(aged.spec), "--remote", "none").code == 0
+    assert _remote_keys(remote_dir) == set()
+
+
+def test_a_fast_hit_pushes_to_the_remote_of_the_project_config(
+    aged, cli, monkeypatch, tmp_path: Path
+) -> None:
+    remote_dir = tmp_path / "from-config"
+    before = os.stat(aged.root)
+    (aged.root / "rmbuild.toml").write_text(f'remote = "file://{remote_dir}"\n')
+    # The project folder's mtime is one of the plan cache's dependencies; put it back so the
+    # hit is served by the fast path (a new file there changes no key).
+    os.utime(aged.root, ns=(before.st_atime_ns, before.st_mtime_ns))
+    _full_path_forbidden(monkeypatch)
+    result = cli("compile", str(aged.spec), "--json")
+    assert result.code == 0, result.err
+    assert _remote_keys(remote_dir) == {result.json()[0]["artifact"]}

@@ -206,10 +206,17 @@ def command(
     readonly = _cache_policy(cache_policy, spec) == "readonly"
     if readonly and rebuild and not show_plan:
         raise click.UsageError("--rebuild (redo) runs the tools; the cache policy is readonly")
-    if not (show_plan or explain or rebuild or alias or executor != "local" or remote_url):
+    from pathlib import Path
+
+    from rmbuild import remotes
+
+    # The remote first, whichever path serves the compile: flag > RMBUILD_REMOTE > rmbuild.toml
+    # > user config. A fast-path hit pushes what the remote lacks, as the full path does.
+    remote = remotes.open_remote(remote_url, start=Path(spec).absolute().parent)
+    if not (show_plan or explain or rebuild or alias or executor != "local"):
         # A hit without the spec machinery (issue 9): keys from the plan cache, checked
         # against the stat of everything they came from; any change takes the full path.
-        if _fast_hit(app, spec, None if all_targets else list(targets), as_json):
+        if _fast_hit(app, spec, None if all_targets else list(targets), as_json, remote):
             return
     from rmbuild.build import compile_spec
     from rmbuild.spec import load_model_spec
@@ -240,9 +247,6 @@ def command(
 
         validate_alias(alias)  # before the build, not after it
     store = app.store()
-    from rmbuild import remotes  # issue 9: flag > RMBUILD_REMOTE > rmbuild.toml > user config
-
-    remote = remotes.open_remote(remote_url, start=loaded.path.parent)
     if show_plan:
         _print_plan(loaded, names, store, remote, as_json)
         return
@@ -265,8 +269,6 @@ def command(
             ray_address=ray_address,
             remote=remote,
         )
-        if remote is not None:  # hits the remote lacks (a push that failed before) go too
-            remotes.call(remote.push, store, [r.artifact.key for r in results])
     except Exception as exc:
         from rmbuild.plan import ReadOnlyMiss
 
@@ -326,8 +328,12 @@ def _cache_policy(explicit: str | None, spec: str) -> str:
     return value
 
 
-def _fast_hit(app: Any, spec: str, targets: list[str] | None, as_json: bool) -> bool:
-    """Serve an all-hit compile from the plan cache; False: take the full path."""
+def _fast_hit(
+    app: Any, spec: str, targets: list[str] | None, as_json: bool, remote: Any = None
+) -> bool:
+    """Serve an all-hit compile from the plan cache; False: take the full path. With a
+    remote, what it lacks of the hits is pushed (:func:`rmbuild.remotes.share`), as every
+    target's :func:`rmbuild.build.build` does."""
     from rmbuild import plancache
 
     try:
@@ -337,6 +343,13 @@ def _fast_hit(app: Any, spec: str, targets: list[str] | None, as_json: bool) -> 
     results = plancache.fast_compile(spec, store, targets or None)
     if results is None:
         return False
+    if remote is not None:
+        from rmbuild import remotes
+
+        pushed = set(remotes.share(remote, store, [r.stages[-1].key for r in results]))
+        for r in results:
+            if r.stages[-1].key in pushed:
+                click.echo(f"{r.target}: pushed to {remote.display}", err=True)
     if as_json:
         emit_json(
             [
