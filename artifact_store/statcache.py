@@ -89,7 +89,13 @@ def _cached_rows(db: Engine | sqlite3.Connection, paths: list[str]) -> Iterable[
 
 
 def store(engine: Engine, entries: Iterable[tuple[StatKey, str]]) -> None:
-    """Remember digests (best effort: a lost race with another writer is ignored)."""
+    """Remember digests; a row already cached for a path is replaced by the new one.
+
+    One upsert (``INSERT … ON CONFLICT (path) DO UPDATE``) per chunk, rows in path order:
+    concurrent writers of the same paths wait for each other instead of failing on the
+    primary key, so the server logs no duplicate-key error and a pipelined psycopg
+    connection is never left aborted (which psycopg reports on stderr when it is closed).
+    """
     now_ns = time.time_ns()
     rows = {
         k.path: {
@@ -105,21 +111,11 @@ def store(engine: Engine, entries: Iterable[tuple[StatKey, str]]) -> None:
     }
     if not rows:
         return
-    import sqlalchemy as sa
-
     from artifact_store import index
 
-    t = index.file_hashes
-    paths = list(rows)
-    try:
-        with index.write_connection(engine) as conn, conn.begin():
-            # Delete + insert instead of a dialect-specific upsert: portable, and one
-            # transaction per batch.
-            for i in range(0, len(paths), _CHUNK):
-                conn.execute(t.delete().where(t.c.path.in_(paths[i : i + _CHUNK])))
-            conn.execute(t.insert(), list(rows.values()))
-    except sa.exc.IntegrityError:
-        pass  # a concurrent writer cached the same paths; its digests are as good as ours
+    ordered = [rows[p] for p in sorted(rows)]  # one lock order for every writer: no deadlock
+    with index.write_connection(engine) as conn, conn.begin():
+        index.upsert(conn, index.file_hashes, ordered)
 
 
 def prune(engine: Engine, *, dry_run: bool = False) -> int:

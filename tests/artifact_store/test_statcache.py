@@ -131,3 +131,71 @@ def test_hash_file_rejects_directories(store: Store, tmp_path: Path) -> None:
 
     with pytest.raises(StoreError):
         store.hash_file(tmp_path)
+
+
+# ---- concurrent writers on PostgreSQL -----------------------------------------------------------
+
+_WRITER = """
+import sys, time
+from pathlib import Path
+from artifact_store import Store
+root, url, gate, *files = sys.argv[1:]
+with Store(root, url) as s:
+    while not Path(gate).exists():  # every writer starts at once
+        time.sleep(0.01)
+    s.hash_files(files)
+print("ok")
+"""
+
+
+def _server_log() -> Path:
+    base = os.environ.get("RMBUILD_PG_DIR") or os.path.join(
+        os.environ.get("TMPDIR") or "/tmp", "rmbuild-pg"
+    )
+    return Path(base) / "server.log"
+
+
+def test_concurrent_writers_on_postgres_upsert_without_errors(pg, tmp_path: Path, age) -> None:  # noqa: ANN001
+    """Eight processes caching the same paths at once: the cache is one upsert per batch.
+
+    The former delete-then-insert lost the race on the primary key: the server logged
+    ``duplicate key value violates unique constraint "file_hashes_pkey"`` and psycopg printed
+    ``error ignored terminating <psycopg.Pipeline …>: pipeline aborted`` on stderr.
+    """
+    import subprocess
+    import sys
+
+    url = pg.fresh_schema()
+    Store(tmp_path / "s0", url).close()  # the schema exists before the race
+    files = []
+    for i in range(40):
+        f = tmp_path / "inputs" / f"f{i}"
+        f.parent.mkdir(exist_ok=True)
+        f.write_bytes(os.urandom(64))
+        age(f)
+        files.append(str(f))
+    log = _server_log()
+    start = log.stat().st_size if log.is_file() and os.access(log, os.R_OK) else None
+    gate = tmp_path / "go"
+    procs = [
+        subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+            [sys.executable, "-c", _WRITER, str(tmp_path / f"s{n}"), url, str(gate), *files],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in range(8)
+    ]
+    gate.touch()
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 8, results
+    assert [err for _, err in results] == [""] * 8  # no "pipeline aborted", nothing at all
+    with Store(tmp_path / "s0", url) as s:
+        cached = statcache.lookup(s._engine, [statcache.StatKey.of(f, os.stat(f)) for f in files])
+    assert len(cached) == 40
+    if start is None:
+        pytest.skip(f"the server's log {log} is not readable here; stderr was checked")
+    with open(log, encoding="utf-8", errors="replace") as fh:
+        fh.seek(start)
+        ours = [line for line in fh if str(tmp_path) in line and "already exists" in line]
+    assert ours == []
