@@ -14,14 +14,16 @@ import json
 import os
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rmbuild.backends.rbln import probe
-from rmbuild.errors import ToolError
+from rmbuild.errors import ArtifactUnloadable, IncompatibleArtifact, ToolError
+from rmbuild.runtime.limits import Bound
 
 if TYPE_CHECKING:
+    from rmbuild.runtime.sampling import SamplingParams
     from rmbuild.toolchains import Toolchain
 
 
@@ -44,20 +46,38 @@ class RBLNWorker:
             text=True,
         )
         self.device_ids = device_ids
+        self.artifact_dir = artifact_dir
         self._closed = False
         first = self._read()
         if not first.get("ready"):
             self.close(keep_log=True)
             tail = self.log.read_text(errors="replace").strip().splitlines()[-20:]
-            raise ToolError(
+            # The SDK refused to load the artifact on this host: exit 6 like every other
+            # backend's load refusal (ArtifactUnloadable), with the SDK's words and its log.
+            raise ArtifactUnloadable(
                 f"optimum-rbln could not load the artifact on RBLN device(s) {device_ids}: "
                 f"{first.get('error', 'the worker exited')}",
-                tool="optimum-rbln",
-                log_path=self.log,
-                tail=tail,
+                context=[
+                    "last lines of the log of optimum-rbln:",
+                    *(f"  {line}" for line in tail),
+                    f"full log: {self.log}",
+                ],
                 hint="the SDK's message is above, verbatim; `rbln-smi` shows the devices and "
                 "the driver",
             )
+
+    def compiled_limit(self) -> Bound | None:
+        """The compiled ``max_seq_len`` of ``rbln_config.json``: the graphs take no longer."""
+        try:
+            config = json.loads((self.artifact_dir / "rbln_config.json").read_text())
+            longest = int(config["max_seq_len"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return Bound(
+            longest,
+            "max_seq_len in rbln_config.json",
+            "rebuild with a larger max_seq_len flag",
+        )
 
     def _read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -117,24 +137,30 @@ def make_session(
     """Start the worker (the device call), then wrap it in a BackendSession."""
     worker = RBLNWorker(tc, artifact_dir, device_ids)
     # Only now: the session module needs numpy, an extra (issue 6 #20).
-    from rmbuild.runtime.sampling import SamplingParams
     from rmbuild.runtime.session import BackendSession, GenerationStats, eos_ids
     from rmbuild.runtime.tokenizer import Tokenizer
 
     class RBLNSession(BackendSession):
         """Greedy generation by optimum-rbln on the NPU; sampling is not offered."""
 
-        def generate_ids(
-            self, prompt_ids: list[int], max_tokens: int, params: SamplingParams | None = None
+        def admit(
+            self, prompt_ids: Sequence[int], max_tokens: int, params: SamplingParams
+        ) -> list[int]:
+            ids = super().admit(prompt_ids, max_tokens, params)
+            if params.temperature > 0:
+                # What this artifact cannot do here, like any load refusal: exit 6.
+                raise IncompatibleArtifact(
+                    "the rbln backend generates greedily (optimum-rbln's generate): "
+                    f"temperature {params.temperature:g} cannot be honoured",
+                    hint="run with --temperature 0, or serve the folder with vllm-rbln",
+                )
+            return ids
+
+        def _decode(
+            self, prompt_ids: list[int], max_tokens: int, params: SamplingParams
         ) -> Iterator[int]:
             import time
 
-            if params is not None and params.temperature > 0:
-                raise ToolError(
-                    "the rbln backend generates greedily (optimum-rbln's generate)",
-                    tool="optimum-rbln",
-                    hint="run with --temperature 0, or serve the folder with vllm-rbln",
-                )
             stats = self.last_stats = GenerationStats(prompt_tokens=len(prompt_ids))
             t0 = time.perf_counter()
             new = worker.generate(prompt_ids, max_tokens) if max_tokens > 0 else []

@@ -118,7 +118,8 @@ def test_load_path_reaches_the_device_call_without_compiling(
     run = cli("run", "--artifact", built.artifacts["atom"], "-n", "2")
     # The checks pass; optimum-rbln's from_pretrained(export=False, rbln_device=[0]) reads the
     # .rbln files and stops at rebel.Runtime, the device call the stand-in does not imitate.
-    run.assert_failure(EXIT_TOOL)
+    # A load refusal: exit 6, as on every other backend (not 4, "a tool failed").
+    run.assert_failure(EXIT_INCOMPATIBLE)
     assert "optimum-rbln could not load the artifact on RBLN device(s) [0]" in run.err
     assert "Failed to create RBLN runtime" in run.err
     assert "stand-in rebel: the device runtime is not imitated" in run.err
