@@ -2,7 +2,7 @@
 # The demo: set up, compile the example tiny Llama for the CPU, generate text from the artifact.
 #   bash examples/demo.sh
 set -euo pipefail
-RMBUILD_EXTRAS="${RMBUILD_EXTRAS:-onnx}"
+RMBUILD_EXTRAS="${RMBUILD_EXTRAS:-onnx,serve}"
 source "$(dirname "${BASH_SOURCE[0]}")/../.ci/venv.sh"
 
 rmbuild compile examples/tiny-llama/model.yaml --target cpu --tag tiny-llama-cpu

@@ -4,6 +4,11 @@ One module per command, each a thin shell over a library function; commands are 
 when invoked so ``rmbuild --help`` stays fast. This is the one place that turns exceptions into
 messages and exit codes: an :class:`~rmbuild.errors.RmbuildError` is a user-facing message, any
 other exception is an internal bug and shows its traceback only with ``-v`` / ``RMBUILD_DEBUG``.
+A command given ``--json`` that fails also prints the error as one JSON object on stdout
+(:meth:`~rmbuild.errors.RmbuildError.to_dict`), unless it already printed its JSON result.
+
+The global options (``--store``, ``--index-url``, ``-v``) are accepted after the command too
+(``rmbuild ls --store DIR``): :class:`LazyGroup` adds them to every command it loads.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "why": ("rmbuild.cli.why", "Why a target would be built: its key factors vs the stored ones."),
     "check": ("rmbuild.cli.check", "Grade an artifact for this host: optimal/rebuild/unsupported."),
     "run": ("rmbuild.cli.run", "Generate text from an artifact, streaming tokens."),
+    "serve": ("rmbuild.cli.serve", "Serve a model over OpenAI's HTTP API (/v1/completions...)."),
     "ls": ("rmbuild.cli.ls", "List the artifacts in the store."),
     "show": ("rmbuild.cli.show", "Show an artifact's provenance: stages, argv, versions, files."),
     "tag": ("rmbuild.cli.tag", "Give an artifact an alias (or remove one)."),
@@ -49,6 +55,7 @@ class LazyGroup(click.Group):
         if name not in COMMANDS:
             return None
         module = importlib.import_module(COMMANDS[name][0])
+        _add_late_options(module.command)
         return module.command
 
     def resolve_command(
@@ -76,6 +83,8 @@ class AppContext:
         self.store_path = store
         self.index_url = index_url
         self.verbose = verbose
+        # Whether the command was given --json: its failure is then also a JSON object.
+        self.as_json = False
         self._store: Any = None
 
     def store(self) -> Any:
@@ -111,43 +120,146 @@ def cli(ctx: click.Context, store: str | None, index_url: str | None, verbose: b
     refused, corrupt copy), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
     ctx.obj = AppContext(store, index_url, verbose or bool(os.environ.get("RMBUILD_DEBUG")))
+    _record_app(ctx)
+
+
+# The AppContext of the command being run (set by ``cli``), read by ``main`` when it fails.
+_current: AppContext | None = None
+
+
+def _record_app(ctx: click.Context) -> None:
+    global _current
+    _current = ctx.obj
+
+
+def _late_option(decls: tuple[str, ...], attr: str, **kwargs: Any) -> click.Option:
+    """A global option given after the command: sets the AppContext's ``attr``."""
+
+    def apply(ctx: click.Context, _param: click.Parameter, value: Any) -> None:
+        app = ctx.find_object(AppContext)
+        if app is not None and value not in (None, False):
+            setattr(app, attr, value)
+
+    return click.Option(list(decls), expose_value=False, callback=apply, **kwargs)
+
+
+def _late_options() -> list[click.Option]:
+    return [
+        _late_option(
+            ("--store",), "store_path", metavar="DIR", help="Artifact store folder (global option)."
+        ),
+        _late_option(
+            ("--index-url",), "index_url", metavar="URL", help="Index URL (global option)."
+        ),
+        _late_option(
+            ("-v", "--verbose"), "verbose", is_flag=True, help="Tracebacks (global option)."
+        ),
+    ]
+
+
+def _add_late_options(command: click.Command) -> None:
+    """Accept the global options after ``command`` (and its subcommands) too, and note --json.
+
+    Users write ``rmbuild ls --store DIR`` as often as ``rmbuild --store DIR ls``; click only
+    takes a group's options before the subcommand. Done once per command object.
+    """
+    if getattr(command, "_rmbuild_late", False):
+        return
+    command._rmbuild_late = True  # type: ignore[attr-defined]
+    taken = {opt for param in command.params for opt in param.opts}
+    for option in _late_options():
+        if not taken.intersection(option.opts):
+            command.params.append(option)
+    for param in command.params:
+        if param.name == "as_json":
+            param.callback = _noting_json(param.callback)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _add_late_options(sub)
+
+
+def _noting_json(callback: Any) -> Any:
+    def note(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        app = ctx.find_object(AppContext)
+        if app is not None and value:
+            app.as_json = True
+        return callback(ctx, param, value) if callback is not None else value
+
+    return note
 
 
 def _print_error(exc: Any) -> None:
     from rich.console import Console
     from rich.markup import escape
 
+    from rmbuild.toolproc import strip_ansi
+
+    # A vendor tool's colour codes inside a message are noise in a log or a CI page.
+    clean = (lambda s: s) if sys.stderr.isatty() else strip_ansi
     console = Console(stderr=True, highlight=False, soft_wrap=True)
-    console.print(f"[bold red]error[/][dim]{escape(f'[{exc.code}]')}[/]: {escape(exc.message)}")
+    message = clean(exc.message)
+    console.print(f"[bold red]error[/][dim]{escape(f'[{exc.code}]')}[/]: {escape(message)}")
     for line in exc.context:
-        console.print(f"  {escape(line)}")
+        console.print(f"  {escape(clean(line))}")
     if exc.hint:
-        console.print(f"[bold]hint[/]: {escape(exc.hint)}")
+        console.print(f"[bold]hint[/]: {escape(clean(exc.hint))}")
+
+
+def _json_error(error: dict[str, Any]) -> None:
+    """The failure as one JSON object on stdout, for a command given --json (never after the
+    command's own JSON result: verify and check print theirs, then fail)."""
+    from rmbuild.cli import _output
+    from rmbuild.toolproc import strip_ansi
+
+    if _output.json_written():
+        return
+    for name in ("message", "hint"):
+        if isinstance(error.get(name), str):
+            error[name] = strip_ansi(error[name])
+    error["context"] = [strip_ansi(str(line)) for line in error.get("context") or []]
+    try:
+        _output.emit_json(error)
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        pass  # the reader went away (or stdout is closed): the exit code still tells
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``rmbuild`` script; returns (and exits with) the exit code."""
+    global _current
+    from rmbuild.cli import _output
     from rmbuild.cli._signals import Terminated, sigterm_raises
-    from rmbuild.errors import EXIT_INTERNAL, EXIT_TERMINATED, RmbuildError
+    from rmbuild.errors import EXIT_INTERNAL, EXIT_TERMINATED, EXIT_USAGE, RmbuildError
 
-    verbose = bool(os.environ.get("RMBUILD_DEBUG")) or any(
-        a in ("-v", "--verbose") for a in (argv if argv is not None else sys.argv[1:])
-    )
+    args = list(argv if argv is not None else sys.argv[1:])
+    verbose = bool(os.environ.get("RMBUILD_DEBUG")) or any(a in ("-v", "--verbose") for a in args)
+    _current = None
+    _output.reset_json_written()
     code = 0
+    error: dict[str, Any] | None = None  # the failure, for --json
+    refused = False  # click refused the command line, maybe before reading --json
     try:
-        with sigterm_raises():  # issue 6 #11: SIGTERM unwinds like Ctrl-C, then exits 143
-            cli.main(args=argv, prog_name="rmbuild", standalone_mode=False)
+        with sigterm_raises():  # SIGTERM unwinds like Ctrl-C, then exits 143
+            cli.main(args=args, prog_name="rmbuild", standalone_mode=False)
     except Terminated:
         click.echo("terminated", err=True)
         code = EXIT_TERMINATED
+        error = {"error": "terminated", "message": "terminated (SIGTERM)", "exit_code": code}
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except click.Abort:
         click.echo("aborted", err=True)
         code = 130
+        error = {"error": "interrupted", "message": "aborted", "exit_code": code}
     except click.ClickException as exc:
         exc.show()
         code = exc.exit_code
+        refused = True
+        error = {
+            "error": "usage-error" if code == EXIT_USAGE else "error",
+            "message": exc.format_message(),
+            "exit_code": code,
+        }
     except RmbuildError as exc:
         if verbose:
             import traceback
@@ -155,9 +267,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         _print_error(exc)
         code = exc.exit_code
+        error = exc.to_dict()
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         code = 130
+        error = {"error": "interrupted", "message": "interrupted (Ctrl-C)", "exit_code": code}
     except BrokenPipeError:
         code = 0
     except Exception as exc:
@@ -169,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 traceback.print_exc()
             _print_error(translated)
             code = translated.exit_code
+            error = translated.to_dict()
         else:
             import traceback
 
@@ -180,7 +295,25 @@ def main(argv: list[str] | None = None) -> int:
                 err=True,
             )
             code = EXIT_INTERNAL
+            error = {
+                "error": "internal-error",
+                "message": f"{type(exc).__name__}: {exc}",
+                "hint": "this is a bug in rmbuild; run again with -v for the traceback",
+                "exit_code": code,
+            }
+    if error is not None and _wants_json(args, refused):
+        _json_error({"context": [], "hint": None, **error})
     return code
+
+
+def _wants_json(args: list[str], refused: bool) -> bool:
+    """Was the failed command given --json? Its parsed options say so; a command line click
+    refused (perhaps before it read --json, e.g. an unknown option) is judged by its words."""
+    if _current is not None and _current.as_json:
+        return True
+    if not refused:
+        return False
+    return "--json" in (args[: args.index("--")] if "--" in args else args)
 
 
 def _translate(exc: BaseException) -> Any:

@@ -25,8 +25,18 @@ class Tokenizer:
 
         self._tok = _Tokenizer.from_file(str(path))
 
-    def encode(self, text: str) -> list[int]:
-        return list(self._tok.encode(text).ids)
+    def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
+        """Token ids of ``text``; ``add_special_tokens=False`` leaves out what the
+        post-processor adds (BOS), as for text a chat template already begins with it."""
+        return list(self._tok.encode(text, add_special_tokens=add_special_tokens).ids)
+
+    def vocab_size(self) -> int:
+        """How many token ids exist (added tokens included)."""
+        return int(self._tok.get_vocab_size(with_added_tokens=True))
+
+    def id_to_token(self, token_id: int) -> str | None:
+        """The vocabulary entry of ``token_id`` (None outside the vocabulary)."""
+        return self._tok.id_to_token(int(token_id))
 
     def decode(self, ids: list[int]) -> str:
         return self._tok.decode(ids, skip_special_tokens=True)

@@ -1,0 +1,110 @@
+"""``rmbuild serve MODEL``: an OpenAI-compatible endpoint for one logical model."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import click
+
+from rmbuild.errors import BackendUnavailable, UsageError
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("serve")
+@click.argument("ref", metavar="MODEL")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--api-key",
+    envvar="RMBUILD_API_KEY",
+    help="Bearer key every request must carry [env: RMBUILD_API_KEY]; required to bind "
+    "anything but loopback.",
+)
+@click.option(
+    "--served-model-name", help="The model id clients ask for (default: the model's name)."
+)
+@click.option("--device", help="Run on this device instead of the profile's (e.g. CPU).")
+@click.option("--max-model-len", type=click.IntRange(1), help="Context limit (see `run`).")
+@click.option(
+    "--max-running",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Requests decoding together.",
+)
+@click.option(
+    "--max-queue",
+    default=64,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Requests waiting beyond --max-running; more are answered 429 with Retry-After.",
+)
+@click.option(
+    "--shutdown-timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="On SIGTERM or Ctrl-C: seconds to let running requests finish before exiting.",
+)
+@click.option("--verify", is_flag=True, help="Re-hash the artifact's files before loading.")
+@click.pass_obj
+def command(
+    app: Any,
+    ref: str,
+    host: str,
+    port: int,
+    api_key: str | None,
+    served_model_name: str | None,
+    device: str | None,
+    max_model_len: int | None,
+    max_running: int,
+    max_queue: int,
+    shutdown_timeout: float,
+    verify: bool,
+) -> None:
+    """Serve MODEL (a model.yaml, model name, alias or artifact id) over OpenAI's HTTP API.
+
+    \b
+    Of the model's stored artifacts, the first that loads here serves, in device order
+    NPU, GPU, CPU, remote; nothing is compiled. Endpoints: /v1/models, /v1/completions,
+    /v1/chat/completions, /tokenize, /detokenize, /tokenizer_info, /health, /version, /metrics.
+    """
+    if not _loopback(host) and not api_key:
+        raise UsageError(
+            f"--host {host} exposes the server beyond this machine without a key",
+            hint="give --api-key (or RMBUILD_API_KEY), or bind 127.0.0.1",
+        )
+    try:
+        import uvicorn  # noqa: F401
+        from fastapi import FastAPI  # noqa: F401
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"rmbuild serve needs the serve extra ({exc.name} is not installed)",
+            hint="pip install 'rmbuild[serve]'",
+        ) from None
+
+    from rmbuild.serve.server import build, run
+
+    served = build(
+        ref,
+        store_path=app.store_path,
+        index_url=app.index_url,
+        served_name=served_model_name,
+        options={
+            **({"device": device} if device else {}),
+            **({"max_model_len": max_model_len} if max_model_len else {}),
+        },
+        verify=verify,
+        max_running=max_running,
+        max_queue=max_queue,
+    )
+    run(served, host=host, port=port, api_key=api_key, shutdown_timeout=shutdown_timeout)

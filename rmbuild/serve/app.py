@@ -1,0 +1,570 @@
+"""The OpenAI-compatible HTTP application (FastAPI).
+
+Endpoints follow vLLM's server, the field's reference: ``/v1/models``, ``/v1/completions``,
+``/v1/chat/completions``, ``/tokenize``, ``/detokenize``, ``/tokenizer_info``, ``/health``,
+``/version`` and ``/metrics``. Streams are Server-Sent Events ending with ``data: [DONE]``; an
+error after the stream started is a ``data: {"error": ...}`` event. A request whose client
+disconnects is cancelled at the engine's next step.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from rmbuild import __version__
+from rmbuild.runtime.sampling import SamplingParams
+from rmbuild.serve.chat import ChatTemplate
+from rmbuild.serve.engine import (
+    Engine,
+    EngineStopped,
+    Failed,
+    Finished,
+    QueueFull,
+    Token,
+    error_status,
+)
+from rmbuild.serve.engine import Request as GenRequest
+from rmbuild.serve.metrics import Metrics
+from rmbuild.serve.model import LogicalModel
+from rmbuild.serve.protocol import APIError, ChatRequest, CompletionRequest, parse
+
+# A request body past this is refused before it is parsed (a 10 MB prompt is a mistake or an
+# attack, never a prompt this server can take).
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+@dataclass
+class Served:
+    """What the application serves: the logical model, its engine and what loaded it."""
+
+    model: LogicalModel
+    engine: Engine
+    metrics: Metrics
+    info: dict[str, Any] = field(default_factory=dict)
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def session(self) -> Any:
+        return self.engine.session
+
+    @property
+    def max_model_len(self) -> int | None:
+        return getattr(self.session, "max_model_len", None)
+
+
+def create_app(served: Served, *, api_key: str | None = None) -> FastAPI:
+    """The application over ``served``; with ``api_key``, every request must bear it."""
+    app = FastAPI(title="rmbuild", version=__version__, docs_url=None, redoc_url=None)
+    app.state.served = served
+    template = ChatTemplate.from_artifact(served.info.get("path"), served.session.tokenizer)
+
+    @app.middleware("http")
+    async def _guard(request: Request, call_next: Any) -> Response:
+        if api_key is not None:
+            given = request.headers.get("authorization", "")
+            scheme, _, token = given.partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                token.strip().encode(), api_key.encode()
+            ):
+                return _error(
+                    APIError(401, "invalid or missing API key", type_="authentication_error")
+                )
+        length = request.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            return _error(APIError(413, f"request body over {MAX_BODY_BYTES} bytes"))
+        try:
+            return await call_next(request)
+        except APIError as exc:
+            return _error(exc)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> Response:
+        return _error(exc)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> Response:
+        return _error(
+            APIError(500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error")
+        )
+
+    @app.get("/health")
+    async def health() -> Response:
+        if served.engine.healthy:
+            return Response(status_code=200)
+        reason = served.engine.dead or "shutting down"
+        return JSONResponse({"status": "unavailable", "reason": str(reason)}, status_code=503)
+
+    @app.get("/version")
+    async def version() -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "rmbuild": __version__,
+            "model": served.model.name,
+            "artifact": served.info.get("artifact"),
+            "target": served.info.get("target"),
+            "backend": served.info.get("backend"),
+            "device": served.info.get("device"),
+            "sdk": served.info.get("sdk", {}),
+        }
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": served.model.name,
+                    "object": "model",
+                    "created": served.created,
+                    "owned_by": "rmbuild",
+                    "root": served.info.get("artifact"),
+                    "parent": None,
+                    "max_model_len": served.max_model_len,
+                }
+            ],
+        }
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        served.metrics.sample_engine(served.engine)
+        return Response(generate_latest(served.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/tokenizer_info")
+    async def tokenizer_info() -> dict[str, Any]:
+        tok = served.session.tokenizer
+        return {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "eos_token": template.eos_token,
+            "bos_token": template.bos_token,
+            "chat_template": template.source,
+            "model_max_length": served.max_model_len,
+            "vocab_size": tok.vocab_size(),
+        }
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        if "messages" in body:
+            chat = parse(ChatRequest, {**body, "model": body.get("model")})
+            ids = template.encode(chat.messages)
+        elif isinstance(body.get("prompt"), str):
+            add = body.get("add_special_tokens", True)
+            ids = served.session.tokenizer.encode(body["prompt"], add_special_tokens=bool(add))
+        else:
+            raise APIError(400, "prompt: a string is required (or messages)", param="prompt")
+        return {"tokens": ids, "count": len(ids), "max_model_len": served.max_model_len}
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request) -> dict[str, Any]:
+        body = await _json(request)
+        tokens = body.get("tokens")
+        if not isinstance(tokens, list) or not all(
+            isinstance(t, int) and not isinstance(t, bool) for t in tokens
+        ):
+            raise APIError(400, "tokens: a list of token ids is required", param="tokens")
+        _check_ids(served, tokens, "tokens")
+        return {"prompt": served.session.tokenizer.decode(tokens)}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request) -> Response:
+        req = parse(CompletionRequest, await _json(request))
+        _check_model(served, req.model)
+        prompts = req.prompts()
+        if req.stream and len(prompts) > 1:
+            raise APIError(400, "stream takes one prompt", param="prompt")
+        gens = []
+        for prompt in prompts:
+            if isinstance(prompt, str):
+                ids = served.session.tokenizer.encode(prompt)
+            else:
+                _check_ids(served, prompt, "prompt")
+                ids = list(prompt)
+            gens.append(
+                GenRequest(
+                    prompt_ids=ids,
+                    max_tokens=16 if req.max_tokens is None else req.max_tokens,
+                    params=_params(req),
+                    logprobs=req.logprobs,
+                    prompt_logprobs=req.echo and req.logprobs is not None,
+                )
+            )
+        rid = f"cmpl-{uuid.uuid4().hex}"
+        if req.stream:
+            gen = _submit(served, gens[0])
+            first = await _first_event(gen)
+            return _sse(_completion_chunks(served, rid, req, gen, first), request=request, gen=gen)
+        choices = []
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        submitted = [_submit(served, g) for g in gens]
+        for index, gen in enumerate(submitted):
+            tokens, end = await _collect(gen)
+            choices.append(_completion_choice(served, index, req, gen, tokens, end))
+            usage["prompt_tokens"] += end.prompt_tokens
+            usage["completion_tokens"] += end.completion_tokens
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return JSONResponse(
+            {
+                "id": rid,
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": served.model.name,
+                "choices": choices,
+                "usage": usage,
+            }
+        )
+
+    @app.post("/v1/chat/completions")
+    async def chat(request: Request) -> Response:
+        req = parse(ChatRequest, await _json(request))
+        _check_model(served, req.model)
+        ids = template.encode(req.messages)
+        limit = req.limit()
+        if limit is None:
+            # As vLLM: without max_tokens, generate up to the context limit.
+            room = (served.max_model_len or 2048) - max(len(ids), 1)
+            limit = max(room, 0)
+        gen = GenRequest(
+            prompt_ids=ids,
+            max_tokens=limit,
+            params=_params(req),
+            logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+        )
+        rid = f"chatcmpl-{uuid.uuid4().hex}"
+        gen = _submit(served, gen)
+        if req.stream:
+            first = await _first_event(gen)
+            return _sse(_chat_chunks(served, rid, req, gen, first), request=request, gen=gen)
+        tokens, end = await _collect(gen)
+        text = "".join(t.text for t in tokens) + end.text
+        logprobs = None
+        if req.logprobs:
+            logprobs = {"content": [_chat_logprob(served, t) for t in tokens]}
+        return JSONResponse(
+            {
+                "id": rid,
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": served.model.name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": logprobs,
+                        "finish_reason": end.reason,
+                    }
+                ],
+                "usage": _usage(end),
+            }
+        )
+
+    return app
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _error(exc: APIError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _json(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise APIError(413, f"request body over {MAX_BODY_BYTES} bytes")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "the request body must be a JSON object")
+    return body
+
+
+def _check_model(served: Served, name: str | None) -> None:
+    if not served.model.answers_to(name):
+        raise APIError(
+            404,
+            f"the model {name!r} does not exist; this server serves {served.model.name!r}",
+            param="model",
+            type_="NotFoundError",
+            code="model_not_found",
+        )
+
+
+def _check_ids(served: Served, ids: list[int], param: str) -> None:
+    size = served.session.tokenizer.vocab_size()
+    bad = [i for i in ids if not 0 <= i < size]
+    if bad:
+        raise APIError(
+            400,
+            f"{param}: token id {bad[0]} is outside the vocabulary (0..{size - 1})",
+            param=param,
+        )
+
+
+def _params(req: CompletionRequest | ChatRequest) -> SamplingParams:
+    return SamplingParams(
+        temperature=req.temperature, top_p=req.top_p, seed=req.seed, stop=req.stop_strings()
+    )
+
+
+def _submit(served: Served, gen: GenRequest) -> GenRequest:
+    try:
+        return served.engine.submit(gen)
+    except QueueFull as exc:
+        raise APIError(
+            429,
+            f"the server is at capacity ({exc}); retry shortly",
+            type_="rate_limit_error",
+            headers={"Retry-After": "1"},
+        ) from None
+    except EngineStopped as exc:
+        raise APIError(
+            503, f"the server is not taking requests: {exc}", type_="server_error"
+        ) from None
+
+
+def _as_api_error(exc: BaseException) -> APIError:
+    status = error_status(exc)
+    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    context = getattr(exc, "context", None) or []
+    if context:
+        message += " (" + "; ".join(str(c) for c in context[:4]) + ")"
+    hint = getattr(exc, "hint", None)
+    if hint:
+        message += f"; {hint}"
+    param = "max_tokens" if type(exc).__name__ == "ContextTooLong" else None
+    return APIError(
+        status,
+        message,
+        param=param,
+        type_="invalid_request_error" if status < 500 else "server_error",
+        code=getattr(exc, "code", None),
+    )
+
+
+async def _first_event(gen: GenRequest) -> Any:
+    """The first event, so a request refused before its first token is a plain HTTP error."""
+    assert gen.events is not None
+    try:
+        event = await gen.events.get()
+    except BaseException:
+        gen.cancel()
+        raise
+    if isinstance(event, Failed):
+        raise _as_api_error(event.error)
+    return event
+
+
+async def _collect(gen: GenRequest) -> tuple[list[Token], Finished]:
+    assert gen.events is not None
+    tokens: list[Token] = []
+    try:
+        while True:
+            event = await gen.events.get()
+            if isinstance(event, Token):
+                tokens.append(event)
+            elif isinstance(event, Finished):
+                return tokens, event
+            elif isinstance(event, Failed):
+                raise _as_api_error(event.error)
+    except BaseException:
+        gen.cancel()
+        raise
+
+
+async def _events(gen: GenRequest, first: Any) -> AsyncIterator[Any]:
+    assert gen.events is not None
+    event = first
+    while True:
+        yield event
+        if isinstance(event, Finished | Failed):
+            return
+        event = await gen.events.get()
+
+
+def _sse(chunks: AsyncIterator[dict[str, Any]], *, request: Request, gen: GenRequest) -> Response:
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
+        except APIError as exc:
+            yield f"data: {json.dumps(exc.body())}\n\n".encode()
+        finally:
+            # Disconnected or done: the engine drops the request at its next step.
+            gen.cancel()
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(
+        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+def _usage(end: Finished) -> dict[str, int]:
+    return {
+        "prompt_tokens": end.prompt_tokens,
+        "completion_tokens": end.completion_tokens,
+        "total_tokens": end.prompt_tokens + end.completion_tokens,
+    }
+
+
+def _token_text(served: Served, token_id: int) -> str:
+    return served.session.tokenizer.decode([token_id])
+
+
+def _completion_logprobs(
+    served: Served, req: CompletionRequest, gen: GenRequest, tokens: list[Token], end: Finished
+) -> dict[str, Any] | None:
+    if req.logprobs is None:
+        return None
+    out: dict[str, list[Any]] = {
+        "tokens": [],
+        "token_logprobs": [],
+        "top_logprobs": [],
+        "text_offset": [],
+    }
+    offset = 0
+    if req.echo and end.prompt_logprobs is not None:
+        for token_id, lp, top in end.prompt_logprobs:
+            text = _token_text(served, token_id)
+            out["tokens"].append(text)
+            out["token_logprobs"].append(lp)
+            out["top_logprobs"].append(top)
+            out["text_offset"].append(offset)
+            offset += len(text)
+    for t in tokens:
+        text = _token_text(served, t.token_id)
+        out["tokens"].append(text)
+        out["token_logprobs"].append(t.logprob)
+        out["top_logprobs"].append(t.top_logprobs)
+        out["text_offset"].append(offset)
+        offset += len(text)
+    return out
+
+
+def _completion_choice(
+    served: Served,
+    index: int,
+    req: CompletionRequest,
+    gen: GenRequest,
+    tokens: list[Token],
+    end: Finished,
+) -> dict[str, Any]:
+    text = "".join(t.text for t in tokens) + end.text
+    if req.echo:
+        text = served.session.tokenizer.decode(gen.prompt_ids) + text
+    return {
+        "index": index,
+        "text": text,
+        "logprobs": _completion_logprobs(served, req, gen, tokens, end),
+        "finish_reason": end.reason,
+    }
+
+
+async def _completion_chunks(
+    served: Served, rid: str, req: CompletionRequest, gen: GenRequest, first: Any
+) -> AsyncIterator[dict[str, Any]]:
+    created = int(time.time())
+
+    def chunk(text: str, finish: str | None, logprobs: Any = None) -> dict[str, Any]:
+        return {
+            "id": rid,
+            "object": "text_completion",
+            "created": created,
+            "model": served.model.name,
+            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
+        }
+
+    if req.echo:
+        yield chunk(served.session.tokenizer.decode(gen.prompt_ids), None)
+    async for event in _events(gen, first):
+        if isinstance(event, Token):
+            lp = None
+            if req.logprobs is not None:
+                lp = {
+                    "tokens": [_token_text(served, event.token_id)],
+                    "token_logprobs": [event.logprob],
+                    "top_logprobs": [event.top_logprobs],
+                    "text_offset": [0],
+                }
+            if event.text or lp is not None:
+                yield chunk(event.text, None, lp)
+        elif isinstance(event, Finished):
+            yield chunk(event.text, event.reason)
+            if req.include_usage:
+                yield {
+                    "id": rid,
+                    "object": "text_completion",
+                    "created": created,
+                    "model": served.model.name,
+                    "choices": [],
+                    "usage": _usage(event),
+                }
+        elif isinstance(event, Failed):
+            raise _as_api_error(event.error)
+
+
+def _chat_logprob(served: Served, t: Token) -> dict[str, Any]:
+    text = _token_text(served, t.token_id)
+    return {
+        "token": text,
+        "logprob": t.logprob,
+        "bytes": list(text.encode()),
+        "top_logprobs": [
+            {"token": k, "logprob": v, "bytes": list(k.encode())}
+            for k, v in (t.top_logprobs or {}).items()
+        ],
+    }
+
+
+async def _chat_chunks(
+    served: Served, rid: str, req: ChatRequest, gen: GenRequest, first: Any
+) -> AsyncIterator[dict[str, Any]]:
+    created = int(time.time())
+
+    def chunk(delta: dict[str, Any], finish: str | None, logprobs: Any = None) -> dict[str, Any]:
+        return {
+            "id": rid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": served.model.name,
+            "choices": [
+                {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
+            ],
+        }
+
+    yield chunk({"role": "assistant", "content": ""}, None)
+    async for event in _events(gen, first):
+        if isinstance(event, Token):
+            lp = {"content": [_chat_logprob(served, event)]} if req.logprobs else None
+            if event.text or lp is not None:
+                yield chunk({"content": event.text}, None, lp)
+        elif isinstance(event, Finished):
+            yield chunk({"content": event.text} if event.text else {}, event.reason)
+            if req.include_usage:
+                yield {
+                    "id": rid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": served.model.name,
+                    "choices": [],
+                    "usage": _usage(event),
+                }
+        elif isinstance(event, Failed):
+            raise _as_api_error(event.error)
+
+
+def plain(text: str, status: int = 200) -> PlainTextResponse:
+    """A plain-text response (kept for probes that want no JSON)."""
+    return PlainTextResponse(text, status_code=status)

@@ -1,0 +1,347 @@
+"""The serving engine: one loaded session, one worker thread, many requests.
+
+Vendor runtimes are not safe to call from several threads at once, and a session holds one KV
+cache, so one thread owns the session. Requests wait in a bounded queue; the worker admits them
+at step boundaries, runs each one's prefill, then decodes one token for every running request
+per round. Each request keeps its own KV cache (the decode loop's state is swapped in and out),
+so a short request is not stuck behind a long one and a request joins or leaves between steps.
+Where the step cannot be swapped (a runtime without the shared decode loop), requests run one
+after another.
+
+Events flow back to the asyncio side through ``loop.call_soon_threadsafe``; a request whose
+client went away is dropped at the next step boundary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from rmbuild.errors import ArtifactInputMismatch, ContextTooLong, InvalidPrompt, RmbuildError
+from rmbuild.runtime.kvloop import KVLoop
+from rmbuild.runtime.sampling import SamplingParams, sample
+from rmbuild.runtime.session import BackendSession
+from rmbuild.serve.textstream import TextStream
+
+# Errors that belong to one request (its input), not to the session serving it.
+REQUEST_ERRORS = (ArtifactInputMismatch, ContextTooLong, InvalidPrompt, ValueError)
+
+
+class QueueFull(Exception):
+    """The waiting queue is at its bound: the caller answers 429."""
+
+
+class EngineStopped(Exception):
+    """The engine is draining or dead and takes no new request."""
+
+
+@dataclass
+class Token:
+    """One generated token: its id, the text now safe to send, and its log-probabilities."""
+
+    token_id: int
+    text: str
+    logprob: float | None = None
+    top_logprobs: dict[str, float] | None = None
+
+
+@dataclass
+class Finished:
+    """The request ended: why, token counts, and prompt log-probabilities where asked."""
+
+    reason: str  # stop | length | cancelled
+    text: str  # text left to send (held back until the end)
+    prompt_tokens: int
+    completion_tokens: int
+    prompt_logprobs: list[tuple[int, float | None, dict[str, float] | None]] | None = None
+
+
+@dataclass
+class Failed:
+    """The request failed; ``error`` says why (an RmbuildError for known causes)."""
+
+    error: BaseException
+
+
+@dataclass
+class Request:
+    """A submitted generation. ``events`` receives Token, then Finished or Failed."""
+
+    prompt_ids: list[int]
+    max_tokens: int
+    params: SamplingParams = field(default_factory=SamplingParams)
+    logprobs: int | None = None  # top-N log-probabilities per generated token
+    prompt_logprobs: bool = False  # log-probabilities of the prompt's tokens (echo)
+    id: str = ""
+    arrival: float = field(default_factory=time.monotonic)
+    events: asyncio.Queue[Any] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+    cancelled: bool = False
+    # Filled by the engine.
+    started: float | None = None
+    first_token: float | None = None
+    finished_at: float | None = None
+    completion_tokens: int = 0
+    _state: Any = None
+    _text: TextStream | None = None
+    _rng: Any = None
+    _last: int | None = None
+    _logits: Any = None
+
+    def cancel(self) -> None:
+        """Stop generating for this request (its client went away)."""
+        self.cancelled = True
+
+    def _emit(self, event: Any) -> None:
+        if self.events is None or self.loop is None:
+            return
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the event loop is closed: nobody is listening any more
+            self.cancelled = True
+
+
+class Engine:
+    """Runs requests against ``session`` in a worker thread.
+
+    ``max_running`` requests decode together; up to ``max_queue`` more wait; beyond that
+    :meth:`submit` raises :class:`QueueFull`. ``observer`` (optional) is told of every request
+    that ends, for metrics.
+    """
+
+    def __init__(
+        self,
+        session: BackendSession,
+        *,
+        max_running: int = 8,
+        max_queue: int = 64,
+        observer: Callable[[Request, str], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.max_running = max(1, int(max_running))
+        self.max_queue = max(0, int(max_queue))
+        self.observer = observer
+        self._waiting: deque[Request] = deque()
+        self._running: list[Request] = []
+        self._cv = threading.Condition()
+        self._stopping = False
+        self.dead: BaseException | None = None
+        self._ids = itertools.count(1)
+        self._swappable = isinstance(session.step_fn, KVLoop)
+        self._thread = threading.Thread(target=self._work, name="rmbuild-engine", daemon=True)
+        self._thread.start()
+
+    # ---- the asyncio side ------------------------------------------------------------------
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def healthy(self) -> bool:
+        return self.dead is None and not self._stopping and self._thread.is_alive()
+
+    def submit(self, request: Request) -> Request:
+        """Queue ``request``; its events arrive on ``request.events`` (made here if unset)."""
+        if request.loop is None:
+            request.loop = asyncio.get_running_loop()
+        if request.events is None:
+            request.events = asyncio.Queue()
+        request.id = request.id or f"{next(self._ids)}"
+        with self._cv:
+            if self.dead is not None or self._stopping:
+                raise EngineStopped(str(self.dead or "the server is shutting down"))
+            if len(self._waiting) >= self.max_queue and len(self._running) >= self.max_running:
+                raise QueueFull(f"{len(self._waiting)} requests are already waiting")
+            self._waiting.append(request)
+            self._cv.notify()
+        return request
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Finish what is running and waiting, then end the worker (at most ``timeout`` s)."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join(timeout)
+
+    # ---- the worker ------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    while not self._waiting and not self._running and not self._stopping:
+                        self._cv.wait()
+                    if self._stopping and not self._waiting and not self._running:
+                        return
+                    room = self.max_running - len(self._running) if self._swappable else 1
+                    admitted = []
+                    while self._waiting and len(admitted) < room and not self._running_full():
+                        admitted.append(self._waiting.popleft())
+                for request in admitted:
+                    self._start(request)
+                self._round()
+        except BaseException as exc:  # noqa: BLE001 - a dead engine fails every request, says why
+            self.dead = exc
+            with self._cv:
+                pending = [*self._running, *self._waiting]
+                self._running.clear()
+                self._waiting.clear()
+            for request in pending:
+                self._end(request, Failed(exc), "error")
+
+    def _running_full(self) -> bool:
+        limit = self.max_running if self._swappable else 1
+        return len(self._running) >= limit
+
+    def _start(self, request: Request) -> None:
+        """Admit and prefill ``request``; a request-level refusal fails only it."""
+        session = self.session
+        request.started = time.monotonic()
+        if request.cancelled:
+            self._end(request, self._finished(request, "cancelled"), "cancelled")
+            return
+        try:
+            ids = session.admit(request.prompt_ids, request.max_tokens, request.params)
+        except REQUEST_ERRORS as exc:
+            self._end(request, Failed(exc), "error")
+            return
+        request.prompt_ids = ids
+        request._text = TextStream(session.tokenizer, request.params.stop)
+        request._rng = np.random.default_rng(request.params.seed)
+        step = session.step_fn
+        step.reset()
+        try:
+            if request.prompt_logprobs:
+                prompt_lps, logits = self._prefill_scored(ids)
+            else:
+                prompt_lps, logits = None, step.step(np.asarray(ids, dtype=np.int64))
+        except REQUEST_ERRORS as exc:
+            self._end(request, Failed(exc), "error")
+            return
+        request._logits = logits
+        request._prompt_lps = prompt_lps  # type: ignore[attr-defined]
+        if request.max_tokens == 0:
+            self._end(request, self._finished(request, "length"), "length")
+            return
+        if self._swappable:
+            request._state = _save(step)
+        self._running.append(request)
+        # The first token comes from the prefill's logits: send it now (time to first token).
+        self._advance(request, decode=False)
+
+    def _prefill_scored(self, ids: list[int]) -> tuple[list[Any], Any]:
+        """Feed the prompt one token at a time, scoring each prompt token from the logits of
+        the one before it (what a log-likelihood evaluation asks for)."""
+        step = self.session.step_fn
+        scored: list[tuple[int, float | None, dict[str, float] | None]] = [(ids[0], None, None)]
+        logits = step.step(np.asarray(ids[:1], dtype=np.int64))
+        for token in ids[1:]:
+            lp, top = self._logprobs(logits, token, 1)
+            scored.append((token, lp, top))
+            logits = step.step(np.asarray([token], dtype=np.int64))
+        return scored, logits
+
+    def _round(self) -> None:
+        """One decode step for every running request (each with its own KV cache)."""
+        for request in list(self._running):
+            if request.cancelled:
+                self._end(request, self._finished(request, "cancelled"), "cancelled")
+                continue
+            self._advance(request, decode=True)
+
+    def _advance(self, request: Request, *, decode: bool) -> None:
+        step = self.session.step_fn
+        try:
+            if decode:
+                if self._swappable:
+                    _restore(step, request._state)
+                request._logits = step.step(np.asarray([request._last], dtype=np.int64))
+                if self._swappable:
+                    request._state = _save(step)
+            token = sample(request._logits, request.params, request._rng)
+        except REQUEST_ERRORS as exc:
+            self._end(request, Failed(exc), "error")
+            return
+        if token in self.session.eos_token_ids:
+            self._end(request, self._finished(request, "stop"), "stop")
+            return
+        lp = top = None
+        if request.logprobs is not None:
+            lp, top = self._logprobs(request._logits, token, request.logprobs)
+        request._last = token
+        request.completion_tokens += 1
+        assert request._text is not None
+        piece = request._text.push(token)
+        if request.first_token is None:
+            request.first_token = time.monotonic()
+        request._emit(Token(token, piece, lp, top))
+        if request._text.stopped:
+            self._end(request, self._finished(request, "stop"), "stop")
+        elif request.completion_tokens >= request.max_tokens:
+            self._end(request, self._finished(request, "length"), "length")
+
+    def _finished(self, request: Request, reason: str) -> Finished:
+        tail = request._text.finish() if request._text is not None else ""
+        return Finished(
+            reason=reason,
+            text=tail,
+            prompt_tokens=len(request.prompt_ids),
+            completion_tokens=request.completion_tokens,
+            prompt_logprobs=getattr(request, "_prompt_lps", None),
+        )
+
+    def _end(self, request: Request, event: Finished | Failed, outcome: str) -> None:
+        if request in self._running:
+            self._running.remove(request)
+        request._state = request._logits = None
+        request.finished_at = time.monotonic()
+        request._emit(event)
+        if self.observer is not None:
+            self.observer(request, outcome)
+
+    def _logprobs(self, logits: Any, token: int, top: int) -> tuple[float, dict[str, float] | None]:
+        """The log-probability of ``token`` and the ``top`` most likely tokens' (by text)."""
+        x = np.asarray(logits, dtype=np.float64)
+        x = x - x.max()
+        logz = math.log(float(np.exp(x).sum()))
+        lps = x - logz
+        best: dict[str, float] | None = None
+        if top > 0:
+            decode = self.session.tokenizer.decode
+            best = {}
+            for i in np.argsort(-lps)[:top]:
+                best.setdefault(decode([int(i)]), float(lps[i]))
+        return float(lps[token]), best
+
+
+def _save(step: KVLoop) -> tuple[Any, ...]:
+    # The decode loop's whole per-sequence state: the cache tensors, their length, and
+    # whether this sequence's inputs were checked against the graph.
+    return (step.past, step.length, step._checked)
+
+
+def _restore(step: KVLoop, state: tuple[Any, ...]) -> None:
+    step.past, step.length, step._checked = state
+
+
+def error_status(exc: BaseException) -> int:
+    """The HTTP status of a failed request: 400 for the client's input, 500 otherwise."""
+    if isinstance(exc, REQUEST_ERRORS):
+        return 400
+    if isinstance(exc, RmbuildError) and getattr(exc, "exit_code", 1) in (2, 3, 6):
+        return 400
+    return 500
