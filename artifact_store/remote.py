@@ -359,7 +359,10 @@ class Remote:
             model, target = ref.split(":", 1)
             matches = [e for e in entries if (model, target) in {(e.model, e.target), *e.uses}]
             if matches:
-                return matches[0]  # newest
+                # The newest result of the target: the upstream stages it was built from (a
+                # shared export) serve the pair too, but are not what `model:target` names.
+                ups = {p for e in matches for p in e.metadata.get("parents", [])}
+                return next((e for e in matches if e.key not in ups), matches[0])
         elif len(ref) >= MIN_PREFIX and HEX_RE.fullmatch(ref):
             matches = [e for e in entries if e.key.startswith(ref.lower())]
             if len(matches) == 1:

@@ -50,9 +50,12 @@ def describe(record: ArtifactRecord) -> str:
 
 
 def resolve(store: Store, ref: str) -> ArtifactRecord:
-    """Artifact by full id, unique prefix or alias; errors list what exists."""
+    """Artifact by full id, unique prefix, alias, or ``MODEL:TARGET`` (the newest artifact
+    built for that target, as ``pull`` takes it); errors list what exists."""
     import artifact_store
 
+    if ":" in ref:  # never an id or an alias: neither may contain ':'
+        return _newest_for(store, ref)
     try:
         return store.resolve(ref)
     except artifact_store.AmbiguousRef as exc:
@@ -66,6 +69,23 @@ def resolve(store: Store, ref: str) -> ArtifactRecord:
             str(exc),
             hint="`rmbuild ls` lists the artifacts in this store (ids, prefixes and aliases work)",
         ) from None
+
+
+def _newest_for(store: Store, ref: str) -> ArtifactRecord:
+    """The newest artifact that is ``model:target``'s result: among the artifacts serving
+    that pair, the upstream stages they were built from (a shared export serves the target
+    too) do not count."""
+    model, _, target = ref.partition(":")
+    found = store.list(model=model, target=target) if model and target else []
+    parents = {p for r in found for p in r.metadata.get("parents", []) if isinstance(p, str)}
+    finals = [r for r in found if r.key not in parents] or found
+    if not finals:
+        raise ArtifactNotFound(
+            f"no artifact for {ref!r} in this store",
+            hint="`rmbuild ls --model M --target T` lists what is stored; "
+            "`rmbuild compile` builds it, `rmbuild pull` fetches it from a remote",
+        )
+    return finals[0]  # list() is newest first
 
 
 def translate(exc: Exception) -> RmbuildError | None:

@@ -85,3 +85,25 @@ def test_a_caller_bug_is_an_internal_error_not_store_unavailable(tmp_path: Path)
 
 def test_other_exceptions_are_not_translated() -> None:
     assert translate(ValueError("a bug")) is None
+
+
+def test_model_target_names_the_newest_result_not_the_stage_it_was_built_from(
+    tmp_path: Path,
+) -> None:
+    from rmbuild.errors import ArtifactNotFound as NotFound
+    from rmbuild.store import resolve
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x")
+    with st.Store(tmp_path / "store") as store:
+        manifest = store.put_tree(src)
+        up, down = "a" * 64, "b" * 64
+        fields = {"model": "tiny", "target": "cpu", "backend": "b"}
+        store.commit(down, manifest, metadata={"parents": [up]}, **fields)
+        # The export, committed (rebuilt) later, serves tiny:cpu too: it is newer, yet it is
+        # not what tiny:cpu names.
+        store.commit(up, manifest, metadata={"parents": []}, **fields)
+        assert resolve(store, "tiny:cpu").key == down
+        with pytest.raises(NotFound, match="no artifact for 'tiny:npu' in this store"):
+            resolve(store, "tiny:npu")

@@ -21,7 +21,8 @@ from rmbuild.cli.push import REMOTE_HELP, progress_bar
 @click.pass_obj
 def command(app: Any, refs: tuple[str, ...], remote_url: str | None, as_json: bool) -> None:
     """Download REFS (full ids, unique prefixes, aliases, or MODEL:TARGET for the newest)
-    from the remote cache into the local store; an alias pulled is set here too."""
+    from the remote cache into the local store. The remote's aliases of each artifact are set
+    here too (an alias pulled by name moves here if it pointed elsewhere)."""
     from rmbuild import remotes
 
     remote = remotes.open_remote(remote_url, required=True)
@@ -34,9 +35,10 @@ def command(app: Any, refs: tuple[str, ...], remote_url: str | None, as_json: bo
         fresh = had is None or bool(store.check(had))
         with progress_bar(f"pull {entry.key[:12]}", quiet=as_json) as on_progress:
             record = remotes.call(remote.pull, store, entry, on_progress=on_progress)
-        if ref in entry.aliases:
+        if ref in entry.aliases:  # pulled by an alias: it points here now, moved if need be
             remotes.call(store.tag, ref, record.key)
-        done.append({"ref": ref, "id": record.key, "pulled": fresh})
+        aliases = list((store.get(record.key) or record).aliases)
+        done.append({"ref": ref, "id": record.key, "pulled": fresh, "aliases": aliases})
         if not as_json:
             state = "pulled" if fresh else "already here"
             click.echo(f"{ref} -> {record.key}  ({state}: {record.model}:{record.target})")

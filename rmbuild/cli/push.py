@@ -82,10 +82,13 @@ def command(
     no_parents: bool,
     as_json: bool,
 ) -> None:
-    """Upload REFS (ids, prefixes or aliases) to the remote cache, with their upstream stages.
+    """Upload REFS (ids, prefixes, aliases, or MODEL:TARGET for the newest) to the remote
+    cache, with their upstream stages.
 
     Objects the remote holds are not sent again; each artifact's entry is written last, so
-    an interrupted push shows nothing half-done and running it again completes it.
+    an interrupted push shows nothing half-done and running it again completes it. Aliases
+    go too, also of artifacts the remote already holds (an alias given after a push). A push
+    that fails removes what it began; `rmbuild gc --remote` collects what a killed one left.
     """
     from rmbuild import remotes
     from rmbuild.store import resolve

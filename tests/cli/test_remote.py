@@ -212,3 +212,46 @@ def test_a_bad_remote_jobs_value_is_a_usage_error(
     r = cli("ls", "--remote", s3_remote)
     r.assert_failure(2)
     assert "RMBUILD_REMOTE_JOBS='eight' is not a positive whole number" in r.err
+
+
+def test_push_takes_model_target_as_pull_does(
+    project: Project, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    pytest.importorskip("fsspec", reason="fsspec not installed (extra: remote)")
+    url = f"file://{tmp_path / 'shared'}"
+    artifact = cli("compile", str(project.spec), "--json").json()[0]["artifact"]
+    pushed = cli("push", "tiny:fake", "--remote", url, "--json")
+    assert pushed.code == 0, pushed.err
+    assert pushed.json()["pushed"] == [artifact]
+    missing = cli("push", "tiny:npu", "--remote", url)
+    missing.assert_failure(EXIT_NOT_FOUND)
+    assert "no artifact for 'tiny:npu' in this store" in missing.err
+    _second_store(tmp_path, monkeypatch)
+    pulled = cli("pull", "tiny:fake", "--remote", url)
+    assert pulled.code == 0 and f"tiny:fake -> {artifact}" in pulled.out, pulled.err
+
+
+def test_gc_remote_collects_what_a_killed_push_left(
+    store_dir: Path, cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    import time
+
+    pytest.importorskip("fsspec", reason="fsspec not installed (extra: remote)")
+    tmp = tmp_path / "shared" / "tmp"
+    tmp.mkdir(parents=True)
+    dead, young = tmp / "dead", tmp / "young"
+    dead.write_bytes(b"x" * 2048)
+    young.write_bytes(b"y")
+    old = time.time() - 2 * 3600
+    os.utime(dead, (old, old))
+    monkeypatch.setenv("RMBUILD_REMOTE", f"file://{tmp_path / 'shared'}")
+    dry = cli("gc", "--remote", "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    assert dry.json()["tmp_removed"] == 1 and dead.exists()
+    done = cli("gc", "--remote")
+    assert done.code == 0, done.err
+    assert "removed 1 temp object(s) (2048 bytes)" in done.out and "1 younger" in done.out
+    assert not dead.exists() and young.exists()
+    assert not (store_dir / "objects").exists()  # the local store was not collected
+    both = cli("gc", "--remote", "--max-size", "1G")
+    assert both.code == 2 and "--max-size caps the local store" in both.err
