@@ -362,9 +362,10 @@ def build(
                     hit = True
         else:
             hit = True
-        if hit:
+        if hit and not readonly:
             # Also when the hit was found only under the lock, because another job built it
-            # meanwhile (issue 6 #15: `compile --all -j 2` lost those uses).
+            # meanwhile (issue 6 #15: `compile --all -j 2` lost those uses). Not under the
+            # readonly cache policy: read-only means no writes, bookkeeping included.
             plancache.record_hit(store, record, spec.spec.name, target)
         seconds = time.monotonic() - t0
         reporter.stage_done(name, key_hex, hit, seconds)

@@ -321,10 +321,13 @@ def record_hit(store: Store, record: ArtifactRecord, model: str, target: str) ->
 
 
 def fast_compile(
-    spec_path: str, store: Store, targets: list[str] | None
+    spec_path: str, store: Store, targets: list[str] | None, *, record_hits: bool = True
 ) -> list[FastResult] | None:
     """Every stage of ``targets`` as cache hits without the spec machinery, or None (take
-    the full path: something changed, something is missing or damaged)."""
+    the full path: something changed, something is missing or damaged).
+
+    ``record_hits=False`` (``--cache-policy readonly``): the hits are not written down (no use,
+    no last-use time): a read-only compile writes nothing into the index."""
     found = lookup(spec_path, store.root, targets)
     if found is None:
         return None
@@ -347,7 +350,7 @@ def fast_compile(
             done.append(FastStage(stage["profile"], stage["key"], record))
             parent = record.manifest_digest
         results.append(FastResult(model, target, done))
-    for result in results:
+    for result in results if record_hits else []:
         for s in result.stages:
             record_hit(store, s.record, result.model, result.target)
     return results

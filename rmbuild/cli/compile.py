@@ -216,7 +216,8 @@ def command(
     if not (show_plan or explain or rebuild or alias or executor != "local"):
         # A hit without the spec machinery (issue 9): keys from the plan cache, checked
         # against the stat of everything they came from; any change takes the full path.
-        if _fast_hit(app, spec, None if all_targets else list(targets), as_json, remote):
+        wanted = None if all_targets else list(targets)
+        if _fast_hit(app, spec, wanted, as_json, remote, readonly=readonly):
             return
     from rmbuild.build import compile_spec
     from rmbuild.spec import load_model_spec
@@ -329,7 +330,13 @@ def _cache_policy(explicit: str | None, spec: str) -> str:
 
 
 def _fast_hit(
-    app: Any, spec: str, targets: list[str] | None, as_json: bool, remote: Any = None
+    app: Any,
+    spec: str,
+    targets: list[str] | None,
+    as_json: bool,
+    remote: Any = None,
+    *,
+    readonly: bool = False,
 ) -> bool:
     """Serve an all-hit compile from the plan cache; False: take the full path. With a
     remote, what it lacks of the hits is pushed (:func:`rmbuild.remotes.share`), as every
@@ -340,7 +347,7 @@ def _fast_hit(
         store = app.store()
     except Exception:  # noqa: BLE001 - the full path reports the store's problem
         return False
-    results = plancache.fast_compile(spec, store, targets or None)
+    results = plancache.fast_compile(spec, store, targets or None, record_hits=not readonly)
     if results is None:
         return False
     if remote is not None:
