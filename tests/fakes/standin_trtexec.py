@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""A STAND-IN for NVIDIA's ``trtexec``, for rmbuild's tests only (issue 8). Never used outside
-tests: it builds nothing a GPU could run.
+"""A STAND-IN for NVIDIA's ``trtexec``, for rmbuild's tests only. Never used outside tests: it
+builds nothing a GPU could run.
 
-It keeps trtexec's contract as documented for the TensorRT version it imitates (TOOLCHAINS.md;
-``trtexec --help`` of 10.x):
+It keeps trtexec's contract as documented for the TensorRT version it imitates (``trtexec
+--help`` of 10.x, NVIDIA's trtexec reference and 10.x -> 11.x migration guide):
 
 * the banner ``&&&& RUNNING TensorRT.trtexec [TensorRT v101300] [b35] # trtexec ...`` first,
   ``&&&& PASSED``/``&&&& FAILED`` last, exit 0/1;
@@ -11,9 +11,13 @@ It keeps trtexec's contract as documented for the TensorRT version it imitates (
   the 11.x stand-in rejects ``--fp16/--bf16/--int8/--fp8/--best/--calib`` (removed in 11);
 * with any of ``--minShapes/--optShapes/--maxShapes``, all three must cover every dynamic
   input of the graph, with the input's rank, static dims as declared and min <= opt <= max;
-* ``--saveEngine`` gets a plan with a real header: uint32 LE magic ``0x74727466`` and the
-  version bytes (major, minor, patch, build) at offset 24, then a JSON payload the stand-in
-  ``tensorrt`` module (tests/fakes/standin_tensorrt) reads back;
+* ``--saveEngine`` gets a plan whose first 28 bytes are laid out as those of a real TensorRT
+  10.0 plan (NVIDIA's ``model-Dim1.plan``, see tests/backends/tensorrt/test_planfile.py): the
+  uint32 LE tag ``0x74727466``, 0, 1, 0, the file's size as a uint64, then the version bytes
+  (major, minor, patch, build); then a JSON payload the stand-in ``tensorrt`` module
+  (tests/fakes/standin_tensorrt) reads back;
+* ``--noTF32`` (kept in 11.x: TF32 is a math mode, not a precision flag) is recorded in the
+  payload, so a test sees whether a strict fp32 build asked for it;
 * ``--timingCacheFile`` is read when it exists and written back with this build's "tactics"
   added (one per graph and precision), so an unchanged build adds nothing.
 
@@ -62,6 +66,7 @@ SWITCHES = (
     "--stronglyTyped",
     "--verbose",
     "--getPlanVersionOnly",
+    "--noTF32",
     "--fp16",
     "--bf16",
     "--int8",
@@ -230,12 +235,13 @@ def main(argv: list[str]) -> int:
         "precision": precision,
         "hardware_compatibility": hw,
         "version_compatible": "--versionCompatible" in options,
+        "tf32": "--noTF32" not in options,
     }
-    header = bytearray(28)
-    struct.pack_into("<I", header, 0, MAGIC)
-    header[24:28] = bytes(version_parts())
+    body = json.dumps(payload, sort_keys=True).encode()
+    # The words at 4, 8 and 12 as NVIDIA's 10.0 plans have them; 16: the whole file's size.
+    header = struct.pack("<IIIIQ", MAGIC, 0, 1, 0, 28 + len(body)) + bytes(version_parts())
     with open(options["--saveEngine"], "wb") as f:
-        f.write(bytes(header) + json.dumps(payload, sort_keys=True).encode())
+        f.write(header + body)
     if cache := options.get("--timingCacheFile"):
         tactics: list[str] = []
         if os.path.isfile(cache):

@@ -1,1 +1,1 @@
-"""NVIDIA TensorRT backend (issue 8): trtexec builds, plan headers, timing caches, the loader."""
+"""NVIDIA TensorRT backend: trtexec builds, plan headers, timing caches, the loader."""

@@ -1,15 +1,24 @@
-"""A TensorRT plan's header, read without TensorRT (issue 8; USER-NEEDS 2).
+"""A TensorRT plan's header, read without TensorRT.
 
 ``deserialize_cuda_engine`` on a plan from another TensorRT version fails with "engine plan
-file is not compatible with this version of TensorRT" (NVIDIA/TensorRT #574) or returns None;
-rmbuild reads the building version from the first bytes instead and refuses before any load.
+file is not compatible with this version of TensorRT" or returns None; rmbuild reads the
+building version from the plan's first bytes instead and refuses before any load.
 
-Layout (TOOLCHAINS.md; NVIDIA/TensorRT #3073, as autoware_universe PR#10320 reads it with
-``TRT_MAJOR_IDX = 24``): a little-endian uint32 magic ``0x74727466`` at offset 0 (the bytes
-``f t r t``), and for plans built by TensorRT 8.6 and later, bytes 24, 25, 26, 27 hold the
-building version's major, minor, patch and build numbers, one unsigned byte each.
-``trtexec --getPlanVersionOnly`` reads the same field. Verified here against the stand-in only:
-no GPU or TensorRT install was available when this was written.
+The layout is the one NVIDIA's own ``trtexec --getPlanVersionOnly`` reads (``printPlanVersion``
+in https://github.com/NVIDIA/TensorRT/blob/main/samples/common/sampleEngines.cpp): the
+little-endian uint32 at offset 0 is the plan tag ``0x74727466`` (the bytes ``f t r t``); the
+uint32 at offset 4 is a layout number, and for layout 0 (the only one trtexec knows) bytes
+24, 25, 26 and 27 hold the building TensorRT's major, minor, patch and build numbers, one
+unsigned byte each. Any other layout number is refused here as trtexec refuses it ("Serialization
+version is not supported"), rather than guessed.
+
+Checked against a real plan: ``cookbook/05-Plugin/BasicExample-V2-deprecated/model-Dim1.plan``
+in https://github.com/NVIDIA/trt-samples-for-hackathon-cn (commit 3cd77c57e34f, May 2024, when
+that cookbook moved to TensorRT 10.0 GA) starts ``66 74 72 74 | 00 00 00 00 | 01 00 00 00 | 00
+00 00 00 | <uint64 file size> | 0a 00 01 06``: tag, layout 0, version 10.0.1.6.
+Plans from before TensorRT 8.6 have no such header: the same repository's 2022 plan
+``cookbook/old-cookbook/TRT-DynamicShape/02-int8/engine-int8-3-2.trt`` starts with ``p t r t``
+(the tag a 10.0 plan carries further in, at offset 56), and no version field rmbuild could read.
 """
 
 from __future__ import annotations
@@ -20,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAGIC = 0x74727466
+# The tag of plans from before TensorRT 8.6 (``p t r t``), which carry no version field.
+OLD_MAGIC = 0x74727470
+LAYOUT_OFFSET = 4
 VERSION_OFFSET = 24
 HEADER_BYTES = 28
 
@@ -49,7 +61,13 @@ class PlanHeader:
 
 def parse_header(data: bytes) -> PlanHeader:
     """The header of a plan from its first :data:`HEADER_BYTES` (or more) bytes."""
-    if len(data) < 4 or struct.unpack_from("<I", data, 0)[0] != MAGIC:
+    tag = struct.unpack_from("<I", data, 0)[0] if len(data) >= 4 else None
+    if tag == OLD_MAGIC:
+        raise PlanHeaderError(
+            "a TensorRT plan from before TensorRT 8.6 (its first bytes are 'ptrt'): such plans "
+            "carry no version field to check"
+        )
+    if tag != MAGIC:
         found = data[:4].hex() or "nothing"
         raise PlanHeaderError(
             f"not a TensorRT plan: the first 4 bytes are {found}, a plan starts with "
@@ -59,6 +77,14 @@ def parse_header(data: bytes) -> PlanHeader:
         raise PlanHeaderError(
             f"TensorRT plan header too short: {len(data)} bytes, the version is at bytes "
             f"{VERSION_OFFSET}-{HEADER_BYTES - 1} (plans from TensorRT 8.6 on)"
+        )
+    layout = struct.unpack_from("<I", data, LAYOUT_OFFSET)[0]
+    if layout != 0:
+        # trtexec --getPlanVersionOnly refuses these too: the version may lie elsewhere.
+        raise PlanHeaderError(
+            f"TensorRT plan header layout {layout} is not known (bytes 4-7; layout 0 keeps the "
+            f"version at bytes {VERSION_OFFSET}-{HEADER_BYTES - 1}): a TensorRT newer than "
+            "this rmbuild knows?"
         )
     major, minor, patch, build = data[VERSION_OFFSET:HEADER_BYTES]
     return PlanHeader(major, minor, patch, build)

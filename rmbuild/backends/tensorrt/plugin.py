@@ -1,25 +1,25 @@
-"""NVIDIA TensorRT backend: ``trtexec`` builds an ONNX graph into a plan (issue 8).
+"""NVIDIA TensorRT backend: ``trtexec`` builds an ONNX graph into a plan.
 
 Two profiles, one per TensorRT major, because TensorRT 11 removed the precision flags
-(TOOLCHAINS.md): ``tensorrt-fp16`` renders TensorRT 10's ``--fp16/--bf16/--int8``;
-``tensorrt-strong`` renders 11's strongly typed build of an ONNX graph that ModelOpt AutoCast
-(stage ``modelopt-autocast``) cast first. Each profile says the major it renders for
-(``trt_major``) and the toolchain's trtexec says what it is (its banner): a mismatch, and any
-precision flag for 11.x, is refused (exit 3) before any tool runs.
+(NVIDIA's 10.x -> 11.x migration guide): ``tensorrt-fp16`` renders TensorRT 10's
+``--fp16/--bf16/--int8``; ``tensorrt-strong`` renders 11's strongly typed build of an ONNX
+graph that ModelOpt AutoCast (stage ``modelopt-autocast``) cast first. Each profile says the
+major it renders for (``trt_major``) and the toolchain's trtexec says what it is (its banner):
+a mismatch, and any precision flag for 11.x, is refused (exit 3) before any tool runs.
 
-What keys a plan (USER-NEEDS 1-3): the toolchain and trtexec by content, the flags (shapes,
-workspace, optimization level, compatibility levels), and the fingerprint below: the building
+What keys a plan: the toolchain and trtexec by content, the flags (shapes, workspace,
+optimization level, compatibility levels, TF32), and the fingerprint below: the building
 TensorRT version, the GPU's compute capability (unless ``hardware_compatibility: ampere+``
 widens it to "Ampere or newer"), the version-compatibility flag and the shape rule. The CUDA
 driver is a floor, not a key: a newer driver runs the same plan, so upgrading it must not
 rebuild; the build host's driver is recorded in ``trt.json``.
 
-Loading (USER-NEEDS 2): ``check_compatible`` compares the recorded facts with this host, then
+Loading: ``check_compatible`` compares the recorded facts with this host, then
 ``create_session`` reads the plan's header (:mod:`.planfile`) and compares it again, both before
 ``deserialize_cuda_engine``; a refusal (exit 6) names both versions or both compute
 capabilities and the ``rmbuild compile ... --rebuild`` that makes one for this machine.
 
-The timing cache (USER-NEEDS 10) is the compiler-cache artifact (:mod:`rmbuild.compcache`),
+The timing cache is the compiler-cache artifact (:mod:`rmbuild.compcache`),
 keyed by the toolchain plus TensorRT version and compute capability, passed to every build as
 ``--timingCacheFile``; a build that adds tactics stores a new one and the old one stays valid.
 """
@@ -71,7 +71,7 @@ class TensorRTBackend(BackendPlugin):
     name = "tensorrt"
     extra = "tensorrt"
     description = "NVIDIA TensorRT: trtexec ONNX -> plan (10.x fp16/bf16/int8, 11.x strongly typed)"
-    # A timing cache only grows; the one a build was fed stays a valid artifact (issue 8).
+    # A timing cache only grows; the one a build was fed stays a valid artifact.
     compiler_cache_keeps_versions = True
 
     def availability(self) -> Availability:
@@ -234,7 +234,7 @@ class TensorRTBackend(BackendPlugin):
         self, profile: BuildProfile, flags: dict[str, Any], toolchain: Toolchain
     ) -> dict[str, Any]:
         """The timing cache's key beyond the toolchain: TensorRT version + the build GPU's
-        compute capability (always exact: timings are of this GPU; USER-NEEDS 10)."""
+        compute capability (always exact: timings are of this GPU)."""
         if not self._is_plan(profile):
             return {}
         return {
@@ -357,7 +357,7 @@ class TensorRTBackend(BackendPlugin):
     def create_session(
         self, artifact_dir: Path, metadata: dict[str, Any], options: dict[str, Any]
     ) -> BackendSession:
-        # The header, before any byte reaches deserialize_cuda_engine (USER-NEEDS 2).
+        # The header, before any byte reaches deserialize_cuda_engine.
         plan = artifact_dir / PLAN
         try:
             header = planfile.read_header(plan)
@@ -386,7 +386,13 @@ class TensorRTBackend(BackendPlugin):
                 hint=_rebuild_hint(metadata),
             )
         device = device_index(flags.get("device"))
-        step = TensorRTDecoderStep(plan, layout, device=device, buffers=options.get("buffers"))
+        step = TensorRTDecoderStep(
+            plan,
+            layout,
+            device=device,
+            buffers=options.get("buffers"),
+            version_compatible=bool(fp.get("version_compatible")),
+        )
         return BackendSession(
             step_fn=step,
             tokenizer=Tokenizer(artifact_dir),
@@ -395,15 +401,45 @@ class TensorRTBackend(BackendPlugin):
         )
 
 
+# NVIDIA's rules for a plan built with the version-compatible flag (``--versionCompatible``),
+# which embeds the lean runtime in the plan:
+# https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/version-compatibility.html
+# - "supported from version 8.6; the plan must be built with a version at least 8.6 or higher,
+#   and the runtime must be 8.6 or higher"; it runs on the same or a later TensorRT, never an
+#   earlier one ("engines built with version compatibility enabled using TensorRT 11.0 will be
+#   compatible with TensorRT 11.1 and later 11.x versions");
+# - across majors, only the pairs NVIDIA lists: "engines built with TensorRT 8 work with
+#   TensorRT 9 and TensorRT 10 runtimes" (that page, for 10.x), and for 11.x "Two combinations
+#   are supported across major versions: TensorRT 10 version-compatible engines can run with a
+#   TensorRT 11 runtime, and TensorRT 8 version-compatible engines can run with a TensorRT 10
+#   runtime. No other combination across major versions is supported"
+#   (https://docs.nvidia.com/deeplearning/tensorrt/11.4.1/getting-started/support-matrix.html).
+VERSION_COMPATIBLE_SINCE = (8, 6)
+CROSS_MAJOR = frozenset({(8, 9), (8, 10), (9, 10), (10, 11)})
+
+
+def version_compatible_loads(built: str, here: str) -> bool:
+    """Whether TensorRT ``here`` may load a plan built by ``built`` with ``--versionCompatible``
+    (the rules above)."""
+    b, h = version_tuple(built), version_tuple(here)
+    if b[:2] < VERSION_COMPATIBLE_SINCE or h[:2] < VERSION_COMPATIBLE_SINCE:
+        return False
+    if b[0] == h[0]:
+        return h[:3] >= b[:3]
+    return (b[0], h[0]) in CROSS_MAJOR
+
+
 def check_version(
     built: str, here: str, version_compatible: bool, metadata: dict[str, Any], source: str
 ) -> None:
     """Exit 6 unless TensorRT ``here`` may deserialize a plan built by ``built``: the same
-    release, or with ``--versionCompatible`` the same major and not older."""
-    b, h = version_tuple(built), version_tuple(here)
+    release, or with ``--versionCompatible`` a later one NVIDIA documents as able to load it."""
     if version_compatible:
-        ok = b[:1] == h[:1] and h >= b
-        rule = "built --versionCompatible: same major, same or newer release"
+        ok = version_compatible_loads(built, here)
+        rule = (
+            "built --versionCompatible: NVIDIA's plans of that kind load on the same or a later "
+            "TensorRT of the same major (8.6 on), or across majors 8 -> 9/10, 9 -> 10, 10 -> 11"
+        )
     else:
         ok = planfile.same_release(built, here)
         rule = "a plan needs the exact TensorRT release that built it"

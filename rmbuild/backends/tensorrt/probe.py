@@ -1,4 +1,4 @@
-"""What TensorRT can use here, found without importing TensorRT or starting CUDA (issue 8).
+"""What TensorRT can use here, found without importing TensorRT or starting CUDA.
 
 * the ``tensorrt`` Python module (the runtime ``run`` loads plans with), by ``find_spec`` and
   its distribution's version; the pip wheels ``tensorrt``/``tensorrt-cu12``/``tensorrt-cu13``

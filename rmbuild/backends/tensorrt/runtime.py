@@ -1,7 +1,8 @@
-"""TensorRT decoder step: one engine, one execution context, the shared KV loop (issue 8).
+"""TensorRT decoder step: one engine, one execution context, the shared KV loop.
 
-The ``tensorrt`` Python API as its docs give it (TOOLCHAINS.md): ``trt.Runtime(logger)
-.deserialize_cuda_engine(bytes)`` (None on a mismatch), ``engine.create_execution_context()``,
+The ``tensorrt`` Python API as NVIDIA documents it: ``trt.Runtime(logger)
+.deserialize_cuda_engine(bytes)`` (None on a mismatch, the reason given to the logger, which
+this module collects to name it), ``engine.create_execution_context()``,
 then per step ``context.set_input_shape(name, shape)`` for every input,
 ``context.set_tensor_address(name, ptr)`` for every input and output, and
 ``context.execute_async_v3(stream)``. Output shapes come from the context once the input shapes
@@ -23,6 +24,7 @@ import numpy as np
 from rmbuild.errors import IncompatibleArtifact
 from rmbuild.runtime.kvlayout import KVLayout
 from rmbuild.runtime.kvloop import KVLoop
+from rmbuild.runtime.limits import Bound
 
 
 class DeviceBuffers:
@@ -120,6 +122,22 @@ class DeviceBuffers:
         self._held.clear()
 
 
+def _collecting_logger(trt: Any) -> Any:
+    """A ``trt.ILogger`` that keeps the errors TensorRT reports, so a refused plan's message
+    can say why (NVIDIA: "require a non-null engine, and inspect the TensorRT logger")."""
+
+    class Collecting(trt.ILogger):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                self.errors.append(str(msg))
+
+    return Collecting()
+
+
 class TensorRTDecoderStep(KVLoop):
     """Holds the deserialized engine and its one execution context."""
 
@@ -130,16 +148,28 @@ class TensorRTDecoderStep(KVLoop):
         *,
         device: int = 0,
         buffers: Any = None,
+        version_compatible: bool = False,
     ) -> None:
         import tensorrt as trt
 
         self._trt = trt
-        self._logger = trt.Logger(trt.Logger.WARNING)
+        self._logger = _collecting_logger(trt)  # the runtime keeps a pointer: keep it alive
         self._runtime = trt.Runtime(self._logger)
+        if version_compatible:
+            # A version-compatible plan carries TensorRT's lean runtime, host code TensorRT
+            # runs only when the application opts in; without it deserialization fails
+            # (https://docs.nvidia.com/deeplearning/tensorrt/latest/inference-library/
+            # version-compatibility.html; trtexec sets the same for --versionCompatible,
+            # LazilyDeserializedEngine::get in samples/common/sampleEngines.cpp). NVIDIA asks
+            # to do so only for trusted plans: this one comes from rmbuild's content-addressed
+            # store, built by this team's trtexec (here, or pulled from the team's remote with
+            # every blob hashed on arrival), never from an arbitrary file.
+            self._runtime.engine_host_code_allowed = True
         engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
         if engine is None:  # the documented result of a plan this TensorRT cannot take
             raise IncompatibleArtifact(
                 f"TensorRT {trt.__version__} could not deserialize {plan.name}",
+                context=[f"TensorRT: {m}" for m in self._logger.errors[-3:]],
                 hint="rebuild it on this machine with `rmbuild compile ... --rebuild`",
             )
         self.engine = engine
@@ -156,6 +186,20 @@ class TensorRTDecoderStep(KVLoop):
             )
         self._dtypes = {n: np.dtype(trt.nptype(engine.get_tensor_dtype(n))) for n in names}
         self.buffers = buffers if buffers is not None else DeviceBuffers(device)
+
+    def compiled_limit(self) -> Bound | None:
+        """The longest sequence the plan's optimization profile takes: the max of its
+        ``attention_mask`` length (``max_seq``, or the max_shapes given by hand)."""
+        try:
+            shapes = self.engine.get_tensor_profile_shape("attention_mask", 0)
+            longest = int(tuple(shapes[2])[1])
+        except Exception:  # noqa: BLE001 - no profile for it (static mask): the layout's answer
+            return super().compiled_limit()
+        return Bound(
+            longest,
+            "the plan's optimization profile (attention_mask max length)",
+            "rebuild with a larger max_seq flag",
+        )
 
     def _run(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
         ctx = self.context

@@ -1,4 +1,4 @@
-"""Fixtures for the TensorRT backend's contract tests (issue 8).
+"""Fixtures for the TensorRT backend's contract tests.
 
 A project whose source is an ONNX folder (model.onnx as opaque bytes, kv_layout.json,
 config.json and the example's tokenizer), toolchains ``tensorrt``/``tensorrt11`` whose bin dir
@@ -58,6 +58,27 @@ LAYOUT = {
     ],
 }
 
+# The first bytes of two real TensorRT plans from NVIDIA's own repository
+# https://github.com/NVIDIA/trt-samples-for-hackathon-cn (read with `git cat-file -p <blob> |
+# head -c 28 | xxd`), the ground truth the header parser, the stand-ins and their tests are
+# checked against:
+# * cookbook/05-Plugin/BasicExample-V2-deprecated/model-Dim1.plan at commit 3cd77c57e34f
+#   (2024-05-26, the cookbook's move to TensorRT 10.0 GA), blob b30e4bdfeb01, 3308 bytes:
+#   tag "ftrt", layout word 0, 1, 0, the file's size (0x0cec = 3308) as a uint64, then
+#   TensorRT 10.0.1.6. Its three siblings (Dim2-4, 3508/3708/3908 bytes) differ only in that
+#   size field.
+REAL_PLAN_10_0 = bytes.fromhex("66747274 00000000 01000000 00000000 ec0c0000 00000000 0a000106")
+REAL_PLAN_10_0_SIZE = 3308
+# * cookbook/old-cookbook/TRT-DynamicShape/02-int8/engine-int8-3-2.trt at commit 481e0e40189f
+#   (2022-07-02, TensorRT 8.4 days), blob 0783ed4cace6: a plan from before 8.6, tag "ptrt".
+REAL_PLAN_8_4 = bytes.fromhex("70747274 59000000 c2000000 cf110000 00000000 911ed4fb 02000100")
+
+
+def real_header(version: tuple[int, int, int, int]) -> bytes:
+    """The real 10.0 plan's first 28 bytes with another version in bytes 24-27."""
+    return REAL_PLAN_10_0[:24] + bytes(version)
+
+
 GPU_86 = {"name": "NVIDIA A10 (stand-in)", "compute_capability": "8.6", "driver": "550.54.15"}
 GPU_89 = {"name": "NVIDIA L4 (stand-in)", "compute_capability": "8.9", "driver": "550.54.15"}
 GPU_75 = {"name": "Tesla T4 (stand-in)", "compute_capability": "7.5", "driver": "550.54.15"}
@@ -73,6 +94,38 @@ def install_trtexec(bin_dir: Path, version: str, mode: str = "ok") -> Path:
     path.write_text(f"#!{sys.executable}\n{body}", encoding="utf-8")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return path
+
+
+class HostBuffers:
+    """A stand-in for rmbuild's DeviceBuffers: host arrays by name, pointers are ids. The
+    "device" writes logits whose argmax is :attr:`next_token`, so greedy decoding has a
+    known answer."""
+
+    stream = 7
+
+    def __init__(self, next_token: int = 42) -> None:
+        import numpy as np
+
+        self.np = np
+        self.next_token = next_token
+        self.held: dict[str, object] = {}
+
+    def upload(self, name: str, array) -> int:  # noqa: ANN001
+        self.held[name] = array
+        return id(array)
+
+    def output(self, name: str, shape: tuple[int, ...], dtype) -> int:  # noqa: ANN001
+        out = self.np.zeros(shape, dtype=dtype)
+        if name == "logits":
+            out[..., self.next_token] = 1.0
+        self.held[name] = out
+        return id(self.held[name])
+
+    def download(self, name: str, shape: tuple[int, ...], dtype):  # noqa: ANN001, ANN201
+        return self.held[name]
+
+    def synchronize(self) -> None:
+        pass
 
 
 class TRTProject:

@@ -1,4 +1,4 @@
-"""TensorRT vs ONNX Runtime on the example (issue 8): the same greedy text from an fp32 plan.
+"""TensorRT vs ONNX Runtime on the example: the same greedy text from an fp32 plan.
 
 Needs a real TensorRT (the tensorrt module, not the stand-in), trtexec in toolchain
 ``tensorrt``, an NVIDIA GPU and the onnx extra; skips otherwise (always, on CI)."""

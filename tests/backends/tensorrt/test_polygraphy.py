@@ -1,5 +1,5 @@
 """The optional polygraphy-trt profile renders Polygraphy's options from the same flags and
-derived shapes as trtexec's (issue 8). Contract-checked by rendering only."""
+derived shapes as trtexec's. Contract-checked by rendering only."""
 
 from __future__ import annotations
 

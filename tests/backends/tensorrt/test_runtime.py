@@ -1,12 +1,11 @@
-"""The TensorRT load path up to the device call, against the stand-in ``tensorrt`` module
-(issue 8): header checked before deserializing, one execution context, set_input_shape /
+"""The TensorRT load path up to the device call, against the stand-in ``tensorrt`` module:
+header checked before deserializing, one execution context, set_input_shape /
 set_tensor_address for every tensor, execute_async_v3; a shape past the plan's profile is
 ArtifactInputMismatch (exit 6)."""
 
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 import pytest
@@ -14,34 +13,16 @@ import pytest
 from artifact_store import Store
 
 
-class HostBuffers:
-    """A stand-in for rmbuild's DeviceBuffers: host arrays by name, pointers are ids."""
-
-    stream = 7
-
-    def __init__(self) -> None:
-        import numpy as np
-
-        self.np = np
-        self.held: dict[str, object] = {}
-
-    def upload(self, name: str, array) -> int:  # noqa: ANN001
-        self.held[name] = array
-        return id(array)
-
-    def output(self, name: str, shape: tuple[int, ...], dtype) -> int:  # noqa: ANN001
-        self.held[name] = self.np.zeros(shape, dtype=dtype)
-        return id(self.held[name])
-
-    def download(self, name: str, shape: tuple[int, ...], dtype):  # noqa: ANN001, ANN201
-        return self.held[name]
-
-    def synchronize(self) -> None:
-        pass
-
-
-def _plan(folder: Path, version: tuple[int, int, int, int], layout: dict, max_seq: int = 8) -> Path:
-    """A plan file as the stand-in trtexec writes it (header + payload)."""
+def _plan(
+    kit,  # noqa: ANN001
+    folder: Path,
+    version: tuple[int, int, int, int],
+    layout: dict,
+    max_seq: int = 8,
+    *,
+    version_compatible: bool = False,
+) -> Path:
+    """A plan file as the stand-in trtexec writes it: a real plan's header, then the payload."""
     payload = {
         "inputs": [
             {
@@ -58,12 +39,10 @@ def _plan(folder: Path, version: tuple[int, int, int, int], layout: dict, max_se
             for i in layout["inputs"]
         ],
         "vocab_size": 1000,
+        "version_compatible": version_compatible,
     }
-    header = bytearray(28)
-    struct.pack_into("<I", header, 0, 0x74727466)
-    header[24:28] = bytes(version)
     path = folder / "model.plan"
-    path.write_bytes(bytes(header) + json.dumps(payload).encode())
+    path.write_bytes(kit.real_header(version) + json.dumps(payload).encode())
     (folder / "kv_layout.json").write_text(json.dumps(layout))
     return path
 
@@ -84,9 +63,8 @@ def test_a_plan_header_of_another_version_is_refused_before_deserializing(
     from rmbuild.errors import IncompatibleArtifact
 
     tensorrt = standin_tensorrt("10.13.0.35")
-    _plan(
-        tmp_path, (10, 12, 0, 9), kit.LAYOUT
-    )  # the header says 10.12.0, whatever the metadata says
+    _plan(kit, tmp_path, (10, 12, 0, 9), kit.LAYOUT)  # the header says 10.12.0, whatever
+    # the metadata says
     with pytest.raises(IncompatibleArtifact) as caught:
         TensorRTBackend().create_session(tmp_path, _metadata(), {})
     assert "TensorRT 10.12.0 (plan header)" in caught.value.message
@@ -112,9 +90,9 @@ def test_decode_steps_reach_the_device_call(kit, tmp_path: Path, standin_tensorr
     from rmbuild.runtime.kvlayout import KVLayout
 
     tensorrt = standin_tensorrt("10.13.0.35")
-    plan = _plan(tmp_path, (10, 13, 0, 35), kit.LAYOUT, max_seq=8)
+    plan = _plan(kit, tmp_path, (10, 13, 0, 35), kit.LAYOUT, max_seq=8)
     layout = KVLayout.from_json(kit.LAYOUT)
-    step = TensorRTDecoderStep(plan, layout, buffers=HostBuffers())
+    step = TensorRTDecoderStep(plan, layout, buffers=kit.HostBuffers())
     logits = step.step(np.array([5, 6, 7], dtype=np.int64))
     assert logits.shape == (1000,)
     shapes = dict(c[1] for c in tensorrt.CALLS if c[0] == "set_input_shape")
@@ -139,7 +117,7 @@ def test_decode_steps_reach_the_device_call(kit, tmp_path: Path, standin_tensorr
 
 
 def test_rmbuild_load_goes_through_compat_checks_to_the_device_call(
-    cli, trt, standin_tensorrt
+    kit, cli, trt, standin_tensorrt
 ) -> None:  # noqa: ANN001
     pytest.importorskip("numpy")
     pytest.importorskip("tokenizers")
@@ -150,11 +128,16 @@ def test_rmbuild_load_goes_through_compat_checks_to_the_device_call(
     assert r.code == 0, r.err
     key = json.loads(r.out)[0]["artifact"]
     with Store(trt.project.store) as store:
-        session = load(key, store=store, buffers=HostBuffers())
+        session = load(key, store=store, buffers=kit.HostBuffers(next_token=42))
         try:
-            text = session.generate("hello", max_tokens=2)
+            prompt = session.tokenizer.encode("hello")
+            ids = list(session.generate_ids(prompt, max_tokens=3))
+            text = session.generate("hello", max_tokens=3)
         finally:
             session.close()
-    assert isinstance(text, str) or text is not None
-    assert [c for c in tensorrt.CALLS if c[0] == "execute_async_v3"]
+    # The "device" said 42 every step: greedy decoding took it three times, and the text is
+    # the tokenizer's for those ids.
+    assert ids == [42, 42, 42]
+    assert text == session.tokenizer.decode([42, 42, 42])
+    assert len([c for c in tensorrt.CALLS if c[0] == "execute_async_v3"]) == 6  # 2 x 3 steps
     assert session.info["backend"] == "tensorrt" and session.info["tensorrt"] == "10.13.0.35"

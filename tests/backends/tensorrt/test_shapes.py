@@ -1,4 +1,4 @@
-"""trtexec's optimization profile from the graph's inputs and max batch/sequence (issue 8)."""
+"""trtexec's optimization profile from the graph's inputs and max batch/sequence."""
 
 from __future__ import annotations
 

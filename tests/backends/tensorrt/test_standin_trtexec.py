@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from pathlib import Path
 
@@ -40,6 +41,25 @@ def test_a_good_build_writes_a_plan_with_a_real_header(kit, tmp_path: Path) -> N
     assert r.returncode == 0, r.stdout
     assert "[TensorRT v101300]" in r.stdout.splitlines()[0]
     assert planfile.read_header(tmp_path / "model.plan").full_version == "10.13.0.35"
+
+
+def test_the_stand_in_plan_header_is_laid_out_as_a_real_plan(kit, tmp_path: Path) -> None:  # noqa: ANN001
+    r = _run(kit, tmp_path, "10.13.0.35", *_profile((1, 1, 0), (1, 1, 4), (1, 8, 7)))
+    assert r.returncode == 0, r.stdout
+    data = (tmp_path / "model.plan").read_bytes()
+    # Tag and the words at 4, 8 and 12 as in NVIDIA's 10.0 plan; then the file's size, as in
+    # all four of NVIDIA's plans of that folder; then the version.
+    assert data[:16] == kit.REAL_PLAN_10_0[:16]
+    assert struct.unpack_from("<Q", kit.REAL_PLAN_10_0, 16)[0] == kit.REAL_PLAN_10_0_SIZE
+    assert struct.unpack_from("<Q", data, 16)[0] == len(data)
+    assert data[24:28] == bytes((10, 13, 0, 35))
+
+
+def test_no_tf32_is_accepted_by_10_and_11_and_recorded(kit, tmp_path: Path) -> None:  # noqa: ANN001
+    for version in ("10.13.0.35", "11.4.0.106"):
+        r = _run(kit, tmp_path, version, "--noTF32")
+        assert r.returncode == 0, r.stdout
+        assert json.loads((tmp_path / "model.plan").read_bytes()[28:])["tf32"] is False
 
 
 @pytest.mark.parametrize("flag", ["--fp16", "--bf16", "--int8", "--best"])

@@ -1,10 +1,12 @@
 """Contract tests of the TensorRT backend through the CLI, against the stand-in trtexec and
-stand-in tensorrt module (issue 8): compile, key, store, timing cache, refusals, load path."""
+stand-in tensorrt module: compile, key, store, timing cache, refusals, load path."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+
+import pytest
 
 from artifact_store import Store
 
@@ -27,7 +29,7 @@ def _record(trt, key: str):  # noqa: ANN001, ANN202
 
 
 def _rows(cli) -> list[dict]:  # noqa: ANN001
-    return json.loads(cli("ls", "--json").out)
+    return json.loads(cli("ls", "--all", "--json").out)  # --all: compiler caches too
 
 
 def test_fp16_plan_compiles_with_derived_shapes_and_keys_trt_and_cc(cli, trt) -> None:  # noqa: ANN001
@@ -204,12 +206,123 @@ def test_run_refuses_another_compute_capability_unless_ampere_plus(
 
 
 def test_backends_says_why_tensorrt_is_unavailable_here(cli) -> None:  # noqa: ANN001
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        pytest.skip("the tensorrt module is installed here: the backend is not unavailable")
     r = cli("backends", "--json")
     assert r.code == 0, r.err
     rows = {row["name"]: row for row in json.loads(r.out)}
     row = rows["tensorrt"]
-    assert row["available"] is False or row.get("ok") is False or "reason" in json.dumps(row)
-    assert "trtexec is not in the wheels" in json.dumps(row)
+    assert row["available"] is False
+    assert "tensorrt Python package is not installed" in row["reason"]
+    assert "trtexec is not in the wheels" in row["reason"]
+    assert "rmbuild[tensorrt]" in json.dumps(row)
+
+
+VERSION_COMPATIBLE = {"profile": "tensorrt-fp16", "flags": {"version_compatible": True}}
+
+
+@pytest.mark.parametrize(
+    ("built", "here", "loads"),
+    [
+        ("10.13.0", "10.13.0", True),
+        ("10.13.0", "10.14.1", True),  # a later 10.x
+        ("10.13.0", "11.4.0", True),  # 10 -> 11: the one documented cross-major pair for 11
+        ("10.13.0", "10.12.0", False),  # never an earlier runtime
+        ("11.0.0", "11.1.0", True),
+        ("11.4.0", "10.16.1", False),
+        ("10.13.0", "12.0.0", False),  # no other cross-major pair
+        ("8.6.1", "10.13.0", True),
+        ("8.5.3", "8.6.1", False),  # version compatibility starts with 8.6 plans
+    ],
+)
+def test_version_compatible_plans_follow_nvidias_rules(built: str, here: str, loads: bool) -> None:
+    from rmbuild.backends.tensorrt.plugin import check_version, version_compatible_loads
+    from rmbuild.errors import IncompatibleArtifact
+
+    assert version_compatible_loads(built, here) is loads
+    if loads:
+        check_version(built, here, True, {}, "plan header")
+    else:
+        with pytest.raises(IncompatibleArtifact, match=f"TensorRT {built}.*TensorRT {here}"):
+            check_version(built, here, True, {}, "plan header")
+    if built != here:  # without the flag, only the exact release
+        with pytest.raises(IncompatibleArtifact):
+            check_version(built, here, False, {}, "plan header")
+
+
+@pytest.mark.parametrize("runtime", ["10.13.0.35", "10.14.1.48", "11.4.0.106"])
+def test_a_version_compatible_plan_loads_on_a_later_tensorrt(
+    kit, cli, trt, standin_tensorrt, runtime: str
+) -> None:  # noqa: ANN001
+    pytest.importorskip("numpy")
+    pytest.importorskip("tokenizers")
+    from rmbuild.runtime.loader import load
+
+    trt.write_spec(fp16=VERSION_COMPATIBLE)
+    built = _built(cli, trt, "fp16")["artifact"]
+    assert "--versionCompatible" in _record(trt, built).metadata["argv"]
+    tensorrt = standin_tensorrt(runtime)
+    with Store(trt.project.store) as store:
+        session = load(built, store=store, buffers=kit.HostBuffers(next_token=7))
+        try:
+            assert session.generate("hello", max_tokens=1) == session.tokenizer.decode([7])
+        finally:
+            session.close()
+    # The plan embeds the lean runtime: it loaded because rmbuild allowed its host code.
+    assert ("engine_host_code_allowed", True) in tensorrt.CALLS
+
+
+@pytest.mark.parametrize("runtime", ["10.12.0.9", "12.0.0.1"])
+def test_a_version_compatible_plan_is_refused_where_nvidia_says_it_cannot_load(
+    cli, trt, standin_tensorrt, runtime: str
+) -> None:  # noqa: ANN001
+    trt.write_spec(fp16=VERSION_COMPATIBLE)
+    built = _built(cli, trt, "fp16")["artifact"]
+    tensorrt = standin_tensorrt(runtime)
+    r = cli("run", "--artifact", built, "-n", "1")
+    r.assert_failure(6)
+    assert "TensorRT 10.13.0" in r.err and f"TensorRT {runtime}" in r.err
+    assert "--versionCompatible" in r.err and "--rebuild" in r.err
+    assert not [c for c in tensorrt.CALLS if c[0] == "deserialize_cuda_engine"]
+
+
+def test_without_host_code_allowed_the_stand_in_refuses_a_version_compatible_plan(
+    kit, cli, trt, standin_tensorrt
+) -> None:  # noqa: ANN001
+    """The stand-in enforces TensorRT's opt-in: were rmbuild not to set the flag, the load
+    tests above would fail, with TensorRT's reason in the message."""
+    pytest.importorskip("numpy")
+    from rmbuild.backends.tensorrt.runtime import TensorRTDecoderStep
+    from rmbuild.errors import IncompatibleArtifact
+    from rmbuild.runtime.kvlayout import KVLayout
+
+    trt.write_spec(fp16=VERSION_COMPATIBLE)
+    built = _built(cli, trt, "fp16")["artifact"]
+    standin_tensorrt("10.13.0.35")
+    with Store(trt.project.store) as store:
+        folder = store.materialize(built)
+    layout = KVLayout.from_json(kit.LAYOUT)
+    with pytest.raises(IncompatibleArtifact) as caught:
+        TensorRTDecoderStep(folder / "model.plan", layout, buffers=kit.HostBuffers())
+    assert "could not deserialize" in caught.value.message
+    assert any("engine host code is not allowed" in line for line in caught.value.context)
+    step = TensorRTDecoderStep(
+        folder / "model.plan", layout, buffers=kit.HostBuffers(), version_compatible=True
+    )
+    assert step.engine is not None
+
+
+def test_a_strict_fp32_plan_renders_no_tf32(cli, trt) -> None:  # noqa: ANN001
+    trt.write_spec(
+        strict={"profile": "tensorrt-fp16", "flags": {"precision": "fp32", "tf32": False}},
+        fast={"profile": "tensorrt-fp16", "flags": {"precision": "fp32"}},
+    )
+    strict = _record(trt, _built(cli, trt, "strict")["artifact"]).metadata["argv"]
+    fast = _record(trt, _built(cli, trt, "fast")["artifact"]).metadata["argv"]
+    assert "--noTF32" in strict and "--fp16" not in strict
+    assert "--noTF32" not in fast  # trtexec's default: TF32 on
 
 
 def test_gpus_are_asked_once_per_process(monkeypatch):

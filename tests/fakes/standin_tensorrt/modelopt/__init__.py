@@ -1,1 +1,1 @@
-"""STAND-IN for NVIDIA ModelOpt (tests only, issue 8)."""
+"""STAND-IN for NVIDIA ModelOpt (tests only)."""

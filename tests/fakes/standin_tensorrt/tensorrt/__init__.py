@@ -1,9 +1,13 @@
-"""STAND-IN for NVIDIA's ``tensorrt`` Python module, for rmbuild's tests only (issue 8).
+"""STAND-IN for NVIDIA's ``tensorrt`` Python module, for rmbuild's tests only.
 
 The surface rmbuild's runtime uses, as TensorRT 10's Python API documents it:
-``Logger``, ``Runtime(logger).deserialize_cuda_engine(bytes)`` (None, with the error logged, for
-a plan of another version: "The engine plan file is not compatible with this version of
-TensorRT"), ``ICudaEngine.num_io_tensors / get_tensor_name / get_tensor_mode /
+``Logger``, ``ILogger`` (subclassed, ``log(severity, msg)``), ``Runtime(logger)
+.deserialize_cuda_engine(bytes)`` (None, with the error logged, for a plan of another version:
+"The engine plan file is not compatible with this version of TensorRT"),
+``Runtime.engine_host_code_allowed`` (False by default; a plan built ``--versionCompatible``
+embeds the lean runtime, which TensorRT loads only when it is True, and such a plan loads on a
+later TensorRT as NVIDIA's version-compatibility rules allow), ``ICudaEngine.num_io_tensors /
+get_tensor_name / get_tensor_mode /
 get_tensor_dtype / create_execution_context``, ``IExecutionContext.set_input_shape`` (False
 outside the optimization profile), ``set_tensor_address``, ``get_tensor_shape`` and
 ``execute_async_v3`` (the device call: recorded in :data:`CALLS`, computes nothing).
@@ -25,15 +29,38 @@ CALLS: list[tuple[str, Any]] = []  # every call the tests may inspect
 MAGIC = 0x74727466
 
 
-class Logger:
-    ERROR, WARNING, INFO, VERBOSE = 1, 2, 3, 4
+class ILogger:
+    """The logger interface applications subclass (``log(severity, msg)``)."""
+
+    class Severity(enum.IntEnum):
+        INTERNAL_ERROR = 0
+        ERROR = 1
+        WARNING = 2
+        INFO = 3
+        VERBOSE = 4
+
+    def __init__(self) -> None:
+        pass
+
+    def log(self, severity: ILogger.Severity, msg: str) -> None:
+        raise NotImplementedError
+
+
+class Logger(ILogger):
+    ERROR, WARNING, INFO, VERBOSE = (
+        ILogger.Severity.ERROR,
+        ILogger.Severity.WARNING,
+        ILogger.Severity.INFO,
+        ILogger.Severity.VERBOSE,
+    )
 
     def __init__(self, severity: int = 2) -> None:
+        super().__init__()
         self.severity = severity
         self.messages: list[str] = []
 
-    def log(self, severity: int, message: str) -> None:
-        self.messages.append(message)
+    def log(self, severity: ILogger.Severity, msg: str) -> None:
+        self.messages.append(msg)
 
 
 class TensorIOMode(enum.Enum):
@@ -59,24 +86,57 @@ def nptype(dtype: DataType) -> Any:
     return np.dtype(_NP[dtype.name]).type
 
 
+def _numbers(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split(".")[:3])
+
+
+def _version_compatible_loads(built: tuple[int, ...], here: tuple[int, ...]) -> bool:
+    # NVIDIA's documented rules (the version-compatibility page of the TensorRT developer
+    # guide and the 11.x support matrix), written here independently of rmbuild's copy.
+    if built[:2] < (8, 6) or here[:2] < (8, 6):
+        return False
+    if built[0] == here[0]:
+        return here >= built
+    return (built[0], here[0]) in {(8, 9), (8, 10), (9, 10), (10, 11)}
+
+
 class Runtime:
-    def __init__(self, logger: Logger) -> None:
+    def __init__(self, logger: ILogger) -> None:
         self.logger = logger
+        self.engine_host_code_allowed = False
 
     def deserialize_cuda_engine(self, data: bytes) -> ICudaEngine | None:
         CALLS.append(("deserialize_cuda_engine", len(data)))
+        error = ILogger.Severity.ERROR
         if len(data) < 28 or struct.unpack_from("<I", data, 0)[0] != MAGIC:
-            self.logger.log(Logger.ERROR, "Serialization assertion magicTagRead == kMAGIC_TAG")
+            self.logger.log(error, "Serialization assertion magicTagRead == kMAGIC_TAG")
             return None
-        built = ".".join(str(b) for b in data[24:27])
-        if built.split(".") != __version__.split(".")[:3]:
+        built = tuple(data[24:27])
+        payload = json.loads(data[28:])
+        here = _numbers(__version__)
+        if payload.get("version_compatible"):
+            # The plan embeds the lean runtime: host code TensorRT runs only when allowed.
+            if not self.engine_host_code_allowed:
+                self.logger.log(
+                    error,
+                    "(stand-in) the plan carries a lean runtime (built version-compatible) and "
+                    "engine host code is not allowed: set engine_host_code_allowed = True for "
+                    "trusted plans",
+                )
+                return None
+            compatible = _version_compatible_loads(built, here)
+        else:
+            compatible = built == here
+        if not compatible:
             self.logger.log(
-                Logger.ERROR,
+                error,
                 "The engine plan file is not compatible with this version of TensorRT, "
-                f"expecting library version {__version__} got {built}, please rebuild.",
+                f"expecting library version {__version__} got "
+                f"{'.'.join(str(b) for b in built)}, please rebuild.",
             )
             return None
-        return ICudaEngine(json.loads(data[28:]))
+        CALLS.append(("engine_host_code_allowed", self.engine_host_code_allowed))
+        return ICudaEngine(payload)
 
 
 class ICudaEngine:

@@ -1,4 +1,4 @@
-"""STAND-IN for ``python -m modelopt.onnx.autocast`` (tests only, issue 8).
+"""STAND-IN for ``python -m modelopt.onnx.autocast`` (tests only).
 
 Parses the documented command line (``--onnx_path`` required; ``--output_path``,
 ``--low_precision_type {fp16,bf16}``, ``--keep_io_types``, ``--data_max``, ``--init_max``,
