@@ -18,7 +18,8 @@ left running as orphans. So rmbuild starts this small process instead, and it
 
 It is run as a file (``python -I -S _supervisor.py``), never imported by rmbuild, and imports
 only a few standard modules, so it starts in milliseconds. Its own environment is the tool's
-(already scrubbed) environment, passed through unchanged.
+(already scrubbed) environment, passed through unchanged; like rmbuild, it makes itself
+non-dumpable (PR_SET_DUMPABLE 0) before the tool starts.
 
 Usage: ``_supervisor.py STATUS_FD PARENT_PID TIMEOUT_S -- ARGV...`` (TIMEOUT_S 0: none).
 """
@@ -33,6 +34,7 @@ import sys
 import time
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 WATCHED = {signal.SIGCHLD, *STOP_SIGNALS}
@@ -154,6 +156,9 @@ def main(args: list[str]) -> int:
         signal.signal(signo, signal.SIG_DFL)  # an inherited SIG_IGN must not hide them
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    # Non-dumpable, as rmbuild is: the tool (same user) can then neither ptrace this process
+    # (and forge its status pipe) nor read its memory. The tool is dumpable again after exec.
+    _prctl(PR_SET_DUMPABLE, 0)
     if os.getppid() != parent:  # the parent died before PDEATHSIG was armed
         status.send(event="end", reason="parent-died", returncode=None, signal=None)
         return 128 + signal.SIGTERM

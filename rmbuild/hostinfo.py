@@ -72,11 +72,12 @@ def gpus() -> list[dict[str, str]]:
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return []
+    from rmbuild.toolenv import base_env, run_probe
+
     try:
-        out = subprocess.run(
+        out = run_probe(
             [smi, "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
+            base_env(),  # the driver's tool needs nothing of the caller's environment
             timeout=10,
             check=True,
         ).stdout

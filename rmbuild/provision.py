@@ -219,15 +219,16 @@ def _python_for(toolchain: Toolchain) -> Path:
     own = ".".join(map(str, sys.version_info[:3]))
     if own in wanted:
         return Path(sys.executable)
+    from rmbuild.toolenv import base_env, python_argv, run_probe
+
     for minor in range(20, 7, -1):
         exe = shutil.which(f"python3.{minor}")
         if exe is None:
             continue
         try:
-            out = subprocess.run(  # noqa: S603
-                [exe, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                capture_output=True,
-                text=True,
+            out = run_probe(
+                python_argv(exe, "import sys; print('%d.%d.%d' % sys.version_info[:3])"),
+                base_env(),
                 timeout=30,
                 check=True,
             ).stdout.strip()
@@ -296,14 +297,22 @@ def _relocate(partial: Path, final: Path) -> None:
         os.chmod(path, mode)
 
 
-def _run(argv: list[str], log: Path, on_line: Callable[[str], None] | None, tool: str) -> None:
+def _run(
+    argv: list[str],
+    log: Path,
+    on_line: Callable[[str], None] | None,
+    tool: str,
+    bin_dir: Path,
+) -> None:
+    from rmbuild.toolenv import installer_env
     from rmbuild.toolproc import run_supervised
 
-    # The installer needs the caller's network settings (proxy, index, certificates).
+    # The installer needs the caller's network settings (proxy, index, certificates), and
+    # nothing else of the caller's: an sdist's build backend is code from the registry.
     run_supervised(
         argv,
         cwd=log.parent,
-        env=dict(os.environ),
+        env=installer_env(bin_dir),
         log_path=log,
         timeout=None,
         tool=tool,
@@ -339,20 +348,30 @@ def _installer(python: Path, lock: Path) -> tuple[list[str], str]:
     return ([*argv, "--require-hashes"] if has_hash else argv), "pip"
 
 
-def _probe(python: Path, code: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    out = subprocess.run(  # noqa: S603
-        [str(python), "-c", _LIST], capture_output=True, text=True, timeout=300, check=True
-    ).stdout
+def _probe(
+    python: Path, code: str | None, toolchain: Toolchain
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The new venv's listing, and the toolchain's probe facts: both run isolated (``-I``) in
+    the toolchain's scrubbed environment (the probe imports the vendor's native module and may
+    run its compiler: it gets what the tools get, not the caller's secrets)."""
+    from rmbuild.toolenv import python_argv, run_probe, tool_env
+
+    env = tool_env(None, toolchain, None, bin_dir=python.parent)
+    out = run_probe(python_argv(python, _LIST), env, timeout=300, check=True).stdout
     listing = json.loads(out)
     facts: dict[str, Any] = {}
     if code:
         try:
-            done = subprocess.run(  # noqa: S603
-                [str(python), "-c", code], capture_output=True, text=True, timeout=600, check=True
-            )
+            done = run_probe(python_argv(python, code), env, timeout=600, check=True)
             facts = json.loads(done.stdout.strip().splitlines()[-1])
         except (subprocess.SubprocessError, ValueError, IndexError) as exc:
-            detail = getattr(exc, "stderr", "") or str(exc)
+            # Never str() of a subprocess error: it quotes the argv, i.e. the probe's source.
+            if isinstance(exc, subprocess.CalledProcessError):
+                detail = exc.stderr or f"exit code {exc.returncode}"
+            elif isinstance(exc, subprocess.TimeoutExpired):
+                detail = f"no answer within {exc.timeout:g} s"
+            else:
+                detail = str(exc)
             raise ToolError(
                 "the toolchain's identity probe failed",
                 tool="probe",
@@ -386,6 +405,8 @@ def install(
             field="lock",
             hint="add `lock:` (a pinned requirements file) to its toolchain file to provision it",
         )
+    from rmbuild.toolenv import base_env, run_probe
+
     say = on_line or (lambda _line: None)
     t0 = time.monotonic()
     with _locked(toolchain.name):
@@ -407,10 +428,12 @@ def install(
         base = _python_for(toolchain)
         say(f"creating a venv with {base}")
         # No pip inside: rmbuild's pip installs into it (--python), which keeps it small.
-        subprocess.run(  # noqa: S603
-            [str(base), "-m", "venv", "--without-pip", "--prompt", toolchain.name, str(partial)],
+        run_probe(
+            [str(base), "-I", "-m", "venv", "--without-pip", "--prompt", toolchain.name]
+            + [str(partial)],
+            base_env(),
+            timeout=300,
             check=True,
-            capture_output=True,
         )
         python = partial / "bin" / "python"
         assert toolchain.lock is not None
@@ -419,7 +442,8 @@ def install(
         argv, installer = _installer(python, lock)
         if _requirements(lock):
             say(f"installing {lock.name} with {installer}")
-            _run(argv, toolchains_dir() / f".{toolchain.name}.install.log", on_line, installer)
+            log = toolchains_dir() / f".{toolchain.name}.install.log"
+            _run(argv, log, on_line, installer, python.parent)
         if lock_digest(toolchain) != digest:
             raise ToolError(
                 f"the lock of toolchain {toolchain.name!r} changed during the install",
@@ -427,7 +451,7 @@ def install(
                 hint="rerun the install",
             )
         say("reading the installed versions")
-        listing, facts = _probe(python, toolchain.probe)
+        listing, facts = _probe(python, toolchain.probe, toolchain)
         _relocate(partial, final)
         size = _dir_size(partial)
         marker = {

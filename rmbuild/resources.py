@@ -130,12 +130,14 @@ def furiosa(smi: bool = True) -> dict[str, Any]:
 
         tc = find_toolchain("furiosa", Path.cwd())
         if smi and provision.status(tc).installed:
-            out = subprocess.run(  # noqa: S603 - the toolchain's own python, no shell
-                [str(tc.python_path), "-c", _FURIOSA_SMI],
-                capture_output=True,
-                text=True,
+            from rmbuild.toolenv import python_argv, run_probe, tool_env
+
+            # Isolated, in the toolchain's scrubbed environment: the vendor's native module
+            # sees what its compiler would, never the caller's secrets.
+            out = run_probe(
+                python_argv(tc.python_path, _FURIOSA_SMI),
+                tool_env(None, tc, None),
                 timeout=SMI_TIMEOUT_S,
-                check=False,
             ).stdout
             result["smi"] = json.loads(out.strip().splitlines()[-1])
     except Exception:  # noqa: BLE001 - no toolchain, or smi broken: nodes only
@@ -172,10 +174,10 @@ def rebellions() -> dict[str, Any]:
     smi = shutil.which("rbln-smi") or shutil.which("rbln-stat")
     text = None
     if smi:
+        from rmbuild.toolenv import base_env, run_probe
+
         try:
-            text = subprocess.run(  # noqa: S603
-                [smi], capture_output=True, text=True, timeout=SMI_TIMEOUT_S, check=False
-            ).stdout.strip()[:2000]
+            text = run_probe([smi], base_env(), timeout=SMI_TIMEOUT_S).stdout.strip()[:2000]
         except (OSError, subprocess.SubprocessError):
             text = None
     driver = _read("/sys/module/rebellions/version") or _read("/sys/module/rbln/version")

@@ -19,7 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from rmbuild.config import search_path
 from rmbuild.errors import SpecError, ToolNotFound
@@ -96,6 +96,8 @@ class Toolchain(BaseModel):
         description="Python code run once in the environment after install; it prints a "
         "JSON object of identity facts (e.g. compiler revisions), which enters the identity.",
     )
+    # Where it was loaded from (file, line of `python:`), for messages about its interpreter.
+    _source: tuple[str, int | None] | None = PrivateAttr(None)
 
     @field_validator("lock")
     @classmethod
@@ -172,7 +174,18 @@ class Toolchain(BaseModel):
             from rmbuild import provision
 
             return provision.identity(self)
-        return _identity(self.python_path, tuple(self.packages), self.python is None, self.name)
+        return self._ask(tuple(self.packages))
+
+    def _ask(self, packages: tuple[str, ...]) -> dict[str, object]:
+        """Identity facts of ``packages``: read in this process for ``main``, else from the
+        toolchain's own interpreter, checked to be a Python first, run isolated (``-I``) in
+        the toolchain's scrubbed environment."""
+        if self.python is None:
+            return _identity_here(packages, self.name)
+        from rmbuild.toolenv import tool_env
+
+        env = tuple(sorted(tool_env(None, self, None).items()))
+        return _identity_of(self.python_path, packages, self.name, env, self._source)
 
     def check_uses(self, profile: BuildProfile, file: Path | str | None = None) -> None:
         """Every package the profile's tool may invoke must be one of this toolchain's
@@ -200,7 +213,7 @@ class Toolchain(BaseModel):
             from rmbuild import provision
 
             return provision.installed_version(self, package)
-        other = _identity(self.python_path, (package,), self.python is None, self.name)
+        other = self._ask((package,))
         return other["packages"][package]  # type: ignore[index]
 
 
@@ -214,38 +227,121 @@ _PROBE = (
 )
 
 
+# `python`, `python3`, `python3.11`: what a toolchain's interpreter (or its link target) is named.
+PYTHON_NAME = re.compile(r"python[0-9.]*")
+# Executable formats an interpreter may have (ELF; Mach-O 32/64-bit, both byte orders, and
+# universal). A `#!` script is not one: a wrapper runs whatever it names.
+_BINARY_MAGIC = (
+    b"\x7fELF",
+    b"\xfe\xed\xfa\xce",
+    b"\xce\xfa\xed\xfe",
+    b"\xfe\xed\xfa\xcf",
+    b"\xcf\xfa\xed\xfe",
+    b"\xca\xfe\xba\xbe",
+)
+_VERSION_LINE = re.compile(r"Python (\d+)\.(\d+)")
+
+
+def interpreter_problem(python: Path) -> str | None:
+    """Why rmbuild will not run Python code through ``python`` (None: it may), decided
+    without running it; a missing file is not judged here (it is "not installed").
+
+    It must be named like a Python (``python[0-9.]*``: the path's own name or, for a link,
+    its target's) and be an executable binary, not a script: ``python: /bin/sh`` would run
+    the identity probe's source as shell code, a wrapper script named python whatever it
+    names. :func:`_identity_of` also asks it ``-V`` before any code goes through it.
+    """
+    if not python.exists():
+        return None
+    resolved = python.resolve()
+    if not (PYTHON_NAME.fullmatch(python.name) or PYTHON_NAME.fullmatch(resolved.name)):
+        return f"{python} is not named like a Python interpreter (python, python3, python3.X)"
+    if not resolved.is_file() or not os.access(resolved, os.X_OK):
+        return f"{python} is not an executable file"
+    try:
+        with open(resolved, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        return f"{python} cannot be read ({exc.strerror or exc})"
+    if head not in _BINARY_MAGIC:
+        what = "a script" if head.startswith(b"#!") else "not an executable binary"
+        return f"{python} is {what}, not a Python interpreter"
+    return None
+
+
+def _not_python(name: str, python: Path, problem: str, source: tuple | None) -> SpecError:
+    file, line = source if source else (None, None)
+    return SpecError(
+        f"toolchain {name!r}: {problem}",
+        file=file or f"toolchain {name}",
+        line=line,
+        field="python",
+        hint="point `python:` at the environment's interpreter itself (e.g. <venv>/bin/python; "
+        "`python -c 'import sys; print(sys.executable)'` prints it), not a wrapper or a shell",
+    )
+
+
 @cache
-def _identity(
-    python: Path, packages: tuple[str, ...], in_process: bool, name: str
+def _identity_here(packages: tuple[str, ...], name: str) -> dict[str, object]:
+    """``main``'s identity, read in this process from the packages its tools will see: the
+    path without the caller's ``PYTHONPATH`` entries and the user site (the tools run with
+    neither), so a package put on PYTHONPATH cannot enter the identity."""
+    import importlib.metadata as md
+    import site
+
+    drop = {os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p}
+    drop.add(os.path.abspath(site.getusersitepackages()))
+    path = [p for p in sys.path if p and os.path.abspath(p) not in drop]
+
+    def version(pkg: str) -> str | None:
+        dist = next(iter(md.distributions(name=pkg, path=path)), None)
+        return None if dist is None else dist.version
+
+    versions = {p: version(p) for p in packages}
+    py = ".".join(str(part) for part in sys.version_info[:3])
+    return {"name": name, "python": py, "packages": dict(sorted(versions.items()))}
+
+
+@cache
+def _identity_of(
+    python: Path,
+    packages: tuple[str, ...],
+    name: str,
+    env: tuple[tuple[str, str], ...],
+    source: tuple[str, int | None] | None,
 ) -> dict[str, object]:
-    if in_process:
-        import importlib.metadata as md
+    """Another environment's identity, asked of its own interpreter (two short processes:
+    ``-V`` to know it is a Python, then the probe)."""
+    from rmbuild.toolenv import python_argv, run_probe
 
-        def version(pkg: str) -> str | None:
-            try:
-                return md.version(pkg)
-            except md.PackageNotFoundError:
-                return None
-
-        versions = {p: version(p) for p in packages}
-        py = ".".join(str(part) for part in sys.version_info[:3])
-    else:
-        # Another environment: ask its own interpreter (one short subprocess).
-        try:
-            out = subprocess.run(
-                [str(python), "-c", _PROBE, *packages],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=True,
-            ).stdout
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise ToolNotFound(
-                f"toolchain {name!r}: its Python {python} does not run ({exc})",
-                tool=str(python),
-            ) from None
-        data = json.loads(out)
+    if (problem := interpreter_problem(python)) is not None:
+        raise _not_python(name, python, problem, source)
+    try:
+        version = run_probe([str(python), "-I", "-V"], dict(env), timeout=60)
+        said = (version.stdout + version.stderr).strip()
+        if version.returncode != 0 or not _VERSION_LINE.match(said):
+            raise _not_python(
+                name, python, f"{python} -V did not answer like a Python ({said[:80]!r})", source
+            )
+        done = run_probe(python_argv(python, _PROBE, *packages), dict(env), timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ToolNotFound(
+            f"toolchain {name!r}: its Python {python} does not run "
+            f"({getattr(exc, 'strerror', None) or type(exc).__name__})",
+            tool=str(python),
+        ) from None
+    try:
+        if done.returncode != 0:
+            raise ValueError
+        data = json.loads(done.stdout.strip().splitlines()[-1])
         versions, py = data["packages"], data["python"]
+    except (ValueError, IndexError, KeyError, TypeError):
+        raise ToolNotFound(
+            f"toolchain {name!r}: its Python {python} could not report its packages "
+            f"(exit code {done.returncode})",
+            tool=str(python),
+            tail=done.stderr.strip().splitlines()[-10:],
+        ) from None
     return {"name": name, "python": py, "packages": dict(sorted(versions.items()))}
 
 
@@ -280,6 +376,11 @@ def find_toolchain(name: str, start: Path | None = None) -> Toolchain:
                 field="lock",
             )
         toolchain = toolchain.model_copy(update={"lock": str(lock)})
+    if toolchain.python is not None:
+        # Checked before anything runs through it (the identity probe is Python source).
+        toolchain._source = (str(files[name]), line_of(lines, ("python",)))
+        if (problem := interpreter_problem(toolchain.python_path)) is not None:
+            raise _not_python(name, toolchain.python_path, problem, toolchain._source)
     return toolchain
 
 

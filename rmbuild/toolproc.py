@@ -47,7 +47,14 @@ BACKSTOP_S = 60.0
 
 
 def supervised(argv: list[str], *, status_fd: int = -1, timeout: float | None = None) -> list[str]:
-    """The argv that runs ``argv`` under the supervisor (``-I -S``: isolated, no site)."""
+    """The argv that runs ``argv`` under the supervisor (``-I -S``: isolated, no site).
+
+    That argv names this process's pid, which the tool can read: this process is made
+    non-dumpable first (toolenv.protect_process; the environment builders do it too), so the
+    tool cannot read our ``/proc/<pid>/environ``."""
+    from rmbuild.toolenv import protect_process
+
+    protect_process()
     return [
         sys.executable,
         "-I",

@@ -183,3 +183,34 @@ def test_a_system_tool_check_runs_scrubbed_of_the_callers_secrets(
     toolchain = Toolchain(name="vendor", python=None, system_tools=[tool])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cret")
     assert missing_system_tools(toolchain) == []
+
+
+ENV_PROBE = """\
+probe: |
+  import json, os, sys
+  print(json.dumps({"seen": sorted(k for k in ("AWS_SECRET_ACCESS_KEY", "HF_TOKEN", "LD_PRELOAD",
+                    "PYTHONPATH") if k in os.environ),
+                    "fake_on_path": any(p.endswith("fakepp") for p in sys.path)}))
+"""
+
+
+def test_install_probes_get_none_of_the_callers_secrets(
+    tiny: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The listing and the toolchain's own probe (which imports the vendor's native module and
+    # may run its compiler) run isolated in the toolchain's scrubbed environment.
+    path = tiny / "profiles" / "toolchains" / "tiny.yaml"
+    path.write_text(TINY.split("probe: |")[0] + ENV_PROBE)
+    fake = tiny / "fakepp" / "onnx-999.0.dist-info"
+    fake.mkdir(parents=True)
+    (fake / "METADATA").write_text("Metadata-Version: 2.1\nName: onnx\nVersion: 999.0\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    monkeypatch.setenv("LD_PRELOAD", "/nonexistent/preload.so")
+    tc = find_toolchain("tiny", tiny)
+    provision.install(tc)
+    ident = tc.identity()
+    assert ident["probe"] == {"seen": [], "fake_on_path": False}
+    marker = json.loads((data_dir / "toolchains" / "tiny" / provision.MARKER).read_text())
+    assert "onnx" not in marker["packages"]  # the caller's PYTHONPATH is not the venv's

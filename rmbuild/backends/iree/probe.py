@@ -193,11 +193,14 @@ def _resolve(tool: Path, args: tuple[str, ...]) -> str:
 
 
 def _ask(tool: Path, args: tuple[str, ...]) -> str:
-    proc = subprocess.run(
+    from rmbuild.toolenv import base_env, run_probe
+
+    # The compiler's own dir on PATH (its Python wrapper finds its native binary), nothing of
+    # the caller's environment.
+    proc = run_probe(
         [str(tool), "-", "--compile-to=hal", "-o", "-", *args],
+        base_env(tool.parent),
         input=_PROBE_MLIR,
-        capture_output=True,
-        text=True,
         timeout=120,
     )
     text = (proc.stdout + proc.stderr).replace("\\22", '"')
