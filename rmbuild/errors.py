@@ -235,6 +235,14 @@ class InvalidName(RmbuildError):
     exit_code = EXIT_USAGE
 
 
+class DestinationNotEmpty(RmbuildError):
+    """``checkout REF DIR`` was given a DIR that holds something else: files are never
+    overwritten (exit 2)."""
+
+    code = "destination-exists"
+    exit_code = EXIT_USAGE
+
+
 class BuildLockTimeout(RmbuildError):
     """Another process held a key's build lock for longer than the stage may take."""
 

@@ -101,6 +101,10 @@ def translate(exc: Exception) -> RmbuildError | None:
     if not isinstance(exc, st.StoreError):
         return None
     message = str(exc)
+    if isinstance(exc, se.DestinationExists):
+        from rmbuild.errors import DestinationNotEmpty
+
+        return DestinationNotEmpty(message, hint="give a new or empty folder, or remove this one")
     if isinstance(exc, st.InvalidAlias):
         return InvalidName(
             message,

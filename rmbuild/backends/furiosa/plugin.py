@@ -2,7 +2,8 @@
 
 One CLI stage, ``furiosa-rngd``: the HF folder -> ``model.fxb`` (a zip of EDF kernels and a
 ``manifest.json``; no weights) plus the HF files the server loads (config, tokenizer, weights,
-carried; the store dedups them), so ``furiosa-llm serve <materialized folder>`` takes it as is.
+carried; the store dedups them), so ``furiosa-llm serve DIR`` takes it as is once ``rmbuild
+checkout <artifact> DIR`` has laid it out.
 
 What keys an artifact: the toolchain's identity (lock digest, Python, furiosa-llm / tcc /
 kernels / torch versions, and the probe's revisions), the keyed flags, and the fingerprint
@@ -199,9 +200,9 @@ class FuriosaBackend(BackendPlugin):
             "this is a FuriosaAI RNGD artifact (.fxb) and this machine has no RNGD device "
             "(no /dev/rngd*, furiosa_smi lists none)",
             context=[f"devices found: {', '.join(others)}; CPU only otherwise"],
-            hint="on an RNGD host with furiosa-llm 2026.4: materialize the artifact (its files: "
-            "model.fxb + the HF config, tokenizer and weights) and run `furiosa-llm serve "
-            "<materialized folder>`; it finds model.fxb next to the HF files",
+            hint="on an RNGD host with furiosa-llm 2026.4: `rmbuild checkout <artifact> DIR` "
+            "puts its files in DIR (model.fxb + the HF config, tokenizer and weights), then "
+            "`furiosa-llm serve DIR` finds model.fxb next to the HF files",
         )
 
     def create_session(

@@ -108,7 +108,11 @@ def test_run_is_refused_here_naming_devices_and_the_serve_command(
         plugin.FuriosaBackend().check_compatible({"profile": "furiosa-rngd"})
     assert exc.value.exit_code == 6
     assert "gpu: NVIDIA H100" in " ".join(exc.value.context)
-    assert "furiosa-llm serve <materialized folder>" in (exc.value.hint or "")
+    assert "`rmbuild checkout <artifact> DIR`" in (exc.value.hint or "")
+    assert "`furiosa-llm serve DIR`" in (exc.value.hint or "")
+    from rmbuild.cli import COMMANDS
+
+    assert "checkout" in COMMANDS  # the command the hint names exists
 
 
 def _fake_env(tmp_path: Path, fxb_body: str) -> Path:
