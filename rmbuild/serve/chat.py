@@ -1,7 +1,7 @@
 """Chat messages to prompt tokens through the model's own chat template.
 
-The template is the one Hugging Face tokenizers carry in ``tokenizer_config.json``
-(``chat_template``), rendered the way transformers renders it (Jinja with ``trim_blocks`` and
+The template is the one Hugging Face tokenizers carry (``chat_template.jinja`` beside the
+tokenizer, or ``chat_template`` in ``tokenizer_config.json``), rendered the way transformers renders it (Jinja with ``trim_blocks`` and
 ``lstrip_blocks``, ``add_generation_prompt``, ``raise_exception``) but in Jinja's immutable
 sandbox: a template comes with a model, so it is untrusted input. The rendered text already
 holds the special tokens it wants, so it is encoded without adding any.
@@ -51,6 +51,17 @@ class ChatTemplate:
                 except ValueError:
                     config = {}
         source = config.get("chat_template")
+        if folder is not None:
+            # transformers >= 4.43 saves the template beside the config, not inside it.
+            jinja = Path(folder) / "chat_template.jinja"
+            legacy = Path(folder) / "chat_template.json"
+            if jinja.is_file():
+                source = jinja.read_text()
+            elif legacy.is_file():
+                try:
+                    source = json.loads(legacy.read_text()).get("chat_template", source)
+                except (ValueError, AttributeError):
+                    pass
         if isinstance(source, list):  # named templates: the "default" one serves chat
             named = {t.get("name"): t.get("template") for t in source if isinstance(t, dict)}
             source = named.get("default") or next(iter(named.values()), None)
@@ -66,8 +77,8 @@ class ChatTemplate:
         if self.source is None:
             raise APIError(
                 400,
-                "this model has no chat template (tokenizer_config.json declares no "
-                "chat_template): use /v1/completions with a prompt",
+                "this model has no chat template (no chat_template.jinja and no chat_template in "
+                "tokenizer_config.json): use /v1/completions with a prompt",
                 param="messages",
             )
         if self._compiled is None:
