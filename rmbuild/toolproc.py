@@ -16,6 +16,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,14 @@ TAIL_LINES = 20
 STOP_PATIENCE_S = 40.0
 # A supervisor that outlives its own timeout by this much is itself stuck.
 BACKSTOP_S = 60.0
+# Terminal control sequences: CSI (colours, cursor moves), OSC (titles, links) and the other
+# escapes (charset selection, keypad modes). Vendor tools colour their output even into a pipe.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[ -/]*[0-~])")
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences (colour codes, cursor moves, titles)."""
+    return _ANSI.sub("", text) if "\x1b" in text else text
 
 
 def supervised(argv: list[str], *, status_fd: int = -1, timeout: float | None = None) -> list[str]:
@@ -114,7 +123,10 @@ class _Pump:
                         # full pipe) but stop the tool: its log is lost from here on.
                         self.write_error = exc
                         self.on_write_error()
-                line = raw.decode("utf-8", "replace").rstrip()
+                # The log keeps the tool's bytes as written (``less -R`` shows its colours); the
+                # line rmbuild shows again (live status, heartbeat, an error's tail) is text.
+                # A progress bar redraws itself after "\r": the part a terminal would show.
+                line = strip_ansi(raw.decode("utf-8", "replace")).rstrip().rsplit("\r", 1)[-1]
                 if not line:
                     continue
                 with self._lock:

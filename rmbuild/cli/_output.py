@@ -1,15 +1,44 @@
-"""Shared output helpers of the CLI: JSON, sizes, ages, the console."""
+"""Shared output helpers of the CLI: JSON, sizes, ages, the console, the heartbeat."""
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+# Seconds between two heartbeat lines of a long step whose output is not a terminal.
+HEARTBEAT_S = 30.0
+
+
+# Whether this command has written its JSON result to stdout (``main`` then prints no error
+# object after it: one JSON document per run).
+_json_written = False
+
+
+def reset_json_written() -> None:
+    """Forget earlier JSON output (``main`` runs once per command; tests run many)."""
+    global _json_written
+    _json_written = False
+
+
+def json_written() -> bool:
+    """Has this command begun writing its JSON result to stdout?"""
+    return _json_written
+
+
+def note_json_written() -> None:
+    """Mark that a JSON result went to stdout (a command that streams writes it itself)."""
+    global _json_written
+    _json_written = True
 
 
 def emit_json(value: Any) -> None:
     """Machine-readable output on stdout (``--json``)."""
+    note_json_written()
     sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
 
 
@@ -104,3 +133,87 @@ def toolchain_versions(meta: dict[str, Any]) -> dict[str, str]:
         if version and name not in out:
             out[name] = version
     return out
+
+
+def elapsed(seconds: float) -> str:
+    """``4s``, ``2m05s``, ``1h02m``: a duration as a person reads it."""
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Heartbeat:
+    """A line every ``interval`` seconds while a long step runs, for output that is no terminal.
+
+    A piped compile or toolchain install would otherwise say nothing for minutes (a CI log looks
+    hung). Each line gives the step, the time since it began and the tool's latest log line:
+    ``rngd [2/2] furiosa-rngd (ab12…): still running, 2m30s; last: Compiling kernel 7/8``.
+    Picklable (a reporter carrying one goes to ``-j`` workers): the thread is not.
+    """
+
+    def __init__(
+        self,
+        label: str,
+        interval: float | None = None,
+        write: Callable[[str], None] | None = None,
+    ) -> None:
+        self.label = label
+        self.interval = HEARTBEAT_S if interval is None else interval
+        self._write = write
+        self._last = ""
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Heartbeat, (self.label, self.interval))
+
+    def line(self, text: str) -> None:
+        """The tool's latest log line, shown by the next beat."""
+        self._last = text
+
+    def text(self) -> str:
+        """The heartbeat line as of now."""
+        out = f"{self.label}: still running, {elapsed(time.monotonic() - self._started)}"
+        return f"{out}; last: {self._last[:200]}" if self._last else out
+
+    def beat(self) -> None:
+        """Write one heartbeat line (to stderr unless told otherwise)."""
+        line = self.text()
+        if self._write is not None:
+            self._write(line)
+        else:
+            import click
+
+            click.echo(line, err=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.beat()
+            except (OSError, ValueError):
+                return  # stderr closed under us: nobody is listening any more
+
+    def start(self) -> Heartbeat:
+        """Begin beating (the clock starts now); returns self."""
+        self._started = time.monotonic()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="rmbuild-heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop beating; idempotent."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def __enter__(self) -> Heartbeat:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
