@@ -116,6 +116,30 @@ def test_decode_steps_reach_the_device_call(kit, tmp_path: Path, standin_tensorr
     assert "optimization profile" in caught.value.message
 
 
+def test_the_plans_profile_is_the_compiled_context_limit(
+    kit, tmp_path: Path, standin_tensorrt
+) -> None:  # noqa: ANN001
+    pytest.importorskip("numpy")
+    from rmbuild.backends.tensorrt.runtime import TensorRTDecoderStep
+    from rmbuild.errors import ContextTooLong, IncompatibleArtifact
+    from rmbuild.runtime import limits
+    from rmbuild.runtime.kvlayout import KVLayout
+
+    standin_tensorrt("10.13.0.35")
+    plan = _plan(kit, tmp_path, (10, 13, 0, 35), kit.LAYOUT, max_seq=8)
+    step = TensorRTDecoderStep(plan, KVLayout.from_json(kit.LAYOUT), buffers=kit.HostBuffers())
+    config = {"model_type": "llama", "max_position_embeddings": 256}
+    limit = limits.for_artifact(config, {}, step)
+    assert (limit.value, limit.compiled.value) == (8, 8)
+    assert "optimization profile" in limit.source
+    # A request past the profile is refused before set_input_shape could say False.
+    with pytest.raises(ContextTooLong):
+        limits.check_fits(limit, 6, 3)
+    with pytest.raises(IncompatibleArtifact, match="compiled limit of 8 tokens") as caught:
+        limits.for_artifact(config, {}, step, requested=9)
+    assert "rebuild with a larger max_seq flag" in str(caught.value.hint)
+
+
 def test_rmbuild_load_goes_through_compat_checks_to_the_device_call(
     kit, cli, trt, standin_tensorrt
 ) -> None:  # noqa: ANN001

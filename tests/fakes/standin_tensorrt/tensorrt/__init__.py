@@ -167,6 +167,14 @@ class ICudaEngine:
             return DataType.FLOAT
         return DataType[self.inputs["past_key_values." + name[len("present.") :]]["trt_dtype"]]
 
+    def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[tuple[int, ...]]:
+        """[min, opt, max] of an input's shape in optimization profile ``profile_index``."""
+        profile = self.inputs[name].get("profile")
+        if profile is None or profile_index != 0:
+            raise RuntimeError(f"no optimization profile {profile_index} for {name}")
+        top = tuple(profile["max"])
+        return [tuple(profile["min"]), tuple(profile.get("opt", top)), top]
+
     def create_execution_context(self) -> IExecutionContext:
         CALLS.append(("create_execution_context", None))
         return IExecutionContext(self)
