@@ -3,18 +3,20 @@
 Listing (filters, limit and the shown metadata in SQL), counting, id resolution (a prefix is a
 range on the key's index) and gc's snapshot queries. A SQLite index at head is read through
 the sqlite3 fast path (:mod:`artifact_store.reader`); anything else through SQLAlchemy, imported
-inside the methods.
+inside the methods. :meth:`Queries.iter_list` streams a listing in batches, in constant memory.
 """
 
 from __future__ import annotations
 
 import builtins
-from collections.abc import Iterable
+import json
+from collections.abc import Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from artifact_store.errors import AmbiguousRef, ArtifactNotFound
 from artifact_store.names import HEX_RE, MIN_PREFIX
 from artifact_store.reader import (
+    ARTIFACT_COLUMNS,
     GC_LIVE_SQL,
     SUMMARY_KEYS,
     GcRow,
@@ -27,7 +29,9 @@ from artifact_store.reader import (
     list_fast,
     prefix_upper,
     summary_metadata,
+    utc_from_sqlite,
 )
+from artifact_store.reader import _filters as _fast_filters
 from artifact_store.records import ArtifactRecord
 
 if TYPE_CHECKING:
@@ -37,6 +41,9 @@ if TYPE_CHECKING:
 
 # Candidates an ambiguous prefix lists at most.
 _MAX_CANDIDATES = 50
+# Rows a streamed listing reads at a time: one IN list each for their aliases and uses, below
+# SQLite's bound-parameter limit.
+STREAM_BATCH = 500
 
 
 class Queries:
@@ -48,15 +55,29 @@ class Queries:
 
         @property
         def _reads(self) -> Engine: ...
+        def _own(self, record: ArtifactRecord) -> ArtifactRecord: ...
+        def _own_refs(
+            self, keys: Iterable[str] | None = None
+        ) -> dict[str, builtins.list[tuple[str, int]]]: ...
 
     def _select(
         self, conn: Connection, *where: Any, limit: int | None = None, summary: bool = False
     ) -> list[ArtifactRecord]:
+        q, picked = self._list_query(conn, *where, limit=limit, summary=summary)
+        rows = [dict(r) for r in conn.execute(q).mappings()]
+        return self._records(conn, rows, summary=summary, picked=picked)
+
+    @staticmethod
+    def _list_query(
+        conn: Connection, *where: Any, limit: int | None = None, summary: bool = False
+    ) -> tuple[Any, bool]:
+        """The SELECT of a listing, newest first, and whether the database picks the summary
+        metadata (``picked``) rather than Python."""
         import sqlalchemy as sa
 
         from artifact_store import index
 
-        t, a, u = index.artifacts, index.aliases, index.artifact_uses
+        t = index.artifacts
         cols: builtins.list[Any] = [c for c in t.c if c.name != "metadata"]
         picked = summary and conn.dialect.name in ("sqlite", "postgresql")
         if not picked:
@@ -72,7 +93,18 @@ class Queries:
         q = sa.select(*cols).where(*where).order_by(t.c.created_at.desc(), t.c.key)
         if limit is not None:
             q = q.limit(limit)
-        rows = [dict(r) for r in conn.execute(q).mappings()]
+        return q, picked
+
+    @staticmethod
+    def _records(
+        conn: Connection, rows: builtins.list[dict[str, Any]], *, summary: bool, picked: bool
+    ) -> builtins.list[ArtifactRecord]:
+        """Records of ``rows`` (a listing's), with their aliases and uses."""
+        import sqlalchemy as sa
+
+        from artifact_store import index
+
+        a, u = index.aliases, index.artifact_uses
         for r in rows:
             if picked:
                 r["metadata"] = summary_metadata(r.pop("picked"))
@@ -118,10 +150,14 @@ class Queries:
 
         A prefix is a range on the key's index (``key >= p AND key < p + "g"``), O(log n)
         (issue 9: ``LIKE`` scanned every row). A SQLite index at head is read through sqlite3,
-        so ``show`` does not import SQLAlchemy.
+        so ``show`` does not import SQLAlchemy. The record is this store's (as :meth:`get`).
         """
         if self._reader is not None:
-            return self._resolve_fast(ref)
+            return self._own(self._resolve_fast(ref))
+        return self._own(self._resolve_row(ref))
+
+    def _resolve_row(self, ref: str) -> ArtifactRecord:
+        """:meth:`resolve` through SQLAlchemy, the index row as it is."""
         import sqlalchemy as sa
 
         from artifact_store import index
@@ -212,28 +248,149 @@ class Queries:
             return self._select(conn, *where, limit=limit, summary=summary)
 
     def count(
-        self, *, model: str | None = None, target: str | None = None, backend: str | None = None
+        self,
+        *,
+        model: str | None = None,
+        target: str | None = None,
+        backend: str | None = None,
+        exclude_targets: Collection[str] = (),
     ) -> int:
-        """How many artifacts :meth:`list` would return without a limit."""
+        """How many artifacts :meth:`list` (or :meth:`iter_list` with the same
+        ``exclude_targets``) would return without a limit."""
         if self._reader is not None:
-            return count_fast(self._reader, model=model, target=target, backend=backend)
+            if not exclude_targets:
+                return count_fast(self._reader, model=model, target=target, backend=backend)
+            where, params = self._fast_where(model, target, backend, exclude_targets)
+            sql = f"SELECT count(*) FROM artifacts AS a{where}"
+            return int(self._reader.execute(sql, params).fetchone()[0])
         import sqlalchemy as sa
 
         from artifact_store import index
 
         q = sa.select(sa.func.count()).select_from(index.artifacts)
-        q = q.where(*self._list_where(model, target, backend))
+        q = q.where(*self._list_where(model, target, backend, exclude_targets))
         with self._reads.connect() as conn:
             return int(conn.execute(q).scalar_one())
 
+    def iter_list(
+        self,
+        *,
+        model: str | None = None,
+        target: str | None = None,
+        backend: str | None = None,
+        limit: int | None = None,
+        summary: bool = False,
+        exclude_targets: Collection[str] = (),
+    ) -> Iterator[ArtifactRecord]:
+        """:meth:`list`'s records, in its order, read and yielded :data:`STREAM_BATCH` rows at a
+        time: the first comes after one batch, and memory stays flat however many there are
+        (``ls --json`` of 100,000 artifacts). ``exclude_targets``: artifacts first built for
+        these targets are left out (``ls`` hides internal artifacts such as compiler caches).
+
+        The rows come from one statement, so one snapshot of the index, and each batch's aliases
+        and uses are read in the same read transaction. Close the iterator (or exhaust it)
+        before using the store for anything else on this thread.
+        """
+        if self._reader is not None:
+            yield from self._iter_fast(model, target, backend, limit, summary, exclude_targets)
+            return
+        with self._reads.connect() as conn:
+            where = self._list_where(model, target, backend, exclude_targets)
+            q, picked = self._list_query(conn, *where, limit=limit, summary=summary)
+            # A server-side cursor where the driver has one (PostgreSQL): rows arrive in
+            # batches instead of all at once.
+            result = conn.execution_options(stream_results=True).execute(q).mappings()
+            for part in result.partitions(STREAM_BATCH):
+                rows = [dict(r) for r in part]
+                yield from self._records(conn, rows, summary=summary, picked=picked)
+
+    def _iter_fast(
+        self,
+        model: str | None,
+        target: str | None,
+        backend: str | None,
+        limit: int | None,
+        summary: bool,
+        exclude_targets: Collection[str],
+    ) -> Iterator[ArtifactRecord]:
+        """:meth:`iter_list` through sqlite3: the records :func:`list_fast` builds."""
+        assert self._reader is not None
+        conn = self._reader
+        where, params = self._fast_where(model, target, backend, exclude_targets)
+        cols = ", ".join(f"a.{c}" for c in ARTIFACT_COLUMNS)
+        if summary:  # the shown keys, picked by SQLite (as list_fast does)
+            paths = ", ".join(f"'$.{k}'" for k in SUMMARY_KEYS)
+            cols = cols.replace("a.metadata", f"json_extract(a.metadata, {paths})")
+        sql = f"SELECT {cols} FROM artifacts AS a{where} ORDER BY a.created_at DESC, a.key"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(int(limit))
+        loads, when = json.loads, utc_from_sqlite
+        cursor = conn.execute(sql, params)
+        try:
+            while rows := cursor.fetchmany(STREAM_BATCH):
+                keys = [r[0] for r in rows]
+                marks = ", ".join("?" * len(keys))
+                names: dict[str, builtins.list[str]] = {}
+                uses: dict[str, builtins.list[tuple[str, str]]] = {}
+                for alias, key in conn.execute(
+                    f"SELECT alias, key FROM aliases WHERE key IN ({marks})", keys
+                ):
+                    names.setdefault(key, []).append(alias)
+                for m, t, key in conn.execute(
+                    f"SELECT model, target, key FROM artifact_uses WHERE key IN ({marks})", keys
+                ):
+                    uses.setdefault(key, []).append((m, t))
+                for r in rows:
+                    yield ArtifactRecord(
+                        key=r[0],
+                        manifest_digest=r[1],
+                        model=r[2],
+                        target=r[3],
+                        backend=r[4],
+                        created_at=when(r[5]),
+                        last_used_at=when(r[6]),
+                        size=r[7],
+                        metadata=summary_metadata(loads(r[8])) if summary else loads(r[8]),
+                        aliases=tuple(sorted(names.get(r[0], ()))),
+                        uses=tuple(sorted(uses.get(r[0], ()))),
+                        state=r[9],
+                        problem=r[10],
+                    )
+        finally:
+            cursor.close()
+
     @staticmethod
-    def _list_where(model: str | None, target: str | None, backend: str | None) -> list[Any]:
+    def _fast_where(
+        model: str | None,
+        target: str | None,
+        backend: str | None,
+        exclude_targets: Collection[str],
+    ) -> tuple[str, builtins.list[Any]]:
+        """The sqlite3 WHERE clause of a listing: :func:`list_fast`'s filters, and the targets
+        left out."""
+        where, params = _fast_filters(model, target, backend)
+        if exclude_targets:
+            cond = f"a.target NOT IN ({', '.join('?' * len(exclude_targets))})"
+            where = f"{where} AND {cond}" if where else f" WHERE {cond}"
+            params = [*params, *exclude_targets]
+        return where, builtins.list(params)
+
+    @staticmethod
+    def _list_where(
+        model: str | None,
+        target: str | None,
+        backend: str | None,
+        exclude_targets: Collection[str] = (),
+    ) -> list[Any]:
         import sqlalchemy as sa
 
         from artifact_store import index
 
         t, u = index.artifacts, index.artifact_uses
         where = [t.c.backend == backend] if backend is not None else []
+        if exclude_targets:
+            where.append(t.c.target.not_in(builtins.list(exclude_targets)))
         if model is not None or target is not None:
             # IN (subquery), not a join: an artifact with several matching uses is listed once.
             pairs = ((u.c.model, model), (u.c.target, target))
@@ -250,7 +407,8 @@ class Queries:
         second mapping: gc reads its manifest instead. Rows, not records: no metadata decoded.
         """
         if self._reader is not None:
-            return gc_index_fast(self._reader, None if only is None else builtins.list(only))
+            rows, refs = gc_index_fast(self._reader, None if only is None else builtins.list(only))
+            return rows, self._with_own_refs(rows, refs)
         import sqlalchemy as sa
 
         from artifact_store import index
@@ -271,19 +429,37 @@ class Queries:
                 rows += [tuple(r) for r in conn.execute(q1)]  # type: ignore[misc]
                 for key, digest, size in conn.execute(q2):
                     refs.setdefault(key, []).append((digest, size))
-        return rows, refs
+        return rows, self._with_own_refs(rows, refs)
+
+    def _with_own_refs(
+        self, rows: builtins.list[GcRow], refs: dict[str, builtins.list[tuple[str, int]]]
+    ) -> dict[str, builtins.list[tuple[str, int]]]:
+        """``refs`` plus the blobs of this store's own copies of those artifacts (a shared
+        index names one output per key; this store keeps what it holds, see
+        :mod:`artifact_store.local`). An artifact from before migration 0004 stays without
+        refs, so that gc reads its manifest (through :meth:`get`, which gives this store's)."""
+        own = self._own_refs([r[0] for r in rows])
+        for key, blobs in own.items():
+            if key in refs:
+                refs[key] = sorted(set(refs[key]) | set(blobs))
+        return refs
 
     def gc_live(self) -> tuple[set[str], dict[str, int], builtins.list[str]]:
         """For gc without eviction (issue 9): every artifact key; every blob some artifact keeps
         alive, with its size (from ``artifact_blobs``); and the keys committed before
         migration 0004, whose blobs only their manifests know. Three plain queries."""
         if self._reader is not None:
-            return gc_live_fast(self._reader)
-        keys_sql, blobs_sql, legacy_sql = GC_LIVE_SQL
-        with self._reads.connect() as conn:
-            keys = set(conn.exec_driver_sql(keys_sql).scalars())
-            sizes = {d: s for d, s in conn.exec_driver_sql(blobs_sql)}
-            legacy = builtins.list(conn.exec_driver_sql(legacy_sql).scalars())
+            keys, sizes, legacy = gc_live_fast(self._reader)
+        else:
+            keys_sql, blobs_sql, legacy_sql = GC_LIVE_SQL
+            with self._reads.connect() as conn:
+                keys = set(conn.exec_driver_sql(keys_sql).scalars())
+                sizes = {d: s for d, s in conn.exec_driver_sql(blobs_sql)}
+                legacy = builtins.list(conn.exec_driver_sql(legacy_sql).scalars())
+        # This store's own copies keep their blobs too, while their key is in the index.
+        for key, blobs in self._own_refs().items():
+            if key in keys:
+                sizes.update(blobs)
         return keys, sizes, legacy
 
     def artifact_keys(self) -> set[str]:

@@ -48,12 +48,14 @@ class RmbuildError(Exception):
         return (_restore, (type(self), self.args, self.__dict__))
 
     def to_dict(self) -> dict[str, object]:
-        """A machine-readable form, used by ``--json`` output."""
+        """A machine-readable form: what a command given ``--json`` prints on stdout when it
+        fails (``rmbuild.cli.main``), the exit code included."""
         return {
             "error": self.code,
             "message": self.message,
             "context": self.context,
             "hint": self.hint,
+            "exit_code": self.exit_code,
         }
 
 
@@ -216,6 +218,14 @@ class ArtifactUnloadable(IncompatibleArtifact):
     code = "artifact-unloadable"
 
 
+class ArtifactNotRunnable(IncompatibleArtifact):
+    """The artifact is no model at all: an internal one, such as a vendor compiler's cache kept
+    in the store to speed up later builds. Exit 6, saying what it is, never a backend's guess
+    at what its files should have been."""
+
+    code = "artifact-not-runnable"
+
+
 class BackendUnavailable(RmbuildError):
     """A backend's toolchain is not installed; the hint names the extra to install."""
 
@@ -228,11 +238,18 @@ class StoreCorrupt(RmbuildError):
     exit_code = EXIT_INCOMPATIBLE
 
 
-class InvalidName(RmbuildError):
+class UsageError(RmbuildError):
+    """The command line asks for something it does not say enough about (exit 2), e.g.
+    ``ls --remote`` without a URL where no remote is configured."""
+
+    code = "usage-error"
+    exit_code = EXIT_USAGE
+
+
+class InvalidName(UsageError):
     """A name given on the command line is not acceptable (e.g. an alias)."""
 
     code = "invalid-name"
-    exit_code = EXIT_USAGE
 
 
 class DestinationNotEmpty(RmbuildError):
@@ -240,6 +257,15 @@ class DestinationNotEmpty(RmbuildError):
     overwritten (exit 2)."""
 
     code = "destination-exists"
+    exit_code = EXIT_USAGE
+
+
+class UnknownTarget(SpecError):
+    """``--target`` names no target of the model (nor a resource class): a mistyped command
+    line, so a usage error (exit 2), not a bad model.yaml. The message still names the file
+    that lists the targets, with the closest name."""
+
+    code = "unknown-target"
     exit_code = EXIT_USAGE
 
 

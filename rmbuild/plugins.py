@@ -12,13 +12,17 @@ from functools import cache
 from importlib.metadata import EntryPoint, entry_points
 
 from rmbuild.backends.base import Availability, BackendPlugin
-from rmbuild.errors import BackendUnavailable, RmbuildError
+from rmbuild.errors import EXIT_UNAVAILABLE, BackendUnavailable, RmbuildError
 
 GROUP = "rmbuild.backends"
 
 
 class DuplicateBackend(RmbuildError):
+    """Two installed packages register one backend name: an installation conflict for the
+    user to resolve (exit 7, like any backend that cannot be used here), not a bug."""
+
     code = "duplicate-backend"
+    exit_code = EXIT_UNAVAILABLE
 
 
 @dataclass(frozen=True)

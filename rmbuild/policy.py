@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from rmbuild.errors import BackendUnavailable, SpecError
+from rmbuild.errors import BackendUnavailable, SpecError, UnknownTarget
 from rmbuild.spec import LoadedSpec, Target
 
 CLASSES = ("npu", "gpu", "cpu", "pim", "remote")
@@ -135,7 +135,7 @@ def resolve(
     devices: list | None = None,
 ) -> Resolution:
     """Resolve ``--target`` values (names or classes) into targets to build; see the module
-    docstring. Raises SpecError for a name that is neither (with a did-you-mean), and
+    docstring. Raises UnknownTarget for a name that is neither (with a did-you-mean), and
     BackendUnavailable (exit 7) when a class has no candidate that can be built here."""
     from rmbuild.build import plan
     from rmbuild.yamlio import did_you_mean
@@ -146,7 +146,7 @@ def resolve(
     for value in requested:
         if value in targets or value not in CLASSES:
             if value not in targets:
-                raise SpecError(
+                raise UnknownTarget(
                     f"no target named {value!r}{did_you_mean(value, [*targets, *CLASSES])}",
                     file=spec.path,
                     field="targets",

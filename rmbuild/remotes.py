@@ -36,10 +36,11 @@ def open_remote(
     chosen = config.remote_url(url, start)
     if chosen is None or chosen.strip().lower() in OFF:
         if required:
-            from rmbuild.errors import InvalidName
+            from rmbuild.errors import UsageError
 
-            raise InvalidName(
-                "no remote given",
+            # `--remote` without a URL means "the configured one", and none is configured.
+            raise UsageError(
+                "no remote given, and none is configured",
                 hint="pass --remote URL (e.g. s3://bucket/rmbuild), set RMBUILD_REMOTE, or "
                 'put `remote = "URL"` in rmbuild.toml or ~/.config/rmbuild/config.toml',
             )

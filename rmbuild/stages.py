@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from rmbuild import sources
 from rmbuild.adapter import _FORBIDDEN as FORBIDDEN_IN_VALUES  # one list, two checks
 from rmbuild.adapter import BinaryCompilerAdapter
-from rmbuild.errors import SpecError
+from rmbuild.errors import SpecError, UnknownTarget
 from rmbuild.keys import ActionKey
 from rmbuild.plugins import get_backend
 from rmbuild.profiles import find_profile
@@ -100,7 +100,7 @@ def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
     """The chain of stages for ``target_name``, source-side first."""
     targets = spec.spec.targets
     if target_name not in targets:
-        raise SpecError(
+        raise UnknownTarget(
             f"no target named {target_name!r}{did_you_mean(target_name, targets)}",
             file=spec.path,
             field="targets",
@@ -128,7 +128,7 @@ def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
             )
         else:
             flags = _merge_flags(loaded, target.flags, spec, ("targets", target_name, "flags"))
-        toolchain = find_toolchain(loaded.profile.toolchain, spec.root)
+        toolchain = find_toolchain(loaded.profile.toolchain, spec.root, file=loaded.path)
         first = not chain
         chain.append(PlannedStage(loaded, toolchain, flags))
         line = None

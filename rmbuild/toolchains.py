@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from rmbuild.config import search_path
 from rmbuild.errors import SpecError, ToolNotFound
-from rmbuild.yamlio import line_of, load_yaml, validate
+from rmbuild.yamlio import did_you_mean, line_of, load_yaml, validate
 
 if TYPE_CHECKING:
     from rmbuild.spec import BuildProfile
@@ -353,12 +353,24 @@ def _files(start: Path | None) -> dict[str, Path]:
     return found
 
 
-def find_toolchain(name: str, start: Path | None = None) -> Toolchain:
-    """Load toolchain ``name`` from ``profiles/toolchains/NAME.yaml`` (project, user, built-in)."""
+def find_toolchain(name: str, start: Path | None = None, *, file: Path | None = None) -> Toolchain:
+    """Load toolchain ``name`` from ``profiles/toolchains/NAME.yaml`` (project, user, built-in).
+
+    ``file`` is the profile that names it: an unknown name is reported at that file's
+    ``toolchain:`` line, with the closest known name.
+    """
     files = _files(start)
     if name not in files:
+        line = None
+        if file is not None:
+            try:
+                line = line_of(load_yaml(file)[1], ("toolchain",))
+            except SpecError:
+                line = None  # the profile loaded a moment ago; without its line, still its name
         raise SpecError(
-            f"no toolchain named {name!r}",
+            f"no toolchain named {name!r}{did_you_mean(name, files)}",
+            file=file,
+            line=line,
             field="toolchain",
             context=[f"toolchains found: {', '.join(sorted(files)) or 'none'}"],
             hint="add profiles/toolchains/<name>.yaml (python: path to its interpreter)",

@@ -90,5 +90,5 @@ def test_why_cli_hit(cli, project) -> None:
     assert "stored: cache hit" in result.out
 
 
-def test_why_unknown_target_is_a_spec_error(cli, project) -> None:
-    cli("why", str(project.spec), "-t", "nope").assert_failure(3)
+def test_why_unknown_target_is_a_usage_error(cli, project) -> None:
+    cli("why", str(project.spec), "-t", "nope").assert_failure(2)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmbuild.errors import ArtifactUnloadable, RmbuildError, StoreCorrupt
+from rmbuild.errors import ArtifactNotRunnable, ArtifactUnloadable, RmbuildError, StoreCorrupt
 from rmbuild.plugins import require_available
 from rmbuild.store import open_store, resolve
 
@@ -61,6 +61,21 @@ def _check_sizes(store: Store, record: ArtifactRecord, tree: Path) -> None:
             )
 
 
+def _check_runnable(record: ArtifactRecord) -> None:
+    """Refuse an internal artifact (a compiler's cache) before its backend takes it for a
+    model and complains about missing model files."""
+    from rmbuild.compcache import KIND
+
+    if record.target == KIND or record.metadata.get("kind") == KIND:
+        raise ArtifactNotRunnable(
+            f"artifact {record.key[:12]} ({record.model}) is an internal compiler-cache "
+            f"artifact, not runnable: the {record.backend} compiler's cache, kept in the store "
+            "to speed up later builds",
+            hint="run a model's artifact instead: `rmbuild ls` lists them (internal ones only "
+            "with `--all`)",
+        )
+
+
 def prepare(
     ref: str,
     *,
@@ -77,6 +92,7 @@ def prepare(
     it nor removes its tree until the pin is released; issue 6 #9) and the pin appended.
     """
     record = resolve(store, ref)
+    _check_runnable(record)
     # Damage first: it is a fact about the artifact, whatever this machine has installed.
     _check_integrity(store, record, verify)
     plugin = require_available(record.backend)

@@ -73,8 +73,10 @@ def test_misspelt_required_field_shows_the_unknown_field_first(project: Project,
 
 
 def test_misspelt_target_suggests_the_close_one(project: Project, cli) -> None:  # noqa: ANN001
+    # A mistyped --target is a command-line mistake (usage, 2), not a bad model.yaml (3).
     r = cli("compile", str(project.spec), "--target", "fkae")
-    r.assert_failure(3)
+    r.assert_failure(EXIT_USAGE)
+    assert "[unknown-target]" in r.err
     assert "no target named 'fkae' (did you mean 'fake'?)" in r.err
     assert "targets: fake" in r.err
 
@@ -89,7 +91,7 @@ def test_misspelt_profile_suggests_the_close_one(project: Project, cli) -> None:
 
 def test_far_off_names_get_no_suggestion(project: Project, cli) -> None:  # noqa: ANN001
     r = cli("compile", str(project.spec), "--target", "zzzz")
-    r.assert_failure(3)
+    r.assert_failure(EXIT_USAGE)
     assert "no target named 'zzzz'" in r.err and "did you mean" not in r.err
 
 
@@ -132,3 +134,81 @@ def test_profile_flag_default_with_a_line_break_names_the_profile(project: Proje
     r = cli("compile", str(project.spec))
     r.assert_failure(3)
     assert f"{profile}: field 'flags.name': flag default cannot contain line breaks" in r.err
+
+
+# ------------------------------------------------------------- exit codes of user situations
+
+
+def test_global_options_are_accepted_after_the_command(
+    store_dir: Path,
+    tmp_path: Path,
+    cli,  # noqa: ANN001
+) -> None:
+    """`rmbuild ls --store X` was refused (no such option); it is `rmbuild --store X ls`."""
+    from artifact_store import Store
+
+    other = tmp_path / "other-store"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"x")
+    with Store(other) as store:
+        tree = store.put_tree(src)
+        store.commit("ab" * 32, tree, model="m", target="t", backend="b", metadata={})
+    assert cli("ls", "--json").json() == []  # $RMBUILD_STORE: empty
+    after = cli("ls", "--store", str(other), "--json")
+    assert after.code == 0, after.err
+    assert [r["id"] for r in after.json()] == ["ab" * 32]
+    assert cli("--store", str(other), "ls", "--json").json() == after.json()
+    index = f"sqlite:///{other / 'index.sqlite'}"
+    assert len(cli("ls", "--index-url", index, "-v", "--json").json()) == 1
+    bad = cli("ls", "--index-url", "nosuchdriver://x")
+    bad.assert_failure(EXIT_STORE)
+
+
+def test_ls_remote_without_a_url_or_a_configured_remote_is_a_usage_error(
+    store_dir: Path,
+    cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("RMBUILD_REMOTE", raising=False)
+    r = cli("ls", "--remote")
+    r.assert_failure(EXIT_USAGE)
+    assert "error[usage-error]: no remote given, and none is configured" in r.err
+    assert "invalid-name" not in r.err and "--remote URL" in r.err
+
+
+def test_two_plugins_claiming_one_backend_is_an_installation_conflict(
+    cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Exit 7 (this backend cannot be used here, with what to do), not 1 "internal error"."""
+    from importlib.metadata import EntryPoint
+
+    from rmbuild import plugins
+
+    eps = [
+        EntryPoint("onnxruntime", "pkg_a.plugin:Backend", plugins.GROUP),
+        EntryPoint("onnxruntime", "pkg_b.plugin:Backend", plugins.GROUP),
+    ]
+    monkeypatch.setattr(plugins, "entry_points", lambda group: eps)
+    plugins.registry.cache_clear()
+    try:
+        r = cli("backends")
+    finally:
+        plugins.registry.cache_clear()
+    r.assert_failure(7)
+    assert "error[duplicate-backend]: two plugins register the backend 'onnxruntime'" in r.err
+    assert "pkg_a.plugin:Backend and pkg_b.plugin:Backend" in r.err
+    assert "uninstall one" in r.err
+
+
+def test_an_unknown_toolchain_is_reported_at_the_profiles_line(project: Project, cli) -> None:  # noqa: ANN001
+    """Not at "<input>:": the profile's file and its `toolchain:` line, with the closest name."""
+    profile = project.write_profile(
+        "fake-compile", project.fake_profile().replace("toolchain: fake", "toolchain: fkae")
+    )
+    line = profile.read_text().splitlines().index("toolchain: fkae") + 1
+    r = cli("compile", str(project.spec))
+    r.assert_failure(3)
+    assert f"{profile}:{line}: field 'toolchain': no toolchain named 'fkae'" in r.err
+    assert "(did you mean 'fake'?)" in r.err and "<input>" not in r.err
