@@ -166,8 +166,6 @@ def test_readonly_from_env_and_config_file(cli, project, monkeypatch) -> None:
     monkeypatch.delenv("RMBUILD_CACHE_POLICY")
     from rmbuild import config
 
-    if not hasattr(config, "setting"):
-        pytest.skip("config files arrive with issue 9's remotes")
     (config.user_config_dir()).mkdir(parents=True, exist_ok=True)
     (config.user_config_dir() / "config.toml").write_text('cache_policy = "readonly"\n')
     cli("compile", str(project.spec)).assert_failure(5)

@@ -175,8 +175,26 @@ def test_unknown_target_or_class_takes_the_full_path(aged) -> None:
         assert plancache.fast_compile(str(aged.spec), store, ["fake"]) is not None
 
 
-def test_host_digest_is_stable() -> None:
-    assert plancache.host_digest() == plancache.host_digest()
+def test_host_digest_follows_the_first_cpus_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fast-path entry is only good on the CPU it was recorded on: the digest changes with
+    the first CPU's flags and model, and only with what the first CPU's block says."""
+    import io
+
+    cpuinfo = {"text": ""}
+
+    def fake_open(path, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        assert path == "/proc/cpuinfo"
+        return io.StringIO(cpuinfo["text"])
+
+    monkeypatch.setattr(plancache, "open", fake_open, raising=False)
+    block = "processor\t: {n}\nmodel name\t: Xeon\nflags\t\t: fpu sse2 {extra}\n\n"
+    cpuinfo["text"] = block.format(n=0, extra="avx2") + block.format(n=1, extra="avx2")
+    first = plancache.host_digest()
+    assert plancache.host_digest() == first
+    cpuinfo["text"] = block.format(n=0, extra="avx2") + block.format(n=1, extra="avx512f")
+    assert plancache.host_digest() == first  # only the first CPU tells it
+    cpuinfo["text"] = block.format(n=0, extra="avx512f") + block.format(n=1, extra="avx2")
+    assert plancache.host_digest() != first
 
 
 # ---- a fast-path hit pushes what a configured remote lacks -----------------------------------
