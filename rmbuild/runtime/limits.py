@@ -268,10 +268,7 @@ def check_fits(limit: ContextLimit, prompt_tokens: int, max_tokens: int) -> None
         return
     room = limit.value - prompt_tokens
     if room > 0:
-        hint = (
-            f"at most {room} new token(s) fit after this prompt: --max-tokens {room} "
-            f"(max_tokens={room})"
-        )
+        hint = f"at most {room} new token(s) fit after this prompt: --max-tokens {room}"
     else:
         hint = f"shorten the prompt to fewer than {limit.value} tokens (it has {prompt_tokens})"
     if limit.can_raise and limit.requested is None:
