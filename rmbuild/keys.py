@@ -11,7 +11,9 @@ pins the key of every built-in profile through ``action_key()`` with fixed envir
 a refactor cannot silently invalidate (or worse, alias) every user's cache.
 
 History: 1 = the first release; 2 = tools identified by content (executable, interpreter and
-declared files' digests, version-command output), toolchain/profile ``key_env`` (issue 6).
+declared files' digests, version-command output), toolchain/profile ``key_env`` (issue 6);
+3 = a ``key_env`` value enters as ``sha256:<hex>`` of the value, never as the value (it may be
+a token, and the key's dict is stored in the index, shown by ``show --json`` and ``why``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-KEY_VERSION = 2
+KEY_VERSION = 3
 
 
 def canonical_json(value: Any) -> bytes:
@@ -65,7 +67,8 @@ class ActionKey:
     # Files copied from the input into the artifact (tokenizer, config): part of its content.
     carry: list[str] = field(default_factory=list)
     # The profile's env for the tool, and the env vars it allow-lists from the caller's
-    # environment; flags hidden in env vars must still be recorded (optimum-neuron #457).
+    # environment; flags hidden in env vars must still be recorded (optimum-neuron #457). A
+    # caller variable (key_env) by the digest of its value (toolenv.secret_digest).
     env: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

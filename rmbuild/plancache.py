@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Store
 
-PLANCACHE_VERSION = 1
+# 2: environment values are kept as digests (a key_env variable may hold a token).
+PLANCACHE_VERSION = 2
 # Backends whose fingerprint is a function of files, flags and the CPU alone.
 FAST_BACKENDS = frozenset({"onnxruntime", "openvino", "iree", "furiosa"})
 # Environment that decides which files are read (search paths, PATH for tools).
@@ -204,7 +205,7 @@ def snapshot(spec: Any, target: str, chain: list[Any]) -> Snapshot | None:
             targets=list(spec.spec.targets),
             paths=paths,
             stats=[_stat(p) for p in paths],
-            env={n: os.environ.get(n) for n in names},
+            env={n: _env_digest(os.environ.get(n)) for n in names},
         )
     except Exception:  # noqa: BLE001 - see the docstring
         return None
@@ -266,9 +267,17 @@ class FastResult:
     stages: list[FastStage]
 
 
+def _env_digest(value: str | None) -> str | None:
+    """What the plan cache keeps of an environment value: its digest, never the value (a
+    ``key_env`` variable may hold a token, and the file is plain JSON in the store)."""
+    if value is None:
+        return None
+    return hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+
+
 def _valid(entry: dict[str, Any]) -> bool:
     for name, value in entry["env"].items():
-        if os.environ.get(name) != value:
+        if _env_digest(os.environ.get(name)) != value:
             return False
     for dep in entry["deps"]:
         want = tuple(dep[1:]) if len(dep) > 1 else None

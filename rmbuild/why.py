@@ -42,11 +42,17 @@ def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
         out[prefix] = value
 
 
+def _is_hex64(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
+
 def _show(value: Any) -> str:
     if value is _MISSING:
         return "(absent)"
-    if isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value):
+    if isinstance(value, str) and _is_hex64(value):
         return value[:12]  # a digest: its head is enough to tell two apart
+    if isinstance(value, str) and value.startswith("sha256:") and _is_hex64(value[7:]):
+        return value[:19]  # a key_env value's digest (sha256: and 12 hex digits)
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -65,6 +71,15 @@ def _line(field: str, path: str, old: Any, new: Any, first_stage: bool) -> str:
     if field == "flags" and len(parts) >= 2:
         return f"flag {'.'.join(parts[1:])}: {old_s} → {new_s}"
     if field == "env" and len(parts) >= 2:
+        # A key_env value is keyed by its digest; a key stored before that (key version 2)
+        # holds the value itself, which may be a token: shown as its digest too.
+        from rmbuild.toolenv import secret_digest
+
+        digests = [v for v in (old, new) if isinstance(v, str) and v.startswith("sha256:")]
+        if digests and isinstance(old, str) and not old.startswith("sha256:"):
+            old_s = _show(secret_digest(old)) if old else old_s
+        if digests and isinstance(new, str) and not new.startswith("sha256:"):
+            new_s = _show(secret_digest(new)) if new else new_s
         return f"env {parts[1]}: {old_s} → {new_s}"
     if field == "fingerprint" and len(parts) >= 2:
         return f"host {'.'.join(parts[1:])}: {old_s} → {new_s}"

@@ -28,11 +28,12 @@ BASE = ActionKey(
 
 # Pinned: if this changes, every user's cache is invalidated. Bump KEY_VERSION on purpose and
 # update the digest in the same commit.
-GOLDEN = "bcd5c357dca2997ea838bf8f883c057ec844a8d5c73c2c15240749b511233a37"
+# 3: key_env values enter as digests (the key dict is stored and shown; a value may be a token).
+GOLDEN = "49e996f78f3af7e0c2cabf3fafb2add20f5fb0da4fa9931f94f0836a31d3031a"
 
 
 def test_golden_digest_is_pinned() -> None:
-    assert KEY_VERSION == 2
+    assert KEY_VERSION == 3
     assert BASE.compute() == GOLDEN
 
 
@@ -179,3 +180,28 @@ def test_allow_listed_env_enters_key(tmp_path: Path, store, monkeypatch) -> None
     assert a[1] != b[1]
     monkeypatch.setenv("SOME_OTHER_VAR", "y")
     assert _keys(spec, store) == b
+
+
+def test_a_key_env_token_is_stored_and_shown_only_as_a_digest(project, cli, monkeypatch) -> None:  # noqa: ANN001
+    # The key's dict lands in the index (metadata.action_key), in `show --json`, in the plan
+    # cache and in `why`: none of them may hold a token a key_env variable carries.
+    import hashlib
+
+    token = "hf_" + "Zq8wXv3LmN7pRt2Ks9Yb4Jd6Fh1Gc5"
+    toolchain = project.root / "profiles" / "toolchains" / "fake.yaml"
+    toolchain.write_text(toolchain.read_text() + "key_env: [HF_TOKEN]\n")
+    monkeypatch.setenv("HF_TOKEN", token)
+    built = cli("compile", str(project.spec), "--target", "fake", "--json")
+    assert built.code == 0, built.err
+    shown = cli("show", "tiny:fake", "--json")
+    assert shown.code == 0, shown.err
+    assert token not in shown.out
+    digest = "sha256:" + hashlib.sha256(token.encode()).hexdigest()
+    assert digest in shown.out
+    for path in project.store.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+    monkeypatch.setenv("HF_TOKEN", token + "-rotated")
+    why = cli("why", str(project.spec), "-t", "fake")
+    assert token not in why.out + why.err
+    assert "env HF_TOKEN: sha256:" in why.out, why.out

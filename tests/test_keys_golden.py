@@ -29,24 +29,26 @@ from rmbuild.spec import load_profile
 from rmbuild.toolchains import find_toolchain
 
 # Bump together with the table below when what enters a key changes (see the docstring).
-EXPECTED_KEY_VERSION = 2
+# 3: a key_env value enters as its sha256 digest (it may be a token); every key moved with the
+# version, and the table now pins a set key_env variable (furiosa-rngd's CROSS_PREFIX) too.
+EXPECTED_KEY_VERSION = 3
 
 GOLDEN: dict[str, str] = {
-    "furiosa-rngd": "90c6c01a74ae123c4297c1e0373f09c4fb78b51d0ad86e3110a7c4cad6b6467f",
-    "iree-cpu": "dd6875b1725bd02f7d49e0e6f071b23417c0e7926f3a6af4b3d672bd6e53297b",
-    "iree-cuda": "c89864c2b77a5ecaec5e1bd27a70472c3e0ae0de4b4f2a835f9c7b25f08ea5d8",
-    "iree-import": "2ba8e759044939fe19dc8b0e6259451d6fe283095d226675e8cf3021af1da224",
-    "modelopt-autocast": "782e2c53cb25d8d6aca3745926c091d6e09458002feb4ae97b661dcbe704a297",
-    "onnx-export": "a73e81c21aa16ac9d2cd4407268142ba70152688b2d6e63913789e00323b70bb",
-    "onnxruntime-cpu": "35fb19debb3e81ea179806fd25ad624e761d0e6c8bb6f6b72ef4af9255d049a0",
-    "onnxslim": "7420ce474a207d412e4c9a9019d06d01a50fc7f5087f40aa9f08754feb20d285",
-    "openvino-cpu": "496bfccd2a47b6e58012c3306a66f836c82a35ab68e61593c508890d0aeb6b50",
-    "openvino-gpu": "cd7c65b38282461db54943beec05872e4545cc494ae261e21b16a81aac03134f",
-    "openvino-npu": "e80ffc6dab14f59f0227613be8dc10579cc1dc6ce19fa03b844d94011b094d24",
-    "polygraphy-trt": "cbca36462ac9b8d7c717d3ffd829bbc4175a3718fb6614b938c5802a6e9be379",
-    "rbln-ca25": "97ac104e233f850fe9b11f687799990a357f23956a76e746acc0ebb31baaa0ea",
-    "tensorrt-fp16": "f377ae3466d857be0767992fc837b37a6bf370dc043c674fd64c40fafb44fd79",
-    "tensorrt-strong": "e8163867ac9b50a53ca194a8a3887c62028936be4957e03ac140bb7cd4ceddb9",
+    "furiosa-rngd": "57a3bfcab99379d3247ab2d1c1e7bb7788333109dbef1374dc020752e8b0cfa3",
+    "iree-cpu": "3fbddea7d744d8e2ad873c462e27d78ad39c4d35617339467bbecb31ec97ed05",
+    "iree-cuda": "7fac258e57d43846e305fc3522a07d64c7e5c2ad425b8840a3cf8ac2554aa2c0",
+    "iree-import": "25ed2ef35300620c8961f32cffbd7c83512e3e3098962fd27f5e5df25799e153",
+    "modelopt-autocast": "5ed3bdbd2fcfaf2b2931889f3c4ac17e51f6d121de6f6144ec346388f2481993",
+    "onnx-export": "04db85c2f53cccec00f8f5ed5c6f12565ecdb60409349ae86b2b6873a2886cfe",
+    "onnxruntime-cpu": "4963f8d5efa77e7e0b365fc7f45d739decdc2221377343f0b7f31ba91923242f",
+    "onnxslim": "08b14bc23cec06b5e157147025c8d403033a131407d422aa5e4510c9e35afa00",
+    "openvino-cpu": "803ea370a4be7e02ac38028f35ab1eb8f2ec84bcb0ec717e073b0052f979e3b8",
+    "openvino-gpu": "c94fc4b288a90b6ad415503aed89bd05d293c13caa0770cb41399087980c3f8f",
+    "openvino-npu": "05f288b6d8dc52d43e95c9ee8b067fa4a23c735e54de486d1e4cb3a6cda1a6aa",
+    "polygraphy-trt": "f0732f58518ae7f8e275c0f5a622811e9f5ea77b2c4039e9192034a7665505e3",
+    "rbln-ca25": "e6a5046671fb325b537b2c64b03efce2580a155e4153b17c87a8859dc4621c36",
+    "tensorrt-fp16": "b5be6f452aa7f75b13ebc1d0d279ae1085dd3619c3221fc4c594f7ea41465b0e",
+    "tensorrt-strong": "080395666d95af0c7508a56fee21c0394b49eff42436f3ecd2a5a21e820694a4",
 }
 
 INPUT = {"model": "a" * 64}
@@ -91,11 +93,12 @@ def fixed_facts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     )
     monkeypatch.setattr(toolid, "version_output", lambda profile, toolchain: "fixed 1.0.0")
     monkeypatch.setattr(stages, "get_backend", _FixedFingerprint)
-    # key_env variables enter the key by value: the caller's environment must not move the table.
+    # key_env variables enter the key (as digests of their values): the caller's environment
+    # must not move the table, so each gets a fixed value, which also pins how it is encoded.
     for path in _builtin_profiles():
         profile = load_profile(path).profile
         for name in [*profile.key_env, *find_toolchain(profile.toolchain).key_env]:
-            monkeypatch.delenv(name, raising=False)
+            monkeypatch.setenv(name, f"fixed-{name}")
 
 
 def _builtin_profiles() -> list[Path]:

@@ -92,3 +92,23 @@ def test_why_cli_hit(cli, project) -> None:
 
 def test_why_unknown_target_is_a_usage_error(cli, project) -> None:
     cli("why", str(project.spec), "-t", "nope").assert_failure(2)
+
+
+def test_a_key_env_change_shows_digests_never_values() -> None:
+    from rmbuild.toolenv import secret_digest
+
+    # A key stored before key_env values were digests (key version 2) holds the token itself:
+    # `why` against it shows that value as its digest as well.
+    stored = copy.deepcopy(STORED)
+    stored["env"] = {"HF_TOKEN": "hf_oldsecrettoken"}
+    planned = copy.deepcopy(STORED)
+    planned["env"] = {"HF_TOKEN": secret_digest("hf_newsecrettoken")}
+    planned["key_version"] = 3
+    _, lines = diff(planned, stored)
+    (line,) = [line for line in lines if line.startswith("env HF_TOKEN")]
+    assert "secrettoken" not in line
+    old, new = secret_digest("hf_oldsecrettoken")[:19], secret_digest("hf_newsecrettoken")[:19]
+    assert line == f"env HF_TOKEN: {old} → {new}"
+    # A fixed value (written in a profile or toolchain file) is still shown as it is.
+    planned["env"] = {"OMP_NUM_THREADS": "4"}
+    assert "env OMP_NUM_THREADS: (absent) → 4" in diff(planned, STORED)[1]
