@@ -119,11 +119,21 @@ def test_postgres_schema_matches_the_tables_the_code_queries(pg, tmp_path: Path)
 
 def test_the_migration_waits_for_the_advisory_lock(pg, tmp_path: Path) -> None:  # noqa: ANN001
     """While another session holds the migration lock, a first open waits (it does not race
-    the holder into CREATE TABLE); once released it migrates."""
+    the holder into CREATE TABLE); once released it migrates. Deterministic: PostgreSQL itself
+    is asked when the opening session is waiting on the lock, no sleep decides it."""
     import threading
+    import time
+    import uuid
 
-    url = pg.fresh_schema()
-    holder = sa.create_engine(url)
+    schema_url = pg.fresh_schema()
+    name = f"rmbuild-migrate-wait-{uuid.uuid4().hex[:8]}"
+    # The opening session is told apart from every other (another suite's included) by name.
+    url = (
+        sa.engine.make_url(schema_url)
+        .update_query_dict({"application_name": name})
+        .render_as_string(hide_password=False)
+    )
+    holder = sa.create_engine(schema_url)
     opened = threading.Event()
     errors: list[str] = []
 
@@ -134,13 +144,26 @@ def test_the_migration_waits_for_the_advisory_lock(pg, tmp_path: Path) -> None: 
         except BaseException as e:  # noqa: BLE001
             errors.append(repr(e))
 
+    waiting_sql = sa.text(
+        "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+        "WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name = :name"
+    )
     try:
         with holder.connect() as conn:
             conn.exec_driver_sql(f"SELECT pg_advisory_lock({index.MIGRATE_LOCK_ID})")
             conn.commit()
             t = threading.Thread(target=first_open)
             t.start()
-            assert not opened.wait(1.0), "the open went ahead of the lock's holder"
+            deadline = time.monotonic() + 120  # a bound for a hang, not a timing assertion
+            while not conn.execute(waiting_sql, {"name": name}).scalar():
+                conn.commit()
+                assert not opened.is_set(), "the open went ahead of the lock's holder"
+                assert not errors, errors
+                assert time.monotonic() < deadline, "the open never reached the lock"
+                time.sleep(0.05)
+            # Waiting on the lock, by PostgreSQL's own account: nothing created meanwhile.
+            assert not opened.is_set()
+            assert sa.inspect(conn).get_table_names() == []
             conn.exec_driver_sql(f"SELECT pg_advisory_unlock({index.MIGRATE_LOCK_ID})")
             conn.commit()
             t.join(60)
