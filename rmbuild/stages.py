@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from rmbuild import sources
 from rmbuild.adapter import _FORBIDDEN as FORBIDDEN_IN_VALUES  # one list, two checks
 from rmbuild.adapter import BinaryCompilerAdapter
+from rmbuild.credentials import warn_flags
 from rmbuild.errors import SpecError, UnknownTarget
 from rmbuild.keys import ActionKey
 from rmbuild.plugins import get_backend
@@ -25,7 +26,7 @@ from rmbuild.spec import BuildProfile, FlagValue, LoadedProfile, LoadedSpec
 from rmbuild.toolchains import Toolchain, find_toolchain
 from rmbuild.toolenv import key_env
 from rmbuild.toolid import Hasher, tool_identity
-from rmbuild.yamlio import did_you_mean, line_of
+from rmbuild.yamlio import did_you_mean, line_of, load_yaml
 
 if TYPE_CHECKING:
     from artifact_store import Store
@@ -93,7 +94,19 @@ def _merge_flags(
                 file=loaded.path,
                 field=f"flags.{name}",
             )
+    # A token in a flag is stored in plain text with the key: warn, naming where it was set.
+    warn_flags(overrides, spec.path, lambda name: line_of(spec.lines, (*loc, name)))
+    defaults = {k: v for k, v in profile.flags.items() if k not in overrides}
+    warn_flags(defaults, loaded.path, lambda name: _profile_line(loaded.path, name))
     return {**profile.flags, **overrides}
+
+
+def _profile_line(path: Path, name: str) -> int | None:
+    """The line of ``flags.NAME`` in a profile file (read again: only for a warning)."""
+    try:
+        return line_of(load_yaml(path)[1], ("flags", name))
+    except SpecError:
+        return None
 
 
 def plan(spec: LoadedSpec, target_name: str) -> list[PlannedStage]:
