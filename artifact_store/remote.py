@@ -72,10 +72,12 @@ _AUTH_FAILURE = re.compile(
 
 @dataclass
 class TransferReport:
-    """What a push or pull moved: keys done, keys already there, blobs and bytes moved."""
+    """What a push or pull moved: keys done, keys already there, blobs and bytes moved, and
+    (push) the aliases written, as ``alias -> key``."""
 
     keys: list[str] = field(default_factory=list)
     present: list[str] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
     blobs: int = 0
     bytes: int = 0
     seconds: float = 0.0
@@ -439,6 +441,7 @@ class Remote:
                 for record in records:
                     for alias in record.aliases:
                         self._put_bytes(self._path("aliases", alias), record.key.encode())
+                        report.aliases[alias] = record.key
         report.keys = [r.key for r, _ in todo]
         report.blobs = len(missing)
         report.bytes = counter.total

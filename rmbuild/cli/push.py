@@ -56,10 +56,12 @@ def progress_bar(label: str, quiet: bool = False) -> Iterator[Callable[[int, int
 
 
 def summary(verb: str, report: Any, remote: str) -> str:
+    named = getattr(report, "aliases", None) or {}
+    aliases = "".join(f"; alias {a} -> {k[:12]}" for a, k in sorted(named.items()))
     return (
         f"{verb} {len(report.keys)} artifact(s), {report.blobs} object(s), "
         f"{human_size(report.bytes)} in {report.seconds:.1f} s; "
-        f"{len(report.present)} already on {remote}"
+        f"{len(report.present)} already on {remote}{aliases}"
     )
 
 
@@ -112,6 +114,7 @@ def command(
                 "remote": remote.display,
                 "pushed": report.keys,
                 "present": report.present,
+                "aliases": report.aliases,
                 "objects": report.blobs,
                 "bytes": report.bytes,
                 "seconds": round(report.seconds, 3),
