@@ -12,4 +12,6 @@ ALIAS="${1:-tiny-llama-cpu}"
 
 rmbuild pull "$ALIAS"                 # by alias, id, id prefix or model:target
 rmbuild verify "$ALIAS"               # optional: re-hash what was pulled
+# A vendor's own server instead (furiosa-llm serve, vllm serve) takes a folder of the files:
+#   rmbuild checkout "$ALIAS" /srv/model && exec furiosa-llm serve /srv/model
 exec rmbuild run --artifact "$ALIAS" --prompt "${PROMPT:-Hello}" --max-tokens "${MAX_TOKENS:-32}"
