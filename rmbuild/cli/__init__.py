@@ -217,7 +217,7 @@ def _json_error(error: dict[str, Any]) -> None:
     for name in ("message", "hint"):
         if isinstance(error.get(name), str):
             error[name] = strip_ansi(error[name])
-    error["context"] = [strip_ansi(str(line)) for line in error.get("context") or []]
+    error["context"] = [strip_ansi(str(line)) for line in error["context"] or []]
     try:
         _output.emit_json(error)
         sys.stdout.flush()
@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
                 "exit_code": code,
             }
     if error is not None and _wants_json(args, refused):
-        _json_error({"context": [], "hint": None, **error})
+        fields = ("error", "message", "context", "hint", "exit_code")
+        _json_error({**{name: error.get(name) for name in fields}, **error})
     return code
 
 
