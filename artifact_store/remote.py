@@ -37,7 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from artifact_store import transfer
+from artifact_store import remote_gc, transfer
 from artifact_store.entries import RemoteEntry, redact_url, scrub, with_aliases
 from artifact_store.errors import (
     AmbiguousRef,
@@ -248,7 +248,7 @@ class Remote:
                 jobs=self.jobs,
                 advance=cb_advance,
                 journal=journal,
-                abort=self.abort_upload,
+                abort=lambda bucket, key, upload: remote_gc.abort_upload(self, bucket, key, upload),
             )
         elif self.atomic:
             fs.put_file(local, path, callback=cb, **self._put_options(size))
@@ -256,40 +256,6 @@ class Remote:
             tmp = self._path("tmp", uuid.uuid4().hex)
             transfer.put_via_temp(fs, tmp, path, lambda t: fs.put_file(local, t, callback=cb))
         counter.advance(size - cb.reported)  # filesystems that report nothing
-
-    def abort_upload(self, bucket: str, key: str, upload_id: str) -> bool:
-        """Abort an S3 multipart upload; True once S3 no longer holds it (aborted now, or
-        completed or aborted before), False if the remote could not be reached."""
-        try:
-            self.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
-        except FileNotFoundError:
-            return True  # NoSuchUpload: nothing left to abort
-        except Exception:  # noqa: BLE001 - unreachable now: the caller keeps it for later
-            return False
-        return True
-
-    def _clean_up(self, store: Store) -> transfer.UploadJournal | None:
-        """Before a push: collect what earlier pushes left behind, best effort.
-
-        Temp objects older than the grace period (a push killed mid-write on ``file://``);
-        S3 multipart uploads this store started and nobody is sending any more (a push cut
-        mid-way whose abort could not reach the server). Returns the journal the push's own
-        S3 uploads are written down in (None where the remote is not S3).
-        """
-        from artifact_store import remote_gc
-
-        journal = None
-        if self._s3_client() is not None:
-            journal = transfer.UploadJournal(store.root / "tmp" / "s3-uploads", self.display)
-            for bucket, key, upload_id in journal.cut():
-                if self.abort_upload(bucket, key, upload_id):
-                    journal.forget(upload_id)
-        elif not self.atomic:
-            # Housekeeping must not fail a push: a remote that cannot be listed fails the
-            # upload itself, with the error that matters.
-            with contextlib.suppress(Exception):
-                remote_gc.collect_remote_tmp(self)
-        return journal
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -416,7 +382,9 @@ class Remote:
                 blobs[entry.digest] = entry.size
             for digest in RemoteEntry.of(record).blobs:
                 blobs[digest] = store.blob_path(digest).stat().st_size
-        journal = self._clean_up(store)
+        # What earlier pushes left (see artifact_store.remote_gc); the journal this push's own
+        # S3 multipart uploads are written down in.
+        journal = remote_gc.before_push(self, store)
         with store.writing():  # gc must not sweep a blob while it is being read for upload
             missing = self._missing(blobs)
             counter = transfer.Counter(sum(blobs[d] for d in missing), on_progress)

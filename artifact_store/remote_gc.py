@@ -19,6 +19,7 @@ Objects, entries and aliases are never touched: a remote's content is immutable 
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from artifact_store.remote import Remote
+    from artifact_store.store import Store
+    from artifact_store.transfer import UploadJournal
 
 REMOTE_TMP_GRACE = 3600.0
 REMOTE_UPLOAD_GRACE = 86400.0
@@ -105,6 +108,42 @@ def collect_remote_tmp(
     return report
 
 
+def before_push(remote: Remote, store: Store) -> UploadJournal | None:
+    """Before a push: collect what earlier pushes left behind, best effort.
+
+    Temp objects older than the grace period (a push killed mid-write on ``file://``); S3
+    multipart uploads this store started and nobody is sending any more (a push cut mid-way
+    whose abort could not reach the server). Returns the journal the push's own S3 uploads are
+    written down in (None where the remote is not S3).
+    """
+    from artifact_store.transfer import UploadJournal
+
+    journal = None
+    if remote._s3_client() is not None:
+        journal = UploadJournal(store.root / "tmp" / "s3-uploads", remote.display)
+        for bucket, key, upload_id in journal.cut():
+            if abort_upload(remote, bucket, key, upload_id):
+                journal.forget(upload_id)
+    elif not remote.atomic:
+        # Housekeeping must not fail a push: a remote that cannot be listed fails the upload
+        # itself, with the error that matters.
+        with contextlib.suppress(Exception):
+            collect_remote_tmp(remote)
+    return journal
+
+
+def abort_upload(remote: Remote, bucket: str, key: str, upload_id: str) -> bool:
+    """Abort an S3 multipart upload; True once S3 no longer holds it (aborted now, or completed
+    or aborted before), False if the remote could not be reached (the caller keeps it)."""
+    try:
+        remote.fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=key, UploadId=upload_id)
+    except FileNotFoundError:
+        return True  # NoSuchUpload: nothing left to abort
+    except Exception:  # noqa: BLE001 - unreachable now: the caller keeps it for later
+        return False
+    return True
+
+
 def _abort_stale_uploads(
     remote: Remote, grace: float, dry_run: bool, report: RemoteGcReport
 ) -> None:
@@ -123,7 +162,7 @@ def _abort_stale_uploads(
             if age is None or age < grace:
                 report.kept_young += 1
                 continue
-            if dry_run or remote.abort_upload(bucket, upload["Key"], upload["UploadId"]):
+            if dry_run or abort_upload(remote, bucket, upload["Key"], upload["UploadId"]):
                 report.uploads_aborted += 1
                 report.aborted.append(upload["Key"])
         if not page.get("IsTruncated"):
