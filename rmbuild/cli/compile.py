@@ -9,28 +9,41 @@ from typing import Any
 
 import click
 
-from rmbuild.cli._output import emit_json
+from rmbuild.cli._output import Heartbeat, emit_json
 
 
 class PlainReporter:
-    """One line per event, for logs, CI and parallel builds (not a TTY)."""
+    """One line per event, for logs, CI and parallel builds (not a TTY); while a stage runs, a
+    heartbeat line every 30 s (elapsed time, the tool's latest log line)."""
 
     def __init__(self, verbose: bool) -> None:
         self.verbose = verbose
+        self._beat: Heartbeat | None = None
 
     def stage_start(self, target: str, index: int, total: int, profile: str, key: str) -> None:
         self._prefix = f"{target} [{index + 1}/{total}] {profile} ({key[:12]})"
+        self.close()
+        self._beat = Heartbeat(self._prefix).start()
 
     def stage_waiting(self, profile: str, key: str) -> None:
         click.echo(f"{self._prefix}: another process is building this key; waiting", err=True)
 
     def stage_line(self, line: str) -> None:
+        if self._beat is not None:
+            self._beat.line(line)
         if self.verbose:
             click.echo(f"    {line}", err=True)
 
     def stage_done(self, profile: str, key: str, hit: bool, seconds: float) -> None:
+        self.close()
         what = "cache hit" if hit else f"built in {seconds:.1f} s"
         click.echo(f"{self._prefix}: {what}", err=True)
+
+    def close(self) -> None:
+        """Stop the heartbeat (a stage ended, or the build failed)."""
+        beat, self._beat = self._beat, None
+        if beat is not None:
+            beat.stop()
 
     def stage_note(self, profile: str, key: str, message: str) -> None:
         click.echo(f"{self._prefix}: {message}", err=True)
@@ -277,8 +290,7 @@ def command(
             raise _with_plan(exc, loaded, names, store, remote) from None
         raise
     finally:
-        if live:
-            reporter.close()
+        reporter.close()  # the live line, or the plain heartbeat of a stage that failed
     if alias:
         store.tag(alias, results[0].artifact.key)
     if as_json:

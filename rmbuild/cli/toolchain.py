@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from rmbuild.cli._output import console, emit_json, human_size, plain, styled
+from rmbuild.cli._output import Heartbeat, console, emit_json, human_size, plain, styled
 
 
 def describe(start: Path | None = None) -> list[dict[str, Any]]:
@@ -81,6 +81,8 @@ def install_cmd(app: Any, name: str, force: bool, as_json: bool) -> None:
     tc = _find(name)
     live = sys.stderr.isatty() and not as_json
     status_line: Any = None
+    # Piped (a CI log), an install of minutes would say nothing between its steps.
+    beat = None if live else Heartbeat(f"toolchain {name}").start()
     if live:
         from rich.console import Console
 
@@ -88,6 +90,8 @@ def install_cmd(app: Any, name: str, force: bool, as_json: bool) -> None:
         status_line.start()
 
     def progress(line: str) -> None:
+        if beat is not None:
+            beat.line(line)
         if status_line is not None:
             status_line.update(plain(f"toolchain {name}: {line[:150]}"))
         elif app.verbose or line.startswith(("creating", "installing", "removing", "reading")):
@@ -96,6 +100,8 @@ def install_cmd(app: Any, name: str, force: bool, as_json: bool) -> None:
     try:
         result = provision.install(tc, force=force, on_line=progress)
     finally:
+        if beat is not None:
+            beat.stop()
         if status_line is not None:
             status_line.stop()
     missing = [{"name": t.name, "install": t.install_hint()} for t in result.missing_tools]

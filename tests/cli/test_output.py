@@ -211,3 +211,151 @@ def test_error_from_a_command_keeps_brackets(project: Project, cli) -> None:  # 
     r = cli("compile", str(project.spec))
     r.assert_failure(3)
     assert "no profile named 'fake[gpu]'" in r.err
+
+
+# ------------------------------------------------------------- heartbeat and escape codes
+
+
+def test_elapsed_reads_like_a_person_says_it() -> None:
+    from rmbuild.cli._output import elapsed
+
+    assert [elapsed(s) for s in (0, 59.9, 60, 125, 3599, 3720)] == [
+        "0s",
+        "59s",
+        "1m00s",
+        "2m05s",
+        "59m59s",
+        "1h02m",
+    ]
+
+
+def test_a_heartbeat_line_gives_the_step_the_time_and_the_tools_last_line() -> None:
+    from rmbuild.cli._output import Heartbeat
+
+    lines: list[str] = []
+    beat = Heartbeat("rngd [2/2] furiosa-rngd (ab12cd34ef56)", interval=3600, write=lines.append)
+    beat.beat()
+    beat.line("Compiling kernel 7/8")
+    beat.beat()
+    assert lines == [
+        "rngd [2/2] furiosa-rngd (ab12cd34ef56): still running, 0s",
+        "rngd [2/2] furiosa-rngd (ab12cd34ef56): still running, 0s; last: Compiling kernel 7/8",
+    ]
+
+
+def test_a_heartbeat_beats_until_it_is_stopped() -> None:
+    import threading
+
+    from rmbuild.cli._output import Heartbeat
+
+    lines: list[str] = []
+    two = threading.Event()
+
+    def write(line: str) -> None:
+        lines.append(line)
+        if len(lines) >= 2:
+            two.set()
+
+    beat = Heartbeat("step", interval=0.01, write=write).start()
+    assert two.wait(30)
+    beat.stop()
+    count = len(lines)
+    beat.stop()  # idempotent
+    assert len(lines) == count  # nothing after stop() returned
+
+
+def test_the_plain_reporter_with_its_heartbeat_still_pickles() -> None:
+    """-j workers and Ray tasks get the reporter pickled."""
+    import pickle
+
+    from rmbuild.cli.compile import PlainReporter
+
+    reporter = PlainReporter(False)
+    reporter.stage_start("cpu", 0, 2, "onnx-export", "ab" * 32)
+    try:
+        copy = pickle.loads(pickle.dumps(reporter))
+    finally:
+        reporter.close()
+    assert copy._prefix == reporter._prefix
+
+
+def test_a_piped_compile_says_it_is_still_running(
+    project: Project,
+    cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Piped, a long stage printed nothing until it ended (7 minutes for RNGD)."""
+    from rmbuild.cli import _output
+
+    monkeypatch.setattr(_output, "HEARTBEAT_S", 0.05)
+    project.set_flags(lines=2, sleep=1.5)
+    r = cli("compile", str(project.spec))
+    assert r.code == 0, r.err
+    beats = [line for line in r.err.splitlines() if "still running" in line]
+    assert beats, r.err
+    assert all(b.startswith("fake [1/1] fake-compile (") for b in beats)
+    assert any(b.endswith("; last: log line 2") for b in beats), beats
+
+
+def test_a_piped_toolchain_install_says_it_is_still_running(
+    project: Project,
+    data_dir: Path,
+    cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rmbuild.cli import _output
+
+    folder = project.root / "profiles" / "toolchains"
+    (folder / "tiny.yaml").write_text(
+        "name: tiny\ndescription: a bare venv\nlock: tiny.lock\npackages: []\n"
+    )
+    (folder / "tiny.lock").write_text("# nothing pinned\n")
+    monkeypatch.chdir(project.root)
+    monkeypatch.setattr(_output, "HEARTBEAT_S", 0.01)
+    r = cli("toolchain", "install", "tiny")
+    assert r.code == 0, r.err
+    assert "toolchain tiny: still running, " in r.err
+
+
+def _colour_tool(folder: Path) -> Path:
+    """A compiler that colours its output even into a pipe, then fails."""
+    import sys
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tool = folder / "colour-compiler"
+    tool.write_text(
+        f"#!{sys.executable}\n"
+        "print('\\x1b[1m\\x1b[31merror:\\x1b[0m kernel \\x1b[33mmatmul_7\\x1b[0m failed')\n"
+        "raise SystemExit(3)\n"
+    )
+    tool.chmod(0o755)
+    return tool
+
+
+def test_a_tools_colour_codes_stay_in_its_log_not_in_the_message(
+    project: Project,
+    tmp_path: Path,
+    cli,  # noqa: ANN001
+) -> None:
+    import json as jsonlib
+    import re
+
+    project.write_profile("fake-compile", project.fake_profile(tool=str(_colour_tool(tmp_path))))
+    r = cli("compile", str(project.spec))
+    assert r.code == 4
+    assert "\x1b" not in r.err
+    assert "  error: kernel matmul_7 failed" in r.err
+    log = Path(re.search(r"full log: (\S+)", r.err).group(1))  # type: ignore[union-attr]
+    assert "\x1b[31merror:\x1b[0m" in log.read_text()  # the log keeps the tool's bytes
+    obj = jsonlib.loads(cli("compile", str(project.spec), "--json").out)
+    assert "  error: kernel matmul_7 failed" in obj["context"]
+
+
+def test_an_error_shown_on_no_terminal_loses_escape_codes(capsys) -> None:  # noqa: ANN001
+    from rmbuild.cli import _print_error
+    from rmbuild.errors import ToolError
+
+    _print_error(ToolError("\x1b[31mfxb\x1b[0m failed", tool="fxb", tail=["\x1b[2Kdone 50%"]))
+    err = capsys.readouterr().err
+    assert "\x1b" not in err
+    assert "error[tool-failed]: fxb failed" in err and "    done 50%" in err
