@@ -35,6 +35,8 @@ SECRET_ENV = (
 
 def redact_url(url: str) -> str:
     """``url`` without user info, query or fragment: what messages and logs may show."""
+    if "::" in url:  # a chained URL (simplecache::s3://...): each link on its own
+        return "::".join(redact_url(link) for link in url.split("::"))
     parts = urlsplit(url)
     if not parts.scheme or len(parts.scheme) == 1:  # a plain path (or a Windows drive)
         return url

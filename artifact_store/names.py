@@ -32,6 +32,31 @@ def check_key(key: str) -> None:
         raise InvalidArgument(f"invalid key {key!r}: use at most 200 of [A-Za-z0-9._-]")
 
 
+# Query parameters whose values are secrets (libpq's ``?password=``, a presigned URL's
+# signature, an API token): masked in messages by name.
+SECRET_PARAM = re.compile(
+    r"pass(word|wd)?|pwd|secret|token|key|sig(nature)?|credential|auth", re.IGNORECASE
+)
+
+
 def safe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+    """The URL as messages may show it: the user info (name and password: an S3 access key id
+    is a user name) replaced by ``***``, and the value of every password-like query parameter
+    (``password``, ``secret``, ``token``, ``key``, ``sig``...) by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    before_query, qmark, after = rest.partition("?")
+    if "@" in before_query:
+        # Up to the last "@": an unencoded "/" or "@" in a password must not end the mask early.
+        before_query = "***@" + before_query.rsplit("@", 1)[1]
+    rest = before_query + qmark + after
+
+    def mask(match: re.Match[str]) -> str:
+        name = match.group(2)
+        return f"{match.group(1)}{name}=***" if SECRET_PARAM.search(name) else match.group(0)
+
+    head, qmark, query = rest.partition("?")
+    if qmark:
+        query = re.sub(r"(^|[&;])([^=&;#]*)=([^&;#]*)", mask, query)
+    return f"{scheme}://{head}{qmark}{query}"

@@ -45,6 +45,7 @@ def open_remote(
                 'put `remote = "URL"` in rmbuild.toml or ~/.config/rmbuild/config.toml',
             )
         return None
+    _refuse_secrets(chosen, url, start)
     try:
         import fsspec  # noqa: F401
     except ImportError:
@@ -59,6 +60,51 @@ def open_remote(
     from artifact_store.remote import Remote
 
     return Remote(chosen, storage_options=config.remote_options(start), jobs=_jobs())
+
+
+def _refuse_secrets(chosen: str, flag: str | None, start: Path | None) -> None:
+    """A remote URL carries no credentials and no query: UsageError (exit 2) otherwise.
+
+    The URL is used as given (fsspec would take ``file://u:PW@/dir`` for a folder named after
+    the password under the current directory, and an S3 key would contain the query), and it
+    is shown in messages and logs; so a secret in it is refused, not masked.
+    """
+    from urllib.parse import urlsplit
+
+    from artifact_store.remote import redact_url
+    from rmbuild.errors import UsageError
+
+    problems = []
+    # A chained URL (simplecache::s3://...) is checked link by link.
+    for link in chosen.split("::"):
+        parts = urlsplit(link)
+        if not parts.scheme or len(parts.scheme) == 1:
+            continue  # a plain path (or a Windows drive): "?" and "@" are file name characters
+        if "@" in parts.netloc:
+            problems.append("a user name or password (user:password@)")
+        if parts.query:
+            problems.append("a query string (?...)")
+        if parts.fragment:
+            problems.append("a fragment (#...)")
+    if not problems:
+        return
+    if flag:
+        source = "--remote"
+    elif os.environ.get("RMBUILD_REMOTE"):
+        source = "RMBUILD_REMOTE"
+    else:
+        found = [str(path) for path in config.config_files(start)]
+        source = "`remote` in " + (" or ".join(found) or "a config file")
+    raise UsageError(
+        f"the remote URL ({source}) carries {' and '.join(dict.fromkeys(problems))}; rmbuild "
+        f"refuses secrets in a remote URL: it would use them as part of the path and show them",
+        context=[f"remote: {redact_url(chosen)}"],
+        hint="give the URL alone (e.g. s3://bucket/prefix). Credentials belong where the "
+        "cloud SDK looks for them: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
+        "~/.aws/credentials for S3; GOOGLE_APPLICATION_CREDENTIALS for gs://; AZURE_STORAGE_* "
+        "for az://. Options that are not secret (endpoint_url, region) go in the "
+        "[remote_options] table of rmbuild.toml",
+    )
 
 
 def _jobs() -> int:

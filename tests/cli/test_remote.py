@@ -169,7 +169,8 @@ def test_a_remote_without_fsspec_installed_names_the_extra_and_no_secret(
     import sys
 
     monkeypatch.setitem(sys.modules, "fsspec", None)  # `import fsspec` raises ImportError
-    r = cli("ls", "--remote", "s3://key:hunter2@bucket/rmbuild")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2-secret")
+    r = cli("ls", "--remote", "s3://bucket/rmbuild")
     r.assert_failure(10)
     assert "fsspec is not installed" in r.err and "rmbuild[remote]" in r.err
     assert "hunter2" not in r.err
@@ -255,3 +256,73 @@ def test_gc_remote_collects_what_a_killed_push_left(
     assert not (store_dir / "objects").exists()  # the local store was not collected
     both = cli("gc", "--remote", "--max-size", "1G")
     assert both.code == 2 and "--max-size caps the local store" in both.err
+
+
+# ----------------------------------------------------------------------------- secrets in URLs
+
+
+@pytest.mark.parametrize(
+    ("url", "what"),
+    [
+        ("file://u:PW-s3cr3t@/dir?secret=Q-s3cr3t", "a user name or password"),
+        ("s3://bucket/prefix?secret=Q-s3cr3t", "a query string"),
+        ("s3://AKIAEXAMPLEKEYID:PW-s3cr3t@bucket/prefix", "a user name or password"),
+        ("simplecache::s3://u:PW-s3cr3t@bucket/p", "a user name or password"),
+    ],
+)
+def test_a_remote_url_with_credentials_or_a_query_is_refused(
+    url: str,
+    what: str,
+    project: Project,
+    cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Used raw, such a URL put the data under ./u:PW…@/…?secret=…/ and the query into S3 keys.
+    monkeypatch.chdir(project.root)
+    for args in (
+        ("compile", str(project.spec)),
+        ("push", "--all"),
+        ("pull", "tiny:fake"),
+        ("ls",),
+    ):
+        r = cli(*args, "--remote", url)
+        r.assert_failure(2)
+        assert what in r.err and "--remote" in r.err, r.err
+        assert "s3cr3t" not in r.err + r.out and "AKIAEXAMPLEKEYID" not in r.err
+        assert "AWS_SECRET_ACCESS_KEY" in r.err and "[remote_options]" in r.err
+    assert not [p for p in project.root.iterdir() if "PW" in p.name or "@" in p.name]
+
+
+def test_the_refusal_names_where_the_url_came_from(
+    project: Project,
+    cli,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RMBUILD_REMOTE", "s3://bucket/p?token=Q-s3cr3t")
+    r = cli("compile", str(project.spec))
+    r.assert_failure(2)
+    assert "(RMBUILD_REMOTE)" in r.err and "s3cr3t" not in r.err
+    monkeypatch.delenv("RMBUILD_REMOTE")
+    (project.root / ".git").mkdir(exist_ok=True)
+    toml = project.root / "rmbuild.toml"
+    toml.write_text('remote = "s3://u:PW-s3cr3t@bucket/p"\n')
+    monkeypatch.chdir(project.root)
+    r = cli("compile", str(project.spec))
+    r.assert_failure(2)
+    assert str(toml) in r.err and "s3cr3t" not in r.err
+
+
+def test_an_index_url_password_is_masked_in_the_exit_8_message(
+    cli,  # noqa: ANN001
+    store_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Nothing listens on port 1: the index does not answer (exit 8), and the message names it.
+    monkeypatch.setenv(
+        "RMBUILD_INDEX_URL",
+        "postgresql://alice:PW-s3cr3t@127.0.0.1:1/rmbuild?password=Q-s3cr3t&sslmode=disable",
+    )
+    r = cli("ls")
+    r.assert_failure(8)
+    assert "postgresql://***@127.0.0.1:1/rmbuild?password=***&sslmode=disable" in r.err, r.err
+    assert "s3cr3t" not in r.err and "alice" not in r.err
