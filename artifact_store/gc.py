@@ -14,7 +14,9 @@ bypasses the lock, e.g. ``delete``/``tag``, or a library caller's own commit pat
 Pinned artifacts (a build's input, a loaded ``run`` session) and keys whose build lock is held
 are never evicted, nor are their trees removed.
 
-What gc collects (issue 6 #10): unreferenced blobs past ``grace``; scratch dirs in ``tmp/``
+What gc collects (issue 6 #10): unreferenced blobs past ``grace`` (younger ones, e.g. those of
+an artifact evicted right after it was built, are counted in the report as pending: a later gc
+frees them); scratch dirs in ``tmp/``
 untouched for an hour and not held by a live build; trees of artifacts that no longer exist;
 ``logs/`` files (the logs of failed builds; a successful build moves its log into the store)
 older than ``log_retention``; lock files of keys with no artifact that no process holds; and
@@ -45,6 +47,9 @@ from artifact_store.records import ArtifactRecord, GcReport, Manifest
 
 # Scratch dirs (tmp/) and half-built trees untouched this long belong to dead processes.
 STALE_AFTER = 3600.0
+# Unreferenced blobs younger than this are kept (Store.gc's default ``grace``): they may belong
+# to a build that stores blobs without holding the gc lock (a library caller's own commit path).
+GRACE = 3600.0
 # Failed builds' logs are kept this long by default (seconds): long enough to read after a
 # weekend, short enough that a CI runner's store does not fill with them.
 LOG_RETENTION = 14 * 86400.0
@@ -236,13 +241,21 @@ def _sweep(
     blobs_removed = 0
     bytes_freed = 0
     gone: list[str] = []
+    pending_blobs = pending_bytes = 0
+    pending_until: float | None = None
     for digest, path in _unreferenced(store, live):
         try:
             st = path.lstat()
         except FileNotFoundError:
             continue
         if now - st.st_mtime < grace:
-            continue  # may belong to a build that stores blobs without holding the gc lock
+            # May belong to a build that stores blobs without holding the gc lock: kept, and
+            # reported, so "freed 0 bytes" after an eviction says when the bytes will go.
+            pending_blobs += 1
+            pending_bytes += st.st_size
+            until = st.st_mtime + grace
+            pending_until = until if pending_until is None else max(pending_until, until)
+            continue
         blobs_removed += 1
         bytes_freed += st.st_size
         gone.append(digest)
@@ -302,6 +315,10 @@ def _sweep(
         skipped_in_use=tuple(skipped),
         size_before=size_before,
         size_after=total,
+        grace_s=grace,
+        pending_blobs=pending_blobs,
+        pending_bytes=pending_bytes,
+        pending_until=pending_until,
     )
 
 

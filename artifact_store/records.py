@@ -159,14 +159,24 @@ class GcReport:
     skipped_in_use: tuple[str, ...] = ()  # eviction candidates spared: a build or run held them
     size_before: int = 0  # bytes of blobs referenced by artifacts, before eviction
     size_after: int = 0  # same, after eviction
+    grace_s: float = 0.0  # unreferenced blobs younger than this were kept
+    pending_blobs: int = 0  # unreferenced blobs kept for the grace period: a later gc frees them
+    pending_bytes: int = 0
+    pending_until: float | None = None  # epoch seconds when the last of them is past the grace
 
     def summary(self) -> str:
         """One line for humans."""
         verb = "would free" if self.dry_run else "freed"
+        pending = (
+            f"; {self.pending_bytes} bytes in {self.pending_blobs} unreferenced blobs younger "
+            f"than the {self.grace_s:g} s grace period are kept (a later gc frees them)"
+            if self.pending_blobs
+            else ""
+        )
         return (
             f"{verb} {self.bytes_freed} bytes: {self.blobs_removed} blobs, "
             f"{len(self.evicted_keys)} evicted artifacts, {self.tmp_removed} tmp dirs, "
             f"{self.trees_removed} trees, {self.logs_removed} logs, {self.locks_removed} locks, "
-            f"{self.stat_rows_removed} stat rows; "
-            f"store {self.size_before} -> {self.size_after} bytes"
+            f"{self.stat_rows_removed} stat rows{pending}; "
+            f"referenced {self.size_before} -> {self.size_after} bytes"
         )

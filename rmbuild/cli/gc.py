@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 import click
 
-from rmbuild.cli._output import emit_json, parse_size
+from rmbuild.cli._output import elapsed, emit_json, human_size, parse_size
+
+# Seconds per unit of a duration (--grace).
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class Size(click.ParamType):
@@ -29,6 +34,27 @@ class Size(click.ParamType):
         return size
 
 
+class Duration(click.ParamType):
+    """A duration such as 1h, 30m, 90s or 0 (a bare number is seconds)."""
+
+    name = "duration"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower()
+        unit = _UNITS.get(text[-1:], None)
+        try:
+            seconds = float(text[:-1] if unit else text) * (unit or 1)
+        except ValueError:
+            self.fail(f"{value!r} is not a duration (e.g. 1h, 30m, 90s, 0)", param, ctx)
+        if seconds < 0:
+            self.fail("a duration cannot be negative", param, ctx)
+        return seconds
+
+
 @click.command("gc")
 @click.option("--dry-run", is_flag=True, help="Say what would be freed; delete nothing.")
 @click.option(
@@ -44,6 +70,15 @@ class Size(click.ParamType):
     show_default=True,
     metavar="DAYS",
     help="Keep failed builds' logs (the store's logs/) this many days.",
+)
+@click.option(
+    "--grace",
+    type=Duration(),
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="Keep unreferenced blobs younger than this (they may belong to a build storing its "
+    "files right now); 0 frees them at once.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option(
@@ -64,6 +99,7 @@ def command(
     keep_logs_days: float,
     as_json: bool,
     remote_url: str | None = None,
+    grace: float = 3600.0,
 ) -> None:
     """Collect garbage in the store.
 
@@ -71,6 +107,12 @@ def command(
     older than --keep-logs, lock files of keys without an artifact that no process holds,
     and stat-cache rows of files gone or changed. gc waits for builds that are storing their
     results and never evicts an artifact a build or `rmbuild run` is using.
+
+    \b
+    Grace period: an unreferenced blob younger than --grace (default 1h) is kept, since a
+    build may be storing it right now. So the files of an artifact built within the hour and
+    evicted by --max-size (or deleted) stay on disk until a later gc; gc says how many bytes
+    wait and from when a gc frees them. `rmbuild gc --grace 0` frees them now.
 
     With --remote, the remote cache instead: what pushes that died left there (a failed push
     cleans up after itself). Its artifacts are never removed.
@@ -81,12 +123,13 @@ def command(
         _collect_remote(remote_url, dry_run=dry_run, as_json=as_json)
         return
     report = app.store().gc(
-        dry_run=dry_run, max_size=max_size, log_retention=keep_logs_days * 86400
+        dry_run=dry_run, max_size=max_size, log_retention=keep_logs_days * 86400, grace=grace
     )
     if as_json:
         emit_json(asdict(report))
         return
-    click.echo(f"gc {report.summary()}")
+    for line in report_lines(report, max_size):
+        click.echo(f"gc: {line}")
 
 
 def _collect_remote(url: str, *, dry_run: bool, as_json: bool) -> None:
@@ -101,3 +144,36 @@ def _collect_remote(url: str, *, dry_run: bool, as_json: bool) -> None:
         emit_json(asdict(report))
         return
     click.echo(f"gc {report.summary()}")
+
+
+def report_lines(report: Any, max_size: int | None = None) -> list[str]:
+    """A gc report for people: what went now, what the grace period keeps until when, and the
+    size of what artifacts reference (the figure --max-size caps)."""
+    would = report.dry_run
+    lines = [
+        f"{'would free' if would else 'freed'} {human_size(report.bytes_freed)} now: "
+        f"{report.blobs_removed} blobs, {len(report.evicted_keys)} evicted artifacts, "
+        f"{report.tmp_removed} tmp dirs, {report.trees_removed} trees, "
+        f"{report.logs_removed} logs, {report.locks_removed} locks, "
+        f"{report.stat_rows_removed} stat rows"
+    ]
+    if report.skipped_in_use:
+        lines.append(f"{len(report.skipped_in_use)} artifacts in use by a build or run were kept")
+    if report.pending_blobs:
+        grace = elapsed(report.grace_s)
+        when = ""
+        if report.pending_until is not None:
+            wait = max(0.0, report.pending_until - time.time())
+            clock = datetime.fromtimestamp(report.pending_until).strftime("%H:%M")
+            when = f"; a gc from {clock} (in {elapsed(wait)}) frees them"
+        lines.append(
+            f"{human_size(report.pending_bytes)} {'would wait' if would else 'waits'} in "
+            f"{report.pending_blobs} unreferenced blobs younger than the {grace} grace period"
+            f"{when}, or `rmbuild gc --grace 0` now"
+        )
+    cap = f" (--max-size {human_size(max_size)})" if max_size is not None else ""
+    lines.append(
+        f"referenced by artifacts: {human_size(report.size_before)} -> "
+        f"{human_size(report.size_after)}{cap}"
+    )
+    return lines
