@@ -44,7 +44,7 @@ def _record(key: str) -> st.ArtifactRecord:
         (st.UnsafeTree("/out", "link", "points outside it"), EXIT_TOOL, "points outside"),
         (st.DiskFull("/s/objects", needed=10), EXIT_DISK_FULL, "/s/objects"),
         (st.InvalidArgument("invalid key '../x'"), EXIT_INTERNAL, "invalid key"),
-        (st.DestinationExists("/d exists"), EXIT_INTERNAL, "/d exists"),
+        (st.DestinationExists("/d exists"), EXIT_USAGE, "/d exists"),  # checkout DIR
         (st.StoreError("something else"), EXIT_INTERNAL, "something else"),
     ],
 )
