@@ -11,7 +11,8 @@ then aliases. A reader only trusts entries, so an interrupted push leaves at mos
 objects, and the retry uploads only what is missing (objects are immutable by name). Where the
 store has atomic writes (object stores: a single PUT, or a multipart upload the server
 assembles) blobs go straight to their names; elsewhere (``file://``, SFTP…) to a temp name
-first, then moved.
+first, then moved. A push that fails removes its temp objects and aborts its S3 multipart
+uploads; what a killed one leaves is collected later (:mod:`artifact_store.remote_gc`).
 
 Pulls never trust the remote: every blob is downloaded into the local store's ``tmp/``,
 hashed while it streams, and installed only after *all* of an artifact's blobs matched their
