@@ -134,9 +134,14 @@ def _gaps(toolchain: Any) -> list[dict[str, str]]:
     from rmbuild import policy
 
     try:
-        return policy._toolchain_gaps(toolchain)
+        return policy.toolchain_gaps(toolchain)
     except Exception as exc:  # noqa: BLE001 - a broken toolchain is a gap, not a crash
         return [{"what": f"toolchain {toolchain.name}: {exc}", "install": ""}]
+
+
+def blocked_reason(gaps: list[dict[str, str]]) -> str:
+    """The ``reason`` of a stage that cannot be built here: everything it lacks, at once."""
+    return "cannot be built here: " + "; ".join(g["what"] for g in gaps)
 
 
 def plan_target(
@@ -159,8 +164,6 @@ def plan_target(
     )
     stages: list[StagePlan] = []
     notes: list[str] = []
-    if not device_present:
-        notes.append(f"no {last.resource} device here to run it (building it works)")
     try:
         inputs: dict[str, str] | None = {"model": build.source_digest(spec, store)}
     except RmbuildError as exc:
@@ -197,8 +200,10 @@ def plan_target(
         try:
             key = build.action_key(stage, inputs, spec.root, hasher=store.hash_files)
         except RmbuildError as exc:
-            entry.blocked.append({"what": exc.message, "install": exc.hint or ""})
+            if not gaps:  # else the key failed for what the gaps already say: once is enough
+                entry.blocked.append({"what": exc.message, "install": exc.hint or ""})
             entry.action = "blocked"
+            entry.reason = blocked_reason(entry.blocked)
             inputs, upstream = None, profile.name
             continue
         entry.key = key.compute()
@@ -243,6 +248,10 @@ def plan_target(
         if "pull" in actions
         else "cached"
     )
+    if not device_present:
+        # "Building it works" only where it does: a blocked target cannot be built either.
+        works = "" if status == "blocked" else " (building it works)"
+        notes.insert(0, f"no {last.resource} device here to run it{works}")
     return TargetPlan(
         target=target,
         profile=last.name,
@@ -328,7 +337,7 @@ def render_text(plan: Plan) -> list[str]:
             key = s.key[:12] if s.key else "?" * 12
             state = f"local {s.local}, remote {s.remote}"
             lines.append(f"  {s.profile:<20} {key}  {s.action:<8} ({state})")
-            if s.reason:
+            if s.reason and s.reason != blocked_reason(s.blocked):  # else the lines below
                 lines.append(f"      why: {s.reason}")
             for gap in s.blocked:
                 install = f" -> {gap['install']}" if gap["install"] else ""

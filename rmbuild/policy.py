@@ -14,6 +14,7 @@ what they lack and the command that gets it. None buildable: exit 7.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -69,35 +70,86 @@ def _priority(backend: str) -> int:
     return BACKEND_PRIORITY.index(backend) if backend in BACKEND_PRIORITY else len(BACKEND_PRIORITY)
 
 
-def _toolchain_gaps(toolchain: Any) -> list[dict[str, str]]:
-    """What a toolchain lacks here, each with the command that gets it (never raises)."""
+def toolchain_gaps(toolchain: Any, *, system_tools: bool = True) -> list[dict[str, str]]:
+    """Everything ``toolchain`` lacks here, each as ``{"what", "install"}`` (never raises).
+
+    The one answer to "can this toolchain be used here", for ``compile`` (before any tool
+    runs), ``--plan``/``--explain``, ``toolchain ls`` and ``info``: its environment (or, for
+    one rmbuild does not provision, the packages it declares) and every system tool its tools
+    need, all at once, so a user fixes them in one go rather than one per attempt. In the
+    order they are to be fixed: system tools first, because ``toolchain install`` checks them
+    before it downloads anything. ``system_tools=False`` leaves out the system-tool checks,
+    which start a process each (a cache hit starts none).
+    """
     from rmbuild import provision
 
+    gaps: list[dict[str, str]] = []
+    if system_tools:
+        try:
+            gaps += system_tool_gaps(provision.missing_system_tools(toolchain))
+        except Exception as exc:  # noqa: BLE001 - a broken check is a gap, not a crash
+            gaps.append({"what": f"toolchain {toolchain.name}: {exc}", "install": ""})
     st = provision.status(toolchain)
     if not st.installed:
-        return [
+        gaps.append(
             {
                 "what": f"toolchain {toolchain.name}: {st.reason}",
                 "install": toolchain.install_hint(),
             }
-        ]
-    if not toolchain.provisioned:
+        )
+    elif not toolchain.provisioned:
         try:
             packages = toolchain.identity()["packages"]
         except Exception as exc:  # noqa: BLE001 - a broken registered env is a gap, not a crash
-            return [{"what": f"toolchain {toolchain.name}: {exc}", "install": ""}]
+            return [*gaps, {"what": f"toolchain {toolchain.name}: {exc}", "install": ""}]
         absent = [name for name, version in packages.items() if version is None]
         if absent:
-            return [
+            gaps.append(
                 {
                     "what": f"toolchain {toolchain.name}: {', '.join(absent)} not installed",
                     "install": toolchain.install_hint(),
                 }
-            ]
+            )
+    return gaps
+
+
+def system_tool_gaps(tools: list[Any]) -> list[dict[str, str]]:
+    """Missing system tools (:func:`rmbuild.provision.missing_system_tools`) as gaps."""
     return [
         {"what": f"system tool {tool.name} not found", "install": tool.install_hint()}
-        for tool in provision.missing_system_tools(toolchain)
+        for tool in tools
     ]
+
+
+def chain_gaps(toolchains: list[Any], *, system_tools: bool = True) -> list[dict[str, str]]:
+    """:func:`toolchain_gaps` of several toolchains (a target's chain), each gap once."""
+    seen: dict[str, Any] = {}
+    for tc in toolchains:
+        seen.setdefault(tc.name, tc)
+    gaps: list[dict[str, str]] = []
+    for tc in seen.values():
+        gaps += [g for g in toolchain_gaps(tc, system_tools=system_tools) if g not in gaps]
+    return gaps
+
+
+def gap_lines(gaps: list[dict[str, str]]) -> list[str]:
+    """One line per gap: what is missing, and the command that gets it."""
+    return [g["what"] + (f" -> {g['install']}" if g["install"] else "") for g in gaps]
+
+
+def gap_hint(gaps: list[dict[str, str]]) -> str | None:
+    """The commands that get every gap, in order, each once (None: no command known)."""
+    return "; ".join(dict.fromkeys(g["install"] for g in gaps if g["install"])) or None
+
+
+def unavailable(what: str, gaps: list[dict[str, str]]) -> BackendUnavailable:
+    """Exit 7 for ``what`` (e.g. ``tiny-llama:rngd``), naming every missing prerequisite and
+    the commands that get them; nothing ran, so no failure is recorded."""
+    return BackendUnavailable(
+        f"{what} cannot be built here: {len(gaps)} prerequisite(s) missing",
+        context=gap_lines(gaps),
+        hint=gap_hint(gaps),
+    )
 
 
 def _devices_present(backend: str, resource: str, devices: list[dict[str, Any]]) -> bool:
@@ -133,10 +185,14 @@ def resolve(
     *,
     strict: bool = True,
     devices: list | None = None,
+    on_planned: Callable[[LoadedSpec, list[list[Any]]], None] | None = None,
 ) -> Resolution:
     """Resolve ``--target`` values (names or classes) into targets to build; see the module
     docstring. Raises UnknownTarget for a name that is neither (with a did-you-mean), and
-    BackendUnavailable (exit 7) when a class has no candidate that can be built here."""
+    BackendUnavailable (exit 7) when a class has no candidate that can be built here.
+
+    ``on_planned(spec, chains)`` is called once the candidates' chains are planned and before
+    anything is checked (the plan cache stats what the decision depends on there)."""
     from rmbuild.build import plan
     from rmbuild.yamlio import did_you_mean
 
@@ -194,14 +250,15 @@ def resolve(
     if extra:
         model = spec.spec.model_copy(update={"targets": {**targets, **extra}})
         spec = LoadedSpec(spec=model, path=spec.path, lines=spec.lines)
-    for cand in candidates:
-        chain = plan(spec, cand.target)
+    chains = [plan(spec, cand.target) for cand in candidates]
+    if on_planned is not None:
+        on_planned(spec, chains)
+    for cand, chain in zip(candidates, chains, strict=True):
         seen: dict[str, Any] = {}
         for stage in chain:
             seen.setdefault(stage.toolchain.name, stage.toolchain)
         cand.toolchains = list(seen)
-        for tc in seen.values():
-            cand.missing += _toolchain_gaps(tc)
+        cand.missing = chain_gaps(list(seen.values()))
         cand.toolchain_present = not cand.missing
         cand.device_present = _devices_present(cand.backend, cand.resource, devices)
     candidates.sort(
@@ -220,16 +277,12 @@ def resolve(
         raise BackendUnavailable(
             f"no {'/'.join(classes)} target can be built here",
             context=[
-                f"{c.target} ({c.profile}): {m['what']}"
-                + (f" -> {m['install']}" if m["install"] else "")
+                f"{c.target} ({c.profile}): {line}"
                 for c in candidates
-                for m in c.missing
+                for line in gap_lines(c.missing)
             ]
             or ["no profile serves this class"],
-            hint="; ".join(
-                dict.fromkeys(m["install"] for c in candidates for m in c.missing if m["install"])
-            )
-            or None,
+            hint=gap_hint([m for c in candidates for m in c.missing]),
         )
     for name in chosen:
         if name not in names:

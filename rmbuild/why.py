@@ -178,6 +178,23 @@ def why_target(store: Store, spec: Any, target: str, *, remote: Any = None) -> A
     return plan_spec(spec, [target], store, remote=remote).targets[0]
 
 
+def why_targets(
+    store: Store, spec: Any, value: str, *, remote: Any = None
+) -> tuple[list[str], list[Any]]:
+    """``rmbuild why -t VALUE``, where VALUE is a target name or a resource class, as
+    ``compile --target`` takes it (:func:`rmbuild.policy.resolve`): the classes VALUE named
+    (empty for a name) and the plan of each target it means, those that cannot be built here
+    too (each says what it lacks)."""
+    from rmbuild import policy
+    from rmbuild.plan import plan_spec
+
+    resolution = policy.resolve(spec, [value], strict=False)
+    names = list(resolution.names)
+    names += [c.target for c in resolution.candidates if c.target not in names]
+    plans = plan_spec(resolution.spec, names, store, remote=remote).targets
+    return resolution.classes, plans
+
+
 # ----------------------------------------------------------------------------- check
 
 OPTIMAL, REBUILD, UNSUPPORTED = "optimal", "rebuild", "unsupported"

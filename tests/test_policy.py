@@ -130,6 +130,87 @@ def test_explain_json_on_the_example(cli, data_dir: Path) -> None:  # noqa: ANN0
     assert set(rows) == {"rngd", "openvino-npu"}
     assert rows["rngd"]["resource"] == "npu" and rows["rngd"]["origin"] == "model.yaml"
     assert not rows["rngd"]["chosen"]  # no furiosa toolchain in this empty data dir
-    assert rows["rngd"]["missing"][0]["install"] == "rmbuild toolchain install furiosa"
+    installs = [gap["install"] for gap in rows["rngd"]["missing"]]
+    assert installs[-1] == "rmbuild toolchain install furiosa"  # after any system tool's
     r = cli("compile", str(EXAMPLE), "--target", "npu", "--explain")
     assert r.code == 0 and "skipped" in r.out and "rmbuild toolchain install furiosa" in r.out
+
+
+# ----------------------------------------------------------------------------- the fast path
+
+FAST_NPU = """\
+name: fast-npu
+resource: npu
+backend: onnxruntime
+stage: compile
+input_format: hf
+output_format: fake-bin
+toolchain: fake
+tool:
+  name: {tool}
+template: fake.argv.j2
+flags: {{mode: ok, lines: 0, sleep: 0, level: 1, threads: 0, counter: "", marker: "", name: ""}}
+outputs: [model.bin]
+"""
+
+
+def _age(*roots: Path) -> None:
+    """Older than the plan cache's racy window, as files are outside a test."""
+    import os
+    import time
+
+    old = time.time() - 60
+    for root in roots:
+        for folder, dirs, files in os.walk(root):
+            for name in files + dirs:
+                os.utime(os.path.join(folder, name), (old, old), follow_symlinks=False)
+        os.utime(root, (old, old))
+
+
+def test_a_class_hit_takes_the_plan_cache_fast_path(
+    project,
+    data_dir: Path,
+    cli,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
+) -> None:
+    # --target npu: one candidate builds here, the other lacks its toolchain.
+    _project_with_npu(project, "name: vendor\nlock: vendor.lock\n")
+    project.write_profile("fast-npu", FAST_NPU.format(tool=json.dumps(str(project.fake))))
+    project.write_spec(
+        "name: m\nsource: {path: model, format: hf}\ntargets:\n"
+        "  fast: {profile: fast-npu}\n  vendor: {profile: vendor-npu}\n"
+    )
+    _age(project.root, project.fake.parent)
+    first = cli("compile", str(project.spec), "--target", "npu")
+    assert first.code == 0, first.err
+    assert "m:fast -> " in first.out and "npu: skipping vendor (vendor-npu)" in first.err
+
+    import rmbuild.policy
+    import rmbuild.spec
+
+    resolved: list[object] = []
+    real = rmbuild.policy.resolve
+    monkeypatch.setattr(
+        rmbuild.policy, "resolve", lambda *a, **k: resolved.append(a) or real(*a, **k)
+    )
+
+    def boom(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the full path ran")
+
+    real_load = rmbuild.spec.load_model_spec
+    monkeypatch.setattr(rmbuild.spec, "load_model_spec", boom)
+    hit = cli("compile", str(project.spec), "--target", "npu")
+    assert hit.code == 0, hit.err
+    assert "m:fast -> " in hit.out and "(cached, no tool ran)" in hit.out
+    # The fast path says what the class skipped, as the full path does.
+    assert "npu: skipping vendor (vendor-npu): toolchain vendor: not installed" in hit.err
+    assert resolved == []
+
+    # What the decision depends on changed (here the vendor toolchain file): decided again.
+    monkeypatch.setattr(rmbuild.spec, "load_model_spec", real_load)
+    vendor = project.root / "profiles" / "toolchains" / "vendor.yaml"
+    vendor.write_text(vendor.read_text() + "# edited\n")
+    _age(vendor)
+    again = cli("compile", str(project.spec), "--target", "npu")
+    assert again.code == 0, again.err
+    assert len(resolved) == 1 and "(cached, no tool ran)" in again.out

@@ -14,7 +14,7 @@ from rmbuild.cli._output import console, emit_json, styled
 def machine_info() -> dict[str, Any]:
     """CPU, accelerators, toolchains and backends of this machine. The one SDK imported is
     OpenVINO's, where installed: its device list is asked of it (rmbuild.resources)."""
-    from rmbuild import provision
+    from rmbuild import policy, provision
     from rmbuild.hostinfo import cpu_info
     from rmbuild.plugins import registry
     from rmbuild.resources import discover
@@ -22,6 +22,8 @@ def machine_info() -> dict[str, Any]:
 
     toolchains = []
     for tc in list_toolchains(Path.cwd()):  # the project's own toolchains too
+        # What it lacks, as `toolchain ls`, compile and --plan say it (one function decides).
+        missing = policy.toolchain_gaps(tc)
         try:
             identity = tc.identity()
             entry = {
@@ -29,6 +31,8 @@ def machine_info() -> dict[str, Any]:
                 "python": str(tc.python_path),
                 "python_version": identity["python"],
                 "packages": identity["packages"],
+                "ready": not missing,
+                "missing": missing,
             }
             if tc.provisioned:  # issue 7: rmbuild's own venv under the data dir
                 entry["provisioned"] = str(tc.prefix)
@@ -38,7 +42,15 @@ def machine_info() -> dict[str, Any]:
             error = str(exc)
             if tc.provisioned and not provision.status(tc).installed:
                 error = f"{provision.status(tc).reason}: rmbuild toolchain install {tc.name}"
-            toolchains.append({"name": tc.name, "python": str(tc.python_path), "error": error})
+            toolchains.append(
+                {
+                    "name": tc.name,
+                    "python": str(tc.python_path),
+                    "error": error,
+                    "ready": False,
+                    "missing": missing,
+                }
+            )
     found = discover()
     backends = {}
     for name, entry in registry().items():
@@ -110,20 +122,31 @@ def command(as_json: bool) -> None:
     out.print(styled(("toolchains", "bold")))
     for tc in info["toolchains"]:
         if "error" in tc:
-            out.print(styled(f"  {tc['name']}: ", (str(tc["error"]), "red")))
+            if not tc["missing"]:
+                out.print(styled(f"  {tc['name']}: ", (str(tc["error"]), "red")))
+                continue
+            out.print(styled(f"  {tc['name']}: ", ("not usable here", "red")))
+            for gap in tc["missing"]:
+                out.print(styled((_gap_line(tc["name"], gap), "red")))
             continue
         found = [f"{k} {v}" for k, v in tc["packages"].items() if v]
-        missing = [k for k, v in tc["packages"].items() if not v]
         out.print(
             styled(f"  {tc['name']} (python {tc['python_version']}): {', '.join(found) or '-'}")
         )
         if tc.get("provisioned"):
             out.print(styled((f"    provisioned at {tc['provisioned']}", "dim")))
-        if missing:
-            out.print(styled((f"    not installed: {', '.join(missing)}", "dim")))
+        for gap in tc["missing"]:
+            out.print(styled((_gap_line(tc["name"], gap), "yellow")))
     out.print(styled(("backends", "bold")))
     for name, b in info["backends"].items():
         if b["available"]:
             out.print(styled(f"  {name}: ", ("available", "green")))
         else:
             out.print(styled(f"  {name}: ", ("unavailable", "red"), f": {b['reason']}"))
+
+
+def _gap_line(name: str, gap: dict[str, str]) -> str:
+    """``    missing: WHAT -> COMMAND`` for one gap of toolchain ``name``."""
+    what = gap["what"].removeprefix(f"toolchain {name}: ")
+    install = f" -> {gap['install']}" if gap["install"] else ""
+    return f"    missing: {what}{install}"

@@ -12,8 +12,14 @@ from rmbuild.cli._output import Heartbeat, console, emit_json, human_size, plain
 
 
 def describe(start: Path | None = None) -> list[dict[str, Any]]:
-    """Every toolchain visible from ``start``: kind, installed, path, identity, size, users."""
-    from rmbuild import provision
+    """Every toolchain visible from ``start``: kind, installed, path, identity, size, users.
+
+    ``installed``: its environment and the packages it declares are there; ``ready``: nothing
+    is missing, system tools included; ``missing``: each gap with the command that gets it.
+    All three come from :func:`rmbuild.policy.toolchain_gaps`, the function ``compile``,
+    ``--plan``/``--explain`` and ``info`` ask too, so no two commands disagree.
+    """
+    from rmbuild import policy, provision
     from rmbuild.keys import canonical_json
     from rmbuild.profiles import list_profiles
     from rmbuild.toolchains import list_toolchains
@@ -25,30 +31,31 @@ def describe(start: Path | None = None) -> list[dict[str, Any]]:
     rows = []
     for tc in list_toolchains(start):
         st = provision.status(tc)
+        tools = provision.missing_system_tools(tc)
+        environment = policy.toolchain_gaps(tc, system_tools=False)
+        missing = [*policy.system_tool_gaps(tools), *environment]
         row: dict[str, Any] = {
             "name": tc.name,
             "kind": st.kind,
-            "installed": st.installed,
+            "installed": not environment,
+            "ready": not missing,
             "path": str(st.path),
-            "reason": st.reason,
+            "reason": "; ".join(g["what"] for g in missing),
+            "missing": missing,
             "needed_by": sorted(users.get(tc.name, [])),
             "size": st.marker.get("size") if st.marker else None,
             "identity": None,
-            "missing_system_tools": [],
+            "missing_system_tools": [{"name": t.name, "install": t.install_hint()} for t in tools],
         }
         if tc.provisioned:
             row["lock"] = tc.lock
-            row["install"] = f"rmbuild toolchain install {tc.name}"
+            row["install"] = tc.install_hint()
         if st.installed and tc.provisioned:
             import hashlib
 
             ident = tc.identity()
             row["identity"] = hashlib.sha256(canonical_json(ident)).hexdigest()[:12]
             row["python"] = ident["python"]
-            row["missing_system_tools"] = [
-                {"name": t.name, "install": t.install_hint()}
-                for t in provision.missing_system_tools(tc)
-            ]
         rows.append(row)
     return rows
 
@@ -72,13 +79,27 @@ def _find(name: str) -> Any:
 @command.command("install")
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Reinstall even if installed and current.")
+@click.option(
+    "--without-system-tools",
+    is_flag=True,
+    help="Install although system tools it needs (e.g. a cross gcc) are missing; compiles "
+    "refuse until they are there.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
-def install_cmd(app: Any, name: str, force: bool, as_json: bool) -> None:
-    """Create the environment of toolchain NAME (safe to interrupt and rerun)."""
+def install_cmd(
+    app: Any, name: str, force: bool, as_json: bool, without_system_tools: bool = False
+) -> None:
+    """Create the environment of toolchain NAME (safe to interrupt and rerun).
+
+    Every system tool the toolchain needs is checked first: one missing stops the install
+    before anything is downloaded (exit 7), naming each with the command that installs it.
+    """
     from rmbuild import provision
 
     tc = _find(name)
+    if not without_system_tools and (force or not provision.status(tc).installed):
+        _require_system_tools(tc)
     live = sys.stderr.isatty() and not as_json
     status_line: Any = None
     # Piped (a CI log), an install of minutes would say nothing between its steps.
@@ -126,6 +147,24 @@ def install_cmd(app: Any, name: str, force: bool, as_json: bool) -> None:
         )
 
 
+def _require_system_tools(tc: Any) -> None:
+    """Exit 7 naming every missing system tool of ``tc`` (see ``install``)."""
+    from rmbuild import policy, provision
+    from rmbuild.errors import BackendUnavailable
+
+    if not tc.provisioned:
+        return  # not ours to install: `install` says so itself
+    missing = policy.system_tool_gaps(provision.missing_system_tools(tc))
+    if missing:
+        raise BackendUnavailable(
+            f"toolchain {tc.name!r} needs {len(missing)} system tool(s) not found here; "
+            "nothing was downloaded",
+            context=policy.gap_lines(missing),
+            hint=f"{policy.gap_hint(missing)}; then rerun `rmbuild toolchain install {tc.name}` "
+            "(--without-system-tools installs now)",
+        )
+
+
 @command.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def ls_cmd(as_json: bool) -> None:
@@ -140,12 +179,17 @@ def ls_cmd(as_json: bool) -> None:
     for col in ("toolchain", "kind", "state", "identity", "size", "path", "needed by"):
         table.add_column(col)
     for row in rows:
-        state = (
-            styled(("installed", "green")) if row["installed"] else styled((row["reason"], "red"))
+        # "installed" only where a compile would find everything; else what is missing.
+        prefix = f"toolchain {row['name']}: "
+        gaps = sorted(
+            (g["what"].removeprefix(prefix) for g in row["missing"]),
+            key=lambda what: what.startswith("system tool"),  # the environment first
         )
-        if row["missing_system_tools"]:
-            names = ", ".join(t["name"] for t in row["missing_system_tools"])
-            state = styled(("installed", "green"), "; ", (f"missing {names}", "yellow"))
+        state = (
+            styled(("installed", "green"))
+            if row["ready"]
+            else styled(("; ".join(gaps), "yellow" if row["installed"] else "red"))
+        )
         table.add_row(
             plain(row["name"]),
             plain(row["kind"]),

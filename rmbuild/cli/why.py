@@ -11,7 +11,13 @@ from rmbuild.cli._output import emit_json
 
 @click.command("why")
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=str))
-@click.option("-t", "--target", "target", required=True, help="The target to explain.")
+@click.option(
+    "-t",
+    "--target",
+    "target",
+    required=True,
+    help="The target to explain, or a resource class (npu, gpu, cpu): each of its targets.",
+)
 @click.option(
     "--remote",
     "remote_url",
@@ -25,26 +31,38 @@ def command(app: Any, spec: str, target: str, remote_url: str | None, as_json: b
 
     For each stage: its key, whether it is stored, and for a miss which factors differ from
     the stored entry of the same model, target and profile that differs least (inputs, flags,
-    command line, tool, toolchain packages, host facts, env, key version).
+    command line, tool, toolchain packages, host facts, env, key version). TARGET may be a
+    resource class, as for `compile --target`: then every target of the class, with what
+    those that cannot be built here lack. With --json a class gives {"classes", "targets"}.
     """
     from rmbuild import remotes
+    from rmbuild.plan import blocked_reason
     from rmbuild.spec import load_model_spec
-    from rmbuild.why import why_target
+    from rmbuild.why import why_targets
 
     loaded = load_model_spec(spec)
     store = app.store()
     remote = remotes.open_remote(remote_url, start=loaded.root)
-    result = why_target(store, loaded, target, remote=remote)
+    classes, plans = why_targets(store, loaded, target, remote=remote)
     if as_json:
-        emit_json(result.to_json())
-        return
-    click.echo(f"{loaded.spec.name}:{target} ({result.profile}): {result.status}")
-    for s in result.stages:
-        key = s.key[:12] if s.key else "?" * 12
-        if s.action == "reuse":
-            click.echo(f"  {s.profile:<20} {key}  stored: cache hit")
+        if classes:
+            emit_json({"classes": classes, "targets": [p.to_json() for p in plans]})
         else:
-            click.echo(f"  {s.profile:<20} {key}  {s.action}: {s.reason or 'no stored entry'}")
-        for gap in s.blocked:
-            install = f" -> {gap['install']}" if gap["install"] else ""
-            click.echo(f"      cannot build here: {gap['what']}{install}")
+            emit_json(plans[0].to_json())
+        return
+    if classes:
+        names = ", ".join(p.target for p in plans) or "none"
+        click.echo(f"{target}: a resource class; its targets: {names}")
+    for result in plans:
+        click.echo(f"{loaded.spec.name}:{result.target} ({result.profile}): {result.status}")
+        for s in result.stages:
+            key = s.key[:12] if s.key else "?" * 12
+            if s.action == "reuse":
+                click.echo(f"  {s.profile:<20} {key}  stored: cache hit")
+            elif s.blocked and s.reason == blocked_reason(s.blocked):
+                click.echo(f"  {s.profile:<20} {key}  blocked: cannot be built here")
+            else:
+                click.echo(f"  {s.profile:<20} {key}  {s.action}: {s.reason or 'no stored entry'}")
+            for gap in s.blocked:
+                install = f" -> {gap['install']}" if gap["install"] else ""
+                click.echo(f"      cannot build here: {gap['what']}{install}")

@@ -62,3 +62,35 @@ def test_a_main_env_toolchain_is_not_installable(tiny: Path, cli) -> None:  # no
     r = cli("toolchain", "install", "fake")
     r.assert_failure(3)
     assert "not provisioned by rmbuild" in r.err
+
+
+def test_ls_and_info_agree_on_what_a_toolchain_lacks(tiny: Path, cli) -> None:  # noqa: ANN001
+    # A toolchain of rmbuild's own environment whose package is not installed, and one whose
+    # system tool is missing: `ls` called both "installed" while `info` listed the package
+    # as not installed. Both now ask rmbuild.policy.toolchain_gaps.
+    folder = tiny / "profiles" / "toolchains"
+    (folder / "nopkg.yaml").write_text("name: nopkg\npython: null\npackages: [no-such-pkg-xyz]\n")
+    (folder / "notool.yaml").write_text(
+        "name: notool\npython: null\npackages: []\nsystem_tools:\n"
+        "  - name: vendorc\n    check: [no-such-vendorc-xyz, --help]\n    hint: get vendorc\n"
+    )
+    rows = {row["name"]: row for row in cli("toolchain", "ls", "--json").json()}
+    assert not rows["nopkg"]["installed"] and not rows["nopkg"]["ready"]
+    assert [gap["what"] for gap in rows["nopkg"]["missing"]] == [
+        "toolchain nopkg: no-such-pkg-xyz not installed"
+    ]
+    assert rows["notool"]["installed"] and not rows["notool"]["ready"]
+    assert rows["notool"]["missing"] == [
+        {"what": "system tool vendorc not found", "install": "get vendorc"}
+    ]
+    assert rows["fake"]["ready"] and rows["fake"]["missing"] == []
+    info = {tc["name"]: tc for tc in cli("info", "--json").json()["toolchains"]}
+    for name in ("nopkg", "notool", "fake", "tiny", "furiosa"):
+        assert info[name]["missing"] == rows[name]["missing"], name
+        assert info[name]["ready"] == rows[name]["ready"], name
+    table = cli("toolchain", "ls").out
+    line = next(line for line in table.splitlines() if line.split()[0] == "notool")
+    assert "installed" not in line and "vendorc not found" in line
+    text = cli("info").out
+    assert "missing: no-such-pkg-xyz not installed" in text
+    assert "missing: system tool vendorc not found -> get vendorc" in text
