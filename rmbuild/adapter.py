@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from rmbuild.config import PACKAGE_DIR
-from rmbuild.errors import DiskFull, OutputsMissing, SpecError, ToolNotFound, is_disk_full
+from rmbuild.errors import (
+    DiskFull,
+    OutputsMissing,
+    SpecError,
+    ToolError,
+    ToolNotFound,
+    is_disk_full,
+)
 from rmbuild.spec import BuildProfile, FlagValue
 from rmbuild.templating import render, render_argv
 from rmbuild.toolchains import Toolchain
@@ -203,16 +210,26 @@ class BinaryCompilerAdapter:
 
         tmp = workdir / "tmp"
         tmp.mkdir(exist_ok=True)
-        finished = run_supervised(
-            command.argv,
-            cwd=workdir,
-            env=tool_env(self.profile, self.toolchain, tmp),
-            log_path=log_path,
-            timeout=timeout if timeout is not None else self.profile.timeout,
-            tool=self.profile.tool.name,
-            hint=self.toolchain.install_hint(),
-            on_line=on_line,
-        )
+        env = tool_env(self.profile, self.toolchain, tmp)
+        try:
+            finished = run_supervised(
+                command.argv,
+                cwd=workdir,
+                env=env,
+                log_path=log_path,
+                timeout=timeout if timeout is not None else self.profile.timeout,
+                tool=self.profile.tool.name,
+                hint=self.toolchain.install_hint(),
+                on_line=on_line,
+            )
+        except ToolError as exc:
+            from rmbuild import toolfail
+
+            # A known failure (an architecture the exporter has no config for) in one line.
+            better = toolfail.explain(self.profile, self.toolchain, command.argv, exc, env)
+            if better is None:
+                raise
+            raise better from None
         return ToolRun(command.argv, finished.returncode, finished.duration_s, log_path)
 
     def check_outputs(self, output: Path, log_path: Path | None = None) -> None:

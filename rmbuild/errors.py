@@ -137,6 +137,13 @@ class ToolError(RmbuildError):
         self.returncode = returncode
 
 
+class UnsupportedArchitecture(ToolError):
+    """The tool cannot handle the model's architecture (an exporter with no config for it):
+    one line naming the architecture and what the tool supports, not the tool's traceback."""
+
+    code = "unsupported-architecture"
+
+
 class ToolStopped(ToolError):
     """rmbuild stopped the tool (SIGTERM, Ctrl-C reached its supervisor): a cancelled build,
     not a failure of the key, so it is never recorded as one."""
