@@ -9,49 +9,43 @@ SQLAlchemy and :mod:`artifact_store.index` are imported inside the methods that 
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
-import os
 import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from artifact_store import hashing
 from artifact_store.errors import (
     ArtifactNotFound,
     CorruptManifest,
     CorruptObject,
+    IndexUnreachable,
     InvalidArgument,
     StoreError,
+    StoreUnavailable,
+    disk_full_as,
 )
 from artifact_store.hashing import is_digest
+from artifact_store.local import BlobStat, Copy, LocalFacts, local_path, seed_from_own_index
 from artifact_store.locks import GC_LOCK, FileLock
 from artifact_store.names import check_key, validate_alias
-from artifact_store.reader import (
-    blob_stats_fast,
-    get_fast,
-)
+from artifact_store.reader import get_fast, sqlite_path
 from artifact_store.records import ArtifactRecord, Manifest, canonical_json
 from artifact_store.trees import remove_aside
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
     from contextlib import AbstractContextManager
 
     from sqlalchemy.engine import Connection, Engine
 
     from artifact_store.blobs import Blobs
 
-# (inode, mtime_ns, size) of a blob, as recorded in blob_stats.
-BlobStat = tuple[int, int, int]
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def blob_stat(path: Path) -> BlobStat:
-    st = os.stat(path)
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
 def _metadata_blobs(metadata: dict[str, Any]) -> list[str]:
@@ -69,23 +63,16 @@ def _insert_use(conn: Connection, key: str, model: str, target: str, now: dateti
     return index.insert_ignoring(conn, index.artifact_uses, [row]) == 1
 
 
-def _put_blob_stats(conn: Connection, stats: dict[str, BlobStat]) -> None:
-    """Upsert blob_stats rows in ``conn``'s transaction, in digest order (no deadlocks)."""
-    from artifact_store import index
-
-    rows = [
-        {"digest": d, "inode": s[0], "mtime_ns": s[1], "size": s[2]}
-        for d, s in sorted(stats.items())
-    ]
-    index.upsert(conn, index.blob_stats, rows)
-
-
 class Catalog:
     """Index operations of :class:`~artifact_store.store.Store` (see that class)."""
 
     root: Path
+    index_url: str
     _blobs: Blobs
     _reader: sqlite3.Connection | None
+    # How long a commit keeps retrying while the index's server does not answer (a restart,
+    # a failover), so that a build's finished output is not lost to a short outage.
+    index_retry_s: float = 120.0
 
     if TYPE_CHECKING:
 
@@ -95,10 +82,50 @@ class Catalog:
         def _reads(self) -> Engine: ...
         def _write(self) -> AbstractContextManager[Connection]: ...
         def get_manifest(self, digest: str) -> Manifest: ...
-        def _quarantine_and_mark(self, bad: dict[str, str]) -> None: ...
+        def _stats_for_commit(self, digests: builtins.list[str]) -> dict[str, BlobStat]: ...
         def _select(
             self, conn: Connection, *where: Any, limit: int | None = None
         ) -> builtins.list[ArtifactRecord]: ...
+
+    @property
+    def _local(self) -> LocalFacts:
+        """This store's own facts (see :mod:`artifact_store.local`), opened on first use."""
+        facts: LocalFacts | None = self.__dict__.get("_local_facts")
+        if facts is None:
+            own = self.root / "index.sqlite"
+            index_file = sqlite_path(self.index_url)
+            seed = (
+                seed_from_own_index(own)
+                if index_file is not None and Path(index_file).absolute() == own
+                else None
+            )
+            facts = self.__dict__["_local_facts"] = LocalFacts(local_path(self.root), seed)
+        return facts
+
+    def _own(self, record: ArtifactRecord) -> ArtifactRecord:
+        """``record`` (an index row) as this store has it: its own copy's output, if it
+        recorded one, and its damage mark (see :mod:`artifact_store.local`)."""
+        copy, mark = self._local.own(record.key)
+        if copy is not None:
+            record = dataclasses.replace(
+                record,
+                manifest_digest=copy.manifest_digest,
+                size=copy.size,
+                created_at=copy.created_at,
+                metadata=record.metadata if copy.metadata is None else copy.metadata,
+                # A mark on the row itself is an older rmbuild's; this store's copy is its own.
+                state="ok",
+                problem=None,
+            )
+        if mark is not None:
+            record = dataclasses.replace(record, state="corrupt", problem=mark)
+        return record
+
+    def _own_refs(
+        self, keys: Iterable[str] | None = None
+    ) -> dict[str, builtins.list[tuple[str, int]]]:
+        """The blobs of this store's own copies (of ``keys``, or all), for gc: key -> blobs."""
+        return self._local.copy_refs(keys)
 
     def _gc_shared(self) -> FileLock:
         """The store-wide gc lock, shared (see :mod:`artifact_store.locks`)."""
@@ -118,25 +145,29 @@ class Catalog:
         """Record ``key`` -> ``manifest`` in the index; this is the moment an artifact exists.
 
         Every blob (files, the manifest, ``metadata["blobs"]``) must already be stored;
-        CorruptObject names the first one missing. If ``key`` exists, the existing record is
-        returned unchanged (the first writer wins, so concurrent builders both succeed, even
-        with non-reproducible compilers); pass ``replace=True`` to re-point it instead.
-        Either way (``model``, ``target``) is recorded as a use of ``key`` (see
-        :meth:`add_use`) in the same transaction. ``metadata`` is opaque JSON.
+        CorruptObject names the first one missing. If ``key`` exists, its index row is left
+        unchanged (the first writer wins, so concurrent builders both succeed, even with
+        non-reproducible compilers); pass ``replace=True`` to re-point it instead. Either way
+        (``model``, ``target``) is recorded as a use of ``key`` (see :meth:`add_use`) in the
+        same transaction. ``metadata`` is opaque JSON.
 
-        Each blob's (inode, mtime_ns, size) is recorded for the cheap integrity check (issue 6
-        #8). A blob already recorded whose stat changed since is re-hashed first; if its
+        The returned record is this store's: where the index row names another store's output
+        (a shared index) that this store does not hold, this store keeps ``manifest`` as its
+        own copy of ``key`` (see :mod:`artifact_store.local`) and serves that.
+
+        Each blob's (inode, mtime_ns, size) is recorded in the store for the cheap integrity
+        check. A blob already recorded whose stat changed since is re-hashed first; if its
         content is damaged it is quarantined and CorruptObject raised (build it again).
+
+        A server that stops answering (:class:`IndexUnreachable`) is retried with backoff for
+        :attr:`index_retry_s` seconds before the error is let through: a restart of the index
+        loses nothing of a finished build.
         """
         check_key(key)
         try:
             meta = json.loads(canonical_json(metadata))
         except (TypeError, ValueError) as e:
             raise InvalidArgument(f"metadata for {key!r} is not JSON-serializable: {e}") from None
-        import sqlalchemy as sa
-
-        from artifact_store import index
-
         # Shared gc lock (issue 6 #9): gc cannot sweep between the blob checks below and the
         # row that makes them live; a blob gc took earlier is reported missing, never lost.
         with self._gc_shared():
@@ -153,7 +184,6 @@ class Catalog:
                     raise CorruptObject(digest, f"missing (metadata blob of {key}); put it first")
             digests = [manifest.digest, *(e.digest for e in manifest.files.values())]
             stats = self._stats_for_commit([*digests, *_metadata_blobs(meta)])
-            t, ab = index.artifacts, index.artifact_blobs
             now = utcnow()
             values = {
                 "manifest_digest": manifest.digest,
@@ -166,43 +196,154 @@ class Catalog:
                 "state": "ok",
                 "problem": None,
             }
-            refs = [{"key": key, "digest": d, "size": stats[d][2]} for d in sorted(set(stats))]
-            # Upserts (issue 9): on PostgreSQL writers are not serialized, and the former
-            # select-then-insert let 2-6 of 8 concurrent committers of one key fail on the
-            # primary key. ON CONFLICT waits for the other writer and then does nothing (the
-            # first writer wins) or, with ``replace``, re-points the row. Rows are written in
-            # one order (artifact, use, blobs sorted by digest) so writers cannot deadlock; a
-            # lost race that remains (the artifact deleted meanwhile) is retried once.
-            for attempt in (1, 2):
-                try:
-                    with self._write() as conn:
-                        row = {"key": key, "created_at": now, **values}
-                        if replace:
-                            # A rebuild is a new artifact under the old key: created_at
-                            # moves, which is how a parallel `compile --rebuild` builds it once.
-                            index.upsert(conn, t, [row])
-                            conn.execute(ab.delete().where(ab.c.key == key))
-                            won = True
-                        else:
-                            won = index.insert_ignoring(conn, t, [row]) == 1
-                        _insert_use(conn, key, model, target, now)
-                        if won:
-                            index.insert_ignoring(conn, ab, refs)
-                        _put_blob_stats(conn, stats)
-                        # A success is the end of the key's failure record (issue 9).
-                        f = index.build_failures
-                        conn.execute(f.delete().where(f.c.key == key))
-                    break
-                except sa.exc.DBAPIError as exc:
-                    if attempt == 2 or not index.retryable(exc):
-                        raise
-            replaced = replace
-            if replaced:
-                # materialize trusts a complete-looking trees/<key>; it is now the old content.
-                remove_aside(self.root / "trees" / key)
-        record = self.get(key)
+            refs = {d: stats[d][2] for d in sorted(set(stats))}
+            row = self._with_index_retry(
+                f"recording artifact {key[:12]}",
+                lambda: self._commit_row(key, values, now, refs, replace=replace),
+            )
+            self._keep_copy(key, manifest, meta, now, refs, stats, row, replaced=replace)
+        record = self._with_index_retry(f"reading artifact {key[:12]}", lambda: self.get(key))
         assert record is not None  # just written, and deletes of fresh keys are not expected
         return record
+
+    def _commit_row(
+        self,
+        key: str,
+        values: dict[str, Any],
+        now: datetime,
+        refs: dict[str, int],
+        *,
+        replace: bool,
+    ) -> tuple[bool, str, int, datetime, dict[str, Any]]:
+        """Write the index row of ``key`` (and its use and blob refs) in one transaction.
+
+        Returns whether this commit's row is the one now in the index, and that row's manifest
+        digest, size, creation time and metadata.
+        """
+        import sqlalchemy as sa
+
+        from artifact_store import index
+
+        t, ab = index.artifacts, index.artifact_blobs
+        # Upserts (issue 9): on PostgreSQL writers are not serialized, and the former
+        # select-then-insert let 2-6 of 8 concurrent committers of one key fail on the
+        # primary key. ON CONFLICT waits for the other writer and then does nothing (the
+        # first writer wins) or, with ``replace``, re-points the row. Rows are written in
+        # one order (artifact, use, blobs sorted by digest) so writers cannot deadlock; a
+        # lost race that remains (the artifact deleted meanwhile) is retried once.
+        for attempt in (1, 2):
+            try:
+                with self._write() as conn:
+                    row = {"key": key, "created_at": now, **values}
+                    if replace:
+                        # A rebuild is a new artifact under the old key: created_at
+                        # moves, which is how a parallel `compile --rebuild` builds it once.
+                        index.upsert(conn, t, [row])
+                        conn.execute(ab.delete().where(ab.c.key == key))
+                        won = True
+                    else:
+                        won = index.insert_ignoring(conn, t, [row]) == 1
+                    _insert_use(conn, key, values["model"], values["target"], now)
+                    if won:
+                        blob_rows = [{"key": key, "digest": d, "size": n} for d, n in refs.items()]
+                        index.insert_ignoring(conn, ab, blob_rows)
+                    # A success is the end of the key's failure record (issue 9).
+                    f = index.build_failures
+                    conn.execute(f.delete().where(f.c.key == key))
+                    there = conn.execute(
+                        sa.select(
+                            t.c.manifest_digest, t.c.size, t.c.created_at, t.c.metadata
+                        ).where(t.c.key == key)
+                    ).one()
+                return (won, there[0], there[1], there[2], there[3])
+            except sa.exc.DBAPIError as exc:
+                if attempt == 2 or not index.retryable(exc):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _keep_copy(
+        self,
+        key: str,
+        manifest: Manifest,
+        meta: dict[str, Any],
+        now: datetime,
+        refs: dict[str, int],
+        stats: dict[str, BlobStat],
+        row: tuple[bool, str, int, datetime, dict[str, Any]],
+        *,
+        replaced: bool,
+    ) -> None:
+        """Record in the store what it now holds for ``key``: the blobs' stats, no damage mark,
+        and its copy - its own output, or the index row's where it holds that one already (a
+        concurrent builder in this store won). Kept always, not only where the row names
+        another output: a later ``--rebuild`` elsewhere re-points the row, not this copy."""
+        won, row_manifest, row_size, row_created, row_meta = row
+        if won or row_manifest == manifest.digest or not self._holds(row_manifest):
+            mine = won or row_manifest == manifest.digest
+            copy = Copy(
+                manifest.digest,
+                manifest.size,
+                row_created if mine and not won else now,
+                None if won or meta == row_meta else meta,
+            )
+            blobs = refs
+        else:
+            copy = Copy(row_manifest, row_size, row_created, None)
+            blobs = self._refs_of(row_manifest, row_meta)
+        local = self._local
+
+        def write(conn: sqlite3.Connection) -> None:
+            local.put_stats(conn, stats)
+            local.unmark(conn, key)
+            local.put_copy(conn, key, copy, blobs)
+
+        where = local.path
+        try:
+            with disk_full_as(where, what="writing"):
+                local._write(write)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot write {where}: {exc}") from None
+        if replaced or copy.manifest_digest != row_manifest:
+            # materialize trusts a complete-looking trees/<key>; it may hold other content.
+            remove_aside(self.root / "trees" / key)
+
+    def _holds(self, manifest_digest: str) -> bool:
+        """Does this store have every file of ``manifest_digest`` (present, not re-hashed)?"""
+        if not self._blobs.exists(manifest_digest):
+            return False
+        try:
+            manifest = self.get_manifest(manifest_digest)
+        except (CorruptObject, CorruptManifest):
+            return False
+        return all(self._blobs.exists(e.digest) for e in manifest.files.values())
+
+    def _refs_of(self, manifest_digest: str, meta: dict[str, Any]) -> dict[str, int]:
+        """Every blob of an output this store holds (see :meth:`_holds`), with its size."""
+        manifest = self.get_manifest(manifest_digest)
+        refs = {manifest_digest: self._blobs.path(manifest_digest).stat().st_size}
+        refs.update({e.digest: e.size for e in manifest.files.values()})
+        for digest in meta.get("blobs", []) if isinstance(meta, dict) else []:
+            if isinstance(digest, str) and self._blobs.exists(digest):
+                refs[digest] = self._blobs.path(digest).stat().st_size
+        return refs
+
+    def _with_index_retry(self, what: str, fn: Any) -> Any:
+        """``fn()``, retried with backoff while the index does not answer, for at most
+        :attr:`index_retry_s` seconds; then IndexUnreachable saying what was being done."""
+        deadline = time.monotonic() + self.index_retry_s
+        delay = 0.25
+        while True:
+            try:
+                return fn()
+            except IndexUnreachable as exc:
+                if time.monotonic() + delay > deadline:
+                    raise IndexUnreachable(
+                        f"{exc} (still not answering after {self.index_retry_s:g} s of "
+                        f"retries, while {what}; the build's files are in the store, but "
+                        "without its index row the next run builds it again)"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 8.0)
 
     def add_use(self, key: str, model: str, target: str) -> bool:
         """Record that the build of (``model``, ``target``) uses artifact ``key``.
@@ -253,14 +394,16 @@ class Catalog:
             return conn.execute(q).first() is not None
 
     def get(self, key: str) -> ArtifactRecord | None:
-        """The record for exactly ``key``, or None."""
+        """The record for exactly ``key``, or None; as this store has it (see :meth:`_own`)."""
         if self._reader is not None:
-            return get_fast(self._reader, key)
-        from artifact_store import index
+            found = get_fast(self._reader, key)
+        else:
+            from artifact_store import index
 
-        with self._reads.connect() as conn:
-            records = self._select(conn, index.artifacts.c.key == key)
-        return records[0] if records else None
+            with self._reads.connect() as conn:
+                records = self._select(conn, index.artifacts.c.key == key)
+            found = records[0] if records else None
+        return None if found is None else self._own(found)
 
     def delete(self, key: str) -> None:
         """Remove the row for ``key``, its aliases and uses; blobs stay until :meth:`gc`."""
@@ -275,6 +418,8 @@ class Catalog:
             gone = conn.execute(index.artifacts.delete().where(index.artifacts.c.key == key))
             if gone.rowcount == 0:
                 raise ArtifactNotFound(key)
+        local = self._local
+        local.try_write(lambda c: local.drop(c, key))
 
     def tag(self, alias: str, key: str) -> None:
         """Point ``alias`` at ``key`` (re-pointing it if it exists)."""
@@ -315,90 +460,6 @@ class Catalog:
             done = conn.execute(t.update().where(t.c.key == key).values(last_used_at=utcnow()))
             if done.rowcount == 0:
                 raise ArtifactNotFound(key)
-
-    # ---- integrity records (issue 6 #8) -------------------------------------------------------
-
-    def blob_stats(self, digests: builtins.list[str]) -> dict[str, BlobStat]:
-        """Recorded (inode, mtime_ns, size) of ``digests`` (those without a record are absent)."""
-        if self._reader is not None:
-            return blob_stats_fast(self._reader, digests)
-        import sqlalchemy as sa
-
-        from artifact_store import index
-
-        b = index.blob_stats
-        found: dict[str, BlobStat] = {}
-        with self._reads.connect() as conn:
-            for i in range(0, len(digests), 900):
-                q = sa.select(b.c.digest, b.c.inode, b.c.mtime_ns, b.c.size).where(
-                    b.c.digest.in_(digests[i : i + 900])
-                )
-                for digest, inode, mtime_ns, size in conn.execute(q):
-                    found[digest] = (inode, mtime_ns, size)
-        return found
-
-    def _stats_for_commit(self, digests: builtins.list[str]) -> dict[str, BlobStat]:
-        """Current stats of ``digests``; a recorded blob whose stat moved is re-hashed first."""
-        unique = list(dict.fromkeys(digests))
-        recorded = self.blob_stats(unique)
-        stats: dict[str, BlobStat] = {}
-        bad: dict[str, str] = {}
-        for digest in unique:
-            path = self._blobs.path(digest)
-            now = blob_stat(path)
-            old = recorded.get(digest)
-            if old is not None and old != now and hashing.hash_path(path) != digest:
-                bad[digest] = "is corrupt (content does not match digest)"
-                continue
-            stats[digest] = now
-        if bad:
-            self._quarantine_and_mark(bad)
-            digest, problem = next(iter(bad.items()))
-            raise CorruptObject(digest, f"{problem}; moved to quarantine, build again")
-        return stats
-
-    def record_blob_stats(self, stats: dict[str, BlobStat]) -> bool:
-        """Record blob stats (best effort: False where the index cannot be written now)."""
-        if not stats:
-            return True
-        return self._try_write(lambda conn: _put_blob_stats(conn, stats))
-
-    def forget_blob_stats(self, digests: builtins.list[str]) -> bool:
-        """Drop the stat records of ``digests`` (quarantined or collected blobs); best effort."""
-        from artifact_store import index
-
-        b = index.blob_stats
-
-        def drop(conn: Connection) -> None:
-            for i in range(0, len(digests), 900):
-                conn.execute(b.delete().where(b.c.digest.in_(digests[i : i + 900])))
-
-        return self._try_write(drop) if digests else True
-
-    def mark_corrupt(self, problems: dict[str, str]) -> bool:
-        """Mark artifacts (key -> why) corrupt: never a hit again until rebuilt; best effort."""
-        from artifact_store import index
-
-        t = index.artifacts
-
-        def mark(conn: Connection) -> None:
-            for key, why in problems.items():
-                conn.execute(
-                    t.update().where(t.c.key == key).values(state="corrupt", problem=why[:2000])
-                )
-
-        return self._try_write(mark) if problems else True
-
-    def clear_corrupt(self, key: str) -> bool:
-        """Mark ``key`` healthy again (a full re-hash found it whole); best effort."""
-        from artifact_store import index
-
-        t = index.artifacts
-        return self._try_write(
-            lambda conn: conn.execute(
-                t.update().where(t.c.key == key).values(state="ok", problem=None)
-            )
-        )
 
     def _try_write(self, fn: Any) -> bool:
         """Run ``fn(conn)`` in a write transaction; False (not an error) on a full disk or a

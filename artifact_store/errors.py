@@ -100,6 +100,15 @@ class StoreUnavailable(StoreError):
     """The store folder or its index cannot be opened (bad path, bad URL, missing driver)."""
 
 
+class IndexUnreachable(StoreUnavailable):
+    """The index's server stopped answering (stopped, restarting, the network cut).
+
+    Raised in place of the driver's error for a lost or refused connection, so that a caller
+    sees "index unavailable" rather than a database exception. :meth:`Store.commit` retries
+    for a bounded time before letting it through: a server restarted meanwhile loses nothing.
+    """
+
+
 # ---- precise classes (issue 6 #19): each says whose fault it is, so a caller can map it --------
 
 

@@ -259,7 +259,9 @@ def create_readonly_engine(path: str) -> Engine:
 def create_engine(url: str) -> Engine:
     """An engine for ``url``; SQLite gets WAL, a 30 s busy timeout and foreign keys."""
     if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
+        engine = sa.create_engine(url, pool_pre_ping=True)
+        event.listen(engine, "handle_error", _unreachable_as(url))
+        return engine
     engine = sa.create_engine(url)
 
     @event.listens_for(engine, "connect")
@@ -286,6 +288,31 @@ def create_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _unreachable_as(url: str) -> Any:
+    """A ``handle_error`` listener: a lost or refused server connection raises
+    :class:`~artifact_store.errors.IndexUnreachable` (the index is unavailable, exit 8 for
+    rmbuild) instead of the driver's OperationalError, which callers cannot tell from a bug.
+    """
+    from artifact_store.errors import IndexUnreachable
+    from artifact_store.names import safe_url
+
+    def listener(ctx: Any) -> None:
+        if ctx.is_pre_ping:
+            return  # the pool reconnects after a failed ping; a failed reconnect comes here
+        exc = ctx.original_exception
+        # No connection yet means connecting failed (refused, reset, the server starting up).
+        lost = ctx.is_disconnect or (
+            ctx.connection is None and isinstance(ctx.sqlalchemy_exception, sa.exc.OperationalError)
+        )
+        if lost:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise IndexUnreachable(
+                f"the index {safe_url(url)} does not answer: {first}"
+            ) from exc
+
+    return listener
 
 
 def write_connection(engine: Engine) -> Connection:

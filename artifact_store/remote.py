@@ -78,6 +78,9 @@ class TransferReport:
 
     keys: list[str] = field(default_factory=list)
     present: list[str] = field(default_factory=list)
+    # (push) keys of a shared index whose files this store does not hold: not pushed from
+    # here; the store that holds them pushes them.
+    absent: list[str] = field(default_factory=list)
     aliases: dict[str, str] = field(default_factory=dict)
     blobs: int = 0
     bytes: int = 0
@@ -373,6 +376,9 @@ class Remote:
                     retag.append(with_aliases(there, named))
                 continue
             problems = store.check(record)
+            if problems and problems[0].absent:
+                report.absent.append(record.key)
+                continue
             if problems:
                 raise ArtifactCorrupt(record.key, problems)
             todo.append((record, store.get_manifest(record.manifest_digest)))
@@ -534,7 +540,10 @@ class Remote:
                     target=entry.target,
                     backend=entry.backend,
                     metadata=entry.metadata,
-                    replace=local is not None,
+                    # The index row (maybe another store's, a shared index) stays; commit
+                    # keeps what was pulled as this store's copy where the row names other
+                    # bytes (a tool whose output differs from run to run).
+                    replace=False,
                 )
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -8,6 +8,7 @@ Layout under ``root``::
     trees/<key>/       materialized artifacts (hardlinks to blobs)
     logs/              for callers' build logs (gc collects old ones)
     quarantine/        blobs found damaged, moved out of objects/ (see integrity.py)
+    local.sqlite       this store's own facts, never in a shared index (see local.py)
     index.sqlite       the default index (any SQLAlchemy URL may replace it)
 
 The class is assembled from mixins along the store's seams: :class:`~artifact_store.catalog.
@@ -203,6 +204,9 @@ class Store(Catalog, Queries, Integrity, Failures):
         """Release the index's connections. The store may not be used afterwards."""
         if self._reader is not None:
             self._reader.close()
+        local = self.__dict__.get("_local_facts")
+        if local is not None:
+            local.close()
         for engine in (self._sa_engine, self._ro_engine):
             if engine is not None:
                 engine.dispose()

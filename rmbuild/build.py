@@ -230,14 +230,19 @@ def _usable(store: Store, key_hex: str) -> tuple[ArtifactRecord | None, str | No
 
     Every hit passes the store's cheap integrity check (issue 6 #8): each blob's inode, mtime
     and size as recorded at ingest; a blob that moved is re-hashed. A lost or damaged blob is
-    quarantined and its artifacts marked corrupt, so they are rebuilt, never served and never
-    left blocking their key. A same-size rewrite with its mtime put back passes this check;
+    quarantined and its artifacts marked corrupt in this store (never in the index, which other
+    stores may share), so they are rebuilt, never served and never left blocking their key.
+    A same-size rewrite with its mtime put back passes this check;
     `rmbuild verify` (a full re-hash) finds it, and `compile --rebuild` replaces it.
     """
     record = store.get(key_hex)
     if record is None:
         return None, None
     problems = store.check(record)
+    if problems and problems[0].absent:
+        # A shared index: another store built it. Not damage, and nothing is marked; this
+        # store fetches it from the remote or builds its own copy.
+        return None, "in the shared index, but another store holds its files; not this one"
     if problems:
         return None, f"stored artifact is corrupt ({problems[0]}); rebuilding"
     return record, None
@@ -350,7 +355,10 @@ def build(
                             parents=[parent] if parent else [],
                             store=store,
                             reporter=reporter,
-                            replace=store.get(key_hex) is not None,
+                            # Only a forced rebuild re-points the index row: a copy
+                            # missing or damaged here is this store's own affair, and
+                            # commit keeps ours as this store's copy (a shared index).
+                            replace=since is not None,
                             fresh=since is not None,
                         )
                     if remote is not None:  # issue 9: push what was built

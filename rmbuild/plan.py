@@ -214,16 +214,21 @@ def plan_target(
             entry.local, entry.action = "hit", "reuse"
             inputs = {"model": record.manifest_digest}
         else:
-            entry.local = "corrupt" if record is not None else "miss"
+            # A shared index names artifacts other stores hold: a miss here, not damage.
+            elsewhere = bool(problems) and problems[0].absent
+            entry.local = "corrupt" if record is not None and not elsewhere else "miss"
             pulled = None
             if remote is not None:
                 entry.remote, pulled = _remote_entry(remote, entry.key)
             if pulled is not None:
                 entry.action = "pull"
                 entry.reason = "held on the remote"
-            elif problems:
+            elif problems and not elsewhere:
                 entry.action = "rebuild"
                 entry.reason = f"stored artifact is corrupt ({problems[0]}); rebuild"
+            elif elsewhere:
+                entry.action = "build"
+                entry.reason = "in the shared index, but another store holds its files"
             else:
                 entry.action = "build"
                 if explain_misses:

@@ -27,10 +27,21 @@ def command(app: Any, refs: tuple[str, ...], repair: bool, as_json: bool) -> Non
     # Without --repair verify only reads, so it works on a full disk (issue 6 #13).
     store = open_store(app.store_path, app.index_url, read_only=not repair)
     records = [resolve(store, r) for r in refs] if refs else store.list()
-    report = {r.key: store.verify(r.key, repair=repair) for r in records}
+    report: dict[str, list[str]] = {}
+    # A shared index lists other stores' artifacts too: those whose files this store never
+    # held are not corrupt, only not here (their own store verifies them).
+    elsewhere: list[str] = []
+    for r in records:
+        problems = store.check(r.key, rehash=True, repair=repair)
+        if problems and problems[0].absent:
+            elsewhere.append(r.key)
+        else:
+            report[r.key] = [str(p) for p in problems]
     bad = {k: v for k, v in report.items() if v}
     if as_json:
         out: dict[str, Any] = {"checked": len(report), "corrupt": bad}
+        if elsewhere:
+            out["not_in_this_store"] = elsewhere
         if repair:
             out["quarantined"] = bool(bad)
         emit_json(out)
@@ -39,6 +50,8 @@ def command(app: Any, refs: tuple[str, ...], repair: bool, as_json: bool) -> Non
             click.echo(f"{key[:12]}  {'ok' if not problems else 'CORRUPT'}")
             for problem in problems:
                 click.echo(f"    {problem}")
+        for key in elsewhere:
+            click.echo(f"{key[:12]}  not in this store (another store sharing the index has it)")
     if bad:
         if repair:
             hint = (

@@ -6,7 +6,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmbuild.errors import ArtifactNotRunnable, ArtifactUnloadable, RmbuildError, StoreCorrupt
+from rmbuild.errors import (
+    ArtifactNotFound,
+    ArtifactNotRunnable,
+    ArtifactUnloadable,
+    RmbuildError,
+    StoreCorrupt,
+)
 from rmbuild.plugins import require_available
 from rmbuild.store import open_store, resolve
 
@@ -29,10 +35,21 @@ def _check_integrity(store: Store, record: ArtifactRecord, verify: bool) -> None
 
     Always the store's cheap check (each blob's inode, mtime and size against what was
     recorded at ingest; only a blob that moved is re-hashed); ``verify`` re-hashes every blob.
-    Damaged blobs are quarantined and the artifact marked corrupt, so the next compile
-    rebuilds it.
+    Damaged blobs are quarantined and the artifact marked corrupt in this store, so the next
+    compile rebuilds it. An artifact of a shared index whose files this store never held is
+    not corrupt but not here: exit 5, saying how to get it.
     """
     problems = store.check(record, rehash=verify)
+    if problems and problems[0].absent:
+        spec = record.metadata.get("spec_file")
+        target = record.metadata.get("target") or record.target
+        build = f"rmbuild compile {spec} --target {target}" if spec else "rmbuild compile"
+        raise ArtifactNotFound(
+            f"artifact {record.key[:12]} is in the index, but its files are not in this store "
+            "(another store sharing the index built it)",
+            hint=f"`rmbuild pull {record.key[:12]} --remote URL` fetches it, or `{build}` "
+            "builds it here",
+        )
     if problems:
         files = [p.path for p in problems if p.path]
         where = f": {', '.join(files)}" if files else ""
