@@ -114,11 +114,13 @@ def cli(ctx: click.Context, store: str | None, index_url: str | None, verbose: b
     """rmbuild: build LLM artifacts for every accelerator, cache them, run them.
 
     \b
-    Exit codes: 0 ok, 1 internal error, 2 usage error, 3 bad model.yaml/profile/template,
-    4 a tool failed (not found, exit code, timeout, missing outputs), 5 artifact not found or
-    ambiguous, 6 artifact incompatible with this machine or corrupt, 7 backend unavailable,
-    8 store or index unavailable, 9 disk full, 10 remote cache failed (unreachable, credentials
-    refused, corrupt copy), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
+    Exit codes: 0 ok, 1 internal error, 2 usage error (also an unknown --target),
+    3 bad model.yaml/profile/template, 4 a tool failed (not found, exit code, timeout, missing
+    outputs), 5 artifact not found or ambiguous, 6 artifact incompatible with this machine,
+    corrupt or not runnable, 7 backend unavailable (or claimed by two plugins), 8 store or index
+    unavailable, 9 disk full, 10 remote cache failed (unreachable, credentials refused, corrupt
+    copy), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM). With --json, a failure is also
+    one JSON object on stdout. Global options may follow the command too.
     """
     ctx.obj = AppContext(store, index_url, verbose or bool(os.environ.get("RMBUILD_DEBUG")))
     _record_app(ctx)
