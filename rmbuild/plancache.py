@@ -363,3 +363,131 @@ def fast_compile(
         for s in result.stages:
             record_hit(store, s.record, result.model, result.target)
     return results
+
+
+# ----------------------------------------------------------------------------- resource classes
+#
+# `compile --target npu` resolves the class through rmbuild.policy: the model's targets whose
+# profile serves it, each built if its toolchains and system tools are here. A class entry
+# records that decision (the targets chosen, in order, and the lines saying what was skipped
+# and why) with the stat of everything it depends on: each candidate's chain as for a target
+# entry (profiles, toolchain files, install markers, site-packages), and each place a system
+# tool of their toolchains would be found. Devices only order the candidates, they choose
+# none, so they are not among them. A class whose candidates are defaults (the model has no
+# target for it) or include a backend outside FAST_BACKENDS is never recorded.
+
+
+@dataclass
+class ClassSnapshot:
+    """What a class's resolution depends on, stat'ed before the policy decided it."""
+
+    spec_path: Path
+    spec_bytes: bytes
+    paths: list[str]
+    stats: list[Stat]
+    env: dict[str, str | None]
+
+
+def class_snapshot(spec: Any, chains: list[list[Any]]) -> ClassSnapshot | None:
+    """Stat what the resolution of a class with these candidate ``chains`` depends on (see
+    above); None: not cacheable. Never raises."""
+    try:
+        stages = [stage for chain in chains for stage in chain]
+        if not stages or any(s.profile.backend not in FAST_BACKENDS for s in stages):
+            return None
+        from rmbuild.toolenv import SYSTEM_PATH
+
+        paths: list[str] = []
+        names: list[str] = []
+        for chain in chains:
+            more_paths, more_names = _deps(spec, chain)
+            paths += more_paths
+            names += more_names
+        for stage in stages:
+            tc = stage.toolchain
+            search = tc.env.get("PATH") or os.pathsep.join([str(tc.bin_dir), *SYSTEM_PATH])
+            for tool in tc.system_tools:
+                exe = tool.check[0]
+                if os.sep in exe:
+                    paths.append(exe)
+                else:
+                    paths += [os.path.join(d, exe) for d in search.split(os.pathsep) if d]
+        paths = list(dict.fromkeys(paths))
+        names = list(dict.fromkeys(names))
+        spec_path = Path(spec.path).resolve()
+        return ClassSnapshot(
+            spec_path=spec_path,
+            spec_bytes=spec_path.read_bytes(),
+            paths=paths,
+            stats=[_stat(p) for p in paths],
+            env={n: _env_digest(os.environ.get(n)) for n in names},
+        )
+    except Exception:  # noqa: BLE001 - an optimization: a failure only costs speed
+        return None
+
+
+def remember_class(
+    snap: ClassSnapshot | None, store: Store, value: str, targets: list[str], notes: list[str]
+) -> None:
+    """Record that class ``value`` means ``targets`` (in order), printing ``notes`` (what was
+    skipped and why), if nothing it depends on changed meanwhile (never raises)."""
+    if snap is None:
+        return
+    with contextlib.suppress(Exception):
+        now = time.time_ns()
+        stats = [_stat(p) for p in snap.paths]
+        if stats != snap.stats or snap.spec_path.read_bytes() != snap.spec_bytes:
+            return  # something changed while the policy decided
+        young = [p for p, s in zip(snap.paths, stats, strict=True) if s and s[1] > now - RACY]
+        if any(not os.path.isdir(p) for p in young):
+            return  # a file too young to trust its stat (see remember)
+        file = _file_for(snap.spec_path, store.root)
+        header = _header(snap.spec_bytes)
+        try:
+            data = json.loads(file.read_text("utf-8"))
+            if {k: data.get(k) for k in header} != header:
+                data = {}
+        except (OSError, ValueError):
+            data = {}
+        data.update(header)
+        data.setdefault("classes", {})[value] = {
+            "targets": targets,
+            "notes": notes,
+            "deps": [[p, *s] if s else [p] for p, s in zip(snap.paths, stats, strict=True)],
+            "env": snap.env,
+        }
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data), "utf-8")
+        os.replace(tmp, file)
+
+
+def expand_classes(
+    spec_path: str, store_root: Path, values: list[str]
+) -> tuple[list[str], list[str]] | None:
+    """``--target`` values with each recorded class replaced by its targets, and the notes to
+    print; None if a class's entry is missing or anything it depends on changed (take the
+    full path). Values that are not recorded classes are kept as they are."""
+    if os.environ.get("RMBUILD_NO_PLAN_CACHE"):
+        return None
+    try:
+        path = Path(spec_path).resolve()
+        data = json.loads(_file_for(path, store_root).read_text("utf-8"))
+        header = _header(path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if {k: data.get(k) for k in header} != header:
+        return None  # model.yaml (or rmbuild, the host) changed: nothing here holds
+    classes = data.get("classes") or {}
+    names: list[str] = []
+    notes: list[str] = []
+    for value in values:
+        entry = classes.get(value)
+        if entry is None:
+            names.append(value)  # a target name (lookup checks it), or a class not recorded
+            continue
+        if not _valid(entry):
+            return None
+        names += [n for n in entry["targets"] if n not in names]
+        notes += entry["notes"]
+    return names, notes

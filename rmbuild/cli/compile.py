@@ -79,6 +79,7 @@ class LiveReporter:
     def stage_start(self, target: str, index: int, total: int, profile: str, key: str) -> None:
         from rich.markup import escape
 
+        self._end()  # a target that failed mid-stage left its line running (--keep-going)
         # Names are text, never markup (issue 6 #16); "[1/2]" is no tag to rich.
         step = f"[bold][{index + 1}/{total}][/]"
         self._label = f"{escape(target)} {step} {escape(profile)} [dim]{key[:12]}[/]"
@@ -127,6 +128,22 @@ class LiveReporter:
     help="Target to build (repeatable). Default: every target of the model.",
 )
 @click.option("--all", "all_targets", is_flag=True, help="Build every target.")
+@click.option(
+    "--keep-going/--fail-fast",
+    "keep_going",
+    default=None,
+    help="Build every target that can be built although one fails, or stop at the first "
+    "failure. Default: keep going for every target (--all, no --target) and for a resource "
+    "class; fail fast for named targets. Several targets end with a summary: built, cached, "
+    "skipped (with what is missing), failed.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="A target skipped because something it needs is missing here (a toolchain, a "
+    "system tool) fails the command (exit 7); by default it is reported and the exit "
+    "status is that of the targets that were built.",
+)
 @click.option(
     "-j",
     "--jobs",
@@ -214,6 +231,8 @@ def command(
     ray_address: str | None = None,
     as_json: bool = False,
     remote_url: str | None = None,
+    keep_going: bool | None = None,
+    strict: bool = False,
 ) -> None:
     """Build targets of SPEC (a model.yaml). A target already built is a cache hit."""
     readonly = _cache_policy(cache_policy, spec) == "readonly"
@@ -232,21 +251,44 @@ def command(
         wanted = None if all_targets else list(targets)
         if _fast_hit(app, spec, wanted, as_json, remote, readonly=readonly):
             return
-    from rmbuild.build import compile_spec
+    from rmbuild.build import compile_targets
     from rmbuild.spec import load_model_spec
 
     loaded = load_model_spec(spec)
     names = list(loaded.spec.targets) if all_targets or not targets else list(targets)
+    class_cache: tuple[Any, str, list[str], list[str]] | None = None
+    # Every target (or a class's candidates): keep going past one that fails, by default.
+    many = all_targets or not targets
     if targets and not all_targets:
         # A target name or a resource class (issue 7): rmbuild.policy decides.
         from rmbuild import policy
 
+        # A class's decision is recorded for the fast path; what it depends on is stat'ed
+        # once the candidates are planned, before anything is checked.
+        cacheable = len(names) == 1 and not (explain or show_plan)
+        snaps: list[Any] = []
+
+        def planned(spec_: Any, chains: list[list[Any]]) -> None:
+            from rmbuild import plancache
+
+            snaps.append(plancache.class_snapshot(spec_, chains))
+
         # A plan shows the blocked candidates too, instead of exit 7 (issue 9).
-        resolution = policy.resolve(loaded, names, strict=not (explain or show_plan))
+        resolution = policy.resolve(
+            loaded,
+            names,
+            strict=not (explain or show_plan),
+            on_planned=planned if cacheable else None,
+        )
         if explain:
             _explain(resolution, as_json)
             return
-        _report_skipped(resolution)
+        skipped = _skip_lines(resolution)
+        for line in skipped:
+            click.echo(line, err=True)
+        many = many or bool(resolution.classes)
+        if resolution.classes and snaps and resolution.spec is loaded:
+            class_cache = (snaps[0], resolution.classes[0], list(resolution.names), skipped)
         if resolution.spec is not loaded:
             jobs = 1  # default targets exist only in this process's spec, not in model.yaml
         loaded, names = resolution.spec, resolution.names
@@ -269,8 +311,11 @@ def command(
     live = sys.stderr.isatty() and not as_json and not parallel
     reporter: Any = LiveReporter() if live else PlainReporter(app.verbose)
     started = time.monotonic()
+    from rmbuild.build import TargetFailure
+    from rmbuild.cli import _summary
+
     try:
-        results = compile_spec(
+        outcomes = compile_targets(
             loaded,
             names,
             store=store,
@@ -282,45 +327,36 @@ def command(
             executor=executor,
             ray_address=ray_address,
             remote=remote,
+            keep_going=many if keep_going is None else keep_going,
+            strict=strict,
         )
+        failed = _summary.first_failure(outcomes, strict=True if len(names) == 1 else strict)
+        if failed is not None and len(names) == 1:
+            raise failed  # one target: its error is the answer, as it always was
     except Exception as exc:
-        from rmbuild.plan import ReadOnlyMiss
-
-        if isinstance(exc, ReadOnlyMiss):
-            raise _with_plan(exc, loaded, names, store, remote) from None
-        raise
+        raise _readonly_plan(exc, loaded, names, store, remote) from None
     finally:
         reporter.close()  # the live line, or the plain heartbeat of a stage that failed
+    results = [o for o in outcomes if not isinstance(o, TargetFailure)]
+    if class_cache is not None and len(results) == len(names):
+        from rmbuild import plancache
+
+        plancache.remember_class(class_cache[0], store, *class_cache[1:])
     if alias:
         store.tag(alias, results[0].artifact.key)
     if as_json:
-        emit_json(
-            [
-                {
-                    "model": r.model,
-                    "target": r.target,
-                    "artifact": r.artifact.key,
-                    "hit": r.hit,
-                    "stages": [
-                        {
-                            "profile": s.profile,
-                            "key": s.key,
-                            "hit": s.hit,
-                            "seconds": round(s.seconds, 3),
-                        }
-                        for s in r.stages
-                    ],
-                }
-                for r in results
-            ]
-        )
-        return
-    for r in results:
-        state = "cached, no tool ran" if r.hit else "built"
-        tagged = f", tagged {alias}" if alias else ""
-        click.echo(f"{r.model}:{r.target} -> {r.artifact.key}  ({state}{tagged})")
-    if len(results) > 1:
-        click.echo(f"{len(results)} targets in {time.monotonic() - started:.1f} s", err=True)
+        emit_json(_summary.rows(loaded.spec.name, names, outcomes))
+    else:
+        for r in results:
+            state = "cached, no tool ran" if r.hit else "built"
+            tagged = f", tagged {alias}" if alias else ""
+            click.echo(f"{r.model}:{r.target} -> {r.artifact.key}  ({state}{tagged})")
+    if len(names) > 1:
+        _summary.print_summary(names, outcomes, time.monotonic() - started, strict)
+    if failed is not None:
+        # After the summary, the first failure in full (its log's last lines, its hint) and
+        # its exit code; with --json the rows above already hold every error.
+        raise _readonly_plan(failed, loaded, names, store, remote)
 
 
 def _cache_policy(explicit: str | None, spec: str) -> str:
@@ -359,9 +395,19 @@ def _fast_hit(
         store = app.store()
     except Exception:  # noqa: BLE001 - the full path reports the store's problem
         return False
+    notes: list[str] = []
+    if targets:
+        # A resource class (--target npu) as the policy last resolved it, if nothing it
+        # depended on changed since (rmbuild.plancache); else the full path decides again.
+        expanded = plancache.expand_classes(spec, store.root, targets)
+        if expanded is None:
+            return False
+        targets, notes = expanded
     results = plancache.fast_compile(spec, store, targets or None, record_hits=not readonly)
     if results is None:
         return False
+    for line in notes:  # what the class skipped and why, as the full path says it
+        click.echo(line, err=True)
     if remote is not None:
         from rmbuild import remotes
 
@@ -375,6 +421,7 @@ def _fast_hit(
                 {
                     "model": r.model,
                     "target": r.target,
+                    "status": "hit",
                     "artifact": r.stages[-1].key,
                     "hit": True,
                     "stages": [
@@ -408,6 +455,17 @@ def _print_plan(loaded: Any, names: list[str], store: Any, remote: Any, as_json:
         click.echo(line)
 
 
+def _readonly_plan(
+    exc: BaseException, loaded: Any, names: list[str], store: Any, remote: Any
+) -> Any:
+    """``exc`` to raise: a readonly miss gets the plan of what is missing; others as they are."""
+    from rmbuild.plan import ReadOnlyMiss
+
+    if isinstance(exc, ReadOnlyMiss):
+        return _with_plan(exc, loaded, names, store, remote)
+    return exc
+
+
 def _with_plan(exc: Any, loaded: Any, names: list[str], store: Any, remote: Any) -> Any:
     """A readonly miss, with the plan of everything that is missing (issue 9)."""
     from rmbuild.plan import ReadOnlyMiss, plan_spec
@@ -424,16 +482,18 @@ def _with_plan(exc: Any, loaded: Any, names: list[str], store: Any, remote: Any)
     )
 
 
-def _report_skipped(resolution: Any) -> None:
+def _skip_lines(resolution: Any) -> list[str]:
+    """One line per gap of each class candidate the policy skipped, with what gets it."""
+    lines = []
     for cand in resolution.candidates:
         if not cand.chosen:
             for gap in cand.missing:
                 install = f" -> {gap['install']}" if gap["install"] else ""
-                click.echo(
+                lines.append(
                     f"{cand.resource}: skipping {cand.target} ({cand.profile}): "
-                    f"{gap['what']}{install}",
-                    err=True,
+                    f"{gap['what']}{install}"
                 )
+    return lines
 
 
 def _explain(resolution: Any, as_json: bool) -> None:

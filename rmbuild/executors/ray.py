@@ -1,6 +1,6 @@
 """``compile --executor ray``: one Ray task per target on an existing Ray cluster (issue 9).
 
-The task is :func:`rmbuild.build._build_worker`, the very function ``-j N`` runs in its local
+The task is :func:`rmbuild.batch._build_worker`, the very function ``-j N`` runs in its local
 worker processes: it opens the store (and the index) named by the driver, builds the target's
 stages and returns the :class:`~rmbuild.build.BuildResult`. Builders of one key meet at the key's
 lock in the store and at the index (on a cluster: a shared store, or the remote and a
@@ -65,7 +65,40 @@ def compile_on_ray(
 ) -> list[BuildResult]:
     """Build ``names`` as Ray tasks; every task runs to its end, the first failure is raised
     after all have finished (as with ``-j N``)."""
-    from rmbuild.build import _build_worker, finished
+    from rmbuild.batch import finished
+
+    return finished(
+        run_on_ray(
+            spec,
+            names,
+            root=root,
+            url=url,
+            reporter=reporter,
+            rebuild=rebuild,
+            readonly=readonly,
+            address=address,
+            remote=remote,
+            retry_failed=retry_failed,
+        )
+    )
+
+
+def run_on_ray(
+    spec: LoadedSpec,
+    names: list[str],
+    *,
+    root: str,
+    url: str | None,
+    reporter: Any,
+    rebuild: datetime | bool,
+    readonly: bool = False,
+    address: str | None = None,
+    remote: Any = None,
+    retry_failed: bool = True,
+) -> list[BuildResult | BaseException]:
+    """Build ``names`` as Ray tasks, each to its end; per target (in order) its result or the
+    exception its task raised (:func:`rmbuild.batch.compile_targets` sorts them out)."""
+    from rmbuild.batch import _build_worker
 
     ray = _ray()
     if not ray.is_initialized():
@@ -86,6 +119,6 @@ def compile_on_ray(
             cause = exc.as_instanceof_cause()
             original = getattr(exc, "cause", None)
             outcomes.append(original if isinstance(original, BaseException) else cause)
-        except Exception as exc:  # noqa: BLE001 - re-raised below, after the others
+        except Exception as exc:  # noqa: BLE001 - the caller decides what it stops
             outcomes.append(exc)
-    return finished(outcomes)
+    return outcomes
