@@ -4,7 +4,8 @@
 each stage, in order: on a hit reuse the artifact; on a miss take the key's lock, run the tool
 through the BinaryCompilerAdapter in a temp dir, ingest the outputs and write the index row
 last. ``plan``, ``action_key``, ``source_digest`` and ``PlannedStage`` are re-exported here for
-callers of the library that know them from this module.
+callers of the library that know them from this module, as are ``compile_spec`` and the other
+names of :mod:`rmbuild.batch` (building many targets).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from rmbuild.adapter import BinaryCompilerAdapter
 from rmbuild.errors import ToolError, UnsafeToolOutput
 from rmbuild.keys import ActionKey
 from rmbuild.plugins import get_backend
-from rmbuild.spec import FlagValue, LoadedSpec, load_model_spec
+from rmbuild.spec import FlagValue, LoadedSpec
 from rmbuild.stages import PlannedStage, action_key, plan, source_digest
 
 if TYPE_CHECKING:
@@ -301,11 +302,13 @@ def build(
         check = getattr(get_backend(stage.profile.backend), "check_stage", None)
         if check is not None:
             check(stage.profile, dict(stage.flags), stage.toolchain)
+    _check_installed(spec, target, chain)
     # What the key depends on, stat'ed before the keys are computed (issue 9: the plan cache).
     snapshot = plancache.snapshot(spec, target, chain)
     results: list[StageResult] = []
     inputs = {"model": source_digest(spec, store)}
     parent: str | None = None
+    tools_checked = False
     for index, stage in enumerate(chain):
         t0 = time.monotonic()
         key = action_key(stage, inputs, spec.root, hasher=store.hash_files)
@@ -339,6 +342,12 @@ def build(
                     )
                 if record is None and not retry_failed:
                     failures.refuse_known(store, key, key_hex, stage)
+                if record is None and not tools_checked:
+                    # Before the first tool runs: a missing system tool (the cross gcc an NPU
+                    # compiler links with) fails fast, not minutes later as the tool's own
+                    # error and a recorded failure. Only on a miss: each check is a process.
+                    _check_system_tools(spec, target, chain[index:])
+                    tools_checked = True
                 if record is None:
                     # The upstream tree is pinned while the tool reads it: gc neither evicts
                     # it nor removes its files meanwhile (issue 6 #9).
@@ -393,128 +402,40 @@ def build(
     return BuildResult(spec.spec.name, target, results)
 
 
-def _build_worker(
-    spec_path: str,
-    target: str,
-    root: str,
-    url: str | None,
-    reporter: Reporter | None,
-    rebuild: datetime | bool = False,
-    readonly: bool = False,
-    remote: Remote | None = None,
-    retry_failed: bool = True,
-) -> BuildResult:
-    """One target in a worker process (or a Ray task, issue 9), with its own store handle
-    (connections don't fork)."""
-    from artifact_store import Store
+def _check_installed(spec: LoadedSpec, target: str, chain: list[PlannedStage]) -> None:
+    """Exit 7 before anything runs when a toolchain of the chain is not installed, naming
+    every prerequisite the chain lacks (system tools too) with the commands that get them.
 
-    with Store(root, url) as store:
-        return build(
-            load_model_spec(spec_path),
-            target,
-            store=store,
-            reporter=reporter,
-            rebuild=rebuild,
-            readonly=readonly,
-            remote=remote,
-            retry_failed=retry_failed,
-        )
-
-
-def compile_spec(
-    spec: LoadedSpec | str | Path,
-    targets: list[str] | None = None,
-    *,
-    store: Store,
-    reporter: Reporter | None = None,
-    jobs: int = 1,
-    rebuild: bool = False,
-    readonly: bool = False,
-    executor: str = "local",
-    ray_address: str | None = None,
-    remote: Remote | None = None,
-    retry_failed: bool = True,
-) -> list[BuildResult]:
-    """Library entry point of ``rmbuild compile``: build targets of a model.yaml.
-
-    With ``jobs > 1`` targets build in parallel worker processes. Stages they share (the export)
-    meet at the key's lock: one worker builds it, the others wait and hit. Every target runs to
-    the end; the first failure is raised after all have finished. ``reporter`` must then be
-    picklable. ``rebuild`` runs every stage's tool again, once per stage even where targets
-    share it, and replaces the stored artifacts (see :func:`build`). ``readonly`` never runs
-    a tool (issue 9). ``executor="ray"`` sends each target to a Ray cluster as a task running
-    the same worker function (:mod:`rmbuild.executors.ray`); ``jobs`` is then unused.
+    Only the environments are checked here (a marker read, no process): a cache hit stays a
+    hit's cost, and the system tools are checked at the first miss.
     """
-    if not isinstance(spec, LoadedSpec):
-        spec = load_model_spec(spec)
-    names = targets or list(spec.spec.targets)
-    since: datetime | bool = datetime.now(UTC) if rebuild else False
-    if executor == "ray":
-        from rmbuild.executors.ray import compile_on_ray
+    from rmbuild import policy, provision
 
-        for name in names:
-            plan(spec, name)  # fail fast on spec errors, before sending any task
-        return compile_on_ray(
-            spec,
-            names,
-            root=str(store.root),
-            url=store.index_url,
-            reporter=reporter,
-            rebuild=since,
-            readonly=readonly,
-            address=ray_address,
-            remote=remote,
-            retry_failed=retry_failed,
-        )
-    if jobs <= 1 or len(names) == 1:
-        return [
-            build(
-                spec,
-                name,
-                store=store,
-                reporter=reporter,
-                rebuild=since,
-                readonly=readonly,
-                remote=remote,
-                retry_failed=retry_failed,
-            )
-            for name in names
-        ]
-    for name in names:
-        plan(spec, name)  # fail fast on spec errors, before starting any worker
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-        futures = [
-            pool.submit(
-                _build_worker,
-                str(spec.path),
-                name,
-                str(store.root),
-                store.index_url,
-                reporter,
-                since,
-                readonly,
-                remote,
-                retry_failed=retry_failed,
-            )
-            for name in names
-        ]
-        outcomes: list[BuildResult | BaseException] = []
-        for future in futures:
-            try:
-                outcomes.append(future.result())
-            except Exception as exc:  # noqa: BLE001 - re-raised below, after the others
-                outcomes.append(exc)
-    return finished(outcomes)
+    toolchains = [stage.toolchain for stage in chain]
+    if all(provision.status(tc).installed for tc in toolchains):
+        return
+    raise policy.unavailable(f"{spec.spec.name}:{target}", policy.chain_gaps(toolchains))
 
 
-def finished(outcomes: list[BuildResult | BaseException]) -> list[BuildResult]:
-    """The results of targets that all ran to their end (``-j N``, Ray), or the first
-    failure among them, raised now."""
-    errors = [o for o in outcomes if isinstance(o, BaseException)]
-    if errors:
-        raise errors[0]
-    return [o for o in outcomes if isinstance(o, BuildResult)]
+def _check_system_tools(spec: LoadedSpec, target: str, chain: list[PlannedStage]) -> None:
+    """Exit 7 when a system tool of a stage still to run is missing (see :func:`build`)."""
+    from rmbuild import policy, provision
+
+    toolchains = list({stage.toolchain.name: stage.toolchain for stage in chain}.values())
+    if any(provision.missing_system_tools(tc) for tc in toolchains if tc.system_tools):
+        raise policy.unavailable(f"{spec.spec.name}:{target}", policy.chain_gaps(toolchains))
+
+
+# Building many targets lives in rmbuild.batch (which imports build() from here); these names
+# stay importable from this module, where library callers have always found them.
+_BATCH = frozenset(
+    {"TargetFailure", "_build_worker", "compile_spec", "compile_targets", "finished"}
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _BATCH:
+        from rmbuild import batch
+
+        return getattr(batch, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
