@@ -242,6 +242,7 @@ def plan_target(
             entry.blocked = []  # nothing to build here: what a build would lack is moot
         elif entry.blocked:
             entry.action = "blocked"
+            entry.reason = entry.reason or blocked_reason(entry.blocked)
         upstream = profile.name
     actions = {s.action for s in stages}
     status = (
