@@ -40,14 +40,14 @@ def test_a_process_no_profile_runs_is_scrubbed_the_same_way() -> None:
 # ----------------------------------------------------------------------------- /proc/<pid>/environ
 
 # The tool a dumpable rmbuild would leak to: it reads its supervisor's argv (which names
-# rmbuild's pid), then tries rmbuild's environ; it also reports who owns the supervisor's and
-# rmbuild's /proc files (root when non-dumpable, the user otherwise).
+# rmbuild's pid), then tries rmbuild's environ; it also reports whether rmbuild's and the
+# supervisor's /proc files are its own user's (a non-dumpable process's are root's).
 PEEKING_TOOL = """\
 import os, sys
 sup = os.getppid()
 argv = open(f"/proc/{sup}/cmdline", "rb").read().split(b"\\0")
 rmbuild = int(argv[argv.index(b"--") - 2])
-owners = [os.stat(f"/proc/{pid}/environ").st_uid for pid in (rmbuild, sup)]
+owners = [os.stat(f"/proc/{pid}/environ").st_uid == os.getuid() for pid in (rmbuild, sup)]
 try:
     data = open(f"/proc/{rmbuild}/environ", "rb").read()
     print("READ", b"TOP-SECRET-VALUE" in data, owners)
@@ -124,7 +124,8 @@ def test_a_tool_cannot_read_rmbuilds_environ(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     verdict = done.stdout.strip().splitlines()[-1]
     assert verdict.startswith("DENIED"), verdict
-    assert verdict.endswith("[0, 0]"), verdict  # rmbuild and its supervisor: both non-dumpable
+    # Neither rmbuild's nor its supervisor's /proc files are the user's: both non-dumpable.
+    assert verdict.endswith("[False, False]"), verdict
 
 
 def test_starting_a_tool_makes_this_process_non_dumpable(tmp_path: Path) -> None:
