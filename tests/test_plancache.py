@@ -62,6 +62,7 @@ def test_cli_hit_takes_the_fast_path(aged, cli, monkeypatch) -> None:
         raise AssertionError("the full path ran")
 
     monkeypatch.setattr(rmbuild.build, "compile_spec", boom)
+    monkeypatch.setattr(rmbuild.build, "compile_targets", boom)  # what the CLI calls
     result = cli("compile", str(aged.spec))
     assert result.code == 0, result.err
     assert "(cached, no tool ran)" in result.out
@@ -212,6 +213,7 @@ def _full_path_forbidden(monkeypatch) -> None:  # noqa: ANN001
         raise AssertionError("the full path ran")
 
     monkeypatch.setattr(rmbuild.build, "compile_spec", boom)
+    monkeypatch.setattr(rmbuild.build, "compile_targets", boom)  # what the CLI calls
 
 
 def test_a_fast_hit_pushes_to_the_remote_named_by_rmbuild_remote(
