@@ -1,4 +1,4 @@
-"""The store's read queries at scale (issue 9), a mixin of :class:`~artifact_store.store.Store`.
+"""The store's read queries at scale, a mixin of :class:`~artifact_store.store.Store`.
 
 Listing (filters, limit and the shown metadata in SQL), counting, id resolution (a prefix is a
 range on the key's index) and gc's snapshot queries. A SQLite index at head is read through
@@ -149,7 +149,7 @@ class Queries:
         """Find an artifact by exact key, alias, or unique hex prefix (>= 4 chars), like git.
 
         A prefix is a range on the key's index (``key >= p AND key < p + "g"``), O(log n)
-        (issue 9: ``LIKE`` scanned every row). A SQLite index at head is read through sqlite3,
+        (``LIKE`` scanned every row). A SQLite index at head is read through sqlite3,
         so ``show`` does not import SQLAlchemy. The record is this store's (as :meth:`get`).
         """
         if self._reader is not None:
@@ -228,7 +228,7 @@ class Queries:
 
         ``model`` and ``target`` match an artifact's uses (see :meth:`add_use`), not only its
         first builder's: it is listed if any one use matches both. Filters and the limit are
-        SQL (issue 9); a SQLite index at head is read through sqlite3 (no SQLAlchemy rows).
+        SQL; a SQLite index at head is read through sqlite3 (no SQLAlchemy rows).
 
         ``summary=True`` (``ls``): each record's metadata holds only the keys ``ls`` shows
         (:data:`~artifact_store.reader.SUMMARY_KEYS`), picked by the database, not decoded
@@ -401,7 +401,7 @@ class Queries:
     def gc_index(
         self, only: Iterable[str] | None = None
     ) -> tuple[builtins.list[GcRow], dict[str, builtins.list[tuple[str, int]]]]:
-        """For gc (issue 9): every artifact (or those in ``only``) as ``(key, manifest_digest,
+        """For gc: every artifact (or those in ``only``) as ``(key, manifest_digest,
         created_at, last_used_at)``, and the blobs each keeps alive as ``(digest, size)`` from
         ``artifact_blobs``. An artifact committed before migration 0004 has no entry in the
         second mapping: gc reads its manifest instead. Rows, not records: no metadata decoded.
@@ -445,7 +445,7 @@ class Queries:
         return refs
 
     def gc_live(self) -> tuple[set[str], dict[str, int], builtins.list[str]]:
-        """For gc without eviction (issue 9): every artifact key; every blob some artifact keeps
+        """For gc without eviction: every artifact key; every blob some artifact keeps
         alive, with its size (from ``artifact_blobs``); and the keys committed before
         migration 0004, whose blobs only their manifests know. Three plain queries."""
         if self._reader is not None:

@@ -27,7 +27,7 @@ from rmbuild.cli._output import (
     toolchain_versions,
 )
 
-# `ls` on a terminal shows this many (issue 9: 100,000 rows took rich 69 s and 1.8 GiB).
+# `ls` on a terminal shows this many (rich took 69 s and 1.8 GiB to lay out 100,000 rows).
 DEFAULT_LIMIT = 50
 # Beyond this many rows, plain aligned columns instead of a rich table.
 RICH_ROWS = 1000
@@ -62,7 +62,7 @@ def internal_targets() -> tuple[str, ...]:
 @click.option(
     "--failed",
     is_flag=True,
-    help="List failed builds instead: key, exit code, attempts, log (issue 9).",
+    help="List failed builds instead: key, exit code, attempts, log.",
 )
 @click.option(
     "--limit",
@@ -104,20 +104,20 @@ def command(
     hidden = () if show_all or target is not None else internal_targets()
     total: int | None = None
     records: Iterable[Any]
-    if remote_url is not None:  # issue 9: the remote's entries, read without pulling
+    if remote_url is not None:  # the remote's entries, read without pulling
         from rmbuild.cli.pull import remote_records
 
         found = remote_records(remote_url, model=model, target=target, backend=backend)
         found = [r for r in found if r.target not in hidden]
         total, records = len(found), found[:limit] if limit else found
     else:
-        # Read-only index: listing works on a full disk (issue 6 #13).
+        # Read-only index: listing works on a full disk.
         store = open_store(app.store_path, app.index_url, read_only=True)
         if failed:
             _failures(store, model, target, backend, limit, as_json)
             return
         filters = {"model": model, "target": target, "backend": backend}
-        # summary: only the metadata shown below is read (issue 9: decoding every row's whole
+        # summary: only the metadata shown below is read (decoding every row's whole
         # metadata was most of `ls --json` on 100,000 artifacts).
         records = store.iter_list(**filters, limit=limit, summary=True, exclude_targets=hidden)
         if limit is not None:
@@ -164,7 +164,7 @@ def _table(records: Iterable[Any]) -> bool:
     if not rows:
         return False
     if len(rows) > RICH_ROWS:
-        _print_columns(COLUMNS, rows)  # rich takes ~0.6 ms a row to lay out (issue 9)
+        _print_columns(COLUMNS, rows)  # rich takes ~0.6 ms a row to lay out
         return True
     from rich.table import Table
 
@@ -172,7 +172,7 @@ def _table(records: Iterable[Any]) -> bool:
     for column in COLUMNS:
         table.add_column(column, no_wrap=column != "TOOLCHAIN")
     for cells in rows:
-        table.add_row(*map(plain, cells))  # stored values are text, never markup (#16)
+        table.add_row(*map(plain, cells))  # stored values are text, never markup
     console().print(table)
     return True
 
@@ -200,7 +200,7 @@ def _write_tsv(columns: tuple[str, ...], rows: Iterator[tuple[str, ...]]) -> boo
 
 
 def _stream_json(items: Iterable[Any]) -> None:
-    """A JSON array, one item a line, written in batches as the items come (issue 9: the
+    """A JSON array, one item a line, written in batches as the items come (the
     indented form goes through json's pure-Python encoder, seconds for 100,000 items). The
     output is the same document whether or not it is read line by line."""
     encode = json.JSONEncoder(default=str, ensure_ascii=False).encode
@@ -238,7 +238,7 @@ def _failures(
     limit: int | None,
     as_json: bool,
 ) -> None:
-    """``ls --failed``: recorded failed builds, newest first (issue 9)."""
+    """``ls --failed``: recorded failed builds, newest first."""
     failures = store.list_failures(model=model, target=target, backend=backend, limit=limit)
     if as_json:
         _stream_json(f.to_dict() for f in failures)
