@@ -82,6 +82,13 @@ class LocalFacts:
         """A connection for reads, or None while nothing has been recorded here."""
         if self._conn is None and self.path.is_file():
             self._open(create=False)
+        elif self._conn is None and self._seed is not None:
+            # What an older version recorded must be read before anything is compared with
+            # it (a blob without a stat record is trusted on its first check): seed now.
+            try:
+                self._open(create=True)
+            except (sqlite3.Error, OSError):
+                pass  # a read-only or full disk: nothing recorded, as before
         return self._conn
 
     def _writer(self) -> sqlite3.Connection:

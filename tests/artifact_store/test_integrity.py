@@ -177,3 +177,29 @@ def test_a_0002_database_upgrades_keeping_aliases_and_uses(tmp_path: Path) -> No
         assert ("bert", "gpu") in rec.uses
     with Store(root) as s:
         assert s._reader is not None and s.get(K1).aliases == ("main",)  # type: ignore[union-attr]
+
+
+@pytest.mark.sqlite_only("the store's own index file, from before local.sqlite")
+def test_stats_and_marks_an_older_version_kept_in_its_own_index_carry_over(
+    store: Store, tmp_path: Path, build
+) -> None:
+    """Before local.sqlite, blob stats and marks were index rows. In the store's own index
+    file they are this store's facts: copied once, so the cheap check keeps its baseline."""
+    m = build(store, tmp_path, K1, {"a": b"1" * 10})
+    build(store, tmp_path, K2, {"b": b"2" * 10}, target="gpu")
+    digest = m.files["a"].digest
+    recorded = store.blob_stats([digest])[digest]
+    store.close()
+    (store.root / "local.sqlite").unlink()  # as an older version left the store
+    for suffix in ("-wal", "-shm"):
+        (store.root / f"local.sqlite{suffix}").unlink(missing_ok=True)
+    with sqlite3.connect(store.root / "index.sqlite") as raw:
+        raw.execute("INSERT INTO blob_stats VALUES (?, ?, ?, ?)", (digest, *recorded))
+        raw.execute("UPDATE artifacts SET state = 'corrupt', problem = 'old' WHERE key = ?", (K2,))
+    raw.close()
+    with Store(store.root) as again:
+        assert again.get(K2).corrupt  # type: ignore[union-attr]
+        assert again.check(K2)  # still refused until rebuilt or re-hashed whole
+        assert again.blob_stats([digest]) == {digest: recorded}
+        _flip(again.blob_path(digest))  # the carried-over baseline sees the write
+        assert [p.path for p in again.check(K1)] == ["a"]
