@@ -215,7 +215,12 @@ def standin_tensorrt(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str]
         assert getattr(tensorrt, "STANDIN", False), tensorrt
         return tensorrt
 
+    from rmbuild.backends.tensorrt import probe
+
     monkeypatch.syspath_prepend(str(STANDINS))
+    # The stand-in has no distribution metadata: where a real tensorrt wheel is installed, its
+    # metadata would otherwise answer for the module the tests import.
+    monkeypatch.setattr(probe, "installed_version", lambda: __import__("tensorrt").__version__)
     yield use
     sys.modules.pop("tensorrt", None)
     os.environ.pop("STANDIN_TENSORRT_VERSION", None)
