@@ -103,12 +103,18 @@ def test_a_failure_keeps_going_by_default_and_fail_fast_stops(blocked: Project, 
     assert "0 built" not in r.err and "1 built, 0 cached, 1 skipped, 1 failed" in r.err
     assert "a: failed, exit 4" in r.err and "failed on purpose" in r.err
     assert _runs(counter) == 2
+    as_json = cli("compile", str(blocked.spec), "--all", "--json")
+    as_json.assert_failure(4)
+    # One JSON document (the rows, the failure's error in its row), no error object after it.
+    assert [row["status"] for row in as_json.json()] == ["failed", "skipped", "hit"]
+    assert as_json.json()[0]["error"]["exit_code"] == 4
+    assert _runs(counter) == 3
 
     blocked.write_spec(text.replace("level: 2", "level: 3"))  # z misses again
     r = cli("compile", str(blocked.spec), "--all", "--fail-fast")
     r.assert_failure(4)
     assert "tiny:z" not in r.out and "not tried (--fail-fast): blocked, z" in r.err
-    assert _runs(counter) == 3  # only a ran (and failed)
+    assert _runs(counter) == 4  # only a ran (and failed)
 
 
 def test_all_json_has_a_row_per_target_with_its_status(blocked: Project, cli) -> None:  # noqa: ANN001
