@@ -146,10 +146,14 @@ def test_a_closed_session_raises_session_closed(built, target: str) -> None:  # 
     tokens = session.generate_ids([1, 57, 300], 4)
     next(tokens)
     session.close()
+    import numpy as np
+
     for call in (
         lambda: session.generate("The future"),
         lambda: list(session.stream("The future")),
         lambda: next(tokens),
+        # A caller holding the decoder step itself (a server's engine) gets the same error.
+        lambda: session.step_fn.step(np.asarray([1], dtype=np.int64)),
     ):
         with pytest.raises(SessionClosed, match="is closed"):
             call()

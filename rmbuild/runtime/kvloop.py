@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from rmbuild.errors import ArtifactInputMismatch
+from rmbuild.errors import ArtifactInputMismatch, SessionClosed
 from rmbuild.runtime.kvlayout import KVLayout
 from rmbuild.runtime.limits import Bound
 
@@ -27,6 +27,9 @@ class KVLoop:
     ``pad`` cache slots of zeros precede the real ones, masked out by the attention mask (IREE
     on CUDA cannot take a zero-length tensor; see ``rmbuild/backends/iree/runtime.py``).
     """
+
+    # Set by a subclass's close(): a later step raises SessionClosed before building feeds.
+    closed = False
 
     def __init__(self, layout: KVLayout, *, pad: int = 0, what: str = "the artifact") -> None:
         self.layout = layout
@@ -80,6 +83,8 @@ class KVLoop:
 
     def step(self, token_ids: np.ndarray) -> np.ndarray:
         """Feed ``token_ids`` after the cached ones; return the last position's logits."""
+        if self.closed:
+            raise self.closed_error()
         feeds = self.feeds(token_ids)
         if not self._checked:
             # Once per sequence: heads, head dim and dtypes do not change between steps.
@@ -87,7 +92,7 @@ class KVLoop:
             self._checked = True
         try:
             logits, presents = self._run(feeds)
-        except ArtifactInputMismatch:
+        except (ArtifactInputMismatch, SessionClosed):
             raise
         except Exception as exc:
             # A bounded dim (a static-shape NPU IR) can still refuse a later step: say which
@@ -104,6 +109,14 @@ class KVLoop:
     def _run(self, feeds: dict[str, Any]) -> tuple[np.ndarray, list[Any]]:
         """One inference: the last position's logits and the presents in ``past`` order."""
         raise NotImplementedError
+
+    def closed_error(self) -> SessionClosed:
+        """What a step after ``close()`` raises, the same on every runtime (a caller holding
+        the step, like a server's engine, gets this rather than the freed handle's error)."""
+        return SessionClosed(
+            f"the session of {self.what} is closed",
+            hint="load the artifact again (rmbuild.load)",
+        )
 
     def _refusal(self, exc: Exception, feeds: dict[str, Any]) -> ArtifactInputMismatch | None:
         """The runtime's own "this input does not fit" error as ArtifactInputMismatch, for

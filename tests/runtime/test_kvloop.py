@@ -98,3 +98,17 @@ def test_other_runtime_failures_pass_through() -> None:
     loop, np = _loop(kvlayout.from_ports(PORTS, OUTPUTS), refuse_at=0)
     with pytest.raises(RuntimeError, match="the vendor says no"):
         loop.step(np.array([1]))
+
+
+def test_a_step_after_close_is_session_closed_before_any_feed() -> None:
+    from rmbuild.errors import EXIT_USAGE, SessionClosed
+
+    loop, np = _loop(kvlayout.from_ports(PORTS, OUTPUTS))
+    loop.step(np.array([1]))
+    loop.closed = True  # what each runtime's close() sets
+    loop.past = []  # and a freed cache must not be reached either
+    with pytest.raises(SessionClosed) as err:
+        loop.step(np.array([2]))
+    assert err.value.exit_code == EXIT_USAGE
+    assert err.value.message == "the session of model.fake is closed"
+    assert len(loop.calls) == 1

@@ -138,6 +138,7 @@ class IREEDecoderStep(KVLoop):
         )
 
     def close(self) -> None:
+        self.closed = True
         self.past = []
         self._fn = None  # type: ignore[assignment]
         self.context = None  # type: ignore[assignment]

@@ -58,5 +58,6 @@ class OnnxDecoderStep(KVLoop):
         return outputs[0][0, -1], outputs[1:]
 
     def close(self) -> None:
+        self.closed = True
         self.session = None  # type: ignore[assignment]
         self._run_fn = None  # type: ignore[assignment]

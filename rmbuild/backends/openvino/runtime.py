@@ -144,7 +144,7 @@ class OVCApiDecoderStep(KVLoop):
     def _run(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
         request = self._request
         if request is None:
-            raise OpenVINOError("the OpenVINO session is closed")
+            raise self.closed_error()
         with ov_errors("running the model"):
             for name, value in feeds.items():
                 request.set_input(name, value)
@@ -154,6 +154,7 @@ class OVCApiDecoderStep(KVLoop):
         return logits[0, -1], presents
 
     def close(self) -> None:
+        self.closed = True
         # Children first; each close() is idempotent and frees its handle exactly once.
         for attr in ("_request", "_compiled", "_core"):
             handle = getattr(self, attr, None)
@@ -196,7 +197,7 @@ class OVPythonDecoderStep(KVLoop):
 
     def _run(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
         if self._request is None:
-            raise OpenVINOError("the OpenVINO session is closed")
+            raise self.closed_error()
         try:
             self._request.infer(feeds)
         except RuntimeError as exc:
@@ -206,5 +207,6 @@ class OVPythonDecoderStep(KVLoop):
         return np.array(get("logits").data[0, -1]), presents
 
     def close(self) -> None:
+        self.closed = True
         self._request = None
         self._compiled = None

@@ -231,6 +231,7 @@ class TensorRTDecoderStep(KVLoop):
         return logits[0, -1], presents
 
     def close(self) -> None:
+        self.closed = True
         if hasattr(self.buffers, "close"):
             self.buffers.close()
         self.context = None
