@@ -157,6 +157,21 @@ artifact_blobs = sa.Table(
 )
 
 
+# Action results (Bazel's action cache without the bytes): each key's output manifest digest and
+# the keys it was built from. A downstream key needs only its upstream's manifest digest, so a
+# store that holds a final artifact resolves its chain's keys from these rows without its
+# upstream stages' files (pulled with the artifact, or evicted since). Written when a stage is
+# built or pulled; kept when the artifact row is evicted. No foreign key: a result outlives its
+# artifact on purpose.
+action_results = sa.Table(
+    "action_results",
+    metadata_obj,
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("manifest_digest", sa.String(64), nullable=False),
+    sa.Column("parents", sa.JSON(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
 def insert_ignoring(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> int:
     """INSERT ``rows``, skipping those whose primary key exists; how many were inserted.
 

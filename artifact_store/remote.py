@@ -417,6 +417,12 @@ class Remote:
                     for alias in record.aliases:
                         self._put_bytes(self._path("aliases", alias), record.key.encode())
                         report.aliases[alias] = record.key
+        if parents:
+            # Upstream stages whose files this store lacks (it pulled only the final artifact)
+            # still pass on their action results: what a puller needs to find the artifact.
+            from artifact_store.results import push_results
+
+            push_results(self, store, keys)
         report.keys = [r.key for r, _ in todo]
         report.blobs = len(missing)
         report.bytes = counter.total
@@ -491,6 +497,7 @@ class Remote:
             entry = self.resolve(entry)
         local = store.get(entry.key)
         if local is not None and not store.check(local):
+            self._pull_results(store, entry)
             return local
         with store.writing():
             tmp = store.tmpdir("pull-")
@@ -560,7 +567,18 @@ class Remote:
             if held is None or alias not in held.aliases:
                 with contextlib.suppress(InvalidAlias):  # a name this store cannot hold
                     store.tag(alias, entry.key)
+        self._pull_results(store, entry)
         return store.get(entry.key) or record
+
+    def _pull_results(self, store: Store, entry: RemoteEntry) -> None:
+        """The action results of the artifact's upstream stages, never their files (see
+        :mod:`artifact_store.results`): what this store needs to find the artifact by its key.
+        Best effort: the artifact is here either way, and a build resolves a result it lacks
+        from the remote, or rebuilds the stage."""
+        from artifact_store.results import pull_chain
+
+        with contextlib.suppress(RemoteError):
+            pull_chain(self, store, entry)
 
     def _pull_manifest(self, entry: RemoteEntry) -> Manifest:
         digest = entry.manifest_digest

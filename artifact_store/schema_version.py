@@ -6,4 +6,4 @@ the stamped revision without importing SQLAlchemy (~0.2 s of a CLI cache hit).
 
 # Must equal alembic's head; tests/artifact_store/test_index.py checks it. Bump together with
 # every new migration script.
-HEAD_REVISION = "0004_failures_refs"
+HEAD_REVISION = "0005_action_results"

@@ -14,6 +14,7 @@ Layout under ``root``::
 The class is assembled from mixins along the store's seams: :class:`~artifact_store.catalog.
 Catalog` (index rows), :class:`~artifact_store.queries.Queries` (listing, resolution),
 :class:`~artifact_store.failures.Failures` (failed builds),
+:class:`~artifact_store.results.Results` (action results: a key's output without its files),
 :class:`~artifact_store.integrity.Integrity` (checks, quarantine); the
 fast read path is :mod:`artifact_store.reader`, trees are :mod:`artifact_store.trees`, locks
 :mod:`artifact_store.locks`, gc :mod:`artifact_store.gc`.
@@ -54,6 +55,7 @@ from artifact_store.names import MIN_PREFIX, check_key, safe_url, validate_alias
 from artifact_store.queries import Queries
 from artifact_store.reader import open_reader, sqlite_path
 from artifact_store.records import FileEntry, GcReport, Manifest
+from artifact_store.results import Results
 from artifact_store.trees import lay_out, remove_aside, tree_complete, walk_tree
 
 # sqlalchemy and artifact_store.index (which imports it) are imported inside the methods that
@@ -98,7 +100,7 @@ class Pin:
         self.release()
 
 
-class Store(Catalog, Queries, Integrity, Failures):
+class Store(Catalog, Queries, Integrity, Failures, Results):
     """A local artifact store; see the module docstring for the layout.
 
     One ``Store`` per process or thread is the intended use; open it with a context manager

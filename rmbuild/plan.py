@@ -24,7 +24,8 @@ if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Store
     from rmbuild.spec import LoadedSpec
 
-PLAN_SCHEMA_VERSION = 1
+# 2: action "skip" (an upstream stage whose files no build here needs).
+PLAN_SCHEMA_VERSION = 2
 NOT_CONFIGURED = "not configured"
 
 
@@ -43,7 +44,7 @@ class StagePlan:
     key: str | None
     local: str  # hit | miss | corrupt | unknown
     remote: str  # hit | miss | not configured | unknown
-    action: str  # reuse | build | rebuild | pull | blocked
+    action: str  # reuse | skip | build | rebuild | pull | blocked
     reason: str = ""
     blocked: list[dict[str, str]] = field(default_factory=list)  # what, install
     # The planned key's factors (ActionKey.to_dict()), for `why`; not in the JSON.
@@ -102,7 +103,7 @@ class Plan:
         lines = []
         for t in self.targets:
             for s in t.stages:
-                if s.action != "reuse":
+                if s.action not in ("reuse", "skip"):
                     key = s.key[:12] if s.key else "key unknown until its input is built"
                     why = f": {s.reason}" if s.reason else ""
                     lines.append(f"{t.target} / {s.profile} ({key}) {s.action}{why}")
@@ -154,7 +155,7 @@ def plan_target(
     explain_misses: bool = True,
 ) -> TargetPlan:
     """Plan one target: keys as far as they can be known, local/remote state, blockers."""
-    from rmbuild import build, policy, why
+    from rmbuild import build, policy, results, why
 
     chain = build.plan(spec, target)
     last = chain[-1].profile
@@ -235,15 +236,18 @@ def plan_target(
                     entry.reason = why.explain_miss(
                         store, spec.spec.name, target, entry, remote, first_stage=not upstream
                     )
-            # The downstream key chains this stage's manifest digest: unknown until built,
-            # known from the remote's entry when it is pulled.
-            inputs = {"model": pulled.manifest_digest} if pulled is not None else None
+            # The downstream key chains this stage's output digest: known from its result
+            # (this index's, the remote's entry or result) without its files, else once built.
+            output = pulled.manifest_digest if pulled is not None else None
+            output = output or results.known_output(store, remote, entry.key, keep=False)
+            inputs = {"model": output} if output else None
         if entry.action in ("reuse", "pull"):
             entry.blocked = []  # nothing to build here: what a build would lack is moot
         elif entry.blocked:
             entry.action = "blocked"
             entry.reason = entry.reason or blocked_reason(entry.blocked)
         upstream = profile.name
+    _skip_unneeded(stages)
     actions = {s.action for s in stages}
     status = (
         "blocked"
@@ -310,6 +314,21 @@ def plan_spec(
             for name in targets
         ],
     )
+
+
+def _skip_unneeded(stages: list[StagePlan]) -> None:
+    """Mark "skip" the stages whose files no build here needs, as :func:`rmbuild.build.build`
+    does: the last stage's files are needed, and the input of every needed stage that is to be
+    built. A stage before them is known by its result (its key, and the output digest the next
+    key is computed from) without its files, so it is neither pulled nor built."""
+    needed = len(stages) - 1
+    while needed > 0 and stages[needed].action in ("build", "rebuild", "blocked"):
+        needed -= 1
+    for entry in stages[:needed]:
+        if entry.action in ("build", "rebuild", "pull", "blocked") and entry.key is not None:
+            entry.action = "skip"
+            entry.reason = "its files are not needed here: a later stage is stored or pulled"
+            entry.blocked = []
 
 
 def stored_for(

@@ -18,9 +18,11 @@ size) of everything the keys were computed from:
   flags and the machine type (the fingerprints of the fast-path backends depend on the CPU only).
 
 :func:`fast_compile` (the CLI, before importing the spec machinery) trusts an entry only if all
-of that is unchanged, then resolves the keys through the store (the stdlib-sqlite3 reader) and
-runs the same integrity check as every hit (issue 6 #8: each blob's stat against its ingest
-record; damage quarantines and falls back to the full path, which rebuilds). Any difference
+of that is unchanged, then resolves the keys through the store (the stdlib-sqlite3 reader): an
+upstream stage by its action result (its output digest; its files need not be here, as on the
+full path), the target's artifact by its row, with the same integrity check as every hit (issue
+6 #8: each blob's stat against its ingest record; damage quarantines and falls back to the full
+path, which rebuilds). Any difference
 returns None and the full path runs. Backends whose fingerprint asks a device (TensorRT,
 RBLN: driver, compute capability) are not in ``FAST_BACKENDS``: their targets always take the
 full path. Like the store's stat cache, an entry is not written while a file it depends on is
@@ -238,7 +240,7 @@ def remember(snap: Snapshot | None, store: Store, results: list[Any]) -> None:
         stages, parent = [], None
         for r in results:
             stages.append({"profile": r.profile, "key": r.key, "input": parent})
-            parent = r.record.manifest_digest
+            parent = r.manifest_digest  # the stage's result: its files may not be here
         entries[snap.target] = {
             "deps": [[p, *s] if s else [p] for p, s in zip(snap.paths, stats, strict=True)],
             "env": snap.env,
@@ -255,9 +257,12 @@ def remember(snap: Snapshot | None, store: Store, results: list[Any]) -> None:
 
 @dataclass(frozen=True)
 class FastStage:
+    """A stage of a fast hit. ``record`` is None for an upstream stage this store knows only
+    by its result (its files were never needed here)."""
+
     profile: str
     key: str
-    record: ArtifactRecord
+    record: ArtifactRecord | None
 
 
 @dataclass(frozen=True)
@@ -346,9 +351,20 @@ def fast_compile(
     for target, stages in chosen.items():
         done: list[FastStage] = []
         parent: str | None = None
-        for stage in stages:
+        for n, stage in enumerate(stages):
+            if stage["input"] != parent:
+                return None
+            if n < len(stages) - 1:
+                # An upstream stage counts by its result, as on the full path: the key after
+                # it needs its output digest, not its files (which need not be here).
+                result = store.result(stage["key"])
+                if result is None:
+                    return None
+                done.append(FastStage(stage["profile"], stage["key"], store.get(stage["key"])))
+                parent = result.manifest_digest
+                continue
             record = checked.get(stage["key"]) or store.get(stage["key"])
-            if record is None or stage["input"] != parent:
+            if record is None:
                 return None
             if stage["key"] not in checked:
                 # The integrity check of every hit (issue 6 #8): a damaged blob is quarantined
@@ -357,11 +373,11 @@ def fast_compile(
                     return None
                 checked[stage["key"]] = record
             done.append(FastStage(stage["profile"], stage["key"], record))
-            parent = record.manifest_digest
         results.append(FastResult(model, target, done))
     for result in results if record_hits else []:
         for s in result.stages:
-            record_hit(store, s.record, result.model, result.target)
+            if s.record is not None:
+                record_hit(store, s.record, result.model, result.target)
     return results
 
 
