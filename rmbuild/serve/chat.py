@@ -1,10 +1,11 @@
 """Chat messages to prompt tokens through the model's own chat template.
 
 The template is the one Hugging Face tokenizers carry (``chat_template.jinja`` beside the
-tokenizer, or ``chat_template`` in ``tokenizer_config.json``), rendered the way transformers renders it (Jinja with ``trim_blocks`` and
-``lstrip_blocks``, ``add_generation_prompt``, ``raise_exception``) but in Jinja's immutable
-sandbox: a template comes with a model, so it is untrusted input. The rendered text already
-holds the special tokens it wants, so it is encoded without adding any.
+tokenizer, or ``chat_template`` in ``tokenizer_config.json``), rendered the way transformers
+renders it (Jinja with ``trim_blocks`` and ``lstrip_blocks``, ``add_generation_prompt``,
+``raise_exception``) but in Jinja's immutable sandbox: a template comes with a model, so it is
+untrusted input. The rendered text already holds the special tokens it wants, so it is encoded
+without adding any.
 """
 
 from __future__ import annotations

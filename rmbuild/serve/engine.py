@@ -72,7 +72,7 @@ class Failed:
     error: BaseException
 
 
-@dataclass
+@dataclass(eq=False)  # identity: a request is itself, whatever its fields hold
 class Request:
     """A submitted generation. ``events`` receives Token, then Finished or Failed."""
 
@@ -180,6 +180,7 @@ class Engine:
     # ---- the worker ------------------------------------------------------------------------
 
     def _work(self) -> None:
+        admitted: list[Request] = []
         try:
             while True:
                 with self._cv:
@@ -187,21 +188,24 @@ class Engine:
                         self._cv.wait()
                     if self._stopping and not self._waiting and not self._running:
                         return
-                    room = self.max_running - len(self._running) if self._swappable else 1
-                    admitted = []
-                    while self._waiting and len(admitted) < room and not self._running_full():
-                        admitted.append(self._waiting.popleft())
+                    admitted.clear()
+                    # A request counts as running from here: its prefill is device work too.
+                    while self._waiting and not self._running_full():
+                        request = self._waiting.popleft()
+                        self._running.append(request)
+                        admitted.append(request)
                 for request in admitted:
                     self._start(request)
-                self._round()
+                self._round(skip=admitted)
         except BaseException as exc:  # noqa: BLE001 - a dead engine fails every request, says why
             self.dead = exc
             with self._cv:
-                pending = [*self._running, *self._waiting]
+                pending = [*admitted, *self._running, *self._waiting]
                 self._running.clear()
                 self._waiting.clear()
             for request in pending:
-                self._end(request, Failed(exc), "error")
+                if request.finished_at is None:  # not yet told how it ended
+                    self._end(request, Failed(exc), "error")
 
     def _running_full(self) -> bool:
         limit = self.max_running if self._swappable else 1
@@ -239,7 +243,6 @@ class Engine:
             return
         if self._swappable:
             request._state = _save(step)
-        self._running.append(request)
         # The first token comes from the prefill's logits: send it now (time to first token).
         self._advance(request, decode=False)
 
@@ -255,9 +258,12 @@ class Engine:
             logits = step.step(np.asarray([token], dtype=np.int64))
         return scored, logits
 
-    def _round(self) -> None:
-        """One decode step for every running request (each with its own KV cache)."""
+    def _round(self, skip: list[Request]) -> None:
+        """One decode step for every running request (each with its own KV cache), but those
+        in ``skip`` (just prefilled: their first token came from the prefill)."""
         for request in list(self._running):
+            if any(request is s for s in skip):
+                continue
             if request.cancelled:
                 self._end(request, self._finished(request, "cancelled"), "cancelled")
                 continue

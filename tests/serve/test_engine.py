@@ -1,0 +1,219 @@
+"""The engine with a decoder step the test controls: back-pressure (429 with Retry-After),
+interleaving requests that each keep their own KV cache, a backend that dies mid-request."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+np = pytest.importorskip("numpy")
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("tokenizers")
+
+from rmbuild.runtime.kvloop import KVLoop  # noqa: E402
+from rmbuild.runtime.session import BackendSession  # noqa: E402
+from rmbuild.runtime.tokenizer import Tokenizer  # noqa: E402
+from rmbuild.serve.app import Served, create_app  # noqa: E402
+from rmbuild.serve.engine import Engine, Failed, Finished, QueueFull, Request, Token  # noqa: E402
+from rmbuild.serve.metrics import Labels, Metrics  # noqa: E402
+from rmbuild.serve.model import LogicalModel  # noqa: E402
+
+EXAMPLE_MODEL = Path(__file__).resolve().parents[2] / "examples" / "tiny-llama" / "model"
+VOCAB = 1000
+
+
+class GatedStep:
+    """A decoder step (not the shared KV loop, so requests run one after another) that
+    predicts ``last token + 1`` and waits at ``gate`` before every step."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail = False
+
+    def reset(self) -> None:
+        pass
+
+    def step(self, token_ids: np.ndarray) -> np.ndarray:
+        self.gate.wait(30)
+        if self.fail:
+            raise RuntimeError("device lost")
+        logits = np.zeros(VOCAB, dtype=np.float32)
+        logits[(int(token_ids[-1]) + 1) % VOCAB] = 1.0
+        return logits
+
+
+class CountingLoop(KVLoop):
+    """The shared KV loop over a fake graph whose "cache" is the tokens seen: the next token
+    is the sum of the sequence so far, so a request that saw another's cache goes wrong."""
+
+    def __init__(self) -> None:
+        self.layout = None  # type: ignore[assignment]
+        self.reset()
+
+    def reset(self) -> None:
+        self.past = []
+        self.length = 0
+        self._checked = True
+
+    def step(self, token_ids: np.ndarray) -> np.ndarray:
+        self.past = [*self.past, *map(int, token_ids)]
+        self.length = len(self.past)
+        logits = np.zeros(VOCAB, dtype=np.float32)
+        logits[sum(self.past) % VOCAB] = 1.0
+        return logits
+
+
+def _session(step: object) -> BackendSession:
+    return BackendSession(step_fn=step, tokenizer=Tokenizer(EXAMPLE_MODEL))  # type: ignore[arg-type]
+
+
+def _served(engine: Engine) -> Served:
+    labels = Labels(model="m", artifact="0" * 12, backend="fake", device="cpu")
+    metrics = Metrics(labels)
+    engine.observer = metrics.observe
+    return Served(model=LogicalModel(name="m"), engine=engine, metrics=metrics, info={})
+
+
+async def _run(engine: Engine, prompt: list[int], n: int) -> list[int]:
+    request = engine.submit(Request(prompt_ids=prompt, max_tokens=n))
+    out = []
+    while True:
+        event = await request.events.get()  # type: ignore[union-attr]
+        if isinstance(event, Token):
+            out.append(event.token_id)
+        elif isinstance(event, Finished):
+            return out
+        elif isinstance(event, Failed):
+            raise event.error
+
+
+def test_past_the_queue_bound_submit_raises_and_http_says_429() -> None:
+    step = GatedStep()
+    engine = Engine(_session(step), max_running=1, max_queue=0)
+    app = create_app(_served(engine))
+
+    async def main() -> None:
+        step.gate.clear()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            body = {"prompt": [5, 6], "max_tokens": 3}
+            first = asyncio.create_task(c.post("/v1/completions", json=body))
+            while engine.num_running == 0:
+                await asyncio.sleep(0.01)
+            refused = await c.post("/v1/completions", json=body)
+            assert refused.status_code == 429
+            assert refused.headers["retry-after"] == "1"
+            assert refused.json()["error"]["type"] == "rate_limit_error"
+            with pytest.raises(QueueFull):
+                engine.submit(Request(prompt_ids=[1], max_tokens=1))
+            step.gate.set()
+            done = await first
+            assert done.status_code == 200
+            assert done.json()["usage"]["completion_tokens"] == 3
+
+    try:
+        asyncio.run(main())
+    finally:
+        step.gate.set()
+        engine.stop(5)
+
+
+def test_interleaved_requests_keep_their_own_cache() -> None:
+    engine = Engine(_session(CountingLoop()), max_running=4, max_queue=8)
+
+    def alone(prompt: list[int], n: int) -> list[int]:
+        seq, out = list(prompt), []
+        for _ in range(n):
+            token = sum(seq) % VOCAB
+            out.append(token)
+            seq.append(token)
+        return out
+
+    prompts = [[5], [7, 8], [100], [3, 3, 3], [11], [400, 1]]
+
+    async def main() -> list[list[int]]:
+        return await asyncio.gather(*(_run(engine, p, 6) for p in prompts))
+
+    try:
+        assert asyncio.run(main()) == [alone(p, 6) for p in prompts]
+    finally:
+        engine.stop(5)
+
+
+def test_a_backend_failure_fails_the_running_request_and_marks_the_engine_dead() -> None:
+    step = GatedStep()
+    engine = Engine(_session(step), max_running=1, max_queue=4)
+    app = create_app(_served(engine))
+
+    async def main() -> None:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            assert (await c.get("/health")).status_code == 200
+            step.fail = True
+            r = await c.post("/v1/completions", json={"prompt": [1], "max_tokens": 2})
+            assert r.status_code == 500
+            assert "device lost" in r.json()["error"]["message"]
+            health = await c.get("/health")
+            assert health.status_code == 503 and "device lost" in health.json()["reason"]
+
+    try:
+        asyncio.run(main())
+    finally:
+        engine.stop(5)
+
+
+class CountedStep(GatedStep):
+    """Runs one step per release of ``steps`` and counts them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = threading.Semaphore(0)
+        self.count = 0
+
+    def step(self, token_ids: np.ndarray) -> np.ndarray:
+        assert self.steps.acquire(timeout=30), "the test stopped releasing steps"
+        self.count += 1
+        return super().step(token_ids)
+
+
+def test_a_client_that_disconnects_mid_stream_stops_within_a_step() -> None:
+    uvicorn = pytest.importorskip("uvicorn")
+    step = CountedStep()
+    engine = Engine(_session(step), max_running=1, max_queue=4)
+    served = _served(engine)
+    config = uvicorn.Config(create_app(served), host="127.0.0.1", port=0, log_level="error")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            threading.Event().wait(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        body = {"prompt": [5], "max_tokens": 200, "stream": True}
+        step.steps.release(2)  # the prefill and one decode step
+        with httpx.stream(
+            "POST", f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=30
+        ) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    break  # one token, then hang up
+        # The next token finds the client gone; the one after that never runs.
+        for _ in range(3):
+            step.steps.release()
+        deadline = time.monotonic() + 30
+        while engine.num_running and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
+        assert engine.num_running == 0
+        assert step.count <= 5  # of the 200 tokens asked for
+        text = served.metrics.requests.labels(*served.metrics.labels.values(), "cancelled")
+        assert text._value.get() == 1
+    finally:
+        step.steps.release(1000)
+        server.should_exit = True
+        thread.join(10)
+        engine.stop(5)
