@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from rmbuild.runtime.sampling import SamplingParams
+
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
@@ -53,8 +55,9 @@ def load(
 
     Returns:
         A :class:`rmbuild.runtime.session.BackendSession`: ``generate(prompt, max_tokens,
-        params=None, *, temperature, top_p, seed, stop)`` returns the new text, ``stream``
-        (same arguments) yields it piece by piece, ``max_model_len`` is the context limit,
+        params=None, *, temperature, top_p, seed, stop)`` returns the new text (``params``:
+        a :class:`rmbuild.SamplingParams`, a keyword replacing its field), ``stream`` (same
+        arguments) yields it piece by piece, ``max_model_len`` is the context limit,
         ``last_stats`` the last request's token counts and timings. Close it (or use it as a
         context manager); a closed session raises ``SessionClosed``.
 
@@ -71,4 +74,4 @@ def load(
     return _load(ref, store=store, verify=verify, max_model_len=max_model_len, **options)
 
 
-__all__ = ["__version__", "load"]
+__all__ = ["SamplingParams", "__version__", "load"]
