@@ -122,7 +122,7 @@ def command(as_json: bool) -> None:
     out.print(styled(("toolchains", "bold")))
     for tc in info["toolchains"]:
         if "error" in tc:
-            if not tc["missing"]:
+            if not tc.get("missing"):
                 out.print(styled(f"  {tc['name']}: ", (str(tc["error"]), "red")))
                 continue
             out.print(styled(f"  {tc['name']}: ", ("not usable here", "red")))
@@ -135,6 +135,11 @@ def command(as_json: bool) -> None:
         )
         if tc.get("provisioned"):
             out.print(styled((f"    provisioned at {tc['provisioned']}", "dim")))
+        if "missing" not in tc:  # an entry from before rmbuild.policy said what one lacks
+            absent = [k for k, v in tc["packages"].items() if not v]
+            if absent:
+                out.print(styled((f"    not installed: {', '.join(absent)}", "dim")))
+            continue
         for gap in tc["missing"]:
             out.print(styled((_gap_line(tc["name"], gap), "yellow")))
     out.print(styled(("backends", "bold")))
