@@ -1,4 +1,4 @@
-"""A vendor compiler's cache kept as a keyed artifact of its own (issue 7).
+"""A vendor compiler's cache kept as a keyed artifact of its own.
 
 FuriosaAI's ``fxb build`` caches compiled kernels (``--compiler-cache-dir``): an unchanged
 kernel recompiles in seconds instead of minutes (4-5 min -> 1.7 s for the example). rmbuild
@@ -31,6 +31,7 @@ from rmbuild.keys import canonical_json
 
 if TYPE_CHECKING:
     from artifact_store import Store
+    from rmbuild.backends.base import BackendPlugin
     from rmbuild.build import PlannedStage
 
 DIRNAME = "compiler-cache"
@@ -42,18 +43,18 @@ def enabled(stage: PlannedStage) -> bool:
     return flag is not None and not stage.flags.get(flag)
 
 
-def _plugin(stage: PlannedStage) -> Any:
+def _plugin(stage: PlannedStage) -> BackendPlugin:
     from rmbuild.plugins import get_backend
 
     return get_backend(stage.profile.backend)
 
 
 def cache_facts(stage: PlannedStage) -> dict[str, Any]:
-    """What a backend adds to its cache's key beyond the compiler (issue 8: TensorRT's timing
-    cache holds timings of one GPU, so it is keyed by TensorRT version + compute capability).
-    A backend opts in with ``compiler_cache_facts(profile, flags, toolchain) -> dict``."""
-    facts = getattr(_plugin(stage), "compiler_cache_facts", None)
-    return dict(facts(stage.profile, dict(stage.flags), stage.toolchain) or {}) if facts else {}
+    """What a backend adds to its cache's key beyond the compiler
+    (:meth:`~rmbuild.backends.base.BackendPlugin.compiler_cache_facts`: TensorRT's timing
+    cache holds timings of one GPU, so it is keyed by TensorRT version + compute capability)."""
+    facts = _plugin(stage).compiler_cache_facts(stage.profile, dict(stage.flags), stage.toolchain)
+    return dict(facts or {})
 
 
 def cache_key(stage: PlannedStage, facts: dict[str, Any] | None = None) -> str:
@@ -72,7 +73,7 @@ def cache_key(stage: PlannedStage, facts: dict[str, Any] | None = None) -> str:
 
 
 def version_key(key: str, manifest_digest: str) -> str:
-    """The key one superseded version of a cache keeps (issue 8)."""
+    """The key one superseded version of a cache keeps."""
     return hashlib.sha256(canonical_json({"cache": key, "manifest": manifest_digest})).hexdigest()
 
 
@@ -111,10 +112,10 @@ def update(store: Store, stage: PlannedStage, workdir: Path, model: str) -> dict
         if (
             previous is not None
             and previous.manifest_digest != manifest.digest
-            and getattr(_plugin(stage), "compiler_cache_keeps_versions", False)
+            and _plugin(stage).compiler_cache_keeps_versions
         ):
             # A build that added entries makes a new cache; the one it was fed stays valid as
-            # an artifact of its own (issue 8: TensorRT timing caches), the key points at the
+            # an artifact of its own (TensorRT timing caches), the key points at the
             # newest. Same blobs, a second row: nothing is copied.
             kept = version_key(key, previous.manifest_digest)
             store.commit(

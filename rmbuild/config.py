@@ -1,5 +1,5 @@
 """Where things live: the store, the index, the remote, and the search paths for profiles and
-templates.
+templates (the user's, the project's, installed plugin packages' and the built-ins).
 
 Settings a team sets once (issue 9) live in TOML files: the user's
 ``~/.config/rmbuild/config.toml`` (``$RMBUILD_CONFIG_DIR/config.toml``) and a project's
@@ -15,6 +15,8 @@ command-line flag, the environment variable (``RMBUILD_REMOTE``, ``RMBUILD_INDEX
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -131,25 +133,154 @@ def project_dir(kind: str, start: Path | None) -> Path | None:
     return None
 
 
-def search_path(kind: str, start: Path | None = None) -> list[Path]:
-    """Folders searched for ``kind`` (profiles or templates), first match wins.
+RESOURCES_GROUP = "rmbuild.resources"
+"""Entry-point group of packages that ship profiles, templates and toolchain files: the value
+names a Python package whose folder holds ``profiles/`` (with ``profiles/toolchains/``) and
+``templates/``, e.g. ``vendor-npu = "rmbuild_vendor_npu.resources"``."""
+
+BUILTIN_PACKAGE = "rmbuild"
+
+
+@dataclass(frozen=True)
+class SearchFolder:
+    """One folder of a search path and where it comes from: ``origin`` is ``env``,
+    ``project``, ``user``, ``plugin`` or ``built-in``; ``package`` the distribution that
+    ships it (plugins and built-ins; empty for the user's own folders)."""
+
+    path: Path
+    origin: str
+    package: str = ""
+
+    @property
+    def label(self) -> str:
+        """What ``rmbuild profiles`` shows: the package for shipped folders, else the origin."""
+        return self.package or self.origin
+
+
+@dataclass(frozen=True)
+class ResourcePackage:
+    """A package registered in ``rmbuild.resources``: its folder, or why it has none."""
+
+    name: str
+    package: str
+    module: str
+    folder: Path | None
+    error: str = ""
+
+
+def _distribution(ep: Any) -> str:
+    dist = getattr(ep, "dist", None)  # None for an entry point made by hand (tests)
+    return dist.metadata["Name"] if dist is not None else ep.value.split(":")[0].split(".")[0]
+
+
+@cache
+def plugin_resources() -> tuple[ResourcePackage, ...]:
+    """Every package of the ``rmbuild.resources`` group, with its folder.
+
+    The package is located with ``importlib.util.find_spec``, which does not run a top-level
+    package's code (a plugin's backend is imported only when a build or a run needs it). One
+    that cannot be found is kept with its error (``rmbuild backends`` shows it) and searched
+    nowhere.
+    """
+    import importlib.util
+    from importlib.metadata import entry_points
+
+    found: list[ResourcePackage] = []
+    for ep in sorted(entry_points(group=RESOURCES_GROUP), key=lambda e: (e.name, e.value)):
+        if getattr(ep, "group", RESOURCES_GROUP) != RESOURCES_GROUP:
+            continue
+        package = _distribution(ep)
+        module = ep.value.split(":", 1)[0].strip()
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError) as exc:
+            spec, error = None, f"{type(exc).__name__}: {exc}"
+        else:
+            error = "" if spec is not None else f"no module named {module!r}"
+        folder: Path | None = None
+        if spec is not None:
+            locations = list(spec.submodule_search_locations or [])
+            folder = Path(locations[0]) if locations else Path(str(spec.origin)).parent
+        found.append(ResourcePackage(ep.name, package, module, folder, error))
+    return tuple(found)
+
+
+def search_folders(kind: str, start: Path | None = None) -> list[SearchFolder]:
+    """Folders searched for ``kind`` (profiles or templates), first match wins, with where
+    each comes from.
 
     Order: ``$RMBUILD_<KIND>_PATH`` (os.pathsep-separated), the project's folder, the user's
-    config folder, then the built-ins, so a user can add or shadow a profile without touching
-    the package.
+    config folder, the folders of installed plugin packages (``rmbuild.resources``), then the
+    built-ins, so a user can add or shadow a profile without touching any package. Packages
+    never shadow each other: two of them (rmbuild's built-ins included) shipping one profile,
+    toolchain or template name is a :class:`~rmbuild.errors.PluginConflict` naming both.
     """
-    folders: list[Path] = []
+    folders: list[SearchFolder] = []
     if env := os.environ.get(f"RMBUILD_{kind.upper()}_PATH"):
-        folders += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+        folders += [SearchFolder(Path(p).expanduser(), "env") for p in env.split(os.pathsep) if p]
     if (proj := project_dir(kind, start)) is not None:
-        folders.append(proj)
-    folders.append(user_config_dir() / kind)
-    folders.append(builtin_dir(kind))
+        folders.append(SearchFolder(proj, "project"))
+    folders.append(SearchFolder(user_config_dir() / kind, "user"))
+    packages = [
+        SearchFolder(res.folder / kind, "plugin", res.package)
+        for res in plugin_resources()
+        if res.folder is not None
+    ]
+    builtin = SearchFolder(builtin_dir(kind).resolve(), "built-in", BUILTIN_PACKAGE)
+    packages.append(builtin)
     seen: set[Path] = set()
-    unique = []
-    for folder in folders:
-        resolved = folder.resolve()
+    unique: list[SearchFolder] = []
+    for folder in [*folders, *packages]:
+        resolved = folder.path.resolve()
         if resolved not in seen and resolved.is_dir():
             seen.add(resolved)
-            unique.append(resolved)
+            # In a checkout of rmbuild the built-ins are also the project's folder: say so.
+            unique.append(
+                builtin
+                if resolved == builtin.path
+                else SearchFolder(resolved, folder.origin, folder.package)
+            )
+    _check_packages(kind, tuple(f for f in unique if f.package))
     return unique
+
+
+def search_path(kind: str, start: Path | None = None) -> list[Path]:
+    """The folders of :func:`search_folders`, first match wins."""
+    return [folder.path for folder in search_folders(kind, start)]
+
+
+# What each kind's files are, relative to a package's folder of that kind.
+_SHIPPED = {"profiles": ("*.yaml", "toolchains/*.yaml"), "templates": ("*",)}
+
+
+@cache
+def _check_packages(kind: str, folders: tuple[SearchFolder, ...]) -> None:
+    """Raise PluginConflict if two packages ship one name of ``kind``. Checked once per
+    process for a set of folders: what an installed package ships does not change under a
+    running rmbuild."""
+    owner: dict[str, tuple[SearchFolder, Path]] = {}
+    for folder in folders:
+        for pattern in _SHIPPED.get(kind, ()):
+            for path in sorted(folder.path.glob(pattern)):
+                if not path.is_file():
+                    continue
+                sub = path.parent.name + "/" if pattern.startswith("toolchains/") else ""
+                name = sub + (path.stem if path.suffix == ".yaml" else path.name)
+                if name in owner and owner[name][0].package != folder.package:
+                    from rmbuild.errors import PluginConflict
+
+                    first, first_path = owner[name]
+                    what = {"profiles": "profile", "templates": "template"}[kind]
+                    if sub:
+                        what, name = "toolchain", name.removeprefix(sub)
+                    raise PluginConflict(
+                        f"two installed packages define the {what} {name!r}: "
+                        f"{first.package} and {folder.package}",
+                        context=[
+                            f"{first.package}: {first_path}",
+                            f"{folder.package}: {path}",
+                        ],
+                        hint="uninstall one of the two packages, or ask its vendor to rename "
+                        f"the {what}",
+                    )
+                owner.setdefault(name, (folder, path))

@@ -240,6 +240,15 @@ class BackendUnavailable(RmbuildError):
     exit_code = EXIT_UNAVAILABLE
 
 
+class PluginConflict(RmbuildError):
+    """Two installed packages provide one name (a profile, template, toolchain file or CLI
+    command): an installation conflict for the user to resolve, named with both packages (exit
+    7, like two plugins claiming one backend), never a silent pick of one."""
+
+    code = "plugin-conflict"
+    exit_code = EXIT_UNAVAILABLE
+
+
 class StoreCorrupt(RmbuildError):
     code = "store-corrupt"
     exit_code = EXIT_INCOMPATIBLE

@@ -1,10 +1,12 @@
-"""Finding BuildProfiles: the project's ``profiles/`` first, then the user's, then the built-ins."""
+"""Finding BuildProfiles: ``$RMBUILD_PROFILES_PATH``, the project's ``profiles/``, the user's,
+then those of installed plugin packages and the built-ins
+(:func:`rmbuild.config.search_folders`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from rmbuild.config import search_path
+from rmbuild.config import SearchFolder, search_folders
 from rmbuild.errors import ProfileNotFound, SpecError
 from rmbuild.spec import LoadedProfile, load_profile
 from rmbuild.yamlio import did_you_mean
@@ -12,11 +14,21 @@ from rmbuild.yamlio import did_you_mean
 
 def _candidates(start: Path | None) -> dict[str, Path]:
     """Profile name (file stem) -> file, earlier search-path entries shadowing later ones."""
-    found: dict[str, Path] = {}
-    for folder in search_path("profiles", start):
-        for path in sorted(folder.glob("*.yaml")):
-            found.setdefault(path.stem, path)
+    return {name: path for name, (path, _) in _located(start).items()}
+
+
+def _located(start: Path | None) -> dict[str, tuple[Path, SearchFolder]]:
+    found: dict[str, tuple[Path, SearchFolder]] = {}
+    for folder in search_folders("profiles", start):
+        for path in sorted(folder.path.glob("*.yaml")):
+            found.setdefault(path.stem, (path, folder))
     return found
+
+
+def profile_origins(start: Path | None = None) -> dict[str, SearchFolder]:
+    """Profile name -> the search folder it is taken from (its origin and package), for
+    ``rmbuild profiles``."""
+    return {name: folder for name, (_, folder) in _located(start).items()}
 
 
 def find_profile(

@@ -46,15 +46,28 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _plugin_commands() -> dict[str, Any]:
+    """Commands installed plugin packages add (entry-point group ``rmbuild.commands``), by
+    name; read only when a name is not rmbuild's own or for ``--help``."""
+    from rmbuild.plugins import plugin_commands
+
+    return plugin_commands(frozenset(COMMANDS))
+
+
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+    """A group whose subcommands are imported on first use; plugin packages' commands too."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(COMMANDS)
+        return [*COMMANDS, *sorted(_plugin_commands())]
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name not in COMMANDS:
-            return None
+            entry = _plugin_commands().get(name)
+            if entry is None:
+                return None
+            command = entry.load()
+            _add_late_options(command)
+            return command
         module = importlib.import_module(COMMANDS[name][0])
         _add_late_options(module.command)
         return module.command
@@ -64,10 +77,11 @@ class LazyGroup(click.Group):
     ) -> tuple[str | None, click.Command | None, list[str]]:
         # click says only "No such command"; name the closest one (issue 6 #17).
         name = click.utils.make_str(args[0])
-        if name not in COMMANDS and not name.startswith("-"):
+        if name not in COMMANDS and not name.startswith("-") and name not in _plugin_commands():
             import difflib
 
-            close = difflib.get_close_matches(name, list(COMMANDS), n=1, cutoff=0.6)
+            known = [*COMMANDS, *_plugin_commands()]
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
             if close:
                 ctx.fail(f"No such command {name!r}. Did you mean {close[0]!r}?")
         return super().resolve_command(ctx, args)
@@ -75,6 +89,11 @@ class LazyGroup(click.Group):
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         with formatter.section("Commands"):
             formatter.write_dl([(name, help_) for name, (_, help_) in COMMANDS.items()])
+        plugin = _plugin_commands()
+        if plugin:
+            # The package, not the command's own help: listing must not import plugin code.
+            with formatter.section("Commands of plugin packages"):
+                formatter.write_dl([(n, f"(from {e.package})") for n, e in sorted(plugin.items())])
 
 
 class AppContext:

@@ -10,7 +10,8 @@ from rmbuild.cli._output import console, emit_json, plain
 @click.command("backends")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def command(as_json: bool) -> None:
-    """List backends (entry-point group rmbuild.backends) with availability and reasons."""
+    """List backends (entry-point group rmbuild.backends): the package each comes from,
+    availability and reasons."""
     from rmbuild.plugins import registry
 
     rows = []
@@ -21,6 +22,7 @@ def command(as_json: bool) -> None:
             {
                 "name": name,
                 "plugin": entry.target,
+                "package": entry.package,
                 "available": avail.ok,
                 "reason": avail.reason,
                 "install": avail.install,
@@ -35,7 +37,7 @@ def command(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("BACKEND", "STATUS", "VERSIONS / REASON", "PROFILES", "INSTALL"):
+    for column in ("BACKEND", "PACKAGE", "STATUS", "VERSIONS / REASON", "PROFILES", "INSTALL"):
         table.add_column(column)
     for row in rows:
         status = "[green]available[/]" if row["available"] else "[red]unavailable[/]"
@@ -46,6 +48,7 @@ def command(as_json: bool) -> None:
         )
         table.add_row(
             plain(row["name"]),
+            plain(row["package"]),
             status,
             plain(detail),
             plain(", ".join(row["profiles"])),

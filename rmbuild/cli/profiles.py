@@ -18,19 +18,25 @@ from rmbuild.cli._output import console, emit_json, plain, styled
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def command(start: Path | None, as_json: bool) -> None:
-    """List profiles: project profiles/ first, then user config, then built-ins."""
+    """List profiles: project profiles/ first, then user config, then plugin packages and
+    built-ins; FROM says where each comes from (project, user, env, or the package)."""
     from rmbuild.errors import SpecError
     from rmbuild.plugins import registry
-    from rmbuild.profiles import list_profiles
+    from rmbuild.profiles import list_profiles, profile_origins
 
+    folder = (start or Path.cwd()).resolve()
     backends = registry()
+    origins = profile_origins(folder)
     rows = []
-    for loaded in list_profiles((start or Path.cwd()).resolve()):
+    for loaded in list_profiles(folder):
         if isinstance(loaded, SpecError):
             path = str(loaded.file)
+            origin = origins.get(Path(path).stem)
             rows.append(
                 {
                     "name": Path(path).stem,
+                    "origin": origin.origin if origin else "",
+                    "package": origin.package if origin else "",
                     "backend": "",
                     "stage": "",
                     "resource": "",
@@ -48,9 +54,12 @@ def command(start: Path | None, as_json: bool) -> None:
         p = loaded.profile
         entry = backends.get(p.backend)
         avail = entry.availability() if entry else None
+        origin = origins.get(p.name)
         rows.append(
             {
                 "name": p.name,
+                "origin": origin.origin if origin else "",
+                "package": origin.package if origin else "",
                 "backend": p.backend,
                 "stage": p.stage,
                 "resource": p.resource,
@@ -72,7 +81,7 @@ def command(start: Path | None, as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("PROFILE", "STAGE", "FLOW", "BACKEND", "TOOL", "STATUS", "FILE"):
+    for column in ("PROFILE", "STAGE", "FLOW", "BACKEND", "TOOL", "FROM", "STATUS", "FILE"):
         table.add_column(column)
     for r in rows:
         flow = f"{r['input']} -> {r['output']}"
@@ -81,6 +90,6 @@ def command(start: Path | None, as_json: bool) -> None:
             if r["available"]
             else styled(("unavailable", "red"), ": ", r["reason"])
         )
-        cells = (r["name"], r["stage"], flow, r["backend"], r["tool"])
+        cells = (r["name"], r["stage"], flow, r["backend"], r["tool"], r["package"] or r["origin"])
         table.add_row(*map(plain, cells), status, plain(r["path"]))
     console().print(table)

@@ -39,18 +39,19 @@ def describe(store: Any, record: Any) -> dict[str, Any]:
 
 
 def _backend_details(store: Any, record: Any, manifest: Any) -> dict[str, Any]:
-    """Facts a backend reads from its artifact's files, e.g. an RNGD .fxb's manifest (issue 7)."""
+    """Facts a backend reads from its artifact's files, e.g. an RNGD .fxb's manifest
+    (:meth:`~rmbuild.backends.base.BackendPlugin.artifact_details`); none where the backend
+    is not installed here."""
     from rmbuild.plugins import registry
 
     entry = registry().get(record.metadata.get("backend", ""))
-    reader = getattr(entry.plugin, "artifact_details", None) if entry else None
-    if reader is None:
+    if entry is None or entry.plugin is None:
         return {}
 
     def read(rel: str) -> bytes:
         return store.blob_path(manifest.files[rel].digest).read_bytes()
 
-    return reader(read)
+    return entry.plugin.artifact_details(read)
 
 
 @click.command("show")
@@ -63,7 +64,7 @@ def command(app: Any, ref: str, as_json: bool) -> None:
 
     from rmbuild.store import open_store, resolve
 
-    # Read-only index: show works on a full disk (issue 6 #13).
+    # Read-only index: show works on a full disk.
     store = open_store(app.store_path, app.index_url, read_only=True)
     info = describe(store, resolve(store, ref))
     if as_json:
