@@ -62,6 +62,30 @@ class Target(_Strict):
     description: str = ""
 
 
+ResourceClass = Literal["npu", "gpu", "cpu", "pim", "remote", "any"]
+
+
+class ServePolicy(_Strict):
+    """How ``rmbuild serve`` and ``rmbuild.load(NAME)`` pick among the model's artifacts."""
+
+    order: list[ResourceClass] | None = Field(
+        None,
+        min_length=1,
+        description="Device classes in preference order (default: npu, gpu, cpu, remote). "
+        "The first class with an artifact that loads here serves; the others are the "
+        "fallback, in order. A class not listed is never served.",
+    )
+
+    @field_validator("order")
+    @classmethod
+    def _once_each(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            twice = sorted({c for c in value if value.count(c) > 1})
+            if twice:
+                raise ValueError(f"each class may appear once; repeated: {', '.join(twice)}")
+        return value
+
+
 class ModelSpec(_Strict):
     """``model.yaml``: a logical model, its source and its targets."""
 
@@ -69,6 +93,9 @@ class ModelSpec(_Strict):
     source: Source
     task: Literal["text-generation"] = "text-generation"
     targets: dict[str, Target] = Field(min_length=1)
+    serve: ServePolicy | None = Field(
+        None, description="Serving policy: which device classes serve the model, in order."
+    )
 
     @field_validator("targets")
     @classmethod

@@ -110,3 +110,33 @@ def test_schemas_are_strict() -> None:
     for model in (ModelSpec, BuildProfile):
         schema = model.model_json_schema()
         assert schema["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(
+    ("serve", "line", "field", "words"),
+    [
+        ("serve: {order: [gpu, tpu]}\n", 5, "serve.order.1", "'tpu'"),
+        ("serve: {order: [cpu, gpu, cpu]}\n", 5, "serve.order", "repeated: cpu"),
+        ("serve: {order: []}\n", 5, "serve.order", "at least 1"),
+        ("serve: {prefer: [cpu]}\n", 5, "serve.prefer", "unknown field"),
+    ],
+)
+def test_serve_order_errors(
+    tmp_path: Path, serve: str, line: int, field: str, words: str
+) -> None:
+    path = tmp_path / "model.yaml"
+    path.write_text("name: tiny\nsource: {path: m}\ntargets:\n  a: {profile: p}\n" + serve)
+    with pytest.raises(SpecError) as err:
+        load_model_spec(path)
+    assert err.value.field == field
+    assert err.value.line == line
+    assert words in str(err.value)
+
+
+def test_serve_order_is_optional_and_kept(tmp_path: Path) -> None:
+    path = tmp_path / "model.yaml"
+    base = "name: tiny\nsource: {path: m}\ntargets:\n  a: {profile: p}\n"
+    path.write_text(base)
+    assert load_model_spec(path).spec.serve is None
+    path.write_text(base + "serve:\n  order: [remote, cpu]\n")
+    assert load_model_spec(path).spec.serve.order == ["remote", "cpu"]
