@@ -121,9 +121,7 @@ def test_schemas_are_strict() -> None:
         ("serve: {prefer: [cpu]}\n", 5, "serve.prefer", "unknown field"),
     ],
 )
-def test_serve_order_errors(
-    tmp_path: Path, serve: str, line: int, field: str, words: str
-) -> None:
+def test_serve_order_errors(tmp_path: Path, serve: str, line: int, field: str, words: str) -> None:
     path = tmp_path / "model.yaml"
     path.write_text("name: tiny\nsource: {path: m}\ntargets:\n  a: {profile: p}\n" + serve)
     with pytest.raises(SpecError) as err:
