@@ -106,9 +106,10 @@ file_hashes = sa.Table(
 )
 
 
-# What each blob looked like when it became part of an artifact (issue 6 #8). Blobs are
-# read-only and never rewritten in place, so a different inode, mtime or size means tampering
-# or a bad disk: the cheap check on every hit compares these, and re-hashes only on a mismatch.
+# What each blob looked like when it became part of an artifact, as an older version recorded
+# it. Inodes are a fact of one disk, not of an index other stores may share: the cheap check now
+# keeps them in the store (artifact_store/local.py), which reads these rows once, where the index
+# is the store's own file.
 blob_stats = sa.Table(
     "blob_stats",
     metadata_obj,

@@ -1,8 +1,9 @@
 """The stdlib-sqlite3 read path: a cache hit's reads without importing SQLAlchemy.
 
 SQLAlchemy costs ~0.2 s to import, most of a CLI cache hit. So for a plain ``sqlite:///`` file
-index already at the head revision, the hit's reads (:meth:`Store.get`, the stat-cache lookup,
-the blob stat records of the integrity check) use a read-only sqlite3 connection. These
+index already at the head revision, the hit's reads (:meth:`Store.get`, the stat-cache lookup)
+use a read-only sqlite3 connection (the integrity check's records are the store's own, read
+through sqlite3 too: :mod:`artifact_store.local`). These
 functions mirror index.py's tables and UTCDateTime/JSON column types, and must return exactly
 what the SQLAlchemy path returns; tests/artifact_store/test_fast_path.py compares the two.
 """
@@ -297,22 +298,6 @@ def gc_live_fast(conn: sqlite3.Connection) -> tuple[set[str], dict[str, int], li
     keys = {r[0] for r in conn.execute(keys_sql)}
     sizes = dict(conn.execute(blobs_sql).fetchall())
     return keys, sizes, [r[0] for r in conn.execute(legacy_sql)]
-
-
-def blob_stats_fast(
-    conn: sqlite3.Connection, digests: list[str]
-) -> dict[str, tuple[int, int, int]]:
-    """Recorded ``(inode, mtime_ns, size)`` of blobs, by digest (see integrity.py)."""
-    found: dict[str, tuple[int, int, int]] = {}
-    for i in range(0, len(digests), _CHUNK):
-        chunk = digests[i : i + _CHUNK]
-        for digest, inode, mtime_ns, size in conn.execute(
-            "SELECT digest, inode, mtime_ns, size FROM blob_stats"
-            f" WHERE digest IN ({', '.join('?' * len(chunk))})",
-            chunk,
-        ):
-            found[digest] = (inode, mtime_ns, size)
-    return found
 
 
 def utc_from_sqlite(value: str) -> datetime:
