@@ -32,6 +32,7 @@ class _Entry:
     avail: _Avail
     target: str = "fake_pkg.plugin:Fake"
     plugin: Any = None
+    package: str = "fake-pkg[extra]"
 
     def availability(self) -> _Avail:
         return self.avail
@@ -66,6 +67,7 @@ def test_backends_table_keeps_the_extra(bracketed_backends, cli) -> None:  # noq
     r = cli("backends")
     assert r.code == 0, r.err
     assert INSTALL in r.out and "needs the [onnx] extra" in r.out
+    assert "fake-pkg[extra]" in r.out
 
 
 def test_backends_json_is_unchanged(bracketed_backends, cli) -> None:  # noqa: ANN001

@@ -199,7 +199,7 @@ def test_two_plugins_claiming_one_backend_is_an_installation_conflict(
         plugins.registry.cache_clear()
     r.assert_failure(7)
     assert "error[duplicate-backend]: two plugins register the backend 'onnxruntime'" in r.err
-    assert "pkg_a.plugin:Backend and pkg_b.plugin:Backend" in r.err
+    assert "pkg_a.plugin:Backend" in r.err and "pkg_b.plugin:Backend" in r.err
     assert "uninstall one" in r.err
 
 
