@@ -111,8 +111,13 @@ class Walk:
             if i == len(self.chain) - 1:
                 return i
             # --rebuild runs every stage again: no result may stand in for one. (An unreadable
-            # remote is said by the pull attempted when the stage is obtained.)
-            known = None if self.since else known_output(self.store, self.remote, key_hex)
+            # remote is said by the pull attempted when the stage is obtained.) A readonly
+            # build keeps no remote result here: it writes nothing but what it pulls.
+            known = (
+                None
+                if self.since
+                else known_output(self.store, self.remote, key_hex, keep=not self.readonly)
+            )
             self.outputs[i] = known
             if known is None:
                 return i

@@ -250,3 +250,39 @@ def test_a_fast_hit_pushes_to_the_remote_of_the_project_config(
     result = cli("compile", str(aged.spec), "--json")
     assert result.code == 0, result.err
     assert _remote_keys(remote_dir) == {result.json()[0]["artifact"]}
+
+
+# ---- the fast path needs only the target's artifact, not its upstream stages' files ---------
+
+
+def test_a_pulled_final_artifact_hits_on_the_fast_path(
+    project, cli, monkeypatch, tmp_path: Path
+) -> None:
+    """After a pull of the last stage alone, the full path hits (keys from results) and writes
+    the entry; the next compile is served by the fast path, still without the export's files."""
+    pytest.importorskip("fsspec", reason="remotes need the remote extra")
+    second = (
+        project.fake_profile()
+        .replace("name: fake-compile", "name: fake-second")
+        .replace("input_format: hf", "input_format: fake-bin")
+        .replace("output_format: fake-bin", "output_format: fake-bin2\ndepends_on: fake-compile")
+    )
+    project.write_profile("fake-second", second)
+    project.write_spec(project.spec_text(profile="fake-second"))
+    _age(project.root, project.fake.parent)
+    remote = (tmp_path / "remote").as_uri()
+    built = cli("compile", str(project.spec), "--remote", remote, "--json")
+    assert built.code == 0, built.err
+    export, last = (s["key"] for s in built.json()[0]["stages"])
+    serving = tmp_path / "serving-store"
+    monkeypatch.setenv("RMBUILD_STORE", str(serving))
+    assert cli("pull", last, "--remote", remote).code == 0
+    assert cli("compile", str(project.spec), "--remote", "none").code == 0  # writes the entry
+    _full_path_forbidden(monkeypatch)
+    fast = cli("compile", str(project.spec), "--remote", "none", "--json")
+    assert fast.code == 0, fast.err
+    assert [s["key"] for s in fast.json()[0]["stages"]] == [export, last]
+    from artifact_store import Store
+
+    with Store(serving) as store:
+        assert store.get(export) is None and store.result(export) is not None
