@@ -108,7 +108,31 @@ class KVLoop:
 
     def _run(self, feeds: dict[str, Any]) -> tuple[np.ndarray, list[Any]]:
         """One inference: the last position's logits and the presents in ``past`` order."""
+        logits, presents = self._run_batch(feeds)
+        return logits[0], presents
+
+    def _run_batch(self, feeds: dict[str, Any]) -> tuple[np.ndarray, list[Any]]:
+        """One inference over a batch: each row's last-position logits ``[batch, vocab]`` and
+        the presents in ``past`` order. A runtime implements this or :meth:`_run`."""
         raise NotImplementedError
+
+    @property
+    def batchable(self) -> bool:
+        """Whether several sequences can step together: the runtime runs batches and the
+        graph's batch dimension is dynamic (a static-shape IR takes one sequence)."""
+        if type(self)._run_batch is KVLoop._run_batch:
+            return False
+        spec = self.layout.spec("input_ids")
+        return spec is not None and bool(spec.shape) and spec.shape[0] is None
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """This sequence's whole state (cache tensors, length, checked), for :meth:`restore`:
+        a server swaps sequences in and out of one loop between steps."""
+        return (self.past, self.length, self._checked)
+
+    def restore(self, state: tuple[Any, ...]) -> None:
+        """Make ``state`` (from :meth:`snapshot`) the current sequence."""
+        self.past, self.length, self._checked = state
 
     def closed_error(self) -> SessionClosed:
         """What a step after ``close()`` raises, the same on every runtime (a caller holding

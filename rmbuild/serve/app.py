@@ -9,6 +9,7 @@ disconnects is cancelled at the engine's next step.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -21,6 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
 from rmbuild import __version__
+from rmbuild.errors import RmbuildError
 from rmbuild.runtime.sampling import SamplingParams
 from rmbuild.serve.chat import ChatTemplate
 from rmbuild.serve.engine import (
@@ -29,6 +31,7 @@ from rmbuild.serve.engine import (
     Failed,
     Finished,
     QueueFull,
+    Restarted,
     Token,
     error_status,
 )
@@ -98,10 +101,51 @@ def create_app(served: Served, *, api_key: str | None = None) -> FastAPI:
 
     @app.get("/health")
     async def health() -> Response:
+        # A served model says which candidate serves now, and the moves so far.
+        status = getattr(served.engine, "status", None)
+        body = status() if status is not None else {"status": "ok"}
         if served.engine.healthy:
-            return Response(status_code=200)
+            return JSONResponse(body, status_code=200)
         reason = served.engine.dead or "shutting down"
-        return JSONResponse({"status": "unavailable", "reason": str(reason)}, status_code=503)
+        return JSONResponse(
+            {**body, "status": "unavailable", "reason": str(reason)}, status_code=503
+        )
+
+    @app.post("/admin/switch")
+    async def switch(request: Request) -> Response:
+        # Moving a live model is an operator's act: with no key, only a loopback server
+        # (whose callers are this machine's users) takes it.
+        if api_key is None and not _local_connection(request):
+            raise APIError(
+                403,
+                "/admin/switch needs the server's API key; this server has none",
+                type_="permission_error",
+            )
+        body = await _json(request)
+        to = body.get("to", body.get("device", body.get("target")))
+        if not isinstance(to, str) or not to.strip():
+            raise APIError(
+                400,
+                "to: a target, a device class (npu, gpu, cpu, remote), a backend or an "
+                "artifact id is required",
+                param="to",
+            )
+        move = getattr(served.engine, "switch", None)
+        if move is None:
+            raise APIError(400, "this server serves one session; it cannot switch", param="to")
+        from rmbuild.serve.router import MoveInProgress
+
+        try:
+            status = await asyncio.to_thread(move, to)
+        except MoveInProgress as exc:
+            raise APIError(409, str(exc), type_="conflict_error") from None
+        except EngineStopped as exc:
+            raise APIError(503, f"the server is not serving: {exc}", type_="server_error") from None
+        except RmbuildError as exc:
+            error = _as_api_error(exc)
+            error.param = "to"
+            raise error from None
+        return JSONResponse(status)
 
     @app.get("/version")
     async def version() -> dict[str, Any]:
@@ -113,6 +157,7 @@ def create_app(served: Served, *, api_key: str | None = None) -> FastAPI:
             "target": served.info.get("target"),
             "backend": served.info.get("backend"),
             "device": served.info.get("device"),
+            "resource": served.info.get("resource"),
             "sdk": served.info.get("sdk", {}),
         }
 
@@ -197,6 +242,8 @@ def create_app(served: Served, *, api_key: str | None = None) -> FastAPI:
                     params=_params(req),
                     logprobs=req.logprobs,
                     prompt_logprobs=req.echo and req.logprobs is not None,
+                    ignore_eos=req.ignore_eos,
+                    stream=req.stream,
                 )
             )
         rid = f"cmpl-{uuid.uuid4().hex}"
@@ -239,6 +286,8 @@ def create_app(served: Served, *, api_key: str | None = None) -> FastAPI:
             max_tokens=limit,
             params=_params(req),
             logprobs=(req.top_logprobs or 0) if req.logprobs else None,
+            ignore_eos=req.ignore_eos,
+            stream=req.stream,
         )
         rid = f"chatcmpl-{uuid.uuid4().hex}"
         gen = _submit(served, gen)
@@ -272,6 +321,17 @@ def create_app(served: Served, *, api_key: str | None = None) -> FastAPI:
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+
+
+def _local_connection(request: Request) -> bool:
+    """Whether the request came in on a loopback address, so from this machine."""
+    import ipaddress
+
+    server = request.scope.get("server") or ("",)
+    try:
+        return ipaddress.ip_address(str(server[0])).is_loopback
+    except ValueError:
+        return server[0] == "localhost"
 
 
 def _error(exc: APIError) -> JSONResponse:
@@ -375,6 +435,8 @@ async def _collect(gen: GenRequest) -> tuple[list[Token], Finished]:
             event = await gen.events.get()
             if isinstance(event, Token):
                 tokens.append(event)
+            elif isinstance(event, Restarted):
+                tokens.clear()  # replayed on another session: its tokens come again
             elif isinstance(event, Finished):
                 return tokens, event
             elif isinstance(event, Failed):

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from rmbuild.errors import ArtifactInputMismatch, ContextTooLong, InvalidPrompt, RmbuildError
+from rmbuild.runtime.batching import Batch
 from rmbuild.runtime.kvloop import KVLoop
 from rmbuild.runtime.sampling import SamplingParams, sample
 from rmbuild.runtime.session import BackendSession
@@ -66,6 +67,11 @@ class Finished:
 
 
 @dataclass
+class Restarted:
+    """The request starts over on another session: drop the tokens received so far."""
+
+
+@dataclass
 class Failed:
     """The request failed; ``error`` says why (an RmbuildError for known causes)."""
 
@@ -81,6 +87,10 @@ class Request:
     params: SamplingParams = field(default_factory=SamplingParams)
     logprobs: int | None = None  # top-N log-probabilities per generated token
     prompt_logprobs: bool = False  # log-probabilities of the prompt's tokens (echo)
+    ignore_eos: bool = False
+    # A streamed request's tokens reach its client as they come, so it cannot be replayed on
+    # another device once one was sent; a collected one can, until it finishes.
+    stream: bool = False
     id: str = ""
     arrival: float = field(default_factory=time.monotonic)
     events: asyncio.Queue[Any] | None = None
@@ -91,7 +101,8 @@ class Request:
     first_token: float | None = None
     finished_at: float | None = None
     completion_tokens: int = 0
-    _state: Any = None
+    _state: Any = None  # its cache while it steps alone (KVLoop.snapshot)
+    _row: Any = None  # its row while it is in the batch
     _text: TextStream | None = None
     _rng: Any = None
     _last: int | None = None
@@ -100,6 +111,24 @@ class Request:
     def cancel(self) -> None:
         """Stop generating for this request (its client went away)."""
         self.cancelled = True
+
+    @property
+    def replayable(self) -> bool:
+        """Whether the request can start over on another session without its client seeing
+        it: nothing of it was streamed yet (a collected request sends nothing until it ends)."""
+        return self.finished_at is None and (not self.stream or self.first_token is None)
+
+    def rewind(self) -> None:
+        """Forget every step of generation, so another engine runs the request from its
+        prompt; a collected request's consumer is told to drop the tokens it holds."""
+        had_tokens = self.completion_tokens > 0
+        self.started = self.first_token = None
+        self.completion_tokens = 0
+        self._state = self._text = self._rng = self._last = self._logits = self._row = None
+        if hasattr(self, "_prompt_lps"):
+            del self._prompt_lps
+        if had_tokens:
+            self._emit(Restarted())
 
     def _emit(self, event: Any) -> None:
         if self.events is None or self.loop is None:
@@ -125,18 +154,27 @@ class Engine:
         max_running: int = 8,
         max_queue: int = 64,
         observer: Callable[[Request, str], None] | None = None,
+        on_failure: Callable[[BaseException, list[Request]], list[Request]] | None = None,
+        batch: bool = True,
     ) -> None:
         self.session = session
         self.max_running = max(1, int(max_running))
         self.max_queue = max(0, int(max_queue))
         self.observer = observer
+        # Told of a backend failure with every request not yet ended; returns those it did
+        # not take over (they fail here). The served model moves them to its next candidate.
+        self.on_failure = on_failure
         self._waiting: deque[Request] = deque()
         self._running: list[Request] = []
         self._cv = threading.Condition()
         self._stopping = False
         self.dead: BaseException | None = None
         self._ids = itertools.count(1)
-        self._swappable = isinstance(session.step_fn, KVLoop)
+        step = session.step_fn
+        self._swappable = isinstance(step, KVLoop)
+        # Rows decode in one forward pass where the runtime takes a batch; elsewhere each
+        # request steps alone, its cache swapped in and out.
+        self._batch = Batch(step) if batch and self._swappable and step.batchable else None
         self._thread = threading.Thread(target=self._work, name="rmbuild-engine", daemon=True)
         self._thread.start()
 
@@ -170,6 +208,25 @@ class Engine:
             self._cv.notify()
         return request
 
+    def hand_over(self) -> list[Request]:
+        """Take no new request and give back those still waiting (not started); the running
+        ones finish here. For moving a live model to another session."""
+        with self._cv:
+            self._stopping = True
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            self._cv.notify()
+        return waiting
+
+    def adopt(self, requests: list[Request]) -> None:
+        """Queue requests another engine accepted (handed over or replayed), past the bound:
+        they were admitted once and must not be refused now."""
+        with self._cv:
+            if self.dead is not None or self._stopping:
+                raise EngineStopped(str(self.dead or "the engine is stopping"))
+            self._waiting.extend(requests)
+            self._cv.notify()
+
     def stop(self, timeout: float | None = None) -> None:
         """Finish what is running and waiting, then end the worker (at most ``timeout`` s)."""
         with self._cv:
@@ -200,11 +257,20 @@ class Engine:
         except BaseException as exc:  # noqa: BLE001 - a dead engine fails every request, says why
             self.dead = exc
             with self._cv:
-                pending = [*admitted, *self._running, *self._waiting]
+                pending: list[Request] = []
+                for request in [*admitted, *self._running, *self._waiting]:
+                    # Not yet told how it ended, and each once (admitted ones are running too).
+                    if request.finished_at is None and not any(request is p for p in pending):
+                        pending.append(request)
                 self._running.clear()
                 self._waiting.clear()
+            if self.on_failure is not None:
+                try:
+                    pending = self.on_failure(exc, pending)
+                except BaseException as hook_exc:  # noqa: BLE001 - requests still get an end
+                    exc = hook_exc
             for request in pending:
-                if request.finished_at is None:  # not yet told how it ended
+                if request.finished_at is None:
                     self._end(request, Failed(exc), "error")
 
     def _running_full(self) -> bool:
@@ -242,7 +308,7 @@ class Engine:
             self._end(request, self._finished(request, "length"), "length")
             return
         if self._swappable:
-            request._state = _save(step)
+            request._state = step.snapshot()
         # The first token comes from the prefill's logits: send it now (time to first token).
         self._advance(request, decode=False)
 
@@ -262,27 +328,64 @@ class Engine:
         """One decode step for every running request (each with its own KV cache), but those
         in ``skip`` (just prefilled: their first token came from the prefill)."""
         for request in list(self._running):
-            if any(request is s for s in skip):
-                continue
             if request.cancelled:
                 self._end(request, self._finished(request, "cancelled"), "cancelled")
-                continue
-            self._advance(request, decode=True)
+        if self._batch is not None:
+            self._batch_round()
+        else:
+            for request in list(self._running):
+                if not any(request is s for s in skip):
+                    self._advance(request, decode=True)
+        if self._batch is not None:
+            # The newcomers join the batch now: their next step is the next round's.
+            for request in skip:
+                if request.finished_at is None and request._state is not None:
+                    request._row = self._batch.add(request._state)
+                    request._state = None
+
+    def _batch_round(self) -> None:
+        assert self._batch is not None
+        batch = self._batch
+        rows = {id(r._row): r for r in self._running if r._row is not None}
+        members = [rows[id(row)] for row in batch.rows if id(row) in rows]
+        if not members:
+            return
+        try:
+            logits = batch.step([r._last for r in members])
+        except REQUEST_ERRORS:
+            raise
+        except Exception:  # noqa: BLE001 - a runtime that refuses batches: step rows alone
+            self._unbatch()
+            for request in members:
+                self._advance(request, decode=True)
+            return
+        for i, request in enumerate(members):
+            request._logits = logits[i]
+            self._advance(request, decode=False)
+
+    def _unbatch(self) -> None:
+        """Give every row its own cache back and stop batching (the runtime refused a batch)."""
+        assert self._batch is not None
+        for request in self._running:
+            if request._row is not None:
+                request._state = self._batch.state(request._row)
+                request._row = None
+        self._batch = None
 
     def _advance(self, request: Request, *, decode: bool) -> None:
         step = self.session.step_fn
         try:
             if decode:
                 if self._swappable:
-                    _restore(step, request._state)
+                    step.restore(request._state)
                 request._logits = step.step(np.asarray([request._last], dtype=np.int64))
                 if self._swappable:
-                    request._state = _save(step)
+                    request._state = step.snapshot()
             token = sample(request._logits, request.params, request._rng)
         except REQUEST_ERRORS as exc:
             self._end(request, Failed(exc), "error")
             return
-        if token in self.session.eos_token_ids:
+        if token in self.session.eos_token_ids and not request.ignore_eos:
             self._end(request, self._finished(request, "stop"), "stop")
             return
         lp = top = None
@@ -313,6 +416,9 @@ class Engine:
     def _end(self, request: Request, event: Finished | Failed, outcome: str) -> None:
         if request in self._running:
             self._running.remove(request)
+        if request._row is not None and self._batch is not None:
+            self._batch.remove(request._row)
+        request._row = None
         request._state = request._logits = None
         request.finished_at = time.monotonic()
         request._emit(event)
@@ -332,16 +438,6 @@ class Engine:
             for i in np.argsort(-lps)[:top]:
                 best.setdefault(decode([int(i)]), float(lps[i]))
         return float(lps[token]), best
-
-
-def _save(step: KVLoop) -> tuple[Any, ...]:
-    # The decode loop's whole per-sequence state: the cache tensors, their length, and
-    # whether this sequence's inputs were checked against the graph.
-    return (step.past, step.length, step._checked)
-
-
-def _restore(step: KVLoop, state: tuple[Any, ...]) -> None:
-    step.past, step.length, step._checked = state
 
 
 def error_status(exc: BaseException) -> int:

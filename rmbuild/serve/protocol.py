@@ -67,6 +67,8 @@ class _Request(BaseModel):
     stream_options: StreamOptions | None = None
     n: int = 1
     user: str | None = None
+    # vLLM's extension, for benchmarks: generate max_tokens whatever the model's EOS says.
+    ignore_eos: bool = False
 
     @field_validator("n")
     @classmethod

@@ -87,7 +87,7 @@ class IREEDecoderStep(KVLoop):
             layout, pad=int(pad) if pad is not None else (0 if local else 1), what=vmfb_path.name
         )
 
-    def _run(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
+    def _run_batch(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
         outputs = self._fn(*[feeds[name] for name in self.input_names])
         if not isinstance(outputs, tuple | list):
             outputs = (outputs,)
@@ -104,12 +104,12 @@ class IREEDecoderStep(KVLoop):
                 shape = tuple(value.shape)
                 if len(shape) != 4 or shape[2] != total:
                     raise RuntimeError(
-                        f"present KV has shape {shape}; expected [1, kv_heads, {total}, "
+                        f"present KV has shape {shape}; expected [batch, kv_heads, {total}, "
                         "head_dim] (the module's outputs are not in the exporter's order)"
                     )
             self._presents_checked = True
         host = logits.to_host() if hasattr(logits, "to_host") else np.asarray(logits)
-        return np.array(host[0, -1], dtype=np.float32), presents
+        return np.array(host[:, -1], dtype=np.float32), presents
 
     def reset(self) -> None:
         """Forget the KV cache; the next step checks the module's outputs again."""

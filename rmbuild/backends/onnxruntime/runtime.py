@@ -53,9 +53,9 @@ class OnnxDecoderStep(KVLoop):
         self.output_names = ["logits", *self.present_names]
         self._run_fn = self.session.run
 
-    def _run(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
+    def _run_batch(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
         outputs = self._run_fn(self.output_names, feeds)
-        return outputs[0][0, -1], outputs[1:]
+        return outputs[0][:, -1], outputs[1:]
 
     def close(self) -> None:
         self.closed = True

@@ -1,0 +1,205 @@
+"""Serving speed: ``rmbuild serve`` through the openai client against the in-process session on
+the same artifact, measured in the same run.
+
+    python bench/bench_serve.py [--tokens 128] [--streams 8] [--reps 5] [--vllm-url URL]
+
+* one stream: served tokens/s (openai client, streaming) vs the in-process session's, run in
+  interleaved pairs; target >= 0.9x;
+* N concurrent streams: aggregate tokens/s vs one stream's in the same run; target >= 4x at 8;
+* time to first token, p50 and p99, at 1, 8 and 32 concurrent streams;
+* with ``--vllm-url`` (a vLLM server already serving the same model, e.g. ``.ci/vllm.sh``), the
+  same figures for it, in the same run.
+
+Every request asks for exactly ``--tokens`` tokens (``ignore_eos``, vLLM's extension, which
+rmbuild's server takes too). The example model is built into a temporary store first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SPEC = REPO / "examples" / "tiny-llama" / "model.yaml"
+PROMPT = "The future of AI is"
+
+
+def build(store_dir: Path) -> str:
+    from artifact_store import Store
+    from rmbuild.build import compile_spec
+
+    store = Store(store_dir)
+    try:
+        (result,) = compile_spec(SPEC, ["cpu"], store=store)
+        return result.artifact.key
+    finally:
+        store.close()
+
+
+def in_process(store_dir: Path, key: str, tokens: int) -> float:
+    """Seconds for one greedy generation of ``tokens`` tokens in this process."""
+    from artifact_store import Store
+    from rmbuild.runtime.loader import load
+
+    store = Store(store_dir)
+    session = load(key, store=store)
+    session.eos_token_ids = set()
+    ids = session.tokenizer.encode(PROMPT)
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        n = sum(1 for _ in session.generate_ids(ids, tokens))
+        assert n == tokens
+        return time.perf_counter() - t0
+
+    once()
+    in_process.once = once  # type: ignore[attr-defined]
+    in_process.session = session  # type: ignore[attr-defined]
+    return once()
+
+
+async def stream_one(client, model: str, tokens: int) -> tuple[float, float, int]:  # noqa: ANN001
+    """(time to first token, total seconds, tokens) of one streamed completion."""
+    t0 = time.perf_counter()
+    first = None
+    n = 0
+    stream = await client.completions.create(
+        model=model,
+        prompt=PROMPT,
+        max_tokens=tokens,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"ignore_eos": True},
+    )
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].text and first is None:
+            first = time.perf_counter() - t0
+        if chunk.usage is not None:
+            n = chunk.usage.completion_tokens
+    return first or 0.0, time.perf_counter() - t0, n
+
+
+async def concurrent(url: str, model: str, streams: int, tokens: int) -> dict[str, float]:
+    import openai
+
+    client = openai.AsyncOpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600)
+    t0 = time.perf_counter()
+    results = await asyncio.gather(*(stream_one(client, model, tokens) for _ in range(streams)))
+    wall = time.perf_counter() - t0
+    ttfts = sorted(r[0] for r in results)
+    total = sum(r[2] for r in results)
+    await client.close()
+    return {
+        "tok_s": total / wall,
+        "ttft_p50": statistics.median(ttfts),
+        "ttft_p99": ttfts[min(len(ttfts) - 1, int(0.99 * len(ttfts)))],
+        "tokens": total,
+    }
+
+
+def start_server(store_dir: Path, key: str) -> tuple[subprocess.Popen[str], str]:
+    env = {**os.environ, "RMBUILD_STORE": str(store_dir)}
+    log = store_dir.parent / "serve.log"
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "rmbuild"),
+            "serve",
+            key,
+            "--port",
+            "0",
+            "--max-running",
+            "32",
+            "--max-queue",
+            "64",
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        text=True,
+    )
+    for _ in range(1200):
+        found = re.search(r"at (http://\S+/v1)", log.read_text())
+        if found:
+            return proc, found.group(1)
+        if proc.poll() is not None:
+            raise SystemExit(f"rmbuild serve exited:\n{log.read_text()}")
+        time.sleep(0.1)
+    raise SystemExit("rmbuild serve did not start")
+
+
+def model_of(url: str) -> str:
+    import httpx
+
+    return httpx.get(f"{url}/models", timeout=30).json()["data"][0]["id"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tokens", type=int, default=128)
+    ap.add_argument("--streams", type=int, default=8)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--vllm-url", help="base URL of a vLLM server on the same model (…/v1)")
+    args = ap.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store_dir = Path(tmp) / "store"
+        key = build(store_dir)
+        in_process(store_dir, key, args.tokens)
+        proc, url = start_server(store_dir, key)
+        try:
+            model = model_of(url)
+            # One stream, interleaved with the in-process baseline.
+            served, local = [], []
+            for _ in range(args.reps):
+                local.append(args.tokens / in_process.once())  # type: ignore[attr-defined]
+                r = asyncio.run(concurrent(url, model, 1, args.tokens))
+                served.append(r["tok_s"])
+            one = statistics.median(served)
+            base = statistics.median(local)
+            print(f"in-process session, 1 stream : {base:8.0f} tok/s (baseline)")
+            print(
+                f"rmbuild serve, 1 stream      : {one:8.0f} tok/s  = {one / base:.2f}x in-process"
+            )
+            rows = {}
+            for n in (args.streams, 32):
+                runs = [asyncio.run(concurrent(url, model, n, args.tokens)) for _ in range(3)]
+                rows[n] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+            agg = rows[args.streams]["tok_s"]
+            print(
+                f"rmbuild serve, {args.streams} streams     : {agg:8.0f} tok/s aggregate "
+                f"= {agg / one:.2f}x one stream"
+            )
+            ttft1 = asyncio.run(concurrent(url, model, 1, args.tokens))
+            print("TTFT (s)              p50      p99")
+            print(f"  1 stream        {ttft1['ttft_p50']:8.4f} {ttft1['ttft_p99']:8.4f}")
+            for n, r in rows.items():
+                print(f"  {n:2d} streams      {r['ttft_p50']:8.4f} {r['ttft_p99']:8.4f}")
+            if args.vllm_url:
+                vmodel = model_of(args.vllm_url)
+                v1 = statistics.median(
+                    asyncio.run(concurrent(args.vllm_url, vmodel, 1, args.tokens))["tok_s"]
+                    for _ in range(args.reps)
+                )
+                vn = asyncio.run(concurrent(args.vllm_url, vmodel, args.streams, args.tokens))
+                print(f"vLLM, 1 stream               : {v1:8.0f} tok/s; rmbuild = {one / v1:.2f}x")
+                print(
+                    f"vLLM, {args.streams} streams              : {vn['tok_s']:8.0f} tok/s; "
+                    f"rmbuild = {agg / vn['tok_s']:.2f}x; TTFT p50 {vn['ttft_p50']:.4f} "
+                    f"p99 {vn['ttft_p99']:.4f}"
+                )
+        finally:
+            proc.terminate()
+            proc.wait(60)
+
+
+if __name__ == "__main__":
+    main()
