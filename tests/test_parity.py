@@ -102,3 +102,32 @@ def test_backends_agree_with_pytorch(target: str, built, reference) -> None:  # 
         logits = np.asarray(session.step_fn.step(np.asarray(prompt, dtype=np.int64)))
     tolerance = TARGETS[target][1]
     assert np.abs(logits.astype(np.float64) - first).max() < tolerance
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_batched_rows_decode_as_they_would_alone(target: str, built) -> None:  # noqa: ANN001
+    """Continuous batching (what `rmbuild serve` runs) on every CPU runtime: sequences of
+    different lengths, left-padded into one batch, give each its own greedy tokens."""
+    from rmbuild.runtime.batching import Batch
+    from rmbuild.runtime.loader import load
+
+    store, keys = built
+    prompts = ["The future of AI is", "A", "Compilers are fast and", "The"]
+    with load(keys[target], store=store) as session:
+        step = session.step_fn
+        assert step.batchable
+        alone = []
+        for p in prompts:
+            session.eos_token_ids = set()
+            alone.append(list(session.generate_ids(session.tokenizer.encode(p), 8)))
+        batch, rows, out = Batch(step), [], []
+        for p in prompts:
+            step.reset()
+            logits = step.step(np.asarray(session.tokenizer.encode(p), dtype=np.int64))
+            out.append([int(np.argmax(logits))])
+            rows.append(batch.add(step.snapshot()))
+        for _ in range(7):
+            logits = batch.step([o[-1] for o in out])
+            for i, o in enumerate(out):
+                o.append(int(np.argmax(logits[i])))
+    assert out == alone
