@@ -38,7 +38,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from artifact_store import remote_gc, transfer
+from artifact_store import attachments, remote_gc, transfer
+from artifact_store.attachments import Attachment
 from artifact_store.entries import RemoteEntry, redact_url, scrub, with_aliases
 from artifact_store.errors import (
     AmbiguousRef,
@@ -64,6 +65,9 @@ __all__ = ["Remote", "RemoteEntry", "TransferReport", "redact_url", "scrub"]
 # Protocols whose put is atomic: an object appears whole or not at all.
 ATOMIC_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory", "oss"})
 OnProgress = Callable[[int, int], None]
+# A pull's admission check (e.g. a trust policy): given the entry, its verified manifest and the
+# attachments about that content (the store's and the remote's), it raises to refuse.
+Admit = Callable[[RemoteEntry, Manifest, "list[Attachment]"], None]
 # How SDK errors that are not PermissionErrors (boto3's) say "your credentials".
 _AUTH_FAILURE = re.compile(
     r"InvalidAccessKeyId|SignatureDoesNotMatch|AccessDenied|ExpiredToken|InvalidToken|"
@@ -417,6 +421,9 @@ class Remote:
                     for alias in record.aliases:
                         self._put_bytes(self._path("aliases", alias), record.key.encode())
                         report.aliases[alias] = record.key
+                # Signatures and attestations about the content (artifact_store.attachments),
+                # of artifacts already there too: one made after the first push reaches it.
+                attachments.push(self, store, [r.manifest_digest for r in records])
         if parents:
             # Upstream stages whose files this store lacks (it pulled only the final artifact)
             # still pass on their action results: what a puller needs to find the artifact.
@@ -480,7 +487,12 @@ class Remote:
     # ---- pull ----------------------------------------------------------------------------------
 
     def pull(
-        self, store: Store, entry: RemoteEntry | str, *, on_progress: OnProgress | None = None
+        self,
+        store: Store,
+        entry: RemoteEntry | str,
+        *,
+        on_progress: OnProgress | None = None,
+        admit: Admit | None = None,
     ) -> ArtifactRecord:
         """Download one artifact (an entry, or a ref for :meth:`resolve`) into ``store`` and
         commit it; returns the local record.
@@ -492,11 +504,20 @@ class Remote:
         The remote's aliases of the artifact come along: each one the local index does not
         have yet is set here (a local alias of the same name that points at another artifact
         is left as it is; pulling by that alias moves it, see ``rmbuild pull``).
+
+        The remote's attachments about the content (signatures; :mod:`artifact_store.
+        attachments`) come along. ``admit``, where given, sees the verified manifest and every
+        attachment before anything is installed; what it raises refuses the pull, and nothing
+        of the artifact enters the store (one already held is left as it was).
         """
         if isinstance(entry, str):
             entry = self.resolve(entry)
         local = store.get(entry.key)
         if local is not None and not store.check(local):
+            attachments.put_all(store, attachments.fetch(self, local.manifest_digest))
+            if admit is not None:
+                held = attachments.local(store, local.manifest_digest)
+                admit(entry, store.get_manifest(local.manifest_digest), held)
             self._pull_results(store, entry)
             return local
         with store.writing():
@@ -537,7 +558,12 @@ class Remote:
                     return digest, path
 
                 fetched = self._map(fetch, need)
-                # All verified: only now does anything enter objects/.
+                found = attachments.fetch(self, manifest.digest)
+                if admit is not None:
+                    held = {a.name: a for a in attachments.local(store, manifest.digest)}
+                    held.update((a.name, a) for a in found)
+                    admit(entry, manifest, list(held.values()))
+                # All verified (and admitted): only now does anything enter objects/.
                 for digest, path in fetched:
                     transfer.install(path, store.blob_path(digest))
                 record = store.commit(
@@ -552,6 +578,7 @@ class Remote:
                     # bytes (a tool whose output differs from run to run).
                     replace=False,
                 )
+                attachments.put_all(store, found)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         for model, target in entry.uses:

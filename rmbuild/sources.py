@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import stat
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -168,16 +170,23 @@ def check_inside(path: Path, root: Path, bound: Path | None = None) -> None:
 # ----------------------------------------------------------------------------- the source
 
 
-def _where(spec: LoadedSpec) -> dict[str, Any]:
+def _where(spec: LoadedSpec, field: str | None = None) -> dict[str, Any]:
+    field = field or ("hub" if getattr(spec.spec.source, "hub", None) else "path")
     return {
         "file": spec.path,
-        "line": line_of(spec.lines, ("source", "path")),
-        "field": "source.path",
+        "line": line_of(spec.lines, ("source", field)) or line_of(spec.lines, ("source",)),
+        "field": f"source.{field}",
     }
 
 
 def source_files(spec: LoadedSpec) -> dict[str, Path]:
-    """The model source's files by relpath; refuses a source that is missing, empty or unsafe."""
+    """The model source's files by relpath; refuses a source that is missing, empty or unsafe.
+
+    A hub source (``source: {hub: org/name, revision: SHA}``) is first resolved in the hub's
+    cache (see :func:`hub_snapshot`), fetched there where it is missing and a network is allowed.
+    """
+    if getattr(spec.spec.source, "hub", None):
+        hub_snapshot(spec)  # refuses a moving ref; downloads what the cache lacks
     src = spec.source_path
     where = _where(spec)
     if src.is_file():
@@ -209,11 +218,20 @@ def source_files(spec: LoadedSpec) -> dict[str, Path]:
     return files
 
 
-def source_digest(spec: LoadedSpec, store: Store) -> str:
-    """Content digest of the model source (stat-cached file digests)."""
+def source_file_digests(spec: LoadedSpec, store: Store) -> dict[str, str]:
+    """Each source file's SHA-256 by relpath: stat-cached, and for a hub source's LFS files
+    the digest the hub's cache already names its blob by (no gigabytes read again)."""
     files = source_files(spec)
-    digests = store.hash_files(list(files.values()))
-    return tree_digest({rel: digests[path] for rel, path in files.items()})
+    known = {rel: d for rel, path in files.items() if (d := lfs_digest(path)) is not None}
+    rest = [path for rel, path in files.items() if rel not in known]
+    hashed = store.hash_files(rest) if rest else {}
+    return {rel: known.get(rel) or hashed[path] for rel, path in files.items()}
+
+
+def source_digest(spec: LoadedSpec, store: Store) -> str:
+    """Content digest of the model source (see :func:`source_file_digests`). Content only: a
+    hub snapshot holding the same files as a folder has the same digest, so the same key."""
+    return tree_digest(source_file_digests(spec, store))
 
 
 # ----------------------------------------------------------------------------- carry
@@ -259,3 +277,155 @@ def _copy_nofollow(src: Path, dst: Path) -> None:
     fd = os.open(dst, flags, 0o644)
     with open(src, "rb") as reader, os.fdopen(fd, "wb") as writer:
         shutil.copyfileobj(reader, writer, 1 << 20)
+
+
+# ----------------------------------------------------------------------------- hub sources
+
+# A commit of a hub repo: 40 hex digits. Anything else (main, v1.0, refs/pr/1) moves.
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
+ALLOW_UNPINNED_ENV = "RMBUILD_ALLOW_UNPINNED"
+HUB_URL = "https://huggingface.co"
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def hub_cache_dir() -> Path:
+    """The hub's cache, by huggingface_hub's own rule, read from the environment now:
+    ``HF_HUB_CACHE``, else ``HF_HOME/hub``, else ``$XDG_CACHE_HOME/huggingface/hub``."""
+    if env := os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE"):
+        return Path(env).expanduser()
+    if home := os.environ.get("HF_HOME"):
+        return Path(home).expanduser() / "hub"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg).expanduser() / "huggingface" / "hub"
+
+
+def hub_offline() -> bool:
+    """``HF_HUB_OFFLINE``, as huggingface_hub reads it: the cache only, never the network."""
+    return _truthy(os.environ.get("HF_HUB_OFFLINE"))
+
+
+def allow_unpinned() -> bool:
+    """``compile --allow-unpinned`` (which sets ``RMBUILD_ALLOW_UNPINNED=1`` for every process
+    of the build)."""
+    return _truthy(os.environ.get(ALLOW_UNPINNED_ENV))
+
+
+def lfs_digest(path: Path) -> str | None:
+    """The SHA-256 a hub cache names an LFS file's blob by (``blobs/<sha256>``, the LFS oid,
+    which is the content's SHA-256), or None for anything else (a git file's blob is named by
+    its git SHA-1: 40 digits, hashed like any file)."""
+    if not os.path.islink(path):
+        return None
+    real = Path(os.path.realpath(path))
+    if real.parent.name == "blobs" and re.fullmatch(r"[0-9a-f]{64}", real.name):
+        return real.name
+    return None
+
+
+@dataclass(frozen=True)
+class HubSnapshot:
+    """A hub repo at one commit, in the local cache."""
+
+    repo: str
+    revision: str  # as model.yaml asks for it
+    commit: str  # the commit it is (== revision when pinned); "" where not resolved yet
+    folder: Path  # models--org--name/snapshots/<commit>
+
+    @property
+    def pinned(self) -> bool:
+        return bool(COMMIT_RE.fullmatch(self.revision))
+
+    def dependency(self) -> dict[str, Any]:
+        """The repo at its commit, as a SLSA resolved dependency."""
+        return {
+            "name": f"hub:{self.repo}",
+            "uri": f"{HUB_URL}/{self.repo}",
+            "digest": {"gitCommit": self.commit},
+            "annotations": {"revision": self.revision, "pinned": self.pinned},
+        }
+
+    def file_uri(self, rel: str) -> str:
+        return f"{HUB_URL}/{self.repo}/resolve/{self.commit}/{rel}"
+
+
+def hub_repo_folder(repo: str) -> Path:
+    """``models--org--name`` in the cache (huggingface_hub's ``repo_folder_name``)."""
+    return hub_cache_dir() / ("models--" + repo.replace("/", "--"))
+
+
+def hub_snapshot(
+    spec: LoadedSpec, *, download: bool = True, check_pinned: bool = True
+) -> HubSnapshot:
+    """Resolve a hub source in the cache's own layout: ``refs/<branch>`` names a commit,
+    ``snapshots/<commit>/`` holds links into ``blobs/``.
+
+    A revision that is not a commit SHA is refused (exit 3, naming model.yaml's line and
+    ``source.revision``) unless unpinned builds are allowed: a build from a moving ref cannot
+    be reproduced. A snapshot the cache lacks is fetched with ``huggingface_hub``'s
+    ``snapshot_download`` (the network, and ``HF_TOKEN`` for a gated repo), unless
+    ``HF_HUB_OFFLINE`` is set: then it is exit 3, saying what to download where.
+    ``download=False`` resolves without fetching or refusing (the folder may not exist yet).
+    """
+    from rmbuild.errors import SpecError
+
+    source = spec.spec.source
+    repo = str(source.hub)
+    revision = source.revision or "main"
+    if check_pinned and not COMMIT_RE.fullmatch(revision) and not allow_unpinned():
+        raise SpecError(
+            f"revision {revision!r} of hub source {repo!r} is not a commit: a build from a "
+            "moving ref (a branch or tag) cannot be reproduced",
+            hint="pin the commit, e.g. `revision: <40-hex sha>` (the cache's refs/"
+            f"{revision} names the one it has now), or build anyway with "
+            "`rmbuild compile ... --allow-unpinned`",
+            **_where(spec, "revision" if source.revision else "hub"),
+        )
+    repo_folder = hub_repo_folder(repo)
+    commit = revision if COMMIT_RE.fullmatch(revision) else _read_ref(repo_folder, revision)
+    folder = repo_folder / "snapshots" / (commit or revision)
+    if folder.is_dir() or not download:
+        return HubSnapshot(repo, revision, commit or "", folder)
+    if hub_offline():
+        raise ModelSourceError(
+            f"hub source {repo!r} at {revision!r} is not in the hub cache {str(hub_cache_dir())!r}"
+            " and HF_HUB_OFFLINE is set",
+            hint=f"download it where there is a network (`hf download {repo} --revision "
+            f"{revision}`) into that cache (HF_HUB_CACHE / HF_HOME), or unset HF_HUB_OFFLINE",
+            **_where(spec),
+        )
+    fetched = _download(spec, repo, revision)
+    return HubSnapshot(repo, revision, fetched.name, fetched)
+
+
+def _read_ref(repo_folder: Path, revision: str) -> str | None:
+    try:
+        text = (repo_folder / "refs" / revision).read_text(encoding="utf-8").strip()
+    except (OSError, ValueError):
+        return None
+    return text if COMMIT_RE.fullmatch(text) else None
+
+
+def _download(spec: LoadedSpec, repo: str, revision: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise ModelSourceError(
+            f"hub source {repo!r} is not in the hub cache, and huggingface_hub is not "
+            "installed to fetch it",
+            hint="pip install 'rmbuild[onnx]' (it brings huggingface_hub), or download the "
+            "repo into the cache where it is installed",
+            **_where(spec),
+        ) from None
+    try:
+        path = snapshot_download(repo_id=repo, revision=revision, cache_dir=hub_cache_dir())
+    except Exception as exc:  # noqa: BLE001 - the hub client raises HTTP, auth and OS errors
+        raise ModelSourceError(
+            f"cannot fetch hub source {repo!r} at {revision!r}: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}",
+            hint="check the repo id and revision, the network, and HF_TOKEN for a gated repo",
+            **_where(spec),
+        ) from None
+    return Path(path)

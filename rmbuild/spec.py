@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rmbuild.yamlio import load_yaml, validate
 
@@ -26,15 +26,38 @@ class _Strict(BaseModel):
 
 
 class Source(_Strict):
-    """Where the model comes from."""
+    """Where the model comes from: a folder (``path``), or a Hugging Face hub repo pinned to a
+    commit (``hub`` + ``revision``), resolved in the hub's local cache."""
 
-    path: str = Field(description="The model's folder, relative to model.yaml.")
+    path: str | None = Field(None, description="The model's folder, relative to model.yaml.")
+    hub: str | None = Field(
+        None,
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="A Hugging Face hub repo (org/name), instead of path: read from the hub's "
+        "cache (HF_HUB_CACHE / HF_HOME; fetched there unless HF_HUB_OFFLINE is set).",
+    )
+    revision: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$",
+        description="The hub commit (40 hex digits) to build from. A branch or tag moves, so "
+        "a build from one is refused unless `compile --allow-unpinned`.",
+    )
     format: Literal["hf", "onnx"] = Field(
         "hf",
         description="hf: a Hugging Face folder; onnx: a folder with model.onnx (KV-cache "
         "export), config.json and tokenizer files. Stages whose input the source already is "
         "are skipped.",
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Source:
+        if (self.path is None) == (self.hub is None):
+            raise ValueError("give exactly one of path (a folder) or hub (org/name)")
+        if self.revision is not None and self.hub is None:
+            raise ValueError("revision is for a hub source (hub: org/name)")
+        if self.revision is not None and ".." in self.revision.split("/"):
+            raise ValueError(f"revision {self.revision!r} is not a ref name")
+        return self
 
 
 class StageOverride(_Strict):
@@ -121,7 +144,13 @@ class LoadedSpec(BaseModel):
 
     @property
     def source_path(self) -> Path:
-        return (self.root / self.spec.source.path).resolve()
+        if self.spec.source.hub is not None:
+            # The snapshot folder in the hub's cache (rmbuild.sources.hub_snapshot); building
+            # resolves (and refuses or fetches) it before any tool reads it.
+            from rmbuild.sources import hub_snapshot
+
+            return hub_snapshot(self, download=False, check_pinned=False).folder
+        return (self.root / str(self.spec.source.path)).resolve()
 
 
 def load_model_spec(path: str | Path) -> LoadedSpec:

@@ -34,6 +34,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "show": ("rmbuild.cli.show", "Show an artifact's provenance: stages, argv, versions, files."),
     "tag": ("rmbuild.cli.tag", "Give an artifact an alias (or remove one)."),
     "verify": ("rmbuild.cli.verify", "Re-hash artifacts' files against their manifests."),
+    "sign": ("rmbuild.cli.sign", "Sign artifacts and their provenance (OpenSSF Model Signing)."),
     "checkout": ("rmbuild.cli.checkout", "Put an artifact's files in a folder (read-only links)."),
     "push": ("rmbuild.cli.push", "Upload artifacts to a remote cache (s3://, gs://, file://…)."),
     "pull": ("rmbuild.cli.pull", "Download artifacts from a remote cache, verified by digest."),
