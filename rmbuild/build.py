@@ -29,6 +29,7 @@ from rmbuild.keys import ActionKey
 from rmbuild.plugins import get_backend
 from rmbuild.spec import FlagValue, LoadedSpec
 from rmbuild.stages import PlannedStage, action_key, plan, source_digest  # noqa: F401 - re-exported
+from rmbuild.trust import provenance
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -190,6 +191,22 @@ def _run_stage(
                 hint="a tool must leave regular files (or links that stay) inside its output",
             ) from None
         log_digest = store.put_file(log_path, move=True)
+        # SLSA provenance of this build (rmbuild.trust.provenance): a blob the row names, so
+        # push and pull carry it and `rmbuild sign` can sign it.
+        provenance_digest = provenance.record(
+            store,
+            spec=spec,
+            target=target,
+            stage=stage,
+            key=key,
+            key_hex=key_hex,
+            manifest=manifest,
+            parents=parents,
+            argv=command.argv,
+            derived=derived,
+            log_digest=log_digest,
+            started_at=started_at,
+        )
         metadata = {
             "rmbuild_version": rmbuild.__version__,
             "model": spec.spec.name,
@@ -222,7 +239,8 @@ def _run_stage(
                 "system": platform.system(),
             },
             "log": log_digest,
-            "blobs": [log_digest],
+            "provenance": provenance_digest,
+            "blobs": [log_digest, provenance_digest],
         }
         return store.commit(
             key_hex,
