@@ -288,3 +288,61 @@ def resolve(
         if name not in names:
             names.append(name)
     return Resolution(spec, names, candidates, classes)
+
+
+# ----------------------------------------------------------------------------- running
+
+# Which stored artifact serves a logical model (``rmbuild serve NAME``, ``rmbuild.load(NAME)``):
+# the same classes, in this order unless model.yaml's ``serve.order`` says otherwise. "any" (a
+# portable artifact, e.g. a plain ONNX export) runs on the CPU, so it ranks right after "cpu".
+SERVE_ORDER = ("npu", "gpu", "cpu", "remote")
+
+
+def serve_order(declared: list[str] | tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """Device classes in the order they serve: ``declared`` (model.yaml's ``serve.order``)
+    or the default, with "any" right after "cpu" where it is not named itself."""
+    order = list(declared or SERVE_ORDER)
+    if "any" not in order and "cpu" in order:
+        order.insert(order.index("cpu") + 1, "any")
+    return tuple(order)
+
+
+def device_here(backend: str, resource: str, devices: list[dict[str, Any]]) -> bool:
+    """Whether an artifact of ``backend`` for ``resource`` has a device to run on here.
+
+    The CPU is always here, and so is a portable artifact ("any"); a remote server is no
+    device of this machine: its reachability is asked when it loads (its ``/v1/models``)."""
+    if resource in ("any", "remote"):
+        return True
+    return _devices_present(backend, resource, devices)
+
+
+def rank_runnable(
+    candidates: list[Any],
+    *,
+    order: tuple[str, ...],
+    devices: list[dict[str, Any]] | None = None,
+) -> tuple[list[Any], list[tuple[Any, str]]]:
+    """Which of ``candidates`` (objects with ``resource``, ``backend`` and ``created``, a
+    timestamp) can run here, best first, and the others with why not.
+
+    Best first: the class's place in ``order``, then backend priority (vendor-native first,
+    as for building), then the newest. A class not in ``order`` is not served; an artifact
+    whose device this machine lacks is left out (loading it could only fail).
+    """
+    if devices is None:
+        from rmbuild.resources import discover
+
+        devices = discover(smi=False)["devices"]
+    rank = {cls: i for i, cls in enumerate(order)}
+    keep: list[Any] = []
+    left: list[tuple[Any, str]] = []
+    for cand in candidates:
+        if cand.resource not in rank:
+            left.append((cand, f"class {cand.resource} is not in the serving order"))
+        elif not device_here(cand.backend, cand.resource, devices):
+            left.append((cand, f"no {cand.resource} device for {cand.backend} here"))
+        else:
+            keep.append(cand)
+    keep.sort(key=lambda c: (rank[c.resource], _priority(c.backend), -c.created))
+    return keep, left

@@ -32,7 +32,30 @@ def _loopback(host: str) -> bool:
 @click.option(
     "--served-model-name", help="The model id clients ask for (default: the model's name)."
 )
-@click.option("--device", help="Run on this device instead of the profile's (e.g. CPU).")
+@click.option(
+    "--device",
+    help="Pin one candidate: a target name, a device class (npu, gpu, cpu, remote) or a "
+    "backend; no fallback beyond it. Another value (e.g. GPU.1) is the backend's runtime "
+    "device, as for `run --device`.",
+)
+@click.option(
+    "--remote",
+    "remote",
+    metavar="URL",
+    default=None,
+    is_flag=False,
+    flag_value="",
+    help="Pull the model's targets this store lacks from this remote cache before choosing "
+    "(without URL, or by default: the configured one [env: RMBUILD_REMOTE; config: remote]; "
+    "'none': no remote, the store is only read).",
+)
+@click.option(
+    "--build",
+    "compile_missing",
+    is_flag=True,
+    help="Compile the best target this machine runs when it is not stored (MODEL must be a "
+    "model.yaml); without it, serve never compiles.",
+)
 @click.option("--max-model-len", type=click.IntRange(1), help="Context limit (see `run`).")
 @click.option(
     "--max-running",
@@ -65,6 +88,8 @@ def command(
     api_key: str | None,
     served_model_name: str | None,
     device: str | None,
+    remote: str | None,
+    compile_missing: bool,
     max_model_len: int | None,
     max_running: int,
     max_queue: int,
@@ -75,8 +100,10 @@ def command(
 
     \b
     Of the model's stored artifacts, the first that loads here serves, in device order
-    NPU, GPU, CPU, remote; nothing is compiled. Endpoints: /v1/models, /v1/completions,
-    /v1/chat/completions, /tokenize, /detokenize, /tokenizer_info, /health, /version, /metrics.
+    NPU, GPU, CPU, remote (model.yaml's serve.order may say otherwise); the others are
+    its fallback, in order. Nothing is compiled without --build. Endpoints: /v1/models,
+    /v1/completions, /v1/chat/completions, /tokenize, /detokenize, /tokenizer_info,
+    /health, /version, /metrics, POST /admin/switch.
     """
     if not _loopback(host) and not api_key:
         raise UsageError(
@@ -99,12 +126,13 @@ def command(
         store_path=app.store_path,
         index_url=app.index_url,
         served_name=served_model_name,
-        options={
-            **({"device": device} if device else {}),
-            **({"max_model_len": max_model_len} if max_model_len else {}),
-        },
+        options={**({"max_model_len": max_model_len} if max_model_len else {})},
         verify=verify,
         max_running=max_running,
         max_queue=max_queue,
+        device=device,
+        remote=remote,
+        compile_missing=compile_missing,
+        notes=lambda message: click.echo(f"serve: {message}", err=True),
     )
     run(served, host=host, port=port, api_key=api_key, shutdown_timeout=shutdown_timeout)

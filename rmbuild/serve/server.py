@@ -7,15 +7,12 @@ import contextlib
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import uvicorn
 
 from rmbuild.serve.app import Served, create_app
-from rmbuild.serve.engine import Engine
-from rmbuild.serve.metrics import Labels, Metrics
-from rmbuild.serve.model import load_first, resolve_model
 
 
 def build(
@@ -28,35 +25,50 @@ def build(
     verify: bool = False,
     max_running: int = 8,
     max_queue: int = 64,
+    device: str | None = None,
+    remote: str | None = None,
+    compile_missing: bool = False,
+    notes: Callable[[str], None] | None = None,
 ) -> Served:
-    """Resolve ``ref`` to its best stored artifact here, load it and start its engine."""
+    """Resolve ``ref`` to its candidates here, load the best one that loads and start its
+    engine (see :mod:`rmbuild.serve.model` and :mod:`rmbuild.serve.router`).
+
+    ``device`` pins one candidate: a target name, a device class (npu, gpu, cpu, remote) or
+    a backend; a device name no candidate answers to (e.g. ``GPU.1``) is passed to the
+    backend as its runtime device, as ``rmbuild run --device`` does. ``remote`` (a URL, or
+    "" for the configured one, also used when None; "none": no remote) pulls the targets
+    this store lacks; ``compile_missing``
+    (``--build``) compiles the best target this machine runs when it is not stored."""
+    from rmbuild.remotes import open_remote
+    from rmbuild.serve.model import resolve_model
+    from rmbuild.serve.router import ServedModel
     from rmbuild.store import open_store
 
-    # Read-only: a serving host never writes the index (it works on a full disk too).
-    store = open_store(store_path, index_url, read_only=True)
-    model = resolve_model(store, ref)
-    index, session = load_first(model, store=store, options={**(options or {}), "verify": verify})
-    if served_name and served_name != model.name:
-        model.aliases.add(model.name)
-        model.name = served_name
-    record = model.candidates[index].record
-    toolchain = record.metadata.get("toolchain") or {}
-    info = {
-        **session.info,
-        "target": record.target,
-        "sdk": dict(toolchain.get("packages") or {}) if isinstance(toolchain, dict) else {},
-    }
-    labels = Labels(
-        model=model.name,
-        artifact=record.key[:12],
-        backend=str(info.get("backend", record.backend)),
-        device=str(info.get("device", "")),
+    # A remote given, or configured (unless --remote none): what the store lacks is pulled.
+    pulls = open_remote(remote or None, required=remote == "")
+    # Read-only unless pulling or building: a serving host never writes the index otherwise
+    # (it works on a full disk too).
+    store = open_store(store_path, index_url, read_only=pulls is None and not compile_missing)
+    try:
+        model = resolve_model(store, ref, notes=notes, remote=pulls, build=compile_missing)
+        options = {**(options or {}), "verify": verify}
+        if device:
+            if any(c.matches(device) for c in model.candidates):
+                model.pin(device)
+            else:
+                options["device"] = device
+        if served_name and served_name != model.name:
+            model.aliases.add(model.name)
+            model.name = served_name
+        served_model = ServedModel.start(
+            model, store=store, options=options, max_running=max_running, max_queue=max_queue
+        )
+    except BaseException:
+        store.close()
+        raise
+    return Served(
+        model=model, engine=served_model, metrics=served_model.metrics, info=served_model.info
     )
-    metrics = Metrics(labels)
-    engine = Engine(session, max_running=max_running, max_queue=max_queue, observer=metrics.observe)
-    served = Served(model=model, engine=engine, metrics=metrics, info=info)
-    session.closers.append(store.close)
-    return served
 
 
 def run(
@@ -85,6 +97,9 @@ def run(
     finally:
         served.engine.stop(timeout=shutdown_timeout)
         served.session.close()
+        store = getattr(served.engine, "store", None)
+        if store is not None:
+            store.close()
 
 
 class _Server(uvicorn.Server):
