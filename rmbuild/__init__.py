@@ -30,6 +30,7 @@ def load(
     verify: bool = False,
     device: str | None = None,
     max_model_len: int | None = None,
+    trust: str | None = None,
     **options: Any,
 ) -> BackendSession:
     """Resolve an artifact, check that it fits this machine, load it and return a session.
@@ -49,6 +50,10 @@ def load(
             (config.json) or the artifact's compiled one, whichever is smaller. A smaller
             value lowers it; a larger one is accepted only for a model that computes its
             positions (rotary, ALiBi), and never past the compiled limit.
+        trust: a trust policy, like ``rmbuild run --trust``: ``"signed-by:KEY.pub"`` refuses
+            an artifact without a signature by that key that holds (exit 6, before any file
+            reaches the runtime); ``"none"`` turns a configured one off. Default:
+            ``RMBUILD_TRUST``, else ``trust`` in ``rmbuild.toml`` / ``config.toml``.
         **options: the backend's runtime options, overriding the profile's runtime flags
             (e.g. ``intra_op_threads`` and ``providers`` for ONNX Runtime,
             ``inference_precision`` and ``num_threads`` for OpenVINO, ``pad_past`` for IREE).
@@ -71,7 +76,9 @@ def load(
 
     if device:
         options["device"] = device
-    return _load(ref, store=store, verify=verify, max_model_len=max_model_len, **options)
+    return _load(
+        ref, store=store, verify=verify, max_model_len=max_model_len, trust=trust, **options
+    )
 
 
 __all__ = ["SamplingParams", "__version__", "load"]

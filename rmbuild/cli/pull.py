@@ -17,16 +17,27 @@ from rmbuild.cli.push import REMOTE_HELP, progress_bar
 @click.command("pull")
 @click.argument("refs", nargs=-1, required=True)
 @click.option("--remote", "remote_url", metavar="URL", help=REMOTE_HELP)
+@click.option(
+    "--trust",
+    metavar="POLICY",
+    help='Trust policy: "signed-by:KEY.pub" refuses (exit 6, before anything enters the '
+    'store) an artifact without a signature by that key that holds; "none" turns a '
+    "configured one off [env: RMBUILD_TRUST; config: trust].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def command(app: Any, refs: tuple[str, ...], remote_url: str | None, as_json: bool) -> None:
+def command(
+    app: Any, refs: tuple[str, ...], remote_url: str | None, trust: str | None, as_json: bool
+) -> None:
     """Download REFS (full ids, unique prefixes, aliases, or MODEL:TARGET for the newest)
     from the remote cache into the local store. The remote's aliases of each artifact are set
     here too (an alias pulled by name moves here if it pointed elsewhere)."""
     from rmbuild import remotes
+    from rmbuild.trust.policy import pull_admission
 
     remote = remotes.open_remote(remote_url, required=True)
     assert remote is not None
+    admit = pull_admission(trust)
     store = app.store()
     done = []
     for ref in refs:
@@ -34,7 +45,7 @@ def command(app: Any, refs: tuple[str, ...], remote_url: str | None, as_json: bo
         had = store.get(entry.key)
         fresh = had is None or bool(store.check(had))
         with progress_bar(f"pull {entry.key[:12]}", quiet=as_json) as on_progress:
-            record = remotes.call(remote.pull, store, entry, on_progress=on_progress)
+            record = remotes.call(remote.pull, store, entry, on_progress=on_progress, admit=admit)
         if ref in entry.aliases:  # pulled by an alias: it points here now, moved if need be
             remotes.call(store.tag, ref, record.key)
         aliases = list((store.get(record.key) or record).aliases)

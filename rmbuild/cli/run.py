@@ -31,6 +31,13 @@ import click
     help="Re-hash every file of the artifact before loading (the default check compares "
     "each file's inode, mtime and size with what was recorded at build time).",
 )
+@click.option(
+    "--trust",
+    metavar="POLICY",
+    help='Trust policy: "signed-by:KEY.pub" refuses an artifact without a signature by that '
+    'key that holds (exit 6); "none" turns a configured one off [env: RMBUILD_TRUST; config: '
+    "trust].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print text and stats as JSON at the end.")
 @click.pass_obj
 def command(
@@ -44,6 +51,7 @@ def command(
     device: str | None,
     max_model_len: int | None,
     verify: bool,
+    trust: str | None,
     as_json: bool,
 ) -> None:
     """Generate text from an artifact, streaming tokens to stdout.
@@ -62,7 +70,9 @@ def command(
     # Read-only index: run works on a full disk (issue 6 #13); a damaged artifact is refused
     # with exit 6 before any backend reads it (issue 6 #8).
     store = open_store(app.store_path, app.index_url, read_only=True)
-    session = load(ref, store=store, verify=verify, max_model_len=max_model_len, **options)
+    session = load(
+        ref, store=store, verify=verify, max_model_len=max_model_len, trust=trust, **options
+    )
     load_s = time.perf_counter() - t0
     params = SamplingParams(temperature=temperature, top_p=top_p, seed=seed)
     pieces = []

@@ -34,8 +34,17 @@ def describe(store: Any, record: Any) -> dict[str, Any]:
             rel: {"digest": e.digest, "size": e.size} for rel, e in sorted(manifest.files.items())
         },
         "log": str(store.blob_path(log)) if log else None,
+        "provenance": meta.get("provenance"),
+        "signatures": _signature_names(store, record.manifest_digest),
         "details": _backend_details(store, record, manifest),
     }
+
+
+def _signature_names(store: Any, manifest_digest: str) -> list[str]:
+    """The signature bundles kept beside the artifact (rmbuild.trust), by file name."""
+    from artifact_store import attachments
+
+    return [a.name for a in attachments.local(store, manifest_digest)]
 
 
 def _backend_details(store: Any, record: Any, manifest: Any) -> dict[str, Any]:
@@ -56,9 +65,15 @@ def _backend_details(store: Any, record: Any, manifest: Any) -> dict[str, Any]:
 
 @click.command("show")
 @click.argument("ref")
+@click.option(
+    "--provenance",
+    "slsa",
+    is_flag=True,
+    help="Print the SLSA provenance v1 statement recorded when REF was built (JSON).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_obj
-def command(app: Any, ref: str, as_json: bool) -> None:
+def command(app: Any, ref: str, slsa: bool, as_json: bool) -> None:
     """Show provenance of REF (id, unique prefix or alias)."""
     from rich.markup import escape
 
@@ -66,6 +81,9 @@ def command(app: Any, ref: str, as_json: bool) -> None:
 
     # Read-only index: show works on a full disk.
     store = open_store(app.store_path, app.index_url, read_only=True)
+    if slsa:
+        _print_provenance(store, resolve(store, ref))
+        return
     info = describe(store, resolve(store, ref))
     if as_json:
         emit_json(info)
@@ -120,3 +138,21 @@ def command(app: Any, ref: str, as_json: bool) -> None:
             text = json.dumps(value, sort_keys=True) if isinstance(value, dict | list) else value
             out.print(f"  {escape(name)} {escape(str(text))}")
     out.print(f"[bold]log[/] {escape(str(info['log']))}")
+    signed = ", ".join(name[:12] for name in info["signatures"]) or "none"
+    out.print(f"[bold]signatures[/] {escape(signed)}  [dim](rmbuild verify --signature)[/]")
+
+
+def _print_provenance(store: Any, record: Any) -> None:
+    """``show --provenance``: the statement as it is stored, indented."""
+    from rmbuild.errors import ArtifactNotFound
+    from rmbuild.trust import provenance
+
+    statement = provenance.read(store, record)
+    if statement is None:
+        raise ArtifactNotFound(
+            f"artifact {record.key[:12]} has no provenance statement (built by an rmbuild "
+            "that recorded none)",
+            hint=f"`rmbuild compile ... --rebuild` builds it again with one; `rmbuild show "
+            f"{record.key[:12]}` shows what was recorded",
+        )
+    emit_json(statement)

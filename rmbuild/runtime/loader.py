@@ -100,6 +100,7 @@ def prepare(
     verify: bool = False,
     options: dict[str, Any] | None = None,
     pins: list[Pin] | None = None,
+    trust: str | None = None,
 ) -> tuple[ArtifactRecord, Path, BackendPlugin]:
     """Resolve ``ref``, check it is compatible with this machine, materialize it.
 
@@ -107,11 +108,18 @@ def prepare(
     so ``--device CPU`` can run an artifact whose profile defaults to an absent NPU.
     Where ``pins`` is given, the artifact is pinned before it is laid out (gc neither evicts
     it nor removes its tree until the pin is released; issue 6 #9) and the pin appended.
+    Under a trust policy (``trust``: ``--trust``'s value; else ``RMBUILD_TRUST`` or the config
+    files, see :mod:`rmbuild.trust.policy`) an artifact without a signature that holds is
+    refused (exit 6) before its backend is imported or any file is laid out.
     """
     record = resolve(store, ref)
     _check_runnable(record)
     # Damage first: it is a fact about the artifact, whatever this machine has installed.
     _check_integrity(store, record, verify)
+    # The trust policy, on files the integrity check just tied to the manifest it compares.
+    from rmbuild.trust.policy import check_loadable
+
+    check_loadable(store, record, trust)
     plugin = require_available(record.backend)
     metadata = record.metadata
     if options:
@@ -133,6 +141,7 @@ def load(
     store: Store | str | os.PathLike[str] | None = None,
     verify: bool = False,
     max_model_len: int | None = None,
+    trust: str | None = None,
     **options: Any,
 ) -> BackendSession:
     """A ready session for artifact ``ref`` (id, unique prefix or alias).
@@ -141,7 +150,8 @@ def load(
     the session; without it, the default store. ``max_model_len`` lowers the session's context
     limit, or raises the model's declared one where its positions allow it (see
     :mod:`rmbuild.runtime.limits`). ``options`` are the backend's runtime options (``device``,
-    ...), which override the profile's runtime flags.
+    ...), which override the profile's runtime flags. ``trust`` is a trust policy
+    (``"signed-by:KEY.pub"``, ``"none"``; default: ``RMBUILD_TRUST`` or the config files).
     """
     own = store is None or isinstance(store, str | os.PathLike)
     store = open_store(store, read_only=True) if own else store  # type: ignore[arg-type]
@@ -150,7 +160,9 @@ def load(
     pins: list[Pin] = []
     session: BackendSession | None = None
     try:
-        record, tree, plugin = prepare(ref, store=store, verify=verify, options=options, pins=pins)
+        record, tree, plugin = prepare(
+            ref, store=store, verify=verify, options=options, pins=pins, trust=trust
+        )
         try:
             session = plugin.create_session(tree, record.metadata, options)
         except (RmbuildError, KeyboardInterrupt, MemoryError):

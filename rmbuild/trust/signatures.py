@@ -258,12 +258,29 @@ def _judge_provenance(
     finding.ok = True
 
 
-def judge_stored(store: Store, record: ArtifactRecord, root: oms.TrustRoot) -> Judgement:
-    """:func:`judge` for an artifact of ``store``, with the signatures kept beside it."""
+def judge_stored(
+    store: Store,
+    record: ArtifactRecord,
+    root: oms.TrustRoot,
+    *,
+    changed: Iterable[str] = (),
+) -> Judgement:
+    """:func:`judge` for an artifact of ``store``, with the signatures kept beside it.
+
+    ``changed``: files a re-hash found damaged (``verify``); their digests are taken from
+    their bytes as they are now, so the judgement names the file that differs from the
+    signed one."""
+    from artifact_store.hashing import hash_path
+
     manifest = store.get_manifest(record.manifest_digest)
+    files = files_of(manifest)
+    for rel in changed:
+        if rel in files:
+            try:
+                files[rel] = hash_path(store.blob_path(files[rel]))
+            except OSError:  # gone (quarantined): no content can match a signed digest
+                files[rel] = "0" * 64
     found = attachments.local(store, manifest.digest)
-    judgement = judge(
-        record.key, files_of(manifest), found, root, statement=provenance.read(store, record)
-    )
+    judgement = judge(record.key, files, found, root, statement=provenance.read(store, record))
     judgement.damaged = attachments.damaged(store, manifest.digest)
     return judgement
