@@ -123,9 +123,11 @@ class BackendPlugin:
     def stage_flags(
         self, profile: BuildProfile, flags: dict[str, Any], input_dir: Path
     ) -> dict[str, Any]:
-        """Flags derived from the stage's input before the tool runs (TensorRT's shape
-        profiles from the graph's inputs). Only flags the profile declares and the target left
-        null are filled, so a value the user set always wins; the result enters the key."""
+        """Flags derived before the tool runs, from the stage's input or the host (TensorRT's
+        shape profiles from the graph's inputs). Only flags the profile declares and the
+        target left null are filled, so a value the user set always wins. They are a function
+        of what is keyed already (the input, the flags, the fingerprint), so they stay out of
+        the key; the argv recorded with the artifact shows them."""
         return {}
 
     def compiler_cache_facts(
