@@ -270,6 +270,13 @@ class ServedModel:
                     request.rewind()
                 self._requeue(replay)
                 return lost
+            if self._moving:
+                # Another request of the same engine failed first and the move is under way
+                # (a remote engine's workers fail one by one): these wait for it too.
+                for request in replay:
+                    request.rewind()
+                    self._held.append(request)
+                return lost
             if not self._can_move():
                 self.dead = exc
                 return pending
