@@ -37,14 +37,21 @@ def load(
 
     Args:
         ref: the artifact's id, a unique prefix of it, or an alias (``rmbuild ls`` lists
-            them).
+            them); or a logical model: a model.yaml or a model name. A logical model is
+            served from the best of its stored artifacts that loads here, in the serving
+            policy's order (model.yaml's ``serve.order``, default NPU, GPU, CPU, remote), as
+            ``rmbuild serve`` does; the session returned falls back to the next candidate
+            when its backend fails, and ``session.switch("cpu")`` moves it on request
+            (:class:`rmbuild.serve.session.ModelSession`).
         store: the store to read: a :class:`artifact_store.Store`, or its folder as a
             ``str`` or ``pathlib.Path`` (opened read-only and closed with the session).
             Default: ``$RMBUILD_STORE``, else the user cache dir, as for the CLI.
         verify: re-hash every file of the artifact before loading (the default check
             compares each file's inode, mtime and size with what was recorded at build time).
         device: run on this device instead of the profile's (``CPU``, ``GPU``, ``NPU``...),
-            like ``rmbuild run --device``.
+            like ``rmbuild run --device``. For a logical model: ``"auto"`` (or None) lets the
+            policy choose; a target name, a class (``cpu``, ``gpu``, ``npu``, ``remote``) or
+            a backend pins it to those candidates.
         max_model_len: the context limit, prompt and generated tokens together (like
             ``rmbuild run --max-model-len``). Default: the model's declared maximum
             (config.json) or the artifact's compiled one, whichever is smaller. A smaller
@@ -72,12 +79,64 @@ def load(
             ``max_model_len`` cannot be had (exit 6).
         rmbuild.errors.BackendUnavailable: its backend is not installed (exit 7).
     """
+    from rmbuild.errors import ArtifactNotFound
     from rmbuild.runtime.loader import load as _load
 
+    logical = dict(options, trust=trust) if trust is not None else dict(options)
+    if ref.endswith((".yaml", ".yml")) and os.path.isfile(ref):
+        return _load_logical(
+            ref, store=store, verify=verify, device=device, max_model_len=max_model_len, **logical
+        )
     if device:
         options["device"] = device
-    return _load(
-        ref, store=store, verify=verify, max_model_len=max_model_len, trust=trust, **options
+    try:
+        return _load(
+            ref, store=store, verify=verify, max_model_len=max_model_len, trust=trust, **options
+        )
+    except ArtifactNotFound:
+        # No artifact's id, prefix or alias (those keep meaning one artifact): a model name?
+        if ":" in ref or not _model_name(ref, store):
+            raise
+    return _load_logical(
+        ref, store=store, verify=verify, device=device, max_model_len=max_model_len, **logical
+    )
+
+
+def _model_name(ref: str, store: Store | str | os.PathLike[str] | None) -> bool:
+    """Whether the store holds artifacts of a model named ``ref``."""
+    from rmbuild.store import open_store
+
+    own = store is None or isinstance(store, str | os.PathLike)
+    opened = open_store(store, read_only=True) if own else store  # type: ignore[arg-type]
+    try:
+        return bool(opened.list(model=ref))  # type: ignore[union-attr]
+    finally:
+        if own:
+            opened.close()  # type: ignore[union-attr]
+
+
+def _load_logical(
+    ref: str,
+    *,
+    store: Store | str | os.PathLike[str] | None,
+    verify: bool,
+    device: str | None,
+    max_model_len: int | None,
+    **options: Any,
+) -> Any:
+    from rmbuild.serve.session import load_model
+    from rmbuild.store import open_store
+
+    own = store is None or isinstance(store, str | os.PathLike)
+    opened = open_store(store, read_only=True) if own else store  # type: ignore[arg-type]
+    if max_model_len is not None:
+        options["max_model_len"] = max_model_len
+    return load_model(
+        ref,
+        store=opened,  # type: ignore[arg-type]
+        own_store=own,
+        device=device,
+        options={**options, "verify": verify},
     )
 
 
