@@ -136,7 +136,7 @@ def project_dir(kind: str, start: Path | None) -> Path | None:
 RESOURCES_GROUP = "rmbuild.resources"
 """Entry-point group of packages that ship profiles, templates and toolchain files: the value
 names a Python package whose folder holds ``profiles/`` (with ``profiles/toolchains/``) and
-``templates/``, e.g. ``vendor-npu = "rmbuild_vendor_npu.resources"``."""
+``templates/``, e.g. ``acme = "acme_npu.resources"``."""
 
 BUILTIN_PACKAGE = "rmbuild"
 

@@ -1,6 +1,6 @@
 """``python -m rmbuild.testing MODULE:ATTR [--root DIR]``: run the backend contract kit on the
 :class:`~rmbuild.testing.BackendContract` object ``ATTR`` of ``MODULE`` (dotted, e.g.
-``test_vnpu:TestVnpuContract.contract``), without pytest."""
+``test_acme:TestAcmeNPU.contract``), without pytest."""
 
 from __future__ import annotations
 

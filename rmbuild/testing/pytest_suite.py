@@ -5,8 +5,8 @@
     from rmbuild.testing import BackendContract
     from rmbuild.testing.pytest_suite import BackendContractTests
 
-    class TestVendorNPU(BackendContractTests):
-        contract = BackendContract(backend="vnpu", model_yaml=HERE / "model.yaml", target="npu")
+    class TestAcmeNPU(BackendContractTests):
+        contract = BackendContract(backend="acme", model_yaml=HERE / "model.yaml", target="npu")
 
 Each part of the contract is one test; the target is built once per class (a class-scoped
 fixture), and the parts that cannot run here are skipped with the reason.

@@ -1,0 +1,2 @@
+"""Data only: ``profiles/`` (with ``profiles/toolchains/``) and ``templates/``, registered in
+the entry-point group ``rmbuild.resources``."""
