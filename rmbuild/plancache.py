@@ -197,6 +197,10 @@ def snapshot(spec: Any, target: str, chain: list[Any]) -> Snapshot | None:
     try:
         if any(stage.profile.backend not in FAST_BACKENDS for stage in chain):
             return None
+        from rmbuild.sources import unpinned
+
+        if unpinned(spec):  # a branch moves under the same model.yaml: never a fast-path hit
+            return None
         spec_bytes = Path(spec.path).read_bytes()
         paths, names = _deps(spec, chain)
         return Snapshot(

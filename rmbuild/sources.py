@@ -307,6 +307,14 @@ def hub_offline() -> bool:
     return _truthy(os.environ.get("HF_HUB_OFFLINE"))
 
 
+def unpinned(spec: LoadedSpec) -> bool:
+    """Is ``spec``'s source a hub repo at a revision that is not a commit (a moving ref)?"""
+    source = spec.spec.source
+    if not getattr(source, "hub", None):
+        return False
+    return not COMMIT_RE.fullmatch(source.revision or "main")
+
+
 def allow_unpinned() -> bool:
     """``compile --allow-unpinned`` (which sets ``RMBUILD_ALLOW_UNPINNED=1`` for every process
     of the build)."""

@@ -14,6 +14,16 @@ from rmbuild.cli._reporters import LiveReporter, PlainReporter
 __all__ = ["LiveReporter", "PlainReporter", "command"]
 
 
+def _allow_unpinned(value: bool) -> None:
+    # Through the environment, so that every process of the build (-j workers) sees it.
+    if value:
+        import os
+
+        from rmbuild.sources import ALLOW_UNPINNED_ENV
+
+        os.environ[ALLOW_UNPINNED_ENV] = "1"
+
+
 @click.command("compile")
 @click.argument("spec", type=click.Path(dir_okay=False, path_type=str))
 @click.option(
@@ -108,6 +118,14 @@ __all__ = ["LiveReporter", "PlainReporter", "command"]
     help="Remote cache (fsspec URL, e.g. s3://bucket/rmbuild): pull what it has, build what is "
     "missing, push what was built; 'none' turns a configured one off [env: RMBUILD_REMOTE; "
     "config: remote].",
+)
+@click.option(
+    "--allow-unpinned",
+    is_flag=True,
+    expose_value=False,
+    callback=lambda _ctx, _param, value: _allow_unpinned(value),
+    help="Build a hub source whose revision is a branch or tag (a moving ref, so not "
+    "reproducible); refused by default (exit 3) [env: RMBUILD_ALLOW_UNPINNED=1].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_obj
