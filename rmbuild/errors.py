@@ -276,6 +276,14 @@ class DestinationNotEmpty(RmbuildError):
     exit_code = EXIT_USAGE
 
 
+class EngineRefused(UsageError):
+    """``export --to ENGINE`` cannot hand this off: an engine rmbuild does not write bundles
+    for (one archived upstream), or an artifact that engine cannot load. Exit 2, naming why
+    and the engines that do take it."""
+
+    code = "engine-refused"
+
+
 class UnknownTarget(SpecError):
     """``--target`` names no target of the model (nor a resource class): a mistyped command
     line, so a usage error (exit 2), not a bad model.yaml. The message still names the file

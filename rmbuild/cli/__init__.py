@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("rmbuild.cli.verify", "Re-hash artifacts' files against their manifests."),
     "sign": ("rmbuild.cli.sign", "Sign artifacts and their provenance (OpenSSF Model Signing)."),
     "checkout": ("rmbuild.cli.checkout", "Put an artifact's files in a folder (read-only links)."),
+    "export": ("rmbuild.cli.export", "Write a serving engine's bundle: files, serve.sh, versions."),
     "push": ("rmbuild.cli.push", "Upload artifacts to a remote cache (s3://, gs://, file://…)."),
     "pull": ("rmbuild.cli.pull", "Download artifacts from a remote cache, verified by digest."),
     "gc": ("rmbuild.cli.gc", "Remove unreferenced blobs and stale temp files; cap the size."),
