@@ -110,6 +110,10 @@ def _resource(record: ArtifactRecord, start: Path | None) -> str:
     name = record.metadata.get("profile")
     if not name:
         return "any"
+    spec_file = record.metadata.get("spec_file")
+    if start is None and spec_file:
+        # Named by model name: the project's own profiles are beside its model.yaml.
+        start = Path(str(spec_file)).parent
     try:
         return find_profile(str(name), start).profile.resource
     except RmbuildError:
@@ -258,6 +262,7 @@ def pull_missing(
     holds none of; returns the keys pulled. A remote that cannot be read is a note, not a
     failure: what is stored here still serves."""
     from artifact_store import StoreError
+    from artifact_store.errors import ArtifactNotFound as StoreNotFound
 
     name = spec.spec.name if spec is not None else ref
     held = {r.target for r in store.list(model=name) if not _internal(r)}
@@ -272,7 +277,7 @@ def pull_missing(
         for pair in wanted:
             try:
                 entry = remote.resolve(pair)
-            except StoreError:
+            except StoreNotFound:
                 continue  # the remote has none of this target either
             if entry.metadata.get("internal"):
                 continue
