@@ -111,10 +111,58 @@ class KVLoop:
         logits, presents = self._run_batch(feeds)
         return logits[0], presents
 
-    def _run_batch(self, feeds: dict[str, Any]) -> tuple[np.ndarray, list[Any]]:
+    def _run_batch(
+        self, feeds: dict[str, Any], all_positions: bool = False
+    ) -> tuple[np.ndarray, list[Any]]:
         """One inference over a batch: each row's last-position logits ``[batch, vocab]`` and
-        the presents in ``past`` order. A runtime implements this or :meth:`_run`."""
+        the presents in ``past`` order. A runtime implements this or :meth:`_run`. One that
+        sets :attr:`gives_all_positions` returns every fed position's logits ``[batch, tokens,
+        vocab]`` when ``all_positions`` is true."""
         raise NotImplementedError
+
+    # True where _run_batch(feeds, all_positions=True) gives every fed position's logits (the
+    # graph computes them anyway); the others give the last position's only.
+    gives_all_positions = False
+
+    def run_positions(self, feeds: dict[str, Any]) -> tuple[np.ndarray, list[Any]]:
+        """One inference on feeds the caller built, with its own cache, batch and mask (the
+        loop's cache is not touched): the logits of every fed position ``[batch, tokens,
+        vocab]`` where the runtime gives them (:attr:`gives_all_positions`), else the last
+        position's as ``[batch, 1, vocab]``; and the presents in ``past`` order. A graph
+        without a dynamic batch dimension runs the rows one at a time. An input the graph does
+        not take is ArtifactInputMismatch (exit 6), as in :meth:`step`."""
+        if self.closed:
+            raise self.closed_error()
+        rows = int(feeds["input_ids"].shape[0])
+        if rows > 1 and not self.batchable:
+            parts = [
+                self.run_positions({name: value[i : i + 1] for name, value in feeds.items()})
+                for i in range(rows)
+            ]
+            logits = np.concatenate([part[0] for part in parts], axis=0)
+            presents = [
+                np.concatenate([np.asarray(part[1][j]) for part in parts], axis=0)
+                for j in range(len(self.past_names))
+            ]
+            return logits, presents
+        self.check_feeds(feeds)
+        try:
+            if self.gives_all_positions:
+                logits, presents = self._run_batch(feeds, all_positions=True)
+            elif type(self)._run_batch is not KVLoop._run_batch:
+                logits, presents = self._run_batch(feeds)
+                logits = np.asarray(logits)[:, None, :]
+            else:
+                logits, presents = self._run(feeds)
+                logits = np.asarray(logits)[None, None, :]
+        except (ArtifactInputMismatch, SessionClosed):
+            raise
+        except Exception as exc:
+            refusal = self._refusal(exc, feeds)
+            if refusal is not None:
+                raise refusal from exc
+            raise
+        return np.asarray(logits), list(presents)
 
     @property
     def batchable(self) -> bool:

@@ -87,7 +87,11 @@ class IREEDecoderStep(KVLoop):
             layout, pad=int(pad) if pad is not None else (0 if local else 1), what=vmfb_path.name
         )
 
-    def _run_batch(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
+    gives_all_positions = True
+
+    def _run_batch(
+        self, feeds: dict[str, Any], all_positions: bool = False
+    ) -> tuple[Any, list[Any]]:
         outputs = self._fn(*[feeds[name] for name in self.input_names])
         if not isinstance(outputs, tuple | list):
             outputs = (outputs,)
@@ -109,7 +113,7 @@ class IREEDecoderStep(KVLoop):
                     )
             self._presents_checked = True
         host = logits.to_host() if hasattr(logits, "to_host") else np.asarray(logits)
-        return np.array(host[:, -1], dtype=np.float32), presents
+        return np.array(host if all_positions else host[:, -1], dtype=np.float32), presents
 
     def reset(self) -> None:
         """Forget the KV cache; the next step checks the module's outputs again."""

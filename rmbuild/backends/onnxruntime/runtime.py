@@ -53,9 +53,13 @@ class OnnxDecoderStep(KVLoop):
         self.output_names = ["logits", *self.present_names]
         self._run_fn = self.session.run
 
-    def _run_batch(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
+    gives_all_positions = True
+
+    def _run_batch(
+        self, feeds: dict[str, Any], all_positions: bool = False
+    ) -> tuple[Any, list[Any]]:
         outputs = self._run_fn(self.output_names, feeds)
-        return outputs[0][:, -1], outputs[1:]
+        return (outputs[0] if all_positions else outputs[0][:, -1]), outputs[1:]
 
     def close(self) -> None:
         self.closed = True

@@ -141,7 +141,11 @@ class OVCApiDecoderStep(KVLoop):
             self.close()
             raise
 
-    def _run_batch(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
+    gives_all_positions = True
+
+    def _run_batch(
+        self, feeds: dict[str, Any], all_positions: bool = False
+    ) -> tuple[Any, list[Any]]:
         request = self._request
         if request is None:
             raise self.closed_error()
@@ -151,7 +155,7 @@ class OVCApiDecoderStep(KVLoop):
             request.infer()
             logits = request.get_output("logits")
             presents = [request.get_output(name) for name in self.present_names]
-        return logits[:, -1], presents
+        return (logits if all_positions else logits[:, -1]), presents
 
     def close(self) -> None:
         self.closed = True
@@ -195,7 +199,11 @@ class OVPythonDecoderStep(KVLoop):
         self._request = self._compiled.create_infer_request()
         super().__init__(layout, what=xml_path.name)
 
-    def _run_batch(self, feeds: dict[str, Any]) -> tuple[Any, list[Any]]:
+    gives_all_positions = True
+
+    def _run_batch(
+        self, feeds: dict[str, Any], all_positions: bool = False
+    ) -> tuple[Any, list[Any]]:
         if self._request is None:
             raise self.closed_error()
         try:
@@ -204,7 +212,8 @@ class OVPythonDecoderStep(KVLoop):
             raise OpenVINOError(f"running the model: {exc}") from exc
         get = self._request.get_tensor
         presents = [np.array(get(name).data) for name in self.present_names]
-        return np.array(get("logits").data[:, -1]), presents
+        logits = get("logits").data
+        return np.array(logits if all_positions else logits[:, -1]), presents
 
     def close(self) -> None:
         self.closed = True

@@ -1,0 +1,274 @@
+"""``from_pretrained`` for rmbuild's names: a model.yaml, a model name, an alias or an artifact id.
+
+The name means what it means to ``rmbuild serve`` (:mod:`rmbuild.serve.model`): every stored
+artifact of the model that can run here, best first by the device policy, and the first one
+that loads is used. ``device="auto"`` keeps that order; a target name, a device class (``npu``,
+``gpu``, ``cpu``), a backend or an artifact id keeps only the candidates it names; any other
+value is the runtime's own device name (``GPU.1``), as ``rmbuild serve --device`` takes it.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from rmbuild.errors import ArtifactNotFound, BackendUnavailable, IncompatibleArtifact
+
+if TYPE_CHECKING:
+    from artifact_store import Store
+    from rmbuild.runtime.session import BackendSession
+    from rmbuild.serve.model import LogicalModel
+    from rmbuild.transformers.modeling import RmbuildModelForCausalLM
+
+# transformers' from_pretrained keywords that choose weights, dtype or placement: the artifact
+# fixed those when it was built, so they are ignored here (with a warning) rather than refused,
+# and a script written for transformers runs unchanged.
+HF_ONLY = frozenset(
+    {
+        "torch_dtype",
+        "dtype",
+        "device_map",
+        "low_cpu_mem_usage",
+        "trust_remote_code",
+        "attn_implementation",
+        "revision",
+        "use_safetensors",
+        "cache_dir",
+        "local_files_only",
+        "token",
+        "force_download",
+        "quantization_config",
+        "offload_folder",
+    }
+)
+
+
+def _open(store: Store | str | os.PathLike[str] | None) -> tuple[Store, bool]:
+    """The store to read, and whether this call opened it (and closes it with the session)."""
+    if store is None or isinstance(store, str | os.PathLike):
+        from rmbuild.store import open_store
+
+        return open_store(store, read_only=True), True
+    return store, False
+
+
+def candidates(ref: str, store: Store, device: str | None, options: dict[str, Any]) -> LogicalModel:
+    """The logical model ``ref`` names here, narrowed by ``device`` (see the module
+    docstring); a runtime device name no candidate answers to goes into ``options``."""
+    from rmbuild.serve.model import resolve_model
+
+    model = resolve_model(store, ref)
+    if device and device.lower() != "auto":
+        if any(c.matches(device) for c in model.candidates):
+            model.pin(device)
+        else:
+            options["device"] = device
+    return model
+
+
+def open_session(
+    ref: str | os.PathLike[str],
+    *,
+    device: str | None = "auto",
+    store: Store | str | os.PathLike[str] | None = None,
+    options: dict[str, Any] | None = None,
+) -> BackendSession:
+    """A loaded session of the best candidate of ``ref`` whose runtime rmbuild steps one
+    forward at a time (a backend that generates whole sequences in its own SDK is skipped)."""
+    from rmbuild.runtime.kvloop import KVLoop
+    from rmbuild.serve.model import load_first
+
+    opened, own = _open(store)
+    try:
+        opts = dict(options or {})
+        model = candidates(os.fspath(ref), opened, device, opts)
+        skipped: list[str] = []
+        skip = 0
+        while True:
+            try:
+                index, session = load_first(model, store=opened, options=opts, skip=skip)
+            except BackendUnavailable as exc:
+                if skipped:
+                    exc.context[:0] = skipped
+                raise
+            if isinstance(session.step_fn, KVLoop):
+                break
+            session.close()
+            candidate = model.candidates[index]
+            skipped.append(
+                f"{candidate.label}: its runtime generates whole sequences, it runs no "
+                "transformers forward"
+            )
+            skip = index + 1
+            if skip >= len(model.candidates):
+                raise IncompatibleArtifact(
+                    f"no stored artifact of model {model.name!r} runs a forward step here",
+                    context=skipped,
+                    hint="use rmbuild.load(...).generate(...) for it, or build a target of "
+                    "onnxruntime, openvino, iree or tensorrt",
+                )
+    except BaseException:
+        if own:
+            opened.close()
+        raise
+    if own:
+        session.closers.append(opened.close)
+    return session
+
+
+def load_model(
+    cls: type[RmbuildModelForCausalLM],
+    model: str | os.PathLike[str],
+    *args: Any,
+    device: str | None = "auto",
+    store: Store | str | os.PathLike[str] | None = None,
+    verify: bool = False,
+    max_model_len: int | None = None,
+    **kwargs: Any,
+) -> RmbuildModelForCausalLM:
+    """The model behind :meth:`AutoModelForCausalLM.from_pretrained`."""
+    from transformers import AutoConfig, GenerationConfig, PretrainedConfig
+
+    if args:
+        raise TypeError(
+            "from_pretrained takes the model name and keywords only (device=, store=, "
+            "verify=, max_model_len=, and the backend's runtime options)"
+        )
+    ignored = sorted(k for k in kwargs if k in HF_ONLY)
+    if ignored:
+        warnings.warn(
+            f"rmbuild: ignored {', '.join(ignored)}: the artifact's weights, dtype and device "
+            "were fixed when it was built (choose a target with device=)",
+            stacklevel=3,
+        )
+    options = {k: v for k, v in kwargs.items() if k not in HF_ONLY}
+    options.update(verify=verify, max_model_len=max_model_len)
+    session = open_session(model, device=device, store=store, options=options)
+    try:
+        tree = session.info["path"]
+        try:
+            config = AutoConfig.from_pretrained(tree)
+        except (ValueError, KeyError):
+            # A model type this transformers does not know: its generic config still carries
+            # what generate() reads (token ids, use_cache).
+            config = PretrainedConfig.from_pretrained(tree)
+        config._name_or_path = os.fspath(model)
+        generation = None
+        if os.path.isfile(os.path.join(tree, "generation_config.json")):
+            generation = GenerationConfig.from_pretrained(tree)
+        return cls(config, session, generation_config=generation)
+    except BaseException:
+        session.close()
+        raise
+
+
+class AutoModelForCausalLM:
+    """``transformers.AutoModelForCausalLM`` for rmbuild's artifacts.
+
+    ``AutoModelForCausalLM.from_pretrained("chat-main", device="auto")`` returns a
+    :class:`~rmbuild.transformers.modeling.RmbuildModelForCausalLM`: transformers'
+    ``generate()`` over the artifact's runtime.
+    """
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        model: str | os.PathLike[str],
+        *args: Any,
+        device: str | None = "auto",
+        store: Store | str | os.PathLike[str] | None = None,
+        verify: bool = False,
+        max_model_len: int | None = None,
+        **kwargs: Any,
+    ) -> RmbuildModelForCausalLM:
+        """Load the artifact ``model`` names and wrap it as a transformers model.
+
+        Args:
+            model: a model.yaml, a model name with stored artifacts, an alias or an artifact
+                id (``rmbuild ls`` lists them).
+            device: ``"auto"`` (the device policy's best runnable candidate), or a target,
+                device class, backend or artifact id to keep only those candidates, or a
+                runtime device name (``GPU.1``).
+            store: a Store or its folder; default ``$RMBUILD_STORE`` or the user cache dir.
+            verify: re-hash the artifact's files before loading.
+            max_model_len: the context limit, as for :func:`rmbuild.load`.
+            **kwargs: the backend's runtime options (``intra_op_threads``...).
+                transformers' placement keywords (``torch_dtype``, ``device_map``...) are
+                ignored with a warning: the artifact fixed them at build time.
+
+        Raises:
+            rmbuild.errors.ArtifactNotFound: nothing stored answers to ``model`` (exit 5).
+            rmbuild.errors.BackendUnavailable: no candidate loads here (exit 7).
+            rmbuild.errors.IncompatibleArtifact: no candidate runs a forward step (exit 6).
+        """
+        from rmbuild.transformers.modeling import RmbuildModelForCausalLM
+
+        return load_model(
+            RmbuildModelForCausalLM,
+            model,
+            *args,
+            device=device,
+            store=store,
+            verify=verify,
+            max_model_len=max_model_len,
+            **kwargs,
+        )
+
+    @classmethod
+    def from_config(cls, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(
+            "an rmbuild model comes from a built artifact: use from_pretrained(name) "
+            "(transformers.AutoModelForCausalLM.from_config makes a PyTorch model)"
+        )
+
+
+def _artifact_tokenizer(
+    name: str, store: Store | str | os.PathLike[str] | None, args: tuple[Any, ...], kwargs: Any
+) -> Any:
+    """The tokenizer shipped in the artifact ``name`` names, or None where ``name`` is no
+    rmbuild name here (then it is a Hugging Face id, which transformers resolves)."""
+    import transformers
+
+    from rmbuild.errors import RmbuildError
+
+    try:
+        opened, own = _open(store)
+    except RmbuildError:
+        return None  # no store here: nothing can answer to an rmbuild name
+    try:
+        try:
+            model = candidates(name, opened, None, {})
+        except (ArtifactNotFound, BackendUnavailable):
+            return None
+        for candidate in model.candidates:
+            tree = opened.materialize(candidate.record.key)
+            if (tree / "tokenizer.json").is_file() or (tree / "tokenizer_config.json").is_file():
+                return transformers.AutoTokenizer.from_pretrained(os.fspath(tree), *args, **kwargs)
+        return None
+    finally:
+        if own:
+            opened.close()
+
+
+class AutoTokenizer:
+    """``transformers.AutoTokenizer`` that also takes rmbuild's names (a model.yaml, a model
+    name, an alias, an artifact id): the tokenizer files shipped in the artifact, which are the
+    source model's. A local folder or a hub id goes to transformers as it is."""
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name: str | os.PathLike[str],
+        *args: Any,
+        store: Store | str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        import transformers
+
+        text = os.fspath(name)
+        if not os.path.isdir(text):
+            found = _artifact_tokenizer(text, store, args, kwargs)
+            if found is not None:
+                return found
+        return transformers.AutoTokenizer.from_pretrained(name, *args, **kwargs)
