@@ -305,11 +305,16 @@ def test_a_package_cannot_replace_a_builtin_profile_or_template(
         config.search_folders("templates", None)
 
 
-def test_a_resources_entry_that_does_not_resolve_is_searched_nowhere(fake_entry_points) -> None:  # noqa: ANN001
+def test_a_resources_entry_that_does_not_resolve_is_searched_nowhere(
+    fake_entry_points, cli
+) -> None:  # noqa: ANN001
     fake_entry_points(*_builtin_eps(), _res("ghost", "no_such_vendor_pkg"))
     (ghost,) = config.plugin_resources()
     assert ghost.folder is None and "no_such_vendor_pkg" in ghost.error
     assert [f.origin for f in config.search_folders("profiles", None)][-1] == "built-in"
+    listed = cli("backends", "--json")
+    assert listed.code == 0 and json.loads(listed.out)  # stdout stays one JSON array
+    assert "registers resources 'ghost'" in listed.err and "cannot be found" in listed.err
 
 
 # ---- CLI commands of plugin packages -----------------------------------------------------------

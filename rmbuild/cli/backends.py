@@ -31,6 +31,7 @@ def command(as_json: bool) -> None:
                 "devices": [r.name for r in plugin.probe()] if plugin and avail.ok else [],
             }
         )
+    _warn_broken_resources()
     if as_json:
         emit_json(rows)
         return
@@ -55,3 +56,18 @@ def command(as_json: bool) -> None:
             plain(row["install"]),
         )
     console().print(table)
+
+
+def _warn_broken_resources() -> None:
+    """A package whose ``rmbuild.resources`` entry does not resolve ships nothing: say so (on
+    stderr, so that --json stays one array)."""
+    from rmbuild.config import plugin_resources
+
+    for res in plugin_resources():
+        if res.error:
+            click.echo(
+                f"warning: package {res.package} registers resources {res.name!r} "
+                f"({res.module}), which cannot be found: {res.error}; its profiles and "
+                "templates are not searched",
+                err=True,
+            )
