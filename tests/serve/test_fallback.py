@@ -3,7 +3,7 @@ fails mid-request under 32 concurrent requests (collected ones replayed on the n
 streams already sending end with an error event and [DONE]), a candidate that fails to load,
 a live switch that drops no queued request, and the end of the candidates.
 
-The same with real artifacts and a real server process: test_chaos.py."""
+The same with real processes (a remote upstream killed under 32 requests): test_remote.py."""
 
 from __future__ import annotations
 
