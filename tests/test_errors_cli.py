@@ -183,7 +183,7 @@ def test_compiler_hanging_past_timeout_is_killed(project: Project, cli) -> None:
     r = cli("compile", str(project.spec))
     elapsed = time.monotonic() - t0
     r.assert_failure(EXIT_TOOL)
-    assert elapsed < 10, elapsed
+    assert elapsed < 25, elapsed  # a bound on a hang (the tool sleeps far longer), not on speed
     assert "did not finish within 1 s and was killed" in r.err
     assert "log line 2" in r.err
     assert _log_path(r.err).is_file()

@@ -56,22 +56,20 @@ def test_migrations_produce_the_schema_the_code_queries(tmp_path: Path) -> None:
 def test_reopening_at_head_does_not_import_alembic(tmp_path: Path) -> None:
     root = tmp_path / "s"
     Store(root).close()
+    # What the fast path imports, not how long it takes (timings belong in bench/).
     code = textwrap.dedent(
         f"""
-        import sys, time
-        t = time.perf_counter()
+        import sys
         import artifact_store
         assert "sqlalchemy" not in sys.modules, "package import must stay light"
         s = artifact_store.Store({str(root)!r})
         s.get("k")
         s.close()
         assert "alembic" not in sys.modules, "alembic imported on the fast path"
-        print(time.perf_counter() - t)
         """
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert float(out.stdout) < 0.4
 
 
 def _open(root: str, barrier: mp.synchronize.Barrier, q: mp.Queue) -> None:  # type: ignore[name-defined]
