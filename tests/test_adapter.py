@@ -286,9 +286,8 @@ def test_a_tool_leaving_a_background_child_neither_stalls_nor_leaks(
     started = time.monotonic()
     _, run, out = _run(adapter, tmp_path)
     assert run.returncode == 0 and (out / "model.bin").exists()
-    assert (
-        time.monotonic() - started < 25
-    )  # a hang bound: not the 30 s reader timeout, nor the 60 s sleep
+    # A hang bound: not the 30 s reader timeout, nor the 60 s sleep.
+    assert time.monotonic() - started < 25
     child = int(pidfile.read_text())
     for _ in range(50):
         try:
