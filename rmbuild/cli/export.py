@@ -91,6 +91,7 @@ def command(
                 "limits": plan.limits,
                 "serving": plan.serving,
                 "checked": bundle.checked,
+                "warnings": plan.warnings,
             }
         )
         return
@@ -100,3 +101,5 @@ def command(
     click.echo(f"  runs:  {plan.command.display()}")
     for line in bundle.checked:
         click.echo(f"  checked: {line}")
+    for line in plan.warnings:
+        click.echo(f"warning: {line}", err=True)

@@ -287,6 +287,7 @@ class Plan:
     readme: list[str]  # engine-specific paragraphs (markdown)
     hardware: str  # what only the engine's hardware can show
     executable: set[str] = field(default_factory=set)  # relpaths to mark executable
+    warnings: list[str] = field(default_factory=list)  # what the user must know before serving
     extra_versions: dict[str, Any] = field(default_factory=dict)
 
 
@@ -439,6 +440,7 @@ def versions(plan: Plan, root: Path, checked: list[str]) -> dict[str, Any]:
         "command": [a.path if isinstance(a, Rel) else a for a in plan.command.argv],
         "env": plan.command.env,
         "checked": checked,
+        "warnings": plan.warnings,
         "files": file_digests(root),
         **plan.extra_versions,
     }
@@ -467,6 +469,7 @@ def readme(plan: Plan, checked: list[str]) -> str:
         plan.command.display(),
         "```",
         "",
+        *(f"**Warning:** {w}\n" for w in plan.warnings),
         "## Limits the command keeps to",
         "",
         *(f"- `{k}`: {v}" for k, v in plan.limits.items()),

@@ -393,6 +393,7 @@ def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
         + "); here each config.pbtxt is parsed with tritonclient's model_config_pb2 and the "
         "graph model's inputs and outputs are compared with the graph.",
         extra_versions={"triton": {"graph_io_from": read_from, "plans": plans}},
+        warnings=[v["none_because"] for v in matches.values() if v["none_because"]],
     )
 
 

@@ -134,10 +134,8 @@ def releases_for(backend: str, packages: dict[str, str], fp: dict[str, Any], fla
         why = (
             ""
             if releases
-            else (
-                f"no published release ships ONNX Runtime that new (newest: {newest}); rebuild with "
-                f"onnxruntime {newest} or older, or use opt_level extended on a newer Triton"
-            )
+            else f"no published Triton release ships ONNX Runtime {built} or later (the newest "
+            f"ships {newest}): build the artifact with onnxruntime {newest} or older for Triton"
         )
     elif backend == "tensorrt":
         built = str(fp.get("tensorrt") or packages.get("tensorrt") or "")

@@ -231,6 +231,7 @@ def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
         f"({', '.join(serving['npu']) or 'the compiled SKU'}) and the RBLN driver; here the "
         "folder and the flags are checked against vllm-rbln's rules only.",
         extra_versions={"rbln_params": params},
+        warnings=[] if full else [kv_note],
     )
 
 
