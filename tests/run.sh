@@ -8,7 +8,7 @@
 # PostgreSQL runs skip and the last line says so, with the command that runs them.
 # RMBUILD_TEST_POSTGRES=0 skips that step on purpose.
 set -euo pipefail
-RMBUILD_EXTRAS="${RMBUILD_EXTRAS:-onnx,openvino,iree,ray,serve,dev}"
+RMBUILD_EXTRAS="${RMBUILD_EXTRAS:-onnx,openvino,iree,ray,serve,sign,dev}"
 source "$(dirname "${BASH_SOURCE[0]}")/../.ci/venv.sh"
 
 started_pg=""

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+pytest.importorskip("model_signing", reason="model-signing not installed (extra: sign)")
+
 from artifact_store import Store
 
 if TYPE_CHECKING:
