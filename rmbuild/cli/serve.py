@@ -79,6 +79,12 @@ def _loopback(host: str) -> bool:
     help="On SIGTERM or Ctrl-C: seconds to let running requests finish before exiting.",
 )
 @click.option("--verify", is_flag=True, help="Re-hash the artifact's files before loading.")
+@click.option(
+    "--trust",
+    metavar="POLICY",
+    help='Trust policy: "signed-by:KEY.pub" serves only artifacts with a signature by that key '
+    'that holds; "none" turns a configured one off [env: RMBUILD_TRUST; config: trust].',
+)
 @click.pass_obj
 def command(
     app: Any,
@@ -95,6 +101,7 @@ def command(
     max_queue: int,
     shutdown_timeout: float,
     verify: bool,
+    trust: str | None,
 ) -> None:
     """Serve MODEL (a model.yaml, model name, alias or artifact id) over OpenAI's HTTP API.
 
@@ -126,7 +133,11 @@ def command(
         store_path=app.store_path,
         index_url=app.index_url,
         served_name=served_model_name,
-        options={**({"max_model_len": max_model_len} if max_model_len else {})},
+        options={
+            **({"max_model_len": max_model_len} if max_model_len else {}),
+            # Every candidate loads through the loader, which applies the policy.
+            **({"trust": trust} if trust else {}),
+        },
         verify=verify,
         max_running=max_running,
         max_queue=max_queue,

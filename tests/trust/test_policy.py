@@ -218,3 +218,14 @@ def test_pull_refuses_one_changed_byte_in_any_file_naming_it(
         shown = cli("verify", artifact, "--signature", "--key", str(ours.public))
         shown.assert_failure(EXIT_UNTRUSTED)
         assert rel in shown.err
+
+
+def test_rmbuild_serve_trust_refuses_every_unsigned_candidate(
+    project: Project, cli, keys, build_artifact
+) -> None:  # noqa: ANN001
+    pytest.importorskip("fastapi", reason="fastapi not installed (extra: serve)")
+    ours, _ = keys
+    build_artifact()
+    refused = cli("serve", str(project.spec), "--port", "0", "--trust", f"signed-by:{ours.public}")
+    assert refused.code == 7, refused.err  # no candidate can be served here
+    assert "is not signed" in refused.err
