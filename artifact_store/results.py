@@ -202,6 +202,9 @@ def remote_result(remote: Remote, key: str) -> ActionResult | None:
 
 def _result_file(remote: Remote, key: str) -> ActionResult | None:
     check_key(key)
+    own = getattr(remote, "read_result", None)
+    if own is not None:  # a remote with a layout of its own (an OCI registry) reads its own
+        return own(key)
     with remote._errors(f"reading result {key[:12]}"):
         try:
             data = remote.fs.cat_file(result_path(remote, key))
@@ -240,8 +243,12 @@ def push_results(remote: Remote, store: Store, keys: Iterable[str]) -> int:
                 continue  # its files are here: push() sends its entry, which says the same
             seen.add(result.key)
             if remote_result(remote, result.key) is None:
-                with remote._errors(f"writing result {result.key[:12]}"):
-                    remote._put_bytes(result_path(remote, result.key), result.to_json())
+                own = getattr(remote, "write_result", None)
+                if own is not None:  # a remote with a layout of its own (an OCI registry)
+                    own(result)
+                else:
+                    with remote._errors(f"writing result {result.key[:12]}"):
+                        remote._put_bytes(result_path(remote, result.key), result.to_json())
                 written += 1
     return written
 

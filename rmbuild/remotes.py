@@ -19,6 +19,8 @@ from rmbuild.errors import RemoteError
 
 if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Store
+    from artifact_store.entries import RemoteEntry
+    from artifact_store.oci import OCIRemote
     from artifact_store.remote import Remote
 
 T = TypeVar("T")
@@ -28,8 +30,10 @@ OFF = frozenset({"none", "off", "-"})
 
 def open_remote(
     url: str | None = None, *, start: Path | None = None, required: bool = False
-) -> Remote | None:
+) -> Remote | OCIRemote | None:
     """The remote named by ``url``, ``$RMBUILD_REMOTE`` or the config files; None if none.
+    ``oci://host[:port]/repo`` is an OCI registry (:mod:`artifact_store.oci`), anything else
+    an fsspec URL (:mod:`artifact_store.remote`).
 
     ``required`` (push, pull, ``ls --remote``): no remote configured is a usage error.
     """
@@ -46,6 +50,8 @@ def open_remote(
             )
         return None
     _refuse_secrets(chosen, url, start)
+    if chosen.strip().lower().startswith("oci://"):
+        return _open_oci(chosen.strip(), start)
     try:
         import fsspec  # noqa: F401
     except ImportError:
@@ -60,6 +66,39 @@ def open_remote(
     from artifact_store.remote import Remote
 
     return Remote(chosen, storage_options=config.remote_options(start), jobs=_jobs())
+
+
+def _open_oci(url: str, start: Path | None) -> OCIRemote:
+    """An OCI registry remote; a malformed ``oci://`` URL is a usage error (exit 2)."""
+    from artifact_store.oci import OCIRemote
+    from rmbuild.errors import UsageError
+
+    try:
+        return OCIRemote(
+            url, options=config.remote_options(start), jobs=_jobs(), describe=oci_annotations
+        )
+    except ValueError as exc:
+        raise UsageError(
+            f"remote {url}: {exc}",
+            hint="write oci://host[:port]/repository, e.g. oci://registry.example.com/team/models",
+        ) from None
+
+
+def oci_annotations(entry: RemoteEntry) -> dict[str, str]:
+    """What an OCI manifest says about an artifact beyond its index row: the device class of
+    the profile that built it (npu, gpu, cpu, remote), which a serving host filters on."""
+    from rmbuild.errors import RmbuildError
+    from rmbuild.profiles import find_profile
+
+    name = entry.metadata.get("profile")
+    spec = entry.metadata.get("spec_file")
+    if not isinstance(name, str) or not name:
+        return {}
+    try:
+        found = find_profile(name, Path(spec).parent if isinstance(spec, str) else None)
+    except RmbuildError:
+        return {}
+    return {"dev.rmbuild.device-class": found.profile.resource} if found.profile.resource else {}
 
 
 def _refuse_secrets(chosen: str, flag: str | None, start: Path | None) -> None:
@@ -102,8 +141,8 @@ def _refuse_secrets(chosen: str, flag: str | None, start: Path | None) -> None:
         hint="give the URL alone (e.g. s3://bucket/prefix). Credentials belong where the "
         "cloud SDK looks for them: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or "
         "~/.aws/credentials for S3; GOOGLE_APPLICATION_CREDENTIALS for gs://; AZURE_STORAGE_* "
-        "for az://. Options that are not secret (endpoint_url, region) go in the "
-        "[remote_options] table of rmbuild.toml",
+        "for az://; `docker login HOST` (the Docker config file) for oci://. Options that are "
+        "not secret (endpoint_url, region) go in the [remote_options] table of rmbuild.toml",
     )
 
 
