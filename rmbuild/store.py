@@ -149,6 +149,11 @@ def translate(exc: Exception) -> RmbuildError | None:
                 "set the provider's credentials (e.g. AWS_PROFILE or "
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY) for this remote"
             )
+            if exc.remote.startswith("oci://"):  # a registry: the Docker config file's
+                hint = (
+                    "log in to the registry (`docker login HOST`, or an auths entry in "
+                    "$DOCKER_CONFIG/config.json, else ~/.docker/config.json)"
+                )
         elif isinstance(exc, se.RemoteCorrupt):
             code = "remote-corrupt"
             hint = "the remote copy is damaged; push it again from a good store, or build here"
