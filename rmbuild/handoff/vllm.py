@@ -29,6 +29,7 @@ from rmbuild.handoff.bundle import (
     precision,
     refuse,
 )
+from rmbuild.runtime import limits
 
 ENGINE = "vllm"
 TITLE = "vLLM"
@@ -88,6 +89,18 @@ def source_of(art: Artifact) -> tuple[Any, dict[str, Path], dict[str, str], str]
     return spec, files, digests, tree_digest(digests)
 
 
+def _read_config(path: Path | None) -> dict[str, Any]:
+    import json
+
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
     """The bundle of one artifact's source for vLLM (see the module docstring)."""
     art = only_one(artifacts, ENGINE)
@@ -101,7 +114,10 @@ def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
             hint=f"rebuild (`rmbuild compile {spec.path} --target {art.target}`) and export "
             "the new artifact, or restore the folder",
         )
-    limit = art.context_limit(options.max_model_len)
+    # vLLM reads the source's config.json; the artifact's compiled bound still applies, so
+    # the server takes what the artifact takes.
+    source_config = _read_config(files.get("config.json"))
+    limit = limits.resolve(source_config or art.config, art.compiled_bound(), options.max_model_len)
     dtype = precision(art) or "auto"
     name = options.name or art.model
     argv: list[str | Rel] = [
@@ -118,7 +134,7 @@ def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
         str(options.port),
     ]
     command = Command(argv, alternative=("VLLM_PYTHON", ["-m", API_SERVER, "--model"]))
-    config = art.config
+    config = source_config or art.config
     pins = {
         "source_digest": digest,
         "source_verified": recorded is not None,
