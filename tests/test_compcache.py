@@ -76,7 +76,7 @@ def test_a_second_build_is_fed_the_cache_of_the_first(project, cli) -> None:  # 
     assert second != first and fed == 1
     _spec(project, 3)
     assert _seen(cli, project)[1] == 2  # and updated from each build
-    rows = json.loads(cli("ls", "--json").out)
+    rows = json.loads(cli("ls", "--all", "--json").out)  # internal: listed with --all
     caches = [row for row in rows if row.get("target") == "compiler-cache"]
     assert len(caches) == 1  # one artifact per compiler identity, replaced in place
 
@@ -93,5 +93,5 @@ def test_a_user_cache_dir_turns_it_off(project, cli, tmp_path) -> None:  # noqa:
     r = cli("compile", str(project.spec), "-t", "t", "--json")
     assert r.code == 0, r.err
     assert [p.name for p in mine.iterdir()] == ["k0"]
-    rows = json.loads(cli("ls", "--json").out)
+    rows = json.loads(cli("ls", "--all", "--json").out)
     assert not [row for row in rows if row.get("target") == "compiler-cache"]
