@@ -185,7 +185,8 @@ def source_files(spec: LoadedSpec) -> dict[str, Path]:
     A hub source (``source: {hub: org/name, revision: SHA}``) is first resolved in the hub's
     cache (see :func:`hub_snapshot`), fetched there where it is missing and a network is allowed.
     """
-    if getattr(spec.spec.source, "hub", None):
+    # A spec laid out from a Ray bundle (bundle_source) holds the files the driver resolved.
+    if getattr(spec.spec.source, "hub", None) and getattr(spec, "bundle_source", None) is None:
         hub_snapshot(spec)  # refuses a moving ref; downloads what the cache lacks
     src = spec.source_path
     where = _where(spec)

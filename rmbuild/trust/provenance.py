@@ -113,7 +113,11 @@ def _source_deps(spec: LoadedSpec, store: Store) -> list[dict[str, Any]]:
     from rmbuild import sources
 
     deps: list[dict[str, Any]] = []
-    hub = sources.hub_snapshot(spec) if getattr(spec.spec.source, "hub", None) else None
+    hub = None
+    if getattr(spec.spec.source, "hub", None):
+        # Resolved (refused, or fetched) when the build computed the source digest, or by the
+        # driver where the spec came in a Ray bundle: only read here.
+        hub = sources.hub_snapshot(spec, download=False, check_pinned=False)
     if hub is not None:
         deps.append(hub.dependency())
     for rel, digest in sorted(sources.source_file_digests(spec, store).items()):
