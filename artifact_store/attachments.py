@@ -160,9 +160,12 @@ def _remote_folder(remote: Remote, subject: str) -> str:
 def remote_names(remote: Remote, subject: str) -> list[str]:
     """Names of the attachments ``remote`` holds for ``subject``."""
     fs = remote.fs
+    folder = _remote_folder(remote, subject)
     with remote._errors(f"listing attachments of {subject[:12]}"):  # noqa: SLF001
+        # A listing cached by the filesystem (s3fs keeps them) would miss one just uploaded.
+        fs.invalidate_cache(folder)
         try:
-            entries = fs.ls(_remote_folder(remote, subject), detail=False)
+            entries = fs.ls(folder, detail=False)
         except FileNotFoundError:
             return []
     names = [str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries]

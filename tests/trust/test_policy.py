@@ -229,3 +229,25 @@ def test_rmbuild_serve_trust_refuses_every_unsigned_candidate(
     refused = cli("serve", str(project.spec), "--port", "0", "--trust", f"signed-by:{ours.public}")
     assert refused.code == 7, refused.err  # no candidate can be served here
     assert "is not signed" in refused.err
+
+
+def test_signatures_travel_through_an_s3_remote(
+    project: Project,
+    cli,
+    keys,
+    build_artifact,
+    s3_remote: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # noqa: ANN001
+    """The same over a real S3 protocol (moto's server on loopback), whose listings the
+    filesystem caches: a signature uploaded after the artifact is still found."""
+    ours, _ = keys
+    artifact = build_artifact()
+    assert cli("push", artifact, "--remote", s3_remote).code == 0
+    assert cli("sign", artifact, "--key", str(ours.private)).code == 0
+    assert cli("push", artifact, "--remote", s3_remote).code == 0
+    _other_store(tmp_path, monkeypatch)
+    pulled = cli("pull", artifact, "--remote", s3_remote, "--trust", f"signed-by:{ours.public}")
+    assert pulled.code == 0, pulled.err
+    assert cli("verify", artifact, "--signature", "--key", str(ours.public)).code == 0
