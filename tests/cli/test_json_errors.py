@@ -28,6 +28,7 @@ CASES: dict[str, tuple[list[str], int, str]] = {
     "ls": (["ls", "--index-url", "nosuchdriver://x", "--json"], 8, "store-unavailable"),
     "show": (["show", "0123456789ab", "--json"], 5, "artifact-not-found"),
     "verify": (["verify", "0123456789ab", "--json"], 5, "artifact-not-found"),
+    "sign": (["sign", "0123456789ab", "--key", "{tmp}/k.pem", "--json"], 5, "artifact-not-found"),
     "checkout": (["checkout", "0123456789ab", "{tmp}/out", "--json"], 5, "artifact-not-found"),
     "push": (["push", "0123456789ab", "--json"], 2, "usage-error"),
     "pull": (["pull", "0123456789ab", "--json"], 2, "usage-error"),
