@@ -71,9 +71,14 @@ def sign(
     The artifact must pass the store's integrity check first: a signature over damaged bytes
     would vouch for them. Keyless (Sigstore) signing signs the model signature only.
     """
-    from rmbuild.errors import StoreCorrupt
+    from rmbuild.errors import ArtifactNotFound, StoreCorrupt
 
     problems = store.check(record)
+    if problems and problems[0].absent:
+        raise ArtifactNotFound(
+            f"artifact {record.key[:12]} is in the index, but its files are not in this store",
+            hint=f"`rmbuild pull {record.key[:12]} --remote URL` fetches it; sign where it is",
+        )
     if problems:
         raise StoreCorrupt(
             f"artifact {record.key[:12]} cannot be signed: its files are not intact here",
