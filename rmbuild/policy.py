@@ -153,7 +153,9 @@ def unavailable(what: str, gaps: list[dict[str, str]]) -> BackendUnavailable:
 
 
 def _devices_present(backend: str, resource: str, devices: list[dict[str, Any]]) -> bool:
-    if resource == "cpu":
+    # A remote server is no device of this machine: whether it answers is asked when its
+    # target builds (its /v1/models) and when it loads, never while planning.
+    if resource in ("cpu", "remote"):
         return True
     vendors = DEVICE_VENDORS.get((backend, resource))
     return any(
@@ -312,7 +314,7 @@ def device_here(backend: str, resource: str, devices: list[dict[str, Any]]) -> b
 
     The CPU is always here, and so is a portable artifact ("any"); a remote server is no
     device of this machine: its reachability is asked when it loads (its ``/v1/models``)."""
-    if resource in ("any", "remote"):
+    if resource == "any":
         return True
     return _devices_present(backend, resource, devices)
 

@@ -174,3 +174,16 @@ def test_serve_order_default_and_declared() -> None:
     assert policy.serve_order() == ("npu", "gpu", "cpu", "any", "remote")
     assert policy.serve_order(["remote", "gpu"]) == ("remote", "gpu")
     assert policy.serve_order(["cpu", "any", "npu"]) == ("cpu", "any", "npu")
+
+
+def test_target_remote_resolves_to_the_remote_targets_without_a_local_device(
+    project: Project,
+) -> None:
+    from rmbuild.spec import load_model_spec
+
+    spec = _project(project)
+    resolution = policy.resolve(load_model_spec(spec), ["remote"], devices=[])
+    assert resolution.names == ["remote-t"]
+    (cand,) = resolution.candidates
+    # Its server is asked when it builds and loads, not here: no "no device" note.
+    assert cand.device_present and cand.why == "builds here"
