@@ -71,7 +71,15 @@ _OV_TYPES = {
     "boolean": "bool",
     "bool": "bool",
 }
+# The graph file each backend's artifact holds, and the name Triton's backend loads it by.
 GRAPH_FILES = {"onnxruntime": "model.onnx", "openvino": "model.xml", "tensorrt": "model.plan"}
+ARTIFACT_GRAPH = {
+    "onnxruntime": "model.onnx",
+    "openvino": "openvino_model.xml",
+    "tensorrt": "model.plan",
+}
+# ovc's names -> the names Triton's openvino backend looks for (the .bin follows the .xml).
+OV_RENAME = {"openvino_model.xml": "model.xml", "openvino_model.bin": "model.bin"}
 
 
 @dataclass(frozen=True)
@@ -184,7 +192,7 @@ def graph_io(art: Artifact) -> tuple[list[Tensor], list[Tensor], str]:
         except ImportError:
             return (*_derived_io(art), f"{kvlayout.SIDECAR} + config.json (onnx not installed)")
     if art.backend == "openvino":
-        return (*_ov_io(art.tree / "model.xml"), "model.xml")
+        return (*_ov_io(art.tree / ARTIFACT_GRAPH["openvino"]), ARTIFACT_GRAPH["openvino"])
     # TensorRT: the plan cannot be read without TensorRT; the ONNX graph it was built from can.
     for parent in art.metadata.get("parents") or []:
         record = art.store.get(parent) if isinstance(parent, str) else None
@@ -292,7 +300,7 @@ def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
     """The model repository (see the module docstring)."""
     first = artifacts[0]
     for art in artifacts:
-        if art.backend not in GRAPH_BACKENDS or GRAPH_FILES[art.backend] not in art.files:
+        if art.backend not in GRAPH_BACKENDS or ARTIFACT_GRAPH[art.backend] not in art.files:
             refuse(
                 art,
                 ENGINE,
@@ -321,8 +329,9 @@ def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
             files[f"{graph_name}/1/{filename}"] = Link(art.tree / "model.plan")
     else:
         for rel in first.files:
-            if rel == GRAPH_FILES[first.backend] or not rel.endswith((".json", ".txt", ".jinja")):
-                files[f"{graph_name}/1/{rel}"] = Link(first.tree / rel)
+            graph_file = rel == ARTIFACT_GRAPH[first.backend] or rel in OV_RENAME
+            if graph_file or not rel.endswith((".json", ".txt", ".jinja")):
+                files[f"{graph_name}/1/{OV_RENAME.get(rel, rel)}"] = Link(first.tree / rel)
     files[f"{graph_name}/config.pbtxt"] = graph_config(
         graph_name, first.backend, inputs, outputs, plans
     )

@@ -50,8 +50,10 @@ class TritonPythonModel:
 
         self.pb_utils = pb_utils
         config = json.loads(args["model_config"])
+        # Triton passes the config as JSON with the proto's field names (string_value); the
+        # camelCase JSON spelling is taken too.
         params = {
-            key: value.get("string_value", "")
+            key: value.get("string_value", value.get("stringValue", ""))
             for key, value in (config.get("parameters") or {}).items()
         }
         self.decoupled = pb_utils.using_decoupled_model_transaction_policy(config)
