@@ -377,3 +377,66 @@ def test_admin_switch_without_a_key_is_refused_off_loopback(steps: dict[str, Any
         served.stop(10)
     assert refused.status_code == 403
     assert served.info["target"] == "gpu-t"
+
+
+# ---- the Python API: rmbuild.load("NAME") -> ModelSession ------------------------------------
+
+
+def _model_session(*targets: tuple[str, str]) -> Any:
+    from rmbuild.serve.session import ModelSession
+
+    return ModelSession(_model(*targets), store=None)  # type: ignore[arg-type]
+
+
+def test_model_session_generate_moves_to_the_next_candidate(steps: dict[str, Any]) -> None:
+    steps["npu-t"] = ArtifactUnloadable("no NPU runtime")
+    steps["gpu-t"] = Step(shift=1, fail_after=3)
+    steps["cpu-t"] = Step(shift=2)
+    session = _model_session(("npu-t", "npu"), ("gpu-t", "gpu"), ("cpu-t", "cpu"))
+    try:
+        assert session.target == "gpu-t"
+        assert session.moves == [{"from": "npu-t", "to": "gpu-t", "reason": "load_failed"}]
+        ids = session.tokenizer.encode("The")
+        text = session.generate("The", 5)
+        # Run again whole on the CPU's session (its own predictions, none of the GPU's).
+        assert text == session.tokenizer.decode(_expected(ids[-1], 5, 2))
+        assert session.target == "cpu-t" and steps["gpu-t"].closed
+        assert session.moves[-1] == {"from": "gpu-t", "to": "cpu-t", "reason": "backend_error"}
+    finally:
+        session.close()
+
+
+def test_model_session_stream_moves_only_before_its_first_piece(steps: dict[str, Any]) -> None:
+    steps["gpu-t"] = Step(shift=1, fail_after=0)  # fails at the prefill
+    steps["cpu-t"] = Step(shift=1, fail_after=3)  # fails after its first pieces
+    session = _model_session(("gpu-t", "gpu"), ("cpu-t", "cpu"))
+    try:
+        pieces = session.stream("The", 8)
+        assert session.target == "cpu-t"  # moved before anything was yielded
+        got = [next(pieces)]
+        with pytest.raises(RuntimeError, match="device lost"):
+            got += list(pieces)
+        assert got[0]
+    finally:
+        session.close()
+
+
+def test_model_session_switch_and_caller_errors_do_not_move(steps: dict[str, Any]) -> None:
+    from rmbuild.errors import ContextTooLong
+    from rmbuild.runtime.limits import resolve
+
+    steps["cpu-t"], steps["gpu-t"] = Step(shift=1), Step(shift=2)
+    session = _model_session(("cpu-t", "cpu"), ("gpu-t", "gpu"))
+    try:
+        session.session.context_limit = resolve({"max_position_embeddings": 8}, None)
+        with pytest.raises(ContextTooLong):
+            session.generate("The future of AI is", 32)
+        assert session.target == "cpu-t" and session.moves == []  # the caller's mistake
+        session.switch("gpu")
+        assert session.target == "gpu-t" and steps["cpu-t"].closed
+        assert session.moves == [{"from": "cpu-t", "to": "gpu-t", "reason": "switch"}]
+        with pytest.raises(UsageError, match="no candidate 'npu'"):
+            session.switch("npu")
+        assert session.target == "gpu-t"
+    finally:
+        session.close()
