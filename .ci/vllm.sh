@@ -13,7 +13,8 @@
 # Env: RMBUILD_VLLM_VENV (where the environment lives; default under the data dir),
 # RMBUILD_DATA_DIR, RMBUILD_VENV (rmbuild's own venv, made by .ci/venv.sh).
 set -euo pipefail
-RMBUILD_EXTRAS="${RMBUILD_EXTRAS:-onnx,serve,dev}"
+# The same extras as tests/run.sh, so that after the suite no reinstall happens here.
+RMBUILD_EXTRAS="${RMBUILD_EXTRAS:-onnx,openvino,iree,ray,serve,dev}"
 export RMBUILD_EXTRAS
 source "$(dirname "$0")/venv.sh"   # makes/reuses .venv, cds to the repo root
 
