@@ -133,7 +133,10 @@ def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
         "--port",
         str(options.port),
     ]
-    command = Command(argv, alternative=("VLLM_PYTHON", ["-m", API_SERVER, "--model"]))
+    # vLLM refuses a length past the declared one unless told to allow it; rmbuild allows it
+    # only for positions a model computes (limits.resolve refused the rest above).
+    env = {"VLLM_ALLOW_LONG_MAX_MODEL_LEN": "1"} if limit.value > limit.declared else {}
+    command = Command(argv, env, alternative=("VLLM_PYTHON", ["-m", API_SERVER, "--model"]))
     config = source_config or art.config
     pins = {
         "source_digest": digest,
