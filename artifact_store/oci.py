@@ -25,12 +25,15 @@ installed only after all of the artifact's blobs matched (else :class:`RemoteCor
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from artifact_store import attachments, oci_client, oci_referrers, transfer
@@ -49,7 +52,7 @@ from artifact_store.errors import (
 )
 from artifact_store.hashing import hash_bytes, is_digest
 from artifact_store.names import HEX_RE, MIN_PREFIX, NAME_RE, check_key
-from artifact_store.oci_client import EMPTY_DATA, TAG_RE
+from artifact_store.oci_layout import EMPTY_DATA, TAG_RE
 from artifact_store.records import ArtifactRecord, Manifest
 from artifact_store.remote import Admit, OnProgress, TransferReport
 
@@ -92,16 +95,14 @@ class OCIRemote:
         *,
         options: Mapping[str, Any] | None = None,
         jobs: int = 8,
-        part_size: int = transfer.PART_SIZE,
         describe: Describe | None = None,
     ) -> None:
         self.options = dict(options or {})
         plain = self.options.get("plain_http")
-        address = oci_client.parse_url(url, plain_http=None if plain is None else bool(plain))
+        address = layout.parse_url(url, plain_http=None if plain is None else bool(plain))
         self.url = address.display
         self.display = address.display
         self.jobs = max(1, jobs)
-        self.part_size = part_size
         self.describe = describe
         self.client = oci_client.Client(
             address,
@@ -115,7 +116,7 @@ class OCIRemote:
         return f"OCIRemote({self.display!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        keep = ("url", "options", "jobs", "part_size", "describe")
+        keep = ("url", "options", "jobs", "describe")
         return {k: self.__dict__[k] for k in keep}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -408,14 +409,10 @@ class OCIRemote:
                 need = [d for d in sizes if not store.has_blob(d)]
                 counter = transfer.Counter(sum(sizes[d] or 0 for d in need), on_progress)
                 counter.advance(0)
-                blobs = _Blobs(self.client)
 
-                def fetch(digest: str) -> tuple[str, Any]:
+                def fetch(digest: str) -> tuple[str, Path]:
                     try:
-                        path = transfer.download(
-                            blobs, digest, digest, sizes[digest], tmp,
-                            jobs=self.jobs, part_size=self.part_size, advance=counter.advance,
-                        )  # fmt: skip
+                        path = self._download(digest, sizes[digest], tmp, counter.advance)
                     except transfer.DigestMismatch as exc:
                         raise RemoteCorrupt(
                             self.display,
@@ -473,6 +470,26 @@ class OCIRemote:
         with contextlib.suppress(RemoteError):
             pull_chain(self, store, entry)
 
+    def _download(self, digest: str, size: int | None, tmp: Path, advance: Any) -> Path:
+        """Blob ``digest`` streamed into a new file in ``tmp``, hashed on the way; the file
+        (fsynced, read-only) once it is ``digest``, else DigestMismatch (and no file)."""
+        fd, name = tempfile.mkstemp(prefix="pull-", dir=tmp)
+        path = Path(name)
+        try:
+            got, arrived = self.client.read_blob(digest, fd, advance)
+            if got != digest or (size is not None and arrived != size):
+                raise transfer.DigestMismatch(
+                    digest, arrived=arrived, expected_size=size, got_digest=got
+                )
+            os.fsync(fd)
+            os.fchmod(fd, transfer.BLOB_MODE)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        return path
+
     def _pull_manifest(self, entry: RemoteEntry) -> Manifest:
         digest = entry.manifest_digest
         try:
@@ -491,17 +508,6 @@ class OCIRemote:
             return Manifest.from_json(data, digest)
         except CorruptManifest as exc:
             raise RemoteCorrupt(self.display, str(exc)) from None
-
-
-class _Blobs:
-    """The registry's blobs as :func:`transfer.download` reads a filesystem: ``cat_file`` of a
-    digest, whole or a byte range (parallel ranges for a big blob)."""
-
-    def __init__(self, client: oci_client.Client) -> None:
-        self.client = client
-
-    def cat_file(self, digest: str, start: int | None = None, end: int | None = None) -> bytes:
-        return self.client.get_blob(digest, start, end)
 
 
 def _closure(store: Store, keys: Iterable[str], parents: bool) -> list[ArtifactRecord]:

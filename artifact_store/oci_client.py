@@ -14,9 +14,10 @@ passes through :meth:`Client.scrub`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.client
-import ipaddress
 import json
+import os
 import re
 import ssl
 import threading
@@ -28,17 +29,8 @@ from urllib.parse import quote, urlencode, urljoin, urlsplit
 from artifact_store.entries import scrub
 from artifact_store.errors import RemoteAuthError, RemoteError
 from artifact_store.oci_auth import Credentials, basic_auth, docker_config_path, find_credentials
+from artifact_store.oci_layout import INDEX, MANIFEST, Address
 
-MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-INDEX = "application/vnd.oci.image.index.v1+json"
-# The OCI 1.1 empty descriptor: the config of an artifact that needs none.
-EMPTY = "application/vnd.oci.empty.v1+json"
-EMPTY_DATA = b"{}"
-# The distribution spec's grammar for repository names and tags.
-REPO_RE = re.compile(
-    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
-)
-TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 TIMEOUT_S = 60.0
 # Big enough that a socket write is never the bottleneck of an upload (http.client's default
 # block of 8 KiB costs a system call per 8 KiB).
@@ -46,64 +38,6 @@ BLOCK = 1024 * 1024
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 Advance = Callable[[int], None]
-
-
-@dataclass(frozen=True)
-class Address:
-    """Where a remote lives: ``host`` (with its port), ``repo``, and the scheme to talk."""
-
-    host: str
-    repo: str
-    plain_http: bool
-
-    @property
-    def base(self) -> str:
-        return f"{'http' if self.plain_http else 'https'}://{self.host}"
-
-    @property
-    def display(self) -> str:
-        return f"oci://{self.host}/{self.repo}"
-
-
-def parse_url(url: str, *, plain_http: bool | None = None) -> Address:
-    """``oci://host[:port]/repo`` as an :class:`Address`; ValueError saying what is wrong.
-
-    A loopback host is spoken to over plain HTTP (as Docker does for local registries), any
-    other over HTTPS unless ``plain_http`` says otherwise.
-    """
-    parts = urlsplit(url)
-    if parts.scheme != "oci":
-        raise ValueError(f"not an oci:// URL: {url!r}")
-    if "@" in parts.netloc or parts.query or parts.fragment:
-        raise ValueError("an oci:// URL carries no user, password, query or fragment")
-    host = parts.netloc
-    repo = parts.path.strip("/")
-    if not host or not parts.hostname:
-        raise ValueError("no registry host: write oci://host[:port]/repository")
-    if not repo:
-        raise ValueError(f"no repository after the host: write oci://{host}/repository")
-    if ":" in repo or "@" in repo:
-        raise ValueError(
-            f"{repo!r} names a tag or digest: the URL names the repository only (each "
-            "artifact is a tag in it)"
-        )
-    if len(repo) > 255 or not REPO_RE.fullmatch(repo):
-        raise ValueError(
-            f"{repo!r} is not a repository name: lowercase letters, digits and the separators "
-            "'.', '_', '__', '-' and '/' between them"
-        )
-    if plain_http is None:
-        plain_http = _loopback(parts.hostname)
-    return Address(host=host, repo=repo, plain_http=plain_http)
-
-
-def _loopback(hostname: str) -> bool:
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
 
 
 # ---- requests ------------------------------------------------------------------------------
@@ -135,6 +69,15 @@ class _Reader:
 
 
 Body = bytes | Path | None
+Sink = Callable[[http.client.HTTPResponse], None]
+
+
+class SinkError(Exception):
+    """A failure of a sink's own side (writing the local file), not of the registry."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class Client:
@@ -190,10 +133,18 @@ class Client:
             self._idle.setdefault((scheme, netloc), []).append(conn)
 
     def _send(
-        self, method: str, url: str, headers: dict[str, str], body: Body, advance: Advance | None
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        body: Body,
+        advance: Advance | None,
+        sink: Sink | None = None,
     ) -> Response:
         """One request on a pooled connection; a reused connection the server had closed is
-        retried once on a new one (keep-alive connections time out on the server's side)."""
+        retried once on a new one (keep-alive connections time out on the server's side).
+        ``sink`` consumes the body of a 200/206 answer as it streams (the Response then holds
+        none)."""
         parts = urlsplit(url)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         for attempt in (0, 1):
@@ -202,7 +153,6 @@ class Client:
             try:
                 conn.request(method, target, body=reader or body, headers=headers)
                 resp = conn.getresponse()
-                data = resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 conn.close()
                 if reused and attempt == 0:
@@ -214,8 +164,17 @@ class Client:
             finally:
                 if reader is not None:
                     reader.close()
-            if resp.will_close:
+            try:
+                if sink is not None and resp.status in (200, 206):
+                    sink(resp)
+                    data = b""
+                else:
+                    data = resp.read()
+            except BaseException:
                 conn.close()
+                raise
+            if resp.will_close or not resp.isclosed():
+                conn.close()  # closing, or a body the sink left unread
             else:
                 self._release(parts.scheme, parts.netloc, conn)
             return Response(resp.status, resp.headers, data, url)
@@ -232,10 +191,12 @@ class Client:
         ok: Iterable[int] = (200,),
         missing: Iterable[int] = (),
         advance: Advance | None = None,
+        sink: Sink | None = None,
     ) -> Response:
         """``method url`` with this registry's auth, redirects followed; the response when its
         status is in ``ok`` or ``missing``; RemoteAuthError / RemoteError (naming ``what``)
-        otherwise, or when the registry cannot be reached."""
+        otherwise, or when the registry cannot be reached. What ``sink`` raises as a
+        :class:`SinkError` (a local failure: the disk) goes on as the error it wraps."""
         ok, missing = set(ok), set(missing)
         home = urlsplit(self.address.base).netloc
         tried: set[str] = set()
@@ -247,7 +208,9 @@ class Client:
                 # Never to another host: a redirect to a storage backend gets no credentials.
                 sent["Authorization"] = self._auth
             try:
-                resp = self._send(method, url, sent, body, advance)
+                resp = self._send(method, url, sent, body, advance, sink)
+            except SinkError as exc:
+                raise exc.error from None
             except ssl.SSLError as exc:
                 raise RemoteError(
                     self.display,
@@ -381,23 +344,48 @@ class Client:
             return None
         return int(resp.headers.get("Content-Length") or -1)
 
-    def get_blob(self, digest: str, start: int | None = None, end: int | None = None) -> bytes:
-        """Blob ``digest`` (bytes ``start`` to ``end``, end exclusive, where given);
-        FileNotFoundError if the registry lacks it. Not verified here: the caller hashes."""
-        headers = {"Range": f"bytes={start}-{(end or 0) - 1}"} if start is not None else {}
+    def get_blob(self, digest: str) -> bytes:
+        """Small blob ``digest`` (a manifest, an attachment) in memory; FileNotFoundError if
+        the registry lacks it. Not verified here: the caller hashes."""
         resp = self.request(
-            "GET",
-            self.url(f"blobs/sha256:{digest}"),
-            what=f"downloading blob {digest[:12]}",
-            headers=headers,
-            ok=(200, 206),
+            "GET", self.url(f"blobs/sha256:{digest}"), what=f"downloading blob {digest[:12]}",
             missing=(404,),
-        )
+        )  # fmt: skip
         if resp.status == 404:
             raise FileNotFoundError(digest)
-        if start is not None and resp.status == 200:  # a server that ignores Range
-            return resp.body[start:end]
         return resp.body
+
+    def read_blob(self, digest: str, fd: int, advance: Advance | None) -> tuple[str, int]:
+        """Stream blob ``digest`` into the open file ``fd``, hashing it on the way; returns the
+        SHA-256 (hex) of what arrived and its length, for the caller to compare. One GET per
+        blob: on a registry nearby, one stream per blob (and blobs in parallel) beats ranges.
+        FileNotFoundError if the registry lacks it."""
+        h = hashlib.sha256()
+        total = 0
+
+        def sink(resp: http.client.HTTPResponse) -> None:
+            nonlocal total
+            buf = bytearray(BLOCK)
+            view = memoryview(buf)
+            while n := resp.readinto(buf):
+                h.update(view[:n])
+                try:
+                    out = view[:n]
+                    while out:
+                        out = out[os.write(fd, out) :]
+                except OSError as exc:
+                    raise SinkError(exc) from None
+                total += n
+                if advance is not None:
+                    advance(n)
+
+        resp = self.request(
+            "GET", self.url(f"blobs/sha256:{digest}"), what=f"downloading blob {digest[:12]}",
+            missing=(404,), sink=sink,
+        )  # fmt: skip
+        if resp.status == 404:
+            raise FileNotFoundError(digest)
+        return h.hexdigest(), total
 
     def upload_blob(self, digest: str, size: int, source: Path | bytes, advance: Advance | None):
         """Upload blob ``digest`` (a monolithic upload: POST for a session, one PUT with the

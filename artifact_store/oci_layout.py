@@ -1,5 +1,5 @@
-"""What rmbuild writes into an OCI registry (see docs/oci.md): media types, annotations, tags,
-and the manifests of an artifact and of an action result, written and read back.
+"""What rmbuild writes into an OCI registry (see docs/oci.md): the remote's address, media
+types, annotations, tags, and the manifests of an artifact and of an action result.
 
 An artifact is one OCI image manifest with CNCF ModelPack's ``artifactType``: its layers are the
 artifact's blobs as they are (raw: a layer's digest is the file's SHA-256), typed with ModelPack's
@@ -11,19 +11,33 @@ signatures are about). The manifest's annotations carry what a serving host filt
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from artifact_store.entries import RemoteEntry, with_aliases
 from artifact_store.errors import InvalidArgument, RemoteCorrupt
-from artifact_store.oci_client import EMPTY, EMPTY_DATA, MANIFEST, TAG_RE
-from artifact_store.oci_referrers import FALLBACK_RE
 from artifact_store.records import Manifest, canonical_json
 
 if TYPE_CHECKING:
     from artifact_store.results import ActionResult
 
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
+# The OCI 1.1 empty descriptor: the config of an artifact that needs none.
+EMPTY = "application/vnd.oci.empty.v1+json"
+EMPTY_DATA = b"{}"
+# The distribution spec's grammar for repository names and tags.
+REPO_RE = re.compile(
+    r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*"
+)
+TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
+# The OCI 1.1 referrers fallback tag: sha256-<subject hex>.
+FALLBACK_RE = re.compile(r"sha256-[0-9a-f]{64}")
 # CNCF ModelPack's artifact type: a serving host that knows ModelPack sees a model.
 ARTIFACT_TYPE = "application/vnd.cncf.model.manifest.v1+json"
 # The config is rmbuild's own manifest (path -> digest, size, mode), not ModelPack's config.
@@ -54,6 +68,64 @@ _CONFIG_NAMES = {"tokenizer.model", "vocab.txt", "merges.txt"}
 _CONFIG_SUFFIXES = (".json", ".yaml", ".yml", ".txt", ".tiktoken")
 _DOC_SUFFIXES = (".md", ".rst")
 _CODE_SUFFIXES = (".py", ".sh", ".j2")
+
+
+@dataclass(frozen=True)
+class Address:
+    """Where a remote lives: ``host`` (with its port), ``repo``, and the scheme to talk."""
+
+    host: str
+    repo: str
+    plain_http: bool
+
+    @property
+    def base(self) -> str:
+        return f"{'http' if self.plain_http else 'https'}://{self.host}"
+
+    @property
+    def display(self) -> str:
+        return f"oci://{self.host}/{self.repo}"
+
+
+def parse_url(url: str, *, plain_http: bool | None = None) -> Address:
+    """``oci://host[:port]/repo`` as an :class:`Address`; ValueError saying what is wrong.
+
+    A loopback host is spoken to over plain HTTP (as Docker does for local registries), any
+    other over HTTPS unless ``plain_http`` says otherwise.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "oci":
+        raise ValueError(f"not an oci:// URL: {url!r}")
+    if "@" in parts.netloc or parts.query or parts.fragment:
+        raise ValueError("an oci:// URL carries no user, password, query or fragment")
+    host = parts.netloc
+    repo = parts.path.strip("/")
+    if not host or not parts.hostname:
+        raise ValueError("no registry host: write oci://host[:port]/repository")
+    if not repo:
+        raise ValueError(f"no repository after the host: write oci://{host}/repository")
+    if ":" in repo or "@" in repo:
+        raise ValueError(
+            f"{repo!r} names a tag or digest: the URL names the repository only (each "
+            "artifact is a tag in it)"
+        )
+    if len(repo) > 255 or not REPO_RE.fullmatch(repo):
+        raise ValueError(
+            f"{repo!r} is not a repository name: lowercase letters, digits and the separators "
+            "'.', '_', '__', '-' and '/' between them"
+        )
+    if plain_http is None:
+        plain_http = _loopback(parts.hostname)
+    return Address(host=host, repo=repo, plain_http=plain_http)
+
+
+def _loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def media_type(path: str) -> str:

@@ -17,21 +17,19 @@ or of a kind that cannot be an attachment, is passed over.
 from __future__ import annotations
 
 import json
-import re
 from typing import TYPE_CHECKING, Any
 
 from artifact_store import attachments
 from artifact_store.attachments import Attachment
 from artifact_store.errors import InvalidArgument, RemoteCorrupt
 from artifact_store.hashing import hash_bytes, is_digest
-from artifact_store.oci_client import EMPTY, EMPTY_DATA, INDEX, MANIFEST
+from artifact_store.oci_layout import EMPTY, EMPTY_DATA, INDEX, MANIFEST
 from artifact_store.records import canonical_json
 
 if TYPE_CHECKING:
     from artifact_store.oci import OCIRemote
     from artifact_store.store import Store
 
-FALLBACK_RE = re.compile(r"sha256-[0-9a-f]{64}")
 KIND = "dev.rmbuild.attachment.kind"
 SUBJECT = "dev.rmbuild.attachment.subject"
 DIGEST = "dev.rmbuild.attachment.digest"

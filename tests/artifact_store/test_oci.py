@@ -30,7 +30,7 @@ from artifact_store.errors import (
     RemoteError,
 )
 from artifact_store.oci import OCIRemote
-from artifact_store.oci_client import INDEX, MANIFEST, parse_url
+from artifact_store.oci_layout import INDEX, MANIFEST, parse_url
 from artifact_store.results import ActionResult
 from tests.artifact_store.oci_registry import Proxy, Registry, docker_config, running
 
@@ -258,7 +258,7 @@ def test_a_layer_corrupted_in_the_registry_never_enters_the_store(
     bad[len(bad) // 2] ^= 0xFF  # same size: only the digest can tell
     stored.write_bytes(bytes(bad))
     with pytest.raises(RemoteCorrupt) as info:
-        OCIRemote(url, part_size=128 * 1024).pull(b, record.key)
+        OCIRemote(url).pull(b, record.key)
     message = str(info.value)
     assert message.startswith(f"remote {url}: ") and digest[:12] in message
     assert "nothing entered the local store" in message
