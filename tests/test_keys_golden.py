@@ -47,6 +47,7 @@ GOLDEN: dict[str, str] = {
     "openvino-npu": "05f288b6d8dc52d43e95c9ee8b067fa4a23c735e54de486d1e4cb3a6cda1a6aa",
     "polygraphy-trt": "f0732f58518ae7f8e275c0f5a622811e9f5ea77b2c4039e9192034a7665505e3",
     "rbln-ca25": "e6a5046671fb325b537b2c64b03efce2580a155e4153b17c87a8859dc4621c36",
+    "remote-openai": "8da5d7a50158e77669d6ca24cf06a5811142245932cc60215c745343c545cc31",
     "tensorrt-fp16": "b5be6f452aa7f75b13ebc1d0d279ae1085dd3619c3221fc4c594f7ea41465b0e",
     "tensorrt-strong": "080395666d95af0c7508a56fee21c0394b49eff42436f3ecd2a5a21e820694a4",
 }
