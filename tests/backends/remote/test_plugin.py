@@ -105,3 +105,17 @@ def test_the_remote_step_runs_nothing_here_and_carries_the_limit() -> None:
     assert RemoteStep(None, "http://h:1").compiled_limit() is None
     with pytest.raises(IncompatibleArtifact, match="does not run forward steps"):
         step.step([1])
+
+
+def test_the_backend_contract_parts_that_need_no_server() -> None:
+    from rmbuild.testing import (
+        BackendContract,
+        check_availability,
+        check_interface,
+        check_templates,
+    )
+
+    contract = BackendContract(backend="remote-openai")
+    check_interface(contract)
+    assert check_availability(contract).ok
+    check_templates(contract)
