@@ -37,8 +37,8 @@ def build(
     a backend; a device name no candidate answers to (e.g. ``GPU.1``) is passed to the
     backend as its runtime device, as ``rmbuild run --device`` does. ``remote`` (a URL, or
     "" for the configured one, also used when None; "none": no remote) pulls the targets
-    this store lacks; ``compile_missing``
-    (``--build``) compiles the best target this machine runs when it is not stored."""
+    this store lacks; ``compile_missing`` (``--build``) compiles the best target this
+    machine runs when it is not stored."""
     from rmbuild.remotes import open_remote
     from rmbuild.serve.model import resolve_model
     from rmbuild.serve.router import ServedModel
