@@ -213,17 +213,17 @@ def resolve_model(
 
     say = notes or (lambda _message: None)
     spec = _spec_of(ref)
+    if build and spec is None:
+        raise UsageError(
+            f"--build needs a model.yaml to build from, not {ref!r}",
+            hint="give the model.yaml: `rmbuild serve path/to/model.yaml --build`",
+        )
     if remote is not None:
         pull_missing(store, ref, spec, remote, say)
     name, records, aliases = _records(store, ref, spec)
     start = spec.root if spec is not None else None
     chosen = policy.serve_order(order or _declared_order(spec, records))
-    if build:
-        if spec is None:
-            raise UsageError(
-                f"--build needs a model.yaml to build from, not {ref!r}",
-                hint="give the model.yaml: `rmbuild serve path/to/model.yaml --build`",
-            )
+    if build and spec is not None:
         if build_best(store, spec, records, chosen, devices, say):
             name, records, aliases = _records(store, ref, spec)
     model = LogicalModel(name=name, aliases=aliases, order=chosen)

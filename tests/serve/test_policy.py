@@ -187,3 +187,10 @@ def test_target_remote_resolves_to_the_remote_targets_without_a_local_device(
     (cand,) = resolution.candidates
     # Its server is asked when it builds and loads, not here: no "no device" note.
     assert cand.device_present and cand.why == "builds here"
+
+
+def test_serve_cli_build_without_a_model_yaml_is_a_usage_error(project: Project, cli) -> None:  # noqa: ANN001
+    pytest.importorskip("uvicorn")
+    result = cli("serve", "tiny", "--build")
+    assert result.code == 2
+    assert "--build needs a model.yaml" in result.err
