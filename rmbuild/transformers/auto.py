@@ -2,9 +2,10 @@
 
 The name means what it means to ``rmbuild serve`` (:mod:`rmbuild.serve.model`): every stored
 artifact of the model that can run here, best first by the device policy, and the first one
-that loads is used. ``device="auto"`` keeps that order; a target name, a device class (``npu``,
-``gpu``, ``cpu``), a backend or an artifact id keeps only the candidates it names; any other
-value is the runtime's own device name (``GPU.1``), as ``rmbuild serve --device`` takes it.
+that loads is used. ``device="auto"`` keeps that order; a target name keeps that target (even
+where a device class has the same name), a device class (``npu``, ``gpu``, ``cpu``), a backend
+or an artifact id keeps the candidates it names; any other value is the runtime's own device
+name (``GPU.1``), as ``rmbuild serve --device`` takes it.
 """
 
 from __future__ import annotations
@@ -60,7 +61,12 @@ def candidates(ref: str, store: Store, device: str | None, options: dict[str, An
 
     model = resolve_model(store, ref)
     if device and device.lower() != "auto":
-        if any(c.matches(device) for c in model.candidates):
+        named = [c for c in model.candidates if c.target.lower() == device.lower()]
+        if named:
+            # A target's own name is the narrowest choice: the example's target "cpu" is
+            # also the class every CPU target is in.
+            model.candidates = named
+        elif any(c.matches(device) for c in model.candidates):
             model.pin(device)
         else:
             options["device"] = device

@@ -176,6 +176,15 @@ def test_beam_search_rows_and_beams_keep_their_own_cache() -> None:
         assert together[i, ids.shape[1] :].tolist() == alone[0, len(prompt) :].tolist()
 
 
+def test_a_static_cache_asked_for_is_a_dynamic_one() -> None:
+    """A generation config's static or hybrid cache would make generate() build 4D masks for
+    a compiled torch forward; the graph takes the 2D mask and its whole past."""
+    model = _model(AllPositions())
+    model.generation_config.cache_implementation = "static"
+    out = model.generate(torch.tensor([[5, 9, 2]]), max_new_tokens=5, do_sample=False)
+    assert out[0, 3:].tolist() == _alone([5, 9, 2], 5)
+
+
 def test_a_runtime_with_the_last_position_only_has_no_loss() -> None:
     model = _model(LastOnly())
     out = model(torch.tensor([[5, 9, 2]]))
