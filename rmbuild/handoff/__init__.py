@@ -24,7 +24,8 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from rmbuild.errors import EngineRefused, StoreCorrupt, UsageError
-from rmbuild.handoff.bundle import Artifact, ExportOptions, Plan
+from rmbuild.handoff.artifact import Artifact
+from rmbuild.handoff.bundle import ExportOptions, Plan
 
 if TYPE_CHECKING:
     from artifact_store import Store

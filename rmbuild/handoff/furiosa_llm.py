@@ -23,18 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from rmbuild.errors import IncompatibleArtifact, InternalError
-from rmbuild.handoff.bundle import (
-    Artifact,
-    Command,
-    ExportOptions,
-    Link,
-    Plan,
-    Rel,
-    engines_for,
-    only_one,
-    refuse,
-    refuse_len,
-)
+from rmbuild.handoff.artifact import Artifact, engines_for, only_one, refuse
+from rmbuild.handoff.bundle import Command, ExportOptions, Link, Plan, Rel
 
 ENGINE = "furiosa-llm"
 TITLE = "furiosa-llm (FuriosaAI RNGD)"
@@ -94,8 +84,9 @@ def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
         )
     runtime_rev = str(fp.get("llm_native_git_full_hash") or "")[:9]
     fxb = fxb_name(art.model, npu_rev, runtime_rev, art.record.created_at)
-    refuse_len(art, options.max_model_len, "an RNGD .fxb")
-    limit = art.context_limit()
+    # furiosa-llm serve's --max-model-len may lower the .fxb's limit, never raise it (its own
+    # help says so): limits.resolve refuses a longer one with exit 6.
+    limit = art.context_limit(options.max_model_len)
     tp, pp = int(fp.get("tp") or 1), int(fp.get("pp") or 1)
     chips = -(-tp // 8)  # a kernel fills one chip's 8 PEs up to TP 8 (the backend's probe)
     devices = ",".join(f"npu:{i}" for i in range(chips * pp))

@@ -35,10 +35,12 @@ def build_app() -> Any:
     from rmbuild.serve.app import create_app
     from rmbuild.serve.server import build
 
+    limit = SETTINGS.get("max_model_len")
     served = build(
         SETTINGS["artifact"],
         store_path=os.environ.get("RMBUILD_STORE") or SETTINGS.get("store") or None,
         served_name=SETTINGS["name"],
+        options={"max_model_len": int(limit)} if limit else None,
         max_running=int(SETTINGS.get("max_running", 8)),
         max_queue=int(SETTINGS.get("max_queue", 64)),
         device=SETTINGS.get("device") or None,

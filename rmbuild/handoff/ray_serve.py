@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from rmbuild.errors import InternalError
-from rmbuild.handoff.bundle import Artifact, Command, ExportOptions, Plan, Rel, only_one, refuse
+from rmbuild.handoff.artifact import Artifact, only_one, refuse
+from rmbuild.handoff.bundle import Command, ExportOptions, Plan, Rel
 
 ENGINE = "ray-serve"
 TITLE = "Ray Serve (rmbuild's OpenAI-compatible app)"
@@ -70,7 +71,8 @@ def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
         "replicas": options.replicas,
         "ray_actor_options": ray_options,
         "store": str(art.store.root),
-        "max_model_len": limit.value,
+        # Given only when asked: otherwise each replica's session derives the same limit.
+        "max_model_len": options.max_model_len,
         "max_running": 8,
         "max_queue": 64,
         "shutdown_timeout": 30,

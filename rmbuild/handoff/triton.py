@@ -29,17 +29,8 @@ from typing import Any
 
 from rmbuild.errors import InternalError, UsageError
 from rmbuild.handoff import triton_matrix
-from rmbuild.handoff.bundle import (
-    Artifact,
-    Command,
-    ExportOptions,
-    Link,
-    Plan,
-    Rel,
-    artifact_json,
-    engines_for,
-    refuse,
-)
+from rmbuild.handoff.artifact import Artifact, artifact_json, engines_for, refuse
+from rmbuild.handoff.bundle import Command, ExportOptions, Link, Plan, Rel
 from rmbuild.runtime import kvlayout
 
 ENGINE = "triton"

@@ -17,18 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from rmbuild.errors import IncompatibleArtifact, InternalError
-from rmbuild.handoff.bundle import (
-    Artifact,
-    Command,
-    Copy,
-    ExportOptions,
-    Plan,
-    Rel,
-    engines_for,
-    only_one,
-    precision,
-    refuse,
-)
+from rmbuild.handoff.artifact import Artifact, engines_for, only_one, precision, refuse
+from rmbuild.handoff.bundle import Command, Copy, ExportOptions, Plan, Rel
 from rmbuild.runtime import limits
 
 ENGINE = "vllm"

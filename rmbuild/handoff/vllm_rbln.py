@@ -24,18 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from rmbuild.errors import IncompatibleArtifact, InternalError
-from rmbuild.handoff.bundle import (
-    Artifact,
-    Command,
-    ExportOptions,
-    Link,
-    Plan,
-    Rel,
-    engines_for,
-    only_one,
-    refuse,
-    refuse_len,
-)
+from rmbuild.handoff.artifact import Artifact, engines_for, only_one, refuse, refuse_len
+from rmbuild.handoff.bundle import Command, ExportOptions, Link, Plan, Rel
 
 ENGINE = "vllm-rbln"
 TITLE = "vllm-rbln (vLLM on Rebellions ATOM)"

@@ -15,8 +15,8 @@ import pytest
 
 from rmbuild.errors import EngineRefused, InternalError
 from rmbuild.handoff import engine_module
-from rmbuild.handoff.bundle import Artifact, Command, Link, Plan, Rel, precision, write
-from rmbuild.runtime.kvlayout import InputSpec, KVLayout
+from rmbuild.handoff.artifact import Artifact
+from rmbuild.handoff.bundle import Command, Link, Plan, Rel, write
 
 
 def _artifact(
@@ -97,36 +97,6 @@ def test_versions_json_pins_every_file_and_links_stay_links(tmp_path: Path) -> N
     assert versions["artifacts"][0]["id"] == art.key
     assert os.stat(root / "m/config.json").st_ino == os.stat(art.tree / "config.json").st_ino
     assert "looked at it" in (root / "README.md").read_text()
-
-
-def test_the_compiled_limit_is_read_from_the_files(tmp_path: Path) -> None:
-    static = KVLayout(
-        (
-            InputSpec("input_ids", "int64", (1, 1)),
-            InputSpec("attention_mask", "int64", (1, 512)),
-            InputSpec("past_key_values.0.key", "float16", (1, 2, 511, 32)),
-        ),
-        ("logits", "present.0.key"),
-    )
-    art = _artifact(
-        tmp_path,
-        {
-            "kv_layout.json": json.dumps(static.to_json()),
-            "rbln_config.json": json.dumps({"max_seq_len": 1024}),
-            "config.json": json.dumps({"model_type": "llama", "max_position_embeddings": 4096}),
-        },
-    )
-    bound = art.compiled_bound()
-    assert bound is not None and bound.value == 512 and "attention_mask" in bound.source
-    assert art.context_limit().value == 512
-    assert precision(art) == "float16"  # the graph's KV cache, not config.json
-    trt = _artifact(
-        tmp_path / "trt",
-        {"config.json": json.dumps({"model_type": "llama", "max_position_embeddings": 4096})},
-        backend="tensorrt",
-        flags={"max_seq": 300},
-    )
-    assert trt.context_limit().value == 300
 
 
 def test_refused_and_unknown_engines() -> None:

@@ -24,7 +24,8 @@ import pytest
 
 from rmbuild.errors import IncompatibleArtifact
 from rmbuild.handoff import furiosa_llm
-from rmbuild.handoff.bundle import Artifact, ExportOptions, write
+from rmbuild.handoff.artifact import Artifact
+from rmbuild.handoff.bundle import ExportOptions, write
 
 IR_REV = "3c1f2a9e7"
 MANIFEST = {
@@ -163,3 +164,11 @@ def test_furiosa_llms_own_discovery_picks_the_bundles_fxb(tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert Path(done.stdout.strip()) == next(root.glob("*.fxb"))
+
+
+def test_max_model_len_may_lower_the_fxbs_limit_never_raise_it(tmp_path: Path) -> None:
+    art = _rngd_artifact(tmp_path)
+    lower = furiosa_llm.plan([art], ExportOptions(max_model_len=128))
+    assert lower.command.flags()["--max-model-len"] == "128"
+    with pytest.raises(IncompatibleArtifact, match="compiled limit of 256"):
+        furiosa_llm.plan([art], ExportOptions(max_model_len=512))

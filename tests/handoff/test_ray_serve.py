@@ -17,7 +17,8 @@ from types import SimpleNamespace
 import pytest
 
 from rmbuild.handoff import ray_serve
-from rmbuild.handoff.bundle import Artifact, ExportOptions
+from rmbuild.handoff.artifact import Artifact
+from rmbuild.handoff.bundle import ExportOptions
 
 
 def _artifact(tmp_path: Path, backend: str, **metadata) -> Artifact:  # noqa: ANN003

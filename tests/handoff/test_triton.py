@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from rmbuild.handoff import triton, triton_matrix
-from rmbuild.handoff.bundle import Artifact, ExportOptions, write
+from rmbuild.handoff.artifact import Artifact
+from rmbuild.handoff.bundle import ExportOptions, write
 
 HERE = Path(__file__).parent
 pb2 = triton.model_config_pb2()
