@@ -217,6 +217,29 @@ def test_what_the_graph_cannot_take_is_a_clear_error() -> None:
         model(torch.tensor([[5]]), output_hidden_states=True)
 
 
+def test_a_cache_the_graph_cannot_take_is_exit_6_naming_the_input() -> None:
+    from rmbuild.errors import ArtifactInputMismatch
+
+    model = _model(AllPositions())
+    other = ((torch.zeros((1, 2, 3, 1)), torch.zeros((1, 2, 3, 1))),)  # 2 KV heads, not 1
+    with pytest.raises(ArtifactInputMismatch) as err:
+        model(torch.tensor([[5]]), past_key_values=other)
+    assert err.value.exit_code == EXIT_INCOMPATIBLE
+    assert "'past_key_values.0.key'" in err.value.message and "[1, 2, 3, 1]" in err.value.message
+
+
+def test_every_other_name_is_transformers_own() -> None:
+    import transformers
+
+    import rmbuild.transformers as drop_in
+
+    assert drop_in.TextStreamer is transformers.TextStreamer
+    assert drop_in.set_seed is transformers.set_seed
+    assert drop_in.AutoModelForCausalLM is not transformers.AutoModelForCausalLM
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
+        drop_in.NoSuchName  # noqa: B018
+
+
 def test_a_graph_without_position_ids_is_fed_none() -> None:
     loop = AllPositions(position_ids=False)
     model = _model(loop)
