@@ -12,7 +12,8 @@ import click
 from rmbuild.cli._output import emit_json, human_size
 
 REMOTE_HELP = (
-    "Remote cache: any fsspec URL (s3://bucket/prefix, gs://…, az://…, file:///path) "
+    "Remote cache: any fsspec URL (s3://bucket/prefix, gs://…, az://…, file:///path) or an "
+    "OCI registry (oci://host[:port]/repo) "
     "[env: RMBUILD_REMOTE; config: remote in rmbuild.toml or ~/.config/rmbuild/config.toml]."
 )
 
