@@ -66,7 +66,7 @@ Describe = Callable[[RemoteEntry], Mapping[str, str]]
 @dataclass
 class OCIReport(TransferReport):
     """A :class:`TransferReport` that also names each pushed key's manifest digest
-    (``sha256:<hex>``): what ``rmbuild pull oci-digest`` and a serving host pin."""
+    (``sha256:<hex>``): what ``rmbuild pull sha256:<hex>`` and a serving host pin."""
 
     digests: dict[str, str] = field(default_factory=dict)
 
@@ -99,6 +99,8 @@ class OCIRemote:
     ) -> None:
         self.options = dict(options or {})
         plain = self.options.get("plain_http")
+        if isinstance(plain, str):  # from the environment or a hand-written string
+            plain = plain.strip().lower() in ("1", "true", "yes", "on")
         address = layout.parse_url(url, plain_http=None if plain is None else bool(plain))
         self.url = address.display
         self.display = address.display
