@@ -26,7 +26,7 @@ from transformers import GenerationConfig, GenerationMixin, PretrainedConfig, Pr
 from transformers.cache_utils import Cache, DynamicCache, DynamicLayer
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from rmbuild.errors import IncompatibleArtifact
+from rmbuild.errors import ContextTooLong, IncompatibleArtifact
 from rmbuild.runtime.kvloop import KVLoop
 
 if TYPE_CHECKING:
@@ -236,6 +236,7 @@ class RmbuildModelForCausalLM(PreTrainedModel, GenerationMixin):
                     f"attention_mask has shape {tuple(mask.shape)}; this call needs "
                     f"[{rows}, {done + new}] (the {done} cached and {new} new positions)"
                 )
+        self._check_length(done, new)
         loop = self.loop
         feeds: dict[str, Any] = {"input_ids": ids}
         if loop.pad:  # leading zero slots some devices need (see KVLoop), masked out
@@ -273,6 +274,25 @@ class RmbuildModelForCausalLM(PreTrainedModel, GenerationMixin):
             loss=loss, logits=logits_t.to(self._outputs_on), past_key_values=cache
         )
         return out if return_dict is not False else out.to_tuple()
+
+    def _check_length(self, done: int, new: int, asked: str = "") -> None:
+        """ContextTooLong (exit 6) where ``done`` + ``new`` positions pass the session's limit
+        (past a learned position table or a compiled length the graph gives wrong logits or
+        a vendor error)."""
+        limit = self.session.context_limit
+        if limit is None or done + new <= limit.value:
+            return
+        raise ContextTooLong(
+            f"{asked or 'this forward'} takes the sequence to {done + new} positions "
+            f"({done} before, {new} new), past this model's limit of {limit.value} "
+            f"({limit.source})",
+            limit=limit.value,
+            prompt_tokens=done,
+            max_tokens=new,
+            context=limit.describe(),
+            hint="ask for fewer new tokens or a shorter prompt; from_pretrained(..., "
+            "max_model_len=N) raises the limit where the model's positions allow it",
+        )
 
     def _read_cache(self, cache: Any, rows: int) -> list[np.ndarray]:
         """The graph's past inputs (in ``loop.past_names`` order, without pad slots) from a
@@ -323,6 +343,15 @@ class RmbuildModelForCausalLM(PreTrainedModel, GenerationMixin):
         """Always a plain DynamicCache (see ``__init__``); a cache the caller passed is kept."""
         if model_kwargs.get("past_key_values") is None and generation_config.use_cache is not False:
             model_kwargs["past_key_values"] = DynamicCache()
+
+    def _prepare_generated_length(self, generation_config: Any, *args: Any, **kwargs: Any) -> Any:
+        """transformers' lengths, then refused up front where they pass the context limit
+        (the forward would refuse it midway, after the tokens so far were computed)."""
+        config = super()._prepare_generated_length(generation_config, *args, **kwargs)
+        prompt = int(args[3]) if len(args) > 3 else int(kwargs.get("input_ids_length", 0))
+        if config.max_length is not None and prompt:
+            self._check_length(prompt, int(config.max_length) - prompt, "generate()")
+        return config
 
     def get_output_embeddings(self) -> None:
         return None

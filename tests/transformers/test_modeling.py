@@ -240,6 +240,25 @@ def test_every_other_name_is_transformers_own() -> None:
         drop_in.NoSuchName  # noqa: B018
 
 
+def test_past_the_context_limit_is_refused_before_the_graph_runs() -> None:
+    """A learned position table gives wrong text past its end: generate() is refused up front
+    (exit 6), and a forward past the limit too."""
+    from rmbuild.errors import ContextTooLong
+    from rmbuild.runtime.limits import ContextLimit
+
+    loop = AllPositions()
+    model = _model(loop)
+    model.session.context_limit = ContextLimit(8, "the test", 8, "the test", None, "learned")
+    with pytest.raises(ContextTooLong) as err:
+        model.generate(torch.tensor([[5, 9, 2]]), max_new_tokens=6, do_sample=False)
+    assert err.value.exit_code == EXIT_INCOMPATIBLE and loop.calls == []
+    assert "generate() takes the sequence to 9 positions" in err.value.message
+    out = model.generate(torch.tensor([[5, 9, 2]]), max_new_tokens=5, do_sample=False)
+    assert out[0, 3:].tolist() == _alone([5, 9, 2], 5)
+    with pytest.raises(ContextTooLong, match="this forward takes the sequence to 9 positions"):
+        model(torch.tensor([[1] * 9]))
+
+
 def test_a_graph_without_position_ids_is_fed_none() -> None:
     loop = AllPositions(position_ids=False)
     model = _model(loop)
