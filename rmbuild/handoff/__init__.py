@@ -23,7 +23,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from rmbuild.errors import EngineRefused, StoreCorrupt, UsageError
+from rmbuild.errors import ArtifactNotFound, EngineRefused, StoreCorrupt, UsageError
 from rmbuild.handoff.artifact import Artifact
 from rmbuild.handoff.bundle import ExportOptions, Plan
 
@@ -106,6 +106,12 @@ def export(
         artifacts = []
         for record in records:
             problems = store.check(record, repair=False)
+            if problems and problems[0].absent:
+                raise ArtifactNotFound(
+                    f"artifact {record.key[:12]} is in the index, but its files are not in this "
+                    "store (another store sharing the index built it)",
+                    hint=f"`rmbuild pull {record.key[:12]} --remote URL` fetches it",
+                )
             if problems:
                 raise StoreCorrupt(
                     f"artifact {record.key[:12]} is corrupt; nothing was exported",

@@ -321,7 +321,9 @@ def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
     else:
         for rel in first.files:
             graph_file = rel == ARTIFACT_GRAPH[first.backend] or rel in OV_RENAME
-            if graph_file or not rel.endswith((".json", ".txt", ".jinja")):
+            # The graph and its external data; the carried HF files (config, tokenizer, chat
+            # template) are the Python model's business, read through the store.
+            if graph_file or not rel.endswith((".json", ".txt", ".jinja", ".model")):
                 files[f"{graph_name}/1/{OV_RENAME.get(rel, rel)}"] = Link(first.tree / rel)
     files[f"{graph_name}/config.pbtxt"] = graph_config(
         graph_name, first.backend, inputs, outputs, plans
