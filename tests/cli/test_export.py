@@ -133,3 +133,19 @@ def test_a_max_model_len_past_the_model_is_refused(
     ok = cli("export", "tiny:fake", "--to", "vllm", str(tmp_path / "ok"), "--max-model-len", "32")
     assert ok.code == 0, ok.err
     assert "--max-model-len 32" in (tmp_path / "ok" / "serve.sh").read_text()
+
+
+def test_a_damaged_artifact_is_refused_and_nothing_exported(
+    cli, built: str, project: Project, tmp_path: Path
+) -> None:  # noqa: ANN001
+    from artifact_store import Store
+
+    with Store(project.store) as store:
+        manifest = store.get_manifest(store.get(built).manifest_digest)
+        blob = store.blob_path(manifest.files["model.bin"].digest)
+    blob.chmod(0o644)
+    blob.write_bytes(b"flipped")
+    result = cli("export", built, "--to", "vllm", str(tmp_path / "out"))
+    result.assert_failure(6)
+    assert "corrupt" in result.err and "verify --repair" in result.err
+    assert not (tmp_path / "out").exists()
