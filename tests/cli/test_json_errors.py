@@ -30,6 +30,11 @@ CASES: dict[str, tuple[list[str], int, str]] = {
     "verify": (["verify", "0123456789ab", "--json"], 5, "artifact-not-found"),
     "sign": (["sign", "0123456789ab", "--key", "{tmp}/k.pem", "--json"], 5, "artifact-not-found"),
     "checkout": (["checkout", "0123456789ab", "{tmp}/out", "--json"], 5, "artifact-not-found"),
+    "export": (
+        ["export", "0123456789ab", "--to", "vllm", "{tmp}/out", "--json"],
+        5,
+        "artifact-not-found",
+    ),
     "push": (["push", "0123456789ab", "--json"], 2, "usage-error"),
     "pull": (["pull", "0123456789ab", "--json"], 2, "usage-error"),
     "gc": (["gc", "--index-url", "nosuchdriver://x", "--json"], 8, "store-unavailable"),
