@@ -237,11 +237,11 @@ def test_read_commands_work_and_writes_say_disk_full_on_a_full_disk(
         project.store = disk / "store"
         monkeypatch.setenv("RMBUILD_STORE", str(project.store))
         artifact = _built(project, cli)
-        with open(disk / "filler", "wb") as f:  # fill the disk to the last byte
+        # Fill the disk to the last byte; unbuffered, so closing has nothing left to write.
+        with open(disk / "filler", "wb", buffering=0) as f:
             with pytest.raises(OSError, match="No space left"):
                 while True:
                     f.write(b"\0" * 65536)
-                    f.flush()
         assert [a["id"] for a in cli("ls", "--json").json()] == [artifact]
         assert cli("show", artifact[:8], "--json").code == 0
         assert cli("verify").code == 0
