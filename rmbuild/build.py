@@ -165,6 +165,9 @@ def _run_stage(
         # profiles from the graph's kv_layout.json). They are a function of the keyed input
         # and flags, so they stay out of the key; the argv recorded below shows them.
         derived = _derived_flags(stage, input_path)
+        # The source's digests for the provenance, while the index answers: once the tool ran,
+        # only recording its output may need to wait for the index.
+        source_deps = None if parents else provenance.source_deps(spec, store)
         command = adapter.render_for_run(
             {**stage.flags, **derived}, inputs={"model": input_path}, output=out, workdir=tmp
         )
@@ -207,6 +210,7 @@ def _run_stage(
             derived=derived,
             log_digest=log_digest,
             started_at=started_at,
+            sources=source_deps,
         )
         metadata = {
             "rmbuild_version": rmbuild.__version__,

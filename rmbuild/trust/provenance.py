@@ -109,7 +109,10 @@ def _tool_dep(tool: dict[str, Any]) -> dict[str, Any]:
     return dep
 
 
-def _source_deps(spec: LoadedSpec, store: Store) -> list[dict[str, Any]]:
+def source_deps(spec: LoadedSpec, store: Store) -> list[dict[str, Any]]:
+    """The model folder's files as resolved dependencies. Read before the tool runs: the
+    digests are then stat-cache hits of the key's own hashing, and nothing here needs the
+    index once the tool's output waits to be recorded."""
     from rmbuild import sources
 
     deps: list[dict[str, Any]] = []
@@ -143,8 +146,10 @@ def statement(
     log_digest: str,
     started_at: datetime,
     finished_at: datetime | None = None,
+    sources: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The SLSA provenance statement of one stage's build (see the module docstring)."""
+    """The SLSA provenance statement of one stage's build (see the module docstring);
+    ``sources`` is :func:`source_deps`, where the caller read it already."""
     profile = stage.profile
     deps: list[dict[str, Any]] = []
     if parents:
@@ -158,7 +163,7 @@ def statement(
                 }
             )
     else:
-        deps += _source_deps(spec, store)
+        deps += sources if sources is not None else source_deps(spec, store)
     deps += _toolchain_deps(dict(key.toolchain))
     deps.append(_tool_dep(dict(key.tool)))
     return {
