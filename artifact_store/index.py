@@ -173,6 +173,7 @@ action_results = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
 )
 
+
 def insert_ignoring(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> int:
     """INSERT ``rows``, skipping those whose primary key exists; how many were inserted.
 
@@ -324,9 +325,7 @@ def _unreachable_as(url: str) -> Any:
         )
         if lost:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise IndexUnreachable(
-                f"the index {safe_url(url)} does not answer: {first}"
-            ) from exc
+            raise IndexUnreachable(f"the index {safe_url(url)} does not answer: {first}") from exc
 
     return listener
 

@@ -4,9 +4,10 @@
 :mod:`rmbuild.walk` keys the chain from each stage's action result and obtains the files of
 the stages that need them (the last one, and the input of any stage to be built): on a hit
 reuse the artifact; on a miss take the key's lock, run the tool through the
-BinaryCompilerAdapter in a temp dir, ingest the outputs and write the index row last. ``plan``, ``action_key``, ``source_digest`` and ``PlannedStage`` are re-exported here for
-callers of the library that know them from this module, as are ``compile_spec`` and the other
-names of :mod:`rmbuild.batch` (building many targets).
+BinaryCompilerAdapter in a temp dir, ingest the outputs and write the index row last.
+``plan``, ``action_key``, ``source_digest`` and ``PlannedStage`` are re-exported here for callers
+of the library that know them from this module, as are ``compile_spec`` and the other names of
+:mod:`rmbuild.batch` (building many targets).
 """
 
 from __future__ import annotations
