@@ -69,7 +69,7 @@ def __getattr__(name: str) -> Any:
         from artifact_store.store import Store
 
         return Store
-    if name == "Remote":  # issue 9; imports no fsspec until a remote is opened
+    if name == "Remote":  # imports no fsspec until a remote is opened
         from artifact_store.remote import Remote
 
         return Remote

@@ -44,7 +44,7 @@ class Blobs:
         return self.path(digest).is_file()
 
     # A blob already stored is left as it is, mtime included: its (inode, mtime_ns, size) is
-    # what the integrity check compares (issue 6 #8). A build that re-uses one is protected
+    # what the integrity check compares. A build that re-uses one is protected
     # from a concurrent gc by the store's gc lock (Store.writing), not by a fresh mtime.
 
     def _install(self, tmp_path: str, digest: str) -> None:

@@ -168,7 +168,7 @@ class Catalog:
             meta = json.loads(canonical_json(metadata))
         except (TypeError, ValueError) as e:
             raise InvalidArgument(f"metadata for {key!r} is not JSON-serializable: {e}") from None
-        # Shared gc lock (issue 6 #9): gc cannot sweep between the blob checks below and the
+        # Shared gc lock: gc cannot sweep between the blob checks below and the
         # row that makes them live; a blob gc took earlier is reported missing, never lost.
         with self._gc_shared():
             if not self._blobs.exists(manifest.digest):
@@ -225,7 +225,7 @@ class Catalog:
         from artifact_store import index
 
         t, ab = index.artifacts, index.artifact_blobs
-        # Upserts (issue 9): on PostgreSQL writers are not serialized, and the former
+        # Upserts: on PostgreSQL writers are not serialized, and the former
         # select-then-insert let 2-6 of 8 concurrent committers of one key fail on the
         # primary key. ON CONFLICT waits for the other writer and then does nothing (the
         # first writer wins) or, with ``replace``, re-points the row. Rows are written in
@@ -247,7 +247,7 @@ class Catalog:
                     if won:
                         blob_rows = [{"key": key, "digest": d, "size": n} for d, n in refs.items()]
                         index.insert_ignoring(conn, ab, blob_rows)
-                    # A success is the end of the key's failure record (issue 9).
+                    # A success is the end of the key's failure record.
                     f = index.build_failures
                     conn.execute(f.delete().where(f.c.key == key))
                     there = conn.execute(
@@ -463,7 +463,7 @@ class Catalog:
 
     def _try_write(self, fn: Any) -> bool:
         """Run ``fn(conn)`` in a write transaction; False (not an error) on a full disk or a
-        read-only index: bookkeeping must not fail a read (issue 6 #13)."""
+        read-only index: bookkeeping must not fail a read."""
         from artifact_store.errors import is_disk_full
 
         try:

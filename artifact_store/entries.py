@@ -1,4 +1,4 @@
-"""What a remote holds per action key, and how a remote is named in messages (issue 9).
+"""What a remote holds per action key, and how a remote is named in messages.
 
 An entry is the artifact's index row as canonical JSON (``entries/<key>.json`` on the remote):
 the key, its manifest's digest, what it was built for, its metadata. :func:`redact_url` and

@@ -109,7 +109,7 @@ class IndexUnreachable(StoreUnavailable):
     """
 
 
-# ---- precise classes (issue 6 #19): each says whose fault it is, so a caller can map it --------
+# ---- precise classes: each says whose fault it is, so a caller can map it --------
 
 
 class InvalidArgument(StoreError):
@@ -133,7 +133,7 @@ class UnsafeTree(StoreError):
 
 
 class DiskFull(StoreError):
-    """No space left (ENOSPC/EDQUOT) while writing under ``path`` (issue 6 #13).
+    """No space left (ENOSPC/EDQUOT) while writing under ``path``.
 
     ``needed`` is the number of bytes the write wanted where known, ``free`` what the
     filesystem had left when the error was raised.
@@ -220,7 +220,7 @@ def disk_full_as(
         raise
 
 
-# ---- remotes (issue 9) ------------------------------------------------------------------------
+# ---- remotes ------------------------------------------------------------------------
 
 
 class RemoteError(StoreError):

@@ -1,4 +1,4 @@
-"""Failed builds as data (issue 9): the last failure of each key, a mixin of the store.
+"""Failed builds as data: the last failure of each key, a mixin of the store.
 
 A failed build writes no artifact (so it is never a hit), but it is recorded: key, what it
 built (model, target, backend, profile), a digest of the toolchain that ran, the tool's exit

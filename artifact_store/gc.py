@@ -4,7 +4,7 @@ Reachability is computed from the index: an artifact keeps alive its manifest bl
 file blob the manifest names, and the blobs listed in ``metadata["blobs"]`` (build logs and
 the like). Everything else under ``objects/`` older than the grace period is garbage.
 
-The protocol (issue 6 #9). gc holds the store-wide gc lock (``locks/gc.lock``) exclusively
+The protocol. gc holds the store-wide gc lock (``locks/gc.lock``) exclusively
 from its snapshot of the index to the end of its sweep. Everything that makes blobs live or
 lays them out holds it shared: a build from its first ingested blob to its index row
 (``Store.writing``), ``Store.commit`` itself, ``Store.materialize``, and taking a pin. So no
@@ -14,7 +14,7 @@ bypasses the lock, e.g. ``delete``/``tag``, or a library caller's own commit pat
 Pinned artifacts (a build's input, a loaded ``run`` session) and keys whose build lock is held
 are never evicted, nor are their trees removed.
 
-What gc collects (issue 6 #10): unreferenced blobs past ``grace`` (younger ones, e.g. those of
+What gc collects: unreferenced blobs past ``grace`` (younger ones, e.g. those of
 an artifact evicted right after it was built, are counted in the report as pending: a later gc
 frees them); scratch dirs in ``tmp/``
 untouched for an hour and not held by a live build; trees of artifacts that no longer exist;
@@ -90,14 +90,14 @@ class Snapshot:
     records: dict[str, Entry | None] = field(default_factory=dict)
     refs: dict[str, set[str]] = field(default_factory=dict)  # key -> digests
     sizes: dict[str, int] = field(default_factory=dict)  # digest -> bytes
-    # Light (no eviction, issue 9): every referenced blob's size, without knowing whose; the
+    # Light (no eviction): every referenced blob's size, without knowing whose; the
     # records' values are then None and refs holds only artifacts read from their manifests.
     light: bool = False
 
     def add_rows(
         self, store: GcStore, rows: list[GcRow], refs: dict[str, list[tuple[str, int]]]
     ) -> None:
-        """Artifacts as :meth:`GcStore.gc_index` gives them (issue 9: one query for 100,000
+        """Artifacts as :meth:`GcStore.gc_index` gives them (one query for 100,000
         artifacts, where reading every manifest took seconds)."""
         sizes = self.sizes
         for row in rows:
@@ -135,7 +135,7 @@ class Snapshot:
 
 def take_snapshot(store: GcStore, *, evicting: bool = True) -> Snapshot:
     """Read the index once: every artifact and what it references. Without eviction only
-    the set of referenced blobs matters, which three plain queries give (issue 9: 100,000
+    the set of referenced blobs matters, which three plain queries give (100,000
     artifacts, 400,000 blobs)."""
     snap = Snapshot(light=not evicting)
     if evicting:
@@ -330,7 +330,7 @@ def _unreferenced(store: GcStore, live: Container[str]) -> Iterator[tuple[str, P
 
     The store's layout (``objects/xx/<62 hex>``, as :meth:`GcStore.blob_path` says) is walked
     here with one compiled pattern a name: ``iter_blobs`` checks each name character by
-    character and builds a Path for every blob, seconds for 400,000 blobs (issue 9).
+    character and builds a Path for every blob, seconds for 400,000 blobs.
     """
     objects = store.blob_path("0" * 64).parent.parent
     try:

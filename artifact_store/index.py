@@ -57,7 +57,7 @@ artifacts = sa.Table(
     sa.Column("last_used_at", UTCDateTime(), nullable=False, index=True),
     sa.Column("size", sa.BigInteger(), nullable=False),
     sa.Column("metadata", sa.JSON(), nullable=False),
-    # "ok" or "corrupt" (issue 6 #8): a corrupt artifact is never a hit; a rebuild resets it.
+    # "ok" or "corrupt": a corrupt artifact is never a hit; a rebuild resets it.
     sa.Column("state", sa.String(16), nullable=False, server_default="ok"),
     sa.Column("problem", sa.Text(), nullable=True),
 )
@@ -120,7 +120,7 @@ blob_stats = sa.Table(
 )
 
 
-# Failed builds as data (issue 9): the last failure of each key, shown by `ls --failed`. Never
+# Failed builds as data: the last failure of each key, shown by `ls --failed`. Never
 # a hit (an artifact exists only as an ``artifacts`` row); a later success of the key deletes
 # it; ``compile --no-retry-failed`` skips a key whose failure has the same toolchain identity.
 build_failures = sa.Table(
@@ -142,7 +142,7 @@ build_failures = sa.Table(
 )
 
 # Every blob an artifact keeps alive (manifest, its files, metadata blobs), written by commit
-# (issue 9): gc's snapshot is one query instead of re-reading every manifest. An artifact
+# Gc's snapshot is one query instead of re-reading every manifest. An artifact
 # without rows (committed before 0004) is read from its manifest, as before.
 artifact_blobs = sa.Table(
     "artifact_blobs",
@@ -177,7 +177,7 @@ action_results = sa.Table(
 def insert_ignoring(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> int:
     """INSERT ``rows``, skipping those whose primary key exists; how many were inserted.
 
-    ``INSERT … ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite (issue 9: a select-then-insert
+    ``INSERT … ON CONFLICT DO NOTHING`` on PostgreSQL and SQLite (a select-then-insert
     raced on PostgreSQL, where writers are not serialized, and raised IntegrityError). A
     concurrent inserter of the same key is waited for, never failed.
     """
@@ -264,7 +264,7 @@ def retryable(exc: BaseException) -> bool:
 
 
 def create_readonly_engine(path: str) -> Engine:
-    """An engine over read-only sqlite3 connections to the file at ``path`` (issue 6 #13).
+    """An engine over read-only sqlite3 connections to the file at ``path``.
 
     No PRAGMA that writes, no migration: ``ls``/``show``/``verify`` keep working on a full disk.
     """
@@ -354,7 +354,7 @@ def ensure_schema(engine: Engine, lock_path: Path) -> None:
 
     Migrations run under a lock so two processes opening a fresh index at once do not both
     try to create the tables; the loser re-checks and finds the work done. The lock lives
-    where the index does (issue 9): a PostgreSQL advisory lock, shared by every host that
+    where the index does: a PostgreSQL advisory lock, shared by every host that
     opens the database (a local file lock let 3 of 8 concurrent first-opens fail); a file
     lock next to a SQLite file.
     """

@@ -1,4 +1,4 @@
-"""Integrity of stored artifacts (issue 6 #8): the cheap check, the full re-hash, quarantine.
+"""Integrity of stored artifacts: the cheap check, the full re-hash, quarantine.
 
 The cheap check runs on every cache hit and every load. Blobs are read-only and never
 rewritten in place, so each blob's (inode, mtime_ns, size) as recorded when it became part of

@@ -4,7 +4,7 @@
     exclusive: the per-key build lock (two builders of one key run the tool once).
 ``locks/<key>.pin``
     shared, held while a build reads the key's tree as its input or ``run`` serves it; gc
-    neither evicts a pinned artifact nor removes its tree (issue 6 #9).
+    neither evicts a pinned artifact nor removes its tree.
 ``locks/gc.lock``
     store-wide. Shared by everything that makes blobs live or lays them out: the window from
     a build's first ingested blob to its index row (:meth:`Store.writing`), :meth:`Store.commit`
@@ -13,7 +13,7 @@
 ``tmp/<dir>/.in-use``
     exclusive while a build dir is alive (a compiler may write nothing for hours).
 
-Lock files of keys are deleted by gc (issue 6 #10). A process may open such a file just before
+Lock files of keys are deleted by gc. A process may open such a file just before
 gc unlinks it and then lock a dead inode; :meth:`FileLock.acquire` therefore re-checks, once it
 holds the lock, that the path still names the inode it locked, and starts over if not.
 """

@@ -52,7 +52,7 @@ def connect_ro(path: str) -> sqlite3.Connection:
     """A read-only sqlite3 connection to the database file at ``path``.
 
     mode=ro: it never writes (and cannot create the file); under WAL it still maps the -shm
-    index, so it reads concurrently with writers. On a full disk (issue 6 #13) the -shm file
+    index, so it reads concurrently with writers. On a full disk the -shm file
     may be impossible to create; when there is also no -wal file, the database file alone is
     the whole truth, and it is opened ``immutable`` (no -shm needed). check_same_thread=False:
     the engine it stands in for was usable from any thread.
@@ -169,7 +169,7 @@ def list_fast(
     limit: int | None = None,
     summary: bool = False,
 ) -> list[ArtifactRecord]:
-    """:meth:`Store.list` through sqlite3 (issue 9: ``ls`` with 100,000 artifacts).
+    """:meth:`Store.list` through sqlite3 (``ls`` with 100,000 artifacts).
 
     Newest first (``created_at`` desc, then key), filtered and capped in SQL; the same records
     the SQLAlchemy path builds (tests/artifact_store/test_listing.py compares them).
@@ -238,7 +238,7 @@ def count_fast(
 def prefix_upper(prefix: str) -> str:
     """The exclusive upper bound of keys starting with ``prefix`` (lowercase hex): every such
     key sorts below ``prefix + "g"``, every other key at or above ``prefix`` above it. A range
-    on the primary key index is O(log n) where ``LIKE`` scanned (issue 9)."""
+    on the primary key index is O(log n) where ``LIKE`` scanned."""
     return prefix + "g"
 
 

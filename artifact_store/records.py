@@ -131,7 +131,7 @@ class ArtifactRecord:
     metadata: dict[str, Any] = field(default_factory=dict)
     aliases: tuple[str, ...] = ()
     uses: tuple[tuple[str, str], ...] = ()
-    # "ok", or "corrupt" once a check found a damaged blob (issue 6 #8); a rebuild resets it.
+    # "ok", or "corrupt" once a check found a damaged blob; a rebuild resets it.
     state: str = "ok"
     problem: str | None = None
 
@@ -153,7 +153,7 @@ class GcReport:
     bytes_freed: int = 0
     tmp_removed: int = 0
     trees_removed: int = 0
-    logs_removed: int = 0  # failed-build logs past their retention (issue 6 #10)
+    logs_removed: int = 0  # failed-build logs past their retention
     locks_removed: int = 0  # lock files of keys with no artifact and no holder
     stat_rows_removed: int = 0  # stat-cache rows of files that no longer exist
     skipped_in_use: tuple[str, ...] = ()  # eviction candidates spared: a build or run held them

@@ -1,4 +1,4 @@
-"""A remote cache on any fsspec URL: s3://, gs://, az://, file://, memory://… (issue 9).
+"""A remote cache on any fsspec URL: s3://, gs://, az://, file://, memory://….
 
 Layout under the URL, mirroring the local store's two tables (Bazel's CAS + action cache)::
 

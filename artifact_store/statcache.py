@@ -119,7 +119,7 @@ def store(engine: Engine, entries: Iterable[tuple[StatKey, str]]) -> None:
 
 
 def prune(engine: Engine, *, dry_run: bool = False) -> int:
-    """Drop rows whose file is gone or changed since it was hashed (issue 6 #10).
+    """Drop rows whose file is gone or changed since it was hashed.
 
     Such a row can never be a hit again: a changed file is re-hashed and re-cached anyway.
     Returns how many rows were (or with ``dry_run`` would be) dropped.

@@ -68,7 +68,7 @@ __all__ = ["IN_USE", "MIN_PREFIX", "Pin", "Problem", "Store", "validate_alias"]
 
 
 class Pin:
-    """A shared hold on an artifact: gc neither evicts it nor removes its tree (issue 6 #9).
+    """A shared hold on an artifact: gc neither evicts it nor removes its tree.
 
     Taken under the shared gc lock, so a pin cannot slip in between gc's check and its sweep.
     Best effort where the store cannot be written (a read-only filesystem): gc cannot run
@@ -108,7 +108,7 @@ class Store(Catalog, Queries, Integrity, Failures, Results):
 
     ``read_only=True`` is for commands that only read (``ls``, ``show``, ``verify``, ``run``):
     the index is opened read-only when it is a SQLite file at the head revision, so they keep
-    working on a full disk (issue 6 #13). Bookkeeping writes (last use, stat records) are then
+    working on a full disk. Bookkeeping writes (last use, stat records) are then
     attempted, and skipped if the disk or index refuses them.
     """
 
@@ -217,7 +217,7 @@ class Store(Catalog, Queries, Integrity, Failures, Results):
     def _write(self) -> Iterator[Connection]:
         from artifact_store import index
 
-        # SQLITE_FULL and ENOSPC from the index become DiskFull (issue 6 #13).
+        # SQLITE_FULL and ENOSPC from the index become DiskFull.
         with disk_full_as(self._index_where, what="writing the index"):
             with index.write_connection(self._engine) as conn, conn.begin():
                 yield conn
@@ -320,7 +320,7 @@ class Store(Catalog, Queries, Integrity, Failures, Results):
         # not create the engine (and import SQLAlchemy) only for statcache.store to skip them.
         entries = [(k, d) for k, d in fresh if k.cacheable()]
         if entries:
-            # A cache: on a full disk it is simply not updated (issue 6 #13).
+            # A cache: on a full disk it is simply not updated.
             try:
                 statcache.store(self._engine, entries)
             except DiskFull:
@@ -341,7 +341,7 @@ class Store(Catalog, Queries, Integrity, Failures, Results):
         directories are not recorded. With ``move=True`` files are renamed into the store
         and ``directory`` is left depleted; the caller removes it. With ``fresh=True`` (a
         forced rebuild) moved files replace blobs already stored under their digest, so a
-        silently damaged copy cannot outlive the rebuild (issue 6 #8).
+        silently damaged copy cannot outlive the rebuild.
         """
         top = Path(directory).absolute()
         if not top.is_dir():
@@ -383,7 +383,7 @@ class Store(Catalog, Queries, Integrity, Failures, Results):
         sibling temp dir and renamed into place, so readers see all of it or nothing, and
         concurrent callers are fine. An existing complete tree is reused; a user-given
         ``dest`` that exists and does not match is refused rather than overwritten. Holds the
-        shared gc lock meanwhile, so gc cannot take blobs from under it (issue 6 #9).
+        shared gc lock meanwhile, so gc cannot take blobs from under it.
         """
         record = self.get(key)
         if record is None:
@@ -410,7 +410,7 @@ class Store(Catalog, Queries, Integrity, Failures, Results):
 
     def _touch_quietly(self, key: str) -> None:
         # Last use is bookkeeping for gc's LRU: a read must not fail for it (full disk,
-        # read-only index; issue 6 #13).
+        # read-only index).
         try:
             self.touch(key)
         except (ArtifactNotFound, InvalidArgument):
@@ -449,7 +449,7 @@ class Store(Catalog, Queries, Integrity, Failures, Results):
         """Hold the shared gc lock from a build's first ingested blob to its :meth:`commit`.
 
         gc cannot sweep in between, so a blob stored (or found already stored) for an
-        artifact about to be committed is never collected from under it (issue 6 #9).
+        artifact about to be committed is never collected from under it.
         """
         with self._gc_shared():
             yield

@@ -1,4 +1,4 @@
-"""Moving blobs between a local store and an fsspec filesystem (issue 9).
+"""Moving blobs between a local store and an fsspec filesystem.
 
 Downloads are streamed into a temp file under the store's ``tmp/`` and hashed on the way; a
 blob enters ``objects/`` only after its digest matched (:func:`install`). Large blobs are

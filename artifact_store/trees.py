@@ -56,7 +56,7 @@ def tree_complete(out: Path, manifest: Manifest, blob_path: Callable[[str], Path
     """Is ``out`` a complete layout of ``manifest``?
 
     A file linked to its blob must still be that blob's inode: a blob replaced by a rebuild
-    or moved to quarantine (issue 6 #8) leaves the old inode in the tree, which must be
+    or moved to quarantine leaves the old inode in the tree, which must be
     laid out again rather than served.
     """
     if out.is_symlink() or not out.is_dir():

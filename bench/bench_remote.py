@@ -1,4 +1,4 @@
-"""Remote cache throughput: `push`/`pull` of one big artifact vs boto3 on the same object (issue 9).
+"""Remote cache throughput: `push`/`pull` of one big artifact vs boto3 on the same object.
 
     python bench/bench_remote.py [--size 1GiB] [--repeat 3] [--jobs 8]
 

@@ -6,7 +6,7 @@
            interleaved with the baselines of the same run: `python -c pass`, `rmbuild --help`,
            and the same hit with the plan cache off, RMBUILD_NO_PLAN_CACHE=1), and the cold
            build with an empty cache.
-* noop:    `rmbuild compile` of the example's six CPU-buildable targets, all cached (issue 9:
+* noop:    `rmbuild compile` of the example's six CPU-buildable targets, all cached (target
            <= 0.2 s), with the plan cache on and off, interleaved the same way.
 * help:    `rmbuild --help` (median of 10) vs a bare `python -c pass`.
 * bigfile: a 2 GiB weights file in the model folder: first-time hashing by the store vs a plain
@@ -47,7 +47,7 @@ def median_wall(cmd: list[str], env: dict[str, str], n: int) -> float:
 
 
 # The example's targets this CPU machine builds (rngd needs the furiosa toolchain and a cross
-# gcc; openvino-npu is left out as in issue 9's "6 targets").
+# gcc; openvino-npu is left out: it needs the NPU plugin).
 NOOP_TARGETS = ("cpu", "onnx", "cpu-slim", "openvino-cpu", "iree-cpu", "iree-cuda")
 
 

@@ -1,4 +1,4 @@
-"""The index at scale (issue 9): `ls`, id prefixes, `show` and `gc --dry-run` with N artifacts.
+"""The index at scale: `ls`, id prefixes, `show` and `gc --dry-run` with N artifacts.
 
     python bench/bench_store_scale.py [--n 100000] [--pg-url URL] [--runs 5] [--store DIR]
 

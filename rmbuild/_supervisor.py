@@ -1,6 +1,6 @@
 """Supervisor of one tool run: the only direct child rmbuild starts for a vendor tool.
 
-Why it exists (issue 6 #11): PR_SET_PDEATHSIG reaches only a direct child, and a killed tool's
+Why it exists: PR_SET_PDEATHSIG reaches only a direct child, and a killed tool's
 own children (``iree-compile``'s native binary under its Python wrapper, a compile server) were
 left running as orphans. So rmbuild starts this small process instead, and it
 

@@ -79,7 +79,7 @@ def _build_worker(
     remote: Remote | None = None,
     retry_failed: bool = True,
 ) -> BuildResult:
-    """One target in a worker process (or a Ray task, issue 9), with its own store handle
+    """One target in a worker process (or a Ray task), with its own store handle
     (connections don't fork)."""
     from artifact_store import Store
 

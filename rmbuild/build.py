@@ -120,7 +120,7 @@ class BuildResult:
 
 
 def _carry(profile_carry: list[str], source: Path, out: Path) -> None:
-    # No link leaving the input is carried into the store (issue 6 #1).
+    # No link leaving the input is carried into the store.
     sources.carry(profile_carry, source, out)
 
 
@@ -160,9 +160,9 @@ def _run_stage(
     with store.build_dir(f"build-{key_hex[:12]}-") as tmp, contextlib.ExitStack() as ingest:
         out = tmp / "out"
         out.mkdir()
-        # A vendor compiler's cache, kept as a keyed artifact of its own (issue 7).
+        # A vendor compiler's cache, kept as a keyed artifact of its own.
         cache_fed = compcache.safely(compcache.feed, store, stage, tmp)
-        # Flags a backend derives from the input at run time (issue 8: trtexec's shape
+        # Flags a backend derives from the input at run time (trtexec's shape
         # profiles from the graph's kv_layout.json). They are a function of the keyed input
         # and flags, so they stay out of the key; the argv recorded below shows them.
         derived = _derived_flags(stage, input_path)
@@ -176,19 +176,19 @@ def _run_stage(
             run = adapter.run(command, workdir=tmp, log_path=log_path, on_line=reporter.stage_line)
             adapter.check_outputs(out, log_path)
         except ToolError as exc:
-            # Failures as data (issue 9): recorded, never a hit, retried next time.
+            # Failures as data: recorded, never a hit, retried next time.
             failures.record(store, spec, target, stage, key, key_hex, exc, log_path)
             raise
         _carry(profile.carry, input_path, out)
         get_backend(profile.backend).prepare_outputs(profile, input_path, out)
         cache_stored = compcache.safely(compcache.update, store, stage, tmp, spec.spec.name)
         t1 = time.monotonic()
-        # From the first stored blob to the index row, gc cannot sweep (issue 6 #9).
+        # From the first stored blob to the index row, gc cannot sweep.
         ingest.enter_context(store.writing())
         try:
             # fresh (a forced rebuild): our bytes replace any stored copy, damaged or not.
             manifest = store.put_tree(out, move=True, fresh=fresh)
-        except UnsafeTree as exc:  # the tool's output, so the tool's fault (issue 6 #19)
+        except UnsafeTree as exc:  # the tool's output, so the tool's fault
             raise UnsafeToolOutput(
                 f"{profile.tool.name} left an output the store refuses: {exc}",
                 tool=profile.tool.name,
@@ -228,7 +228,7 @@ def _run_stage(
             "flags": dict(stage.flags),
             "runtime_flags": stage.runtime_flags(),
             "derived_flags": derived,
-            # Which compiler cache the build was fed and what it stored (`show`; issue 8).
+            # Which compiler cache the build was fed and what it stored (`show`).
             "compiler_cache": {"fed": cache_fed, "stored": cache_stored},
             "toolchain": key.toolchain,
             "tool": key.tool,
@@ -262,7 +262,7 @@ def _run_stage(
 def _usable(store: Store, key_hex: str) -> tuple[ArtifactRecord | None, str | None]:
     """The artifact for ``key_hex`` if it may be served; else None and why not (or None).
 
-    Every hit passes the store's cheap integrity check (issue 6 #8): each blob's inode, mtime
+    Every hit passes the store's cheap integrity check: each blob's inode, mtime
     and size as recorded at ingest; a blob that moved is re-hashed. A lost or damaged blob is
     quarantined and its artifacts marked corrupt in this store (never in the index, which other
     stores may share), so they are rebuilt, never served and never left blocking their key.
@@ -311,17 +311,17 @@ def build(
 ) -> BuildResult:
     """Build (or find in the cache) every stage of ``target``.
 
-    ``retry_failed=False`` (``--no-retry-failed``, issue 9) refuses with a ToolError (exit 4)
+    ``retry_failed=False`` (``--no-retry-failed``) refuses with a ToolError (exit 4)
     a stage whose key already failed with the same toolchain, naming that failure's log; by
     default a recorded failure is simply retried.
 
-    ``remote`` (issue 9): a miss is first looked up there and pulled; what is built is pushed,
+    ``remote``: a miss is first looked up there and pulled; what is built is pushed,
     and at the end what the remote lacks of the target's artifact (a hit too) is pushed.
 
-    ``readonly`` (``--cache-policy readonly``, issue 9): never run a tool; a stage that is not
+    ``readonly`` (``--cache-policy readonly``): never run a tool; a stage that is not
     stored raises :class:`~rmbuild.plan.ReadOnlyMiss` (exit 5).
 
-    ``rebuild`` forces every stage to run again and replace its stored artifact (issue 6 #8).
+    ``rebuild`` forces every stage to run again and replace its stored artifact.
     It may be the moment the rebuild began instead of True: an artifact (re)built since then
     counts as rebuilt, so a stage shared by several targets is rebuilt once.
     """
@@ -336,7 +336,7 @@ def build(
             stage.profile, dict(stage.flags), stage.toolchain
         )
     _check_installed(spec, target, chain)
-    # What the key depends on, stat'ed before the keys are computed (issue 9: the plan cache).
+    # What the key depends on, stat'ed before the keys are computed (the plan cache).
     snapshot = plancache.snapshot(spec, target, chain)
     from rmbuild.walk import Walk  # imports this module's helpers
 

@@ -1,7 +1,7 @@
 """Where things live: the store, the index, the remote, and the search paths for profiles and
 templates (the user's, the project's, installed plugin packages' and the built-ins).
 
-Settings a team sets once (issue 9) live in TOML files: the user's
+Settings a team sets once live in TOML files: the user's
 ``~/.config/rmbuild/config.toml`` (``$RMBUILD_CONFIG_DIR/config.toml``) and a project's
 ``rmbuild.toml``, the nearest one at or above the model.yaml's folder (or the working
 directory), searched up to the repository's root. Keys: ``remote`` (an fsspec URL),
@@ -42,7 +42,7 @@ def index_url(explicit: str | None = None, start: Path | None = None) -> str | N
 
 def remote_url(explicit: str | None = None, start: Path | None = None) -> str | None:
     """``--remote``, else ``$RMBUILD_REMOTE``, else ``remote`` of the config files; None: no
-    remote (issue 9)."""
+    remote."""
     return setting("remote", explicit, "RMBUILD_REMOTE", start)
 
 

@@ -20,7 +20,7 @@ EXIT_INCOMPATIBLE = 6
 EXIT_UNAVAILABLE = 7
 EXIT_STORE = 8
 EXIT_DISK_FULL = 9
-EXIT_REMOTE = 10  # the remote cache (issue 9): unreachable, refused credentials, corrupt
+EXIT_REMOTE = 10  # the remote cache: unreachable, refused credentials, corrupt
 EXIT_TERMINATED = 143  # SIGTERM (CI cancel, systemd stop): 128 + 15, like a shell reports it
 
 
@@ -165,7 +165,7 @@ class OutputsMissing(ToolError):
 
 class UnsafeToolOutput(ToolError):
     """A tool left something the store refuses in its output: a symlink leading out of the
-    output folder, a dangling link, a special file (issue 6 #19: the tool's fault, exit 4)."""
+    output folder, a dangling link, a special file (the tool's fault, exit 4)."""
 
     code = "unsafe-tool-output"
 
@@ -173,7 +173,7 @@ class UnsafeToolOutput(ToolError):
 class OpenVINOError(RmbuildError):
     """OpenVINO refused a request made through rmbuild's binding (exit 4).
 
-    Lives here, not in the backend, so every error is in one hierarchy (issue 6 #19).
+    Lives here, not in the backend, so every error is in one hierarchy.
     """
 
     code = "openvino-error"
@@ -378,7 +378,7 @@ def is_disk_full(exc: BaseException) -> bool:
 
 
 class ArtifactInputMismatch(IncompatibleArtifact):
-    """An artifact's graph cannot take an input rmbuild feeds it (issue 6 #23): a KV cache of
+    """An artifact's graph cannot take an input rmbuild feeds it: a KV cache of
     the wrong head count or dtype, a token count a static-shape graph does not allow. Exit 6,
     like any artifact that cannot run here, naming the input and the expected and given shapes;
     never "a tool failed" (exit 4) nor an internal error (exit 1)."""
@@ -443,7 +443,7 @@ class SessionClosed(RmbuildError):
 
 
 class RemoteError(RmbuildError):
-    """The remote cache failed (issue 9): unreachable, credentials refused, a missing bucket,
+    """The remote cache failed: unreachable, credentials refused, a missing bucket,
     or content that does not match its digest (``remote-corrupt``). Exit 10. The message names
     the remote without credentials; the local store is left as it was."""
 

@@ -1,4 +1,4 @@
-"""Failures as data (issue 9): a failed build is recorded, never served, retried by default.
+"""Failures as data: a failed build is recorded, never served, retried by default.
 
 The record holds the key, the tool's exit code, the log and a digest of what ran (the tool's
 and the toolchain's identity), so ``compile --no-retry-failed`` can skip a key that already
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 
 def failure_identity(key: ActionKey) -> str:
-    """What ran, for failure records: the tool's and the toolchain's identity (issue 9)."""
+    """What ran, for failure records: the tool's and the toolchain's identity."""
     ident = json.dumps({"tool": key.tool, "toolchain": key.toolchain}, sort_keys=True)
     return hashlib.sha256(ident.encode()).hexdigest()
 
@@ -57,7 +57,7 @@ def record(
 
 
 def refuse_known(store: Store, key: ActionKey, key_hex: str, stage: PlannedStage) -> None:
-    """``--no-retry-failed`` (issue 9): a key that failed with this toolchain is not retried."""
+    """``--no-retry-failed``: a key that failed with this toolchain is not retried."""
     failed = store.get_failure(key_hex)
     if failed is None or failed.toolchain != failure_identity(key):
         return

@@ -1,7 +1,7 @@
 """The action key: one object, one ``compute()``, one ``KEY_VERSION``.
 
 Same key => same artifact => no rebuild. Everything that can change a stage's output is in the
-key, and nothing else is (USER-NEEDS 1).
+key, and nothing else is.
 
 The rule: bump ``KEY_VERSION`` on any change to the key's composition — a field added, removed
 or encoded differently, or a change in what ``rmbuild.stages.action_key()`` puts into a field
@@ -11,7 +11,7 @@ pins the key of every built-in profile through ``action_key()`` with fixed envir
 a refactor cannot silently invalidate (or worse, alias) every user's cache.
 
 History: 1 = the first release; 2 = tools identified by content (executable, interpreter and
-declared files' digests, version-command output), toolchain/profile ``key_env`` (issue 6);
+declared files' digests, version-command output), toolchain/profile ``key_env``;
 3 = a ``key_env`` value enters as ``sha256:<hex>`` of the value, never as the value (it may be
 a token, and the key's dict is stored in the index, shown by ``show --json`` and ``why``).
 """

@@ -1,4 +1,4 @@
-"""What a build would do, without running anything (issue 9): ``compile --plan [--json]``.
+"""What a build would do, without running anything: ``compile --plan [--json]``.
 
 For every target, each stage of its chain with its action key, whether the local store (and
 the remote, when one is configured) holds it, and why a stage cannot be built or run here

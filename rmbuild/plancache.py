@@ -1,4 +1,4 @@
-"""The plan cache: a cache hit without pydantic, jinja2 or SQLAlchemy (issue 9).
+"""The plan cache: a cache hit without pydantic, jinja2 or SQLAlchemy.
 
 A whole-process hit spent ~0.2 s importing the spec machinery (pydantic, jinja2, YAML) to
 recompute keys that had not changed. After every build of a target, :func:`remember` writes
@@ -322,7 +322,7 @@ def lookup(spec_path: str, store_root: Path, targets: list[str] | None) -> Any:
 
 def record_hit(store: Store, record: ArtifactRecord, model: str, target: str) -> None:
     """Bookkeeping of a hit, on the full path (:func:`rmbuild.build.build`) and the fast one:
-    its (model, target) use and its last use; skipped on a full disk (issue 6 #13: a hit must
+    its (model, target) use and its last use; skipped on a full disk (a hit must
     not fail for want of a few bytes of index)."""
     from datetime import UTC, datetime
 
@@ -371,7 +371,7 @@ def fast_compile(
             if record is None:
                 return None
             if stage["key"] not in checked:
-                # The integrity check of every hit (issue 6 #8): a damaged blob is quarantined
+                # The integrity check of every hit: a damaged blob is quarantined
                 # and the full path rebuilds it.
                 if store.check(record):
                     return None

@@ -1,5 +1,5 @@
 """Resource classes as targets: which targets ``--target npu`` means, in what order, and which
-of them can be built here (issue 7). The one place that decides; ``compile --explain`` prints
+of them can be built here. The one place that decides; ``compile --explain`` prints
 its table.
 
 ``--target`` takes a target name or a resource class (``npu``, ``gpu``, ``cpu``; ``pim``,

@@ -1,4 +1,4 @@
-"""Provisioned toolchain environments: a venv per toolchain under the user data dir (issue 7).
+"""Provisioned toolchain environments: a venv per toolchain under the user data dir.
 
 Vendor SDKs pin conflicting packages (furiosa-llm 2026.4 needs torch 2.10, optimum-onnx
 transformers < 4.58), so a toolchain file may declare a pinned ``lock`` and rmbuild creates an
@@ -79,7 +79,7 @@ def _norm(name: str) -> str:
 
 
 def lock_digest(toolchain: Toolchain) -> str:
-    """sha256 of the lock file's bytes (a hand edit changes it: issue 7)."""
+    """sha256 of the lock file's bytes (a hand edit changes it)."""
     assert toolchain.lock is not None
     return hashlib.sha256(Path(toolchain.lock).read_bytes()).hexdigest()
 

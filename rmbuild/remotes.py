@@ -1,4 +1,4 @@
-"""rmbuild's side of the remote cache (issue 9): which remote, and the build's two hooks.
+"""rmbuild's side of the remote cache: which remote, and the build's two hooks.
 
 The remote itself is :class:`artifact_store.remote.Remote`; this module picks its URL and
 options from the flag, the environment and the config files (:mod:`rmbuild.config`), turns its

@@ -1,6 +1,6 @@
-"""Resource discovery (issue 7): the accelerators this machine has, by resource class.
+"""Resource discovery: the accelerators this machine has, by resource class.
 
-Each vendor is asked the way it documents (TOOLCHAINS.md), and nothing here fails: a missing
+Each vendor is asked the way it documents (docs/toolchains.md), and nothing here fails: a missing
 tool or SDK means "none found", with where we looked.
 
 * NVIDIA: NVML (``pynvml``) when importable, else ``nvidia-smi --query-gpu=name,driver_version,

@@ -1,6 +1,6 @@
 """What enters the store from outside: the model source and the files a stage carries.
 
-One rule for every path read from outside the store (issue 6 #1, #5): it is read *inside its
+One rule for every path read from outside the store: it is read *inside its
 root*. A symlink whose target resolves inside the root is followed (a file is read as its
 content, a folder is walked, with loop protection); one that resolves outside the root, that
 dangles, or that loops is refused with an error naming the link and its target. For a source
@@ -242,7 +242,7 @@ def carry(patterns: list[str], source: Path, out: Path) -> None:
     """Copy the files matching ``patterns`` from the stage's input ``source`` into ``out``.
 
     A file the tool already wrote wins. A match that is a link leaving ``source`` (or
-    dangling, or looping) is refused with exit 3 (issue 6 #1: a tokenizer file linked to
+    dangling, or looping) is refused with exit 3 (a tokenizer file linked to
     /etc/shadow must not become a world-readable blob). Files are written without following
     links under ``out``: a link the tool left there is not written through; the store's
     output walker refuses it as the tool's fault.

@@ -180,7 +180,7 @@ class ToolSpec(_Strict):
         default_factory=list,
         description="Other distributions the tool may run or import, depending on flags (e.g. "
         "onnxslim for optimum-cli --slim). Each must be one of the toolchain's packages, so "
-        "that its version keys the stage (issue 6 #6).",
+        "that its version keys the stage.",
     )
     files: list[str] = Field(
         default_factory=list,
@@ -229,7 +229,7 @@ class BuildProfile(_Strict):
         None,
         description="The runtime flag that takes the vendor compiler's cache folder. While it "
         "is null, rmbuild keeps the cache as a keyed artifact of its own (key: the compiler's "
-        "identity), fed to each build at <workdir>/compiler-cache and updated from it (issue 7).",
+        "identity), fed to each build at <workdir>/compiler-cache and updated from it.",
     )
     outputs: list[str] = Field(min_length=1, description="Glob patterns the tool must leave.")
     carry: list[str] = Field(

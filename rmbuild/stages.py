@@ -71,7 +71,7 @@ def _merge_flags(
             context=[f"flags of {profile.name}: {', '.join(sorted(profile.flags)) or 'none'}"],
         )
     # A value with a line break would split into two arguments of the rendered argv (one per
-    # line); refuse it here, where model.yaml's line is known (issue 6 #18). The adapter's
+    # line); refuse it here, where model.yaml's line is known. The adapter's
     # check stays as the backstop for values that come from elsewhere (the API).
     for name, value in overrides.items():
         items = value if isinstance(value, list) else [value]
@@ -202,12 +202,12 @@ def action_key(
     are hashed with a per-process cache.
     """
     profile = stage.profile
-    # Every package the tool may invoke is in the toolchain's identity (issue 6 #6).
+    # Every package the tool may invoke is in the toolchain's identity.
     stage.toolchain.check_uses(profile, stage.loaded.path)
     adapter = BinaryCompilerAdapter(profile, stage.toolchain, start)
     rendered = adapter.render_for_key(stage.flags, sorted(inputs))
     toolchain_id = stage.toolchain.identity()
-    # What runs, by content: executable, interpreter, declared files, version (issue 6 #4).
+    # What runs, by content: executable, interpreter, declared files, version.
     tool = tool_identity(profile, stage.toolchain, script=adapter.script_path(), hasher=hasher)
     fingerprint = get_backend(profile.backend).fingerprint(
         profile, dict(stage.flags), stage.toolchain
@@ -224,6 +224,6 @@ def action_key(
         toolchain=toolchain_id,
         fingerprint=fingerprint,
         carry=sorted(profile.carry),
-        # Fixed env values and key_env pass-throughs; never runtime_env (issue 6 #2).
+        # Fixed env values and key_env pass-throughs; never runtime_env.
         env=key_env(profile, stage.toolchain),
     )

@@ -30,7 +30,7 @@ def open_store(
     """The store at ``--store``/``$RMBUILD_STORE``/the user cache dir.
 
     ``read_only`` for commands that only read (``ls``, ``show``, ``verify``, ``run``): the
-    index is opened read-only so they keep working on a full disk (issue 6 #13).
+    index is opened read-only so they keep working on a full disk.
     """
     from artifact_store import Store, StoreError
 
@@ -91,7 +91,7 @@ def _newest_for(store: Store, ref: str) -> ArtifactRecord:
 def translate(exc: Exception) -> RmbuildError | None:
     """artifact_store's error as the rmbuild error a user should see, or None if not one.
 
-    Each store error class maps to the class of fault it is (issue 6 #19): the user's input,
+    Each store error class maps to the class of fault it is: the user's input,
     the store's state, a tool's output, a full disk, or a bug (exit 1), never a blanket
     "store unavailable".
     """
@@ -142,7 +142,7 @@ def translate(exc: Exception) -> RmbuildError | None:
             context=exc.problems,
             hint="`rmbuild compile` rebuilds a corrupt artifact (`--rebuild` forces it)",
         )
-    if isinstance(exc, se.RemoteError):  # issue 9: exit 10, the remote named without secrets
+    if isinstance(exc, se.RemoteError):  # Exit 10, the remote named without secrets
         if isinstance(exc, se.RemoteAuthError):
             code = "remote-auth"
             hint = (

@@ -4,7 +4,7 @@ Vendor SDKs pin conflicting packages, so a profile names a toolchain and the too
 that toolchain's environment as a subprocess. rmbuild's own environment is the toolchain
 ``main``; a vendor's own install is registered by pointing a toolchain file at its Python. The
 toolchain's identity (Python version + the versions of the packages it declares) enters every
-action key of the stages that run in it, so upgrading an SDK invalidates as data (USER-NEEDS 3).
+action key of the stages that run in it, so upgrading an SDK invalidates as data.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class SystemTool(BaseModel):
-    """A program outside Python a toolchain's tools need (issue 7), e.g. a cross gcc."""
+    """A program outside Python a toolchain's tools need, e.g. a cross gcc."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,9 +75,9 @@ class Toolchain(BaseModel):
         default_factory=list,
         description="Caller environment variables passed through to its tools that cannot "
         "change an artifact (licence server, thread count); never in the key. Any other "
-        "caller variable is withheld from the tools (issue 6 #2).",
+        "caller variable is withheld from the tools.",
     )
-    # Provisioning (issue 7): rmbuild creates the environment itself from these.
+    # Provisioning: rmbuild creates the environment itself from these.
     lock: str | None = Field(
         None,
         description="A pinned lock (pip requirements: exact versions, --hash where the "
@@ -168,7 +168,7 @@ class Toolchain(BaseModel):
         """What identifies this toolchain in a key: Python version and package versions.
 
         A provisioned toolchain's identity is read from its install marker (lock digest,
-        Python, installed versions, probe facts): no process starts on a cache hit (issue 7).
+        Python, installed versions, probe facts): no process starts on a cache hit.
         """
         if self.provisioned:
             from rmbuild import provision
@@ -190,7 +190,7 @@ class Toolchain(BaseModel):
     def check_uses(self, profile: BuildProfile, file: Path | str | None = None) -> None:
         """Every package the profile's tool may invoke must be one of this toolchain's
         packages, so that its version is in the toolchain's identity and keys the stage
-        (issue 6 #6: ``optimum-cli --slim`` ran onnxslim, whose version keyed nothing)."""
+        (``optimum-cli --slim`` ran onnxslim, whose version keyed nothing)."""
         missing = [pkg for pkg in profile.tool.uses if pkg not in self.packages]
         if missing:
             raise SpecError(
@@ -378,7 +378,7 @@ def find_toolchain(name: str, start: Path | None = None, *, file: Path | None = 
     data, lines = load_yaml(files[name])
     toolchain = validate(Toolchain, data, files[name], lines)
     if toolchain.lock is not None:
-        # The lock lives next to its toolchain file; keep its absolute path (issue 7).
+        # The lock lives next to its toolchain file; keep its absolute path.
         lock = (files[name].parent / toolchain.lock).resolve()
         if not lock.is_file():
             raise SpecError(

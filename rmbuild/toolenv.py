@@ -1,4 +1,4 @@
-"""The environment a vendor tool runs in: built, never inherited (issue 6 #2, #3).
+"""The environment a vendor tool runs in: built, never inherited.
 
 Closed-source compilers must not see the caller's secrets (``AWS_SECRET_ACCESS_KEY``,
 ``HF_TOKEN``), nor be steered by the caller's ``LD_LIBRARY_PATH``, ``LD_PRELOAD``,
@@ -107,7 +107,7 @@ def base_env(
     }
     env["PATH"] = os.pathsep.join([*([str(bin_dir)] if bin_dir else []), *SYSTEM_PATH])
     if tmpdir is not None:
-        # Private per build: some compilers leave temp files behind (TOOLCHAINS.md, Furiosa).
+        # Private per build: some compilers leave temp files behind (docs/toolchains.md, Furiosa).
         env["TMPDIR"] = str(tmpdir)
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONNOUSERSITE"] = "1"

@@ -1,4 +1,4 @@
-"""A tool's identity in the action key: what runs, by content, not by name (issue 6 #4).
+"""A tool's identity in the action key: what runs, by content, not by name.
 
 A vendor compiler edited in place, or another binary installed at the same path, used to be a
 cache hit: a tool without a ``package`` was keyed by its name only. Two layers now (sccache's

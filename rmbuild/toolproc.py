@@ -3,12 +3,12 @@
 rmbuild never starts a vendor tool directly: its direct child is ``_supervisor.py`` (a file run
 by this interpreter with ``-I -S``, importing nothing of rmbuild), which starts the tool in a
 session of its own and kills the tool's whole tree when the tool exits, on the timeout, when
-rmbuild stops it (Ctrl-C, SIGTERM, an error of ours) and when rmbuild dies, even by ``kill -9``
-(issue 6 #11). The supervisor's stdout/stderr, which the tool inherits, is a pipe that a reader
+rmbuild stops it (Ctrl-C, SIGTERM, an error of ours) and when rmbuild dies, even by ``kill -9``.
+The supervisor's stdout/stderr, which the tool inherits, is a pipe that a reader
 thread (the pump) copies into the log and keeps the last lines of; the pump alone closes the
-log, so it is never closed under a write (issue 6 #12). A log that cannot be written (a full
+log, so it is never closed under a write. A log that cannot be written (a full
 disk) stops the tool and becomes :class:`~rmbuild.errors.DiskFull` carrying the tool's last
-lines, kept in memory (issue 6 #13).
+lines, kept in memory.
 """
 
 from __future__ import annotations

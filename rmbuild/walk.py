@@ -204,7 +204,7 @@ class Walk:
                     build._note(reporter, name, key_hex, why_now)
                     why = why_now
                 if record is None and self.remote is not None and not self.since:
-                    # Issue 9: the remote's copy of the key, pulled and verified, is a hit.
+                    # The remote's copy of the key, pulled and verified, is a hit.
                     from rmbuild import remotes
 
                     record = remotes.fetch(
@@ -234,7 +234,7 @@ class Walk:
                     record, why = build._usable(store, key_hex)
         if hit and not self.readonly:
             # Also when the hit was found only under the lock, because another job built it
-            # meanwhile (issue 6 #15: `compile --all -j 2` lost those uses). Not under the
+            # meanwhile (`compile --all -j 2` lost those uses). Not under the
             # readonly cache policy: read-only means no writes, bookkeeping included.
             plancache.record_hit(store, record, spec.spec.name, self.target)
         seconds = time.monotonic() - t0
@@ -258,7 +258,7 @@ class Walk:
             self.tools_checked = True
         parents = [parent.key] if parent is not None else []
         # The upstream tree is pinned while the tool reads it: gc neither evicts it nor removes
-        # its files meanwhile (issue 6 #9).
+        # its files meanwhile.
         with store.pin(parent.key) if parent is not None else contextlib.nullcontext():
             # Only a miss needs the upstream files; hardlinks make this cheap.
             input_path = spec.source_path if parent is None else store.materialize(parent.key)
@@ -281,7 +281,7 @@ class Walk:
         # What the key made, kept apart from the row: it outlives an eviction and lets a
         # downstream key be found without these files.
         remember(store, key_hex, record.manifest_digest, parents, replace=self.since is not None)
-        if self.remote is not None:  # issue 9: push what was built
+        if self.remote is not None:  # Push what was built
             from rmbuild import remotes
 
             notes = build._notes(reporter, stage.profile.name, key_hex)

@@ -1,4 +1,4 @@
-"""Why a stage misses: the planned key's factors against the nearest stored entry (issue 9).
+"""Why a stage misses: the planned key's factors against the nearest stored entry.
 
 Users of every compile cache ask "why did this recompile?" (pytorch #144859, ai-dynamo/dynamo
 #10695): the key is a digest, so a miss says nothing. Each artifact's metadata keeps the

@@ -4,7 +4,7 @@ Everything goes through PyYAML's *safe* loader. We compose the node graph first 
 validation error on ``targets.npu.flags.opt_level`` can be reported with the line it sits on.
 
 A spec or profile may come from anyone (a pull request, a downloaded example), so loading is
-bounded by construction (issue 6 #14): the file size is checked before anything is parsed, the
+bounded by construction: the file size is checked before anything is parsed, the
 composer refuses nesting deeper than :data:`MAX_DEPTH` before it recurses, and it counts the
 nodes aliases stand for as it goes, refusing a document whose aliases expand to more than
 :data:`MAX_ALIAS_NODES` nodes (a "billion laughs" bomb is a few hundred bytes that the line map
@@ -248,7 +248,7 @@ def _unknown_rank(placed: tuple[Loc, list[str], Any], lines: dict[Loc, int]) -> 
 def validate(model: type[M], data: Any, path: Path, lines: dict[Loc, int]) -> M:
     """Validate ``data`` into ``model``; the first error names file, line and field.
 
-    Unknown fields are reported first (issue 6 #17): a misspelt ``profil:`` also makes
+    Unknown fields are reported first: a misspelt ``profil:`` also makes
     ``profile`` missing, and the unknown field, with its did-you-mean, is what explains both.
     """
     try:

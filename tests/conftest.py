@@ -53,7 +53,7 @@ name: fake
 description: the test suite's own interpreter
 python: null
 packages: []
-# The stand-in's behaviour knobs reach it without entering the key (issue 6 #2: any other
+# The stand-in's behaviour knobs reach it without entering the key (any other
 # caller variable is withheld from a tool).
 runtime_env: [FAKE_COMPILER_HANG, FAKE_COMPILER_MARKER, FAKE_COMPILER_COUNTER]
 """
@@ -262,7 +262,7 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-# ---- a real S3 protocol on loopback (issue 9) ---------------------------------------------------
+# ---- a real S3 protocol on loopback ---------------------------------------------------
 
 S3_SECRET = "rmbuild-test-secret-Zq8xP"  # asserted absent from every message
 

@@ -307,7 +307,7 @@ def test_a_tool_leaving_a_background_child_neither_stalls_nor_leaks(
 
 
 class _FullDisk:
-    """A log file whose disk fills up after ``room`` bytes (issue 6 #13)."""
+    """A log file whose disk fills up after ``room`` bytes."""
 
     def __init__(self, path: Path, room: int) -> None:
         self.file = open(path, "wb", buffering=0)  # noqa: SIM115

@@ -207,7 +207,7 @@ def test_target_depends_on_with_the_wrong_format_is_a_spec_error(project: Projec
     assert "cycle" in r.err or "takes" in r.err
 
 
-# ---- issue 6 #15: a hit found only under the key's lock records its use too ------------------
+# ---- A hit found only under the key's lock records its use too ------------------
 
 
 def _two_targets(project: Project, counter: Path) -> None:
@@ -270,7 +270,7 @@ def test_rebuild_runs_a_shared_stage_once_per_compile(project: Project, cli) -> 
 
 
 def test_tool_output_linking_out_of_its_folder_is_a_tool_error(project: Project, cli) -> None:  # noqa: ANN001
-    """Issue 6 #1, #19: a link the tool left pointing out of its output is refused (exit 4),
+    """A link the tool left pointing out of its output is refused (exit 4),
     the tool named, nothing stored."""
     import stat
     import sys

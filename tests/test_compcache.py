@@ -1,4 +1,4 @@
-"""The compiler-cache artifact (issue 7): a vendor compiler's cache kept in the store under
+"""The compiler-cache artifact: a vendor compiler's cache kept in the store under
 the compiler's identity, fed to each build and updated from it; never in a key."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""rmbuild.config: the config files and their precedence (issue 9).
+"""rmbuild.config: the config files and their precedence.
 
 flag > environment > project rmbuild.toml (nearest above the start folder, up to the repo's
 root) > user config.toml ($RMBUILD_CONFIG_DIR).

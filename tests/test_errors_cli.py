@@ -1,4 +1,4 @@
-"""Every bad input of issue 2, through the CLI as a user meets it.
+"""Every bad input, through the CLI as a user meets it.
 
 Each test checks: the exit code documented in ``rmbuild --help``, a message that names the
 file/line/field (or the tool and its log), no traceback, and no artifact row or half-built

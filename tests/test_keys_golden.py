@@ -1,4 +1,4 @@
-"""Golden action keys: one per built-in profile, through ``action_key()`` itself (issue 6 #7).
+"""Golden action keys: one per built-in profile, through ``action_key()`` itself.
 
 ``tests/test_keys.py`` pins the encoding of a hand-built :class:`ActionKey`; that cannot see a
 change in what ``action_key()`` puts into it (a new field, a different tool identity, env that

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-# issue 6 #20: extras only through importorskip, so the module collects and skips without them.
+# Extras only through importorskip, so the module collects and skips without them.
 pytest.importorskip("onnxruntime")
 pytest.importorskip("openvino")
 pytest.importorskip("iree.runtime")

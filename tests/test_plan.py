@@ -1,4 +1,4 @@
-"""``compile --plan [--json]`` (issue 9): keys, hit/miss, blockers; nothing runs; the schema."""
+"""``compile --plan [--json]``: keys, hit/miss, blockers; nothing runs; the schema."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The plan cache (issue 9): a hit without the spec machinery, and every change falls back.
+"""The plan cache: a hit without the spec machinery, and every change falls back.
 
 Files are aged before the first build: like the store's stat cache, the plan cache does not
 trust a file younger than its racy window (a change in the same mtime tick would go unseen).
@@ -152,7 +152,7 @@ def test_young_files_are_not_trusted(project) -> None:
 
 
 def test_damaged_blob_on_the_fast_path_is_quarantined_and_rebuilt(aged, cli) -> None:
-    """The integrity check of every hit (issue 6 #8) runs on the fast path too."""
+    """The integrity check of every hit runs on the fast path too."""
     from artifact_store import Store
 
     with Store(aged.store) as store:

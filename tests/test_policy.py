@@ -1,4 +1,4 @@
-"""Resource classes as targets (issue 7): what --target npu resolves to, what is skipped and
+"""Resource classes as targets: what --target npu resolves to, what is skipped and
 why, exit 7 with install commands when nothing can be built, and --explain."""
 
 from __future__ import annotations

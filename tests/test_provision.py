@@ -1,4 +1,4 @@
-"""Provisioned toolchains (issue 7): install into a temp folder and rename, a marker written
+"""Provisioned toolchains: install into a temp folder and rename, a marker written
 last, safe to interrupt and rerun; the lock's digest in the identity and the keys."""
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def test_marker_records_installed_versions(tiny: Path, data_dir: Path) -> None:
 def test_a_system_tool_check_runs_scrubbed_of_the_callers_secrets(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # The check runs in the environment the toolchain's tools get (issue 6 #2), not the caller's.
+    # The check runs in the environment the toolchain's tools get, not the caller's.
     from rmbuild.provision import missing_system_tools
     from rmbuild.toolchains import SystemTool, Toolchain
 

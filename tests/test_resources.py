@@ -1,4 +1,4 @@
-"""Resource discovery for `info` (issue 7): each vendor's documented way, never failing."""
+"""Resource discovery for `info`: each vendor's documented way, never failing."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Paths from outside the store: symlinks in a model source and in carried files (issue 6 #1, #5).
+"""Paths from outside the store: symlinks in a model source and in carried files.
 
 A link that resolves inside its root is followed (stored as its content, a linked folder is
 hashed); one that leaves the root, dangles or loops is refused with exit 3 before any tool runs.

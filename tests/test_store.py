@@ -1,5 +1,5 @@
-"""rmbuild's view of artifact_store errors: each becomes the rmbuild error of its real class
-(issue 6 #19), never a blanket "store unavailable"."""
+"""rmbuild's view of artifact_store errors: each becomes the rmbuild error of its real class,
+never a blanket "store unavailable"."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""No process outlives a build (issue 6 #11, #12): the supervisor and how rmbuild uses it.
+"""No process outlives a build: the supervisor and how rmbuild uses it.
 
 The stand-in tool (tests/fakes/forking_tool.py) starts a plain child and a daemon that left its
 session, both ignoring SIGTERM/SIGINT/SIGHUP, like a compiler wrapper over a native binary.
@@ -140,7 +140,7 @@ def test_ctrl_c_exits_130_without_a_thread_traceback(
     project: Project, forking: Path, cli_process, cli, attempt: int
 ) -> None:
     # A tool busy writing its log when Ctrl-C lands: the log used to be closed under the
-    # reader thread ("ValueError: flush of closed file", issue 6 #12).
+    # reader thread ("ValueError: flush of closed file").
     project.set_flags(marker=str(forking), mode="spew")
     victim = cli_process("compile", str(project.spec), "--json")
     pids = _wait_for_pids(forking, victim)

@@ -1,5 +1,5 @@
-"""A tool's identity in the key: its content, interpreter, declared files, version output
-(issue 6 #4); the environment part of the key (issue 6 #2); tool.uses (issue 6 #6)."""
+"""A tool's identity in the key: its content, interpreter, declared files, version output;
+the environment part of the key; tool.uses."""
 
 from __future__ import annotations
 
@@ -247,7 +247,7 @@ def test_every_builtin_profile_declares_what_its_tool_invokes() -> None:
         toolchain.check_uses(loaded.profile, loaded.path)  # raises if one is missing
         if loaded.profile.tool.package:
             assert loaded.profile.tool.package in toolchain.packages, loaded.profile.name
-    # The fault of issue 6 #6: `slim: true` runs onnxslim inside the export.
+    # The fault this guards: `slim: true` runs onnxslim inside the export.
     export = next(p.profile for p in profiles if p.profile.name == "onnx-export")
     assert "slim" in export.flags and "onnxslim" in export.tool.uses
     template = (PACKAGE_DIR.parent / "templates" / export.template).read_text()

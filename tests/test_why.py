@@ -1,4 +1,4 @@
-"""``rmbuild why`` and the plan's ``reason`` (issue 9): key factors vs the nearest entry."""
+"""``rmbuild why`` and the plan's ``reason``: key factors vs the nearest entry."""
 
 from __future__ import annotations
 

@@ -133,7 +133,7 @@ def test_missing_field_and_count_of_other_problems(tmp_path: Path) -> None:
 
 
 def test_unknown_field_comes_first_with_a_did_you_mean(tmp_path: Path) -> None:
-    """issue 6 #17: `profil:` made 'profile' missing; the typo is what explains it."""
+    """`profil:` made 'profile' missing; the typo is what explains it."""
     from rmbuild.spec import ModelSpec
 
     text = "name: t\nsource:\n  path: m\ntargets:\n  cpu:\n    profil: onnxruntime-cpu\n"
@@ -167,7 +167,7 @@ def test_unknown_field_inside_a_union_member_suggests(tmp_path: Path) -> None:
     assert "did you mean 'opt_level'?" in info.value.message
 
 
-# --------------------------------------------------------------------- hostile YAML (issue 6 #14)
+# --------------------------------------------------------------------- hostile YAML
 
 # Each case must be refused in well under a second by construction: size before parsing, depth
 # and alias expansion while composing. The timeout is a guard against a hang, not a benchmark.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A serving host's start-up step (rmbuild issue 9): fetch the prebuilt artifact, never compile.
+# A serving host's start-up step: fetch the prebuilt artifact, never compile.
 #
 #   RMBUILD_REMOTE=s3://team-cache/rmbuild bash examples/ci/serve.sh tiny-llama-cpu
 #

@@ -145,7 +145,7 @@ def build_model(arch: str, tok: Tokenizer) -> PreTrainedModel:
             num_key_value_heads=2,  # GQA, so runtimes exercise kv-head broadcasting
             max_position_embeddings=MAX_POSITIONS,
             rope_theta=10000.0,
-            # FuriosaAI's llama 3.1 kernels take rope_scaling only as a dict (issue 7). llama3
+            # FuriosaAI's llama 3.1 kernels take rope_scaling only as a dict. llama3
             # scaling with factor 1.0 leaves every frequency as it is: plain RoPE.
             rope_scaling=LLAMA3_PLAIN_ROPE,
             tie_word_embeddings=True,  # halves the file size at this vocab/hidden ratio
@@ -271,7 +271,7 @@ def make_model(out_dir: Path, arch: str = "llama", steps: int | None = None, see
 
 def _drop_head_dim(config_path: Path) -> None:
     # The RNGD build copies config.json over the llama 3.1 reference config, whose kernels
-    # reject an explicit head_dim key (issue 7); hidden_size / num_attention_heads gives the
+    # reject an explicit head_dim key; hidden_size / num_attention_heads gives the
     # same value to every other reader.
     import json
 

@@ -77,7 +77,7 @@ class LazyGroup(click.Group):
     def resolve_command(
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
-        # click says only "No such command"; name the closest one (issue 6 #17).
+        # click says only "No such command"; name the closest one.
         name = click.utils.make_str(args[0])
         if name not in COMMANDS and not name.startswith("-") and name not in _plugin_commands():
             import difflib

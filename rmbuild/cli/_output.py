@@ -71,7 +71,7 @@ def age(when: datetime) -> str:
 
 
 def plain(value: Any):  # noqa: ANN201 - rich.text.Text
-    """``value`` as a rich ``Text``: printed literally, never read as markup (issue 6 #16).
+    """``value`` as a rich ``Text``: printed literally, never read as markup.
 
     Every string that comes from a user, a plugin or a file reaches a rich table or ``print``
     through this: as a markup string ``pip install 'rmbuild[onnx]'`` loses its ``[onnx]``,
@@ -84,7 +84,7 @@ def plain(value: Any):  # noqa: ANN201 - rich.text.Text
 
 
 def styled(*parts: Any):  # noqa: ANN201 - rich.text.Text
-    """A line of text and ``(text, style)`` pairs, none of it read as markup (issue 6 #16).
+    """A line of text and ``(text, style)`` pairs, none of it read as markup.
 
     ``styled(("unavailable", "red"), ": ", reason)`` prints ``reason`` exactly as it is.
     """

@@ -79,7 +79,7 @@ class LiveReporter:
         from rich.markup import escape
 
         self._end()  # a target that failed mid-stage left its line running (--keep-going)
-        # Names are text, never markup (issue 6 #16); "[1/2]" is no tag to rich.
+        # Names are text, never markup; "[1/2]" is no tag to rich.
         step = f"[bold][{index + 1}/{total}][/]"
         self._label = f"{escape(target)} {step} {escape(profile)} [dim]{key[:12]}[/]"
         self._line, self._started = "", time.monotonic()

@@ -1,4 +1,4 @@
-"""SIGTERM handled like Ctrl-C (issue 6 #11).
+"""SIGTERM handled like Ctrl-C.
 
 CI runners and systemd cancel with SIGTERM. By default it killed rmbuild on the spot: no
 cleanup, the tool tree left running. Here it becomes an exception raised in the main thread, so

@@ -27,7 +27,7 @@ WORDS = {
 @click.pass_obj
 def command(app: Any, ref: str, remote_url: str | None, as_json: bool) -> None:
     """Grade artifact REF (id, prefix, alias) for this host: optimal, works but a rebuild would
-    be better, or unsupported (exit 6), with the reason (issue 9).
+    be better, or unsupported (exit 6), with the reason.
 
     Reads the index row and its metadata only (each backend's compatibility rules), never the
     artifact's files.

@@ -160,7 +160,7 @@ def command(
     # > user config. A fast-path hit pushes what the remote lacks, as the full path does.
     remote = remotes.open_remote(remote_url, start=Path(spec).absolute().parent)
     if not (show_plan or explain or rebuild or alias or executor != "local"):
-        # A hit without the spec machinery (issue 9): keys from the plan cache, checked
+        # A hit without the spec machinery: keys from the plan cache, checked
         # against the stat of everything they came from; any change takes the full path.
         wanted = None if all_targets else list(targets)
         if _fast_hit(app, spec, wanted, as_json, remote, readonly=readonly):
@@ -174,7 +174,7 @@ def command(
     # Every target (or a class's candidates): keep going past one that fails, by default.
     many = all_targets or not targets
     if targets and not all_targets:
-        # A target name or a resource class (issue 7): rmbuild.policy decides.
+        # A target name or a resource class: rmbuild.policy decides.
         from rmbuild import policy
 
         # A class's decision is recorded for the fast path; what it depends on is stat'ed
@@ -187,7 +187,7 @@ def command(
 
             snaps.append(plancache.class_snapshot(spec_, chains))
 
-        # A plan shows the blocked candidates too, instead of exit 7 (issue 9).
+        # A plan shows the blocked candidates too, instead of exit 7.
         resolution = policy.resolve(
             loaded,
             names,
@@ -381,7 +381,7 @@ def _readonly_plan(
 
 
 def _with_plan(exc: Any, loaded: Any, names: list[str], store: Any, remote: Any) -> Any:
-    """A readonly miss, with the plan of everything that is missing (issue 9)."""
+    """A readonly miss, with the plan of everything that is missing."""
     from rmbuild.plan import ReadOnlyMiss, plan_spec
 
     try:
@@ -411,7 +411,7 @@ def _skip_lines(resolution: Any) -> list[str]:
 
 
 def _explain(resolution: Any, as_json: bool) -> None:
-    """The policy's decision table (issue 7)."""
+    """The policy's decision table."""
     rows = resolution.table()
     if as_json:
         emit_json({"classes": resolution.classes, "targets": resolution.names, "candidates": rows})

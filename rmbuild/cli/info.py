@@ -34,7 +34,7 @@ def machine_info() -> dict[str, Any]:
                 "ready": not missing,
                 "missing": missing,
             }
-            if tc.provisioned:  # issue 7: rmbuild's own venv under the data dir
+            if tc.provisioned:  # Rmbuild's own venv under the data dir
                 entry["provisioned"] = str(tc.prefix)
                 entry["lock"] = identity.get("lock")
             toolchains.append(entry)
@@ -63,7 +63,7 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "cpu": cpu_info(),
-        # issue 7: every vendor asked its documented way (rmbuild.resources); gpus/npus keep
+        # Every vendor asked its documented way (rmbuild.resources); gpus/npus keep
         # their old shape for scripts that read them.
         "gpus": [d for d in found["devices"] if d["class"] == "gpu"],
         "npus": [{**d, "device": d["name"]} for d in found["devices"] if d["class"] == "npu"],
@@ -84,7 +84,7 @@ def command(as_json: bool) -> None:
     out = console()
     cpu = info["cpu"]
     # Every value here comes from the machine or a package (a GPU name, a pip extra such as
-    # rmbuild[onnx]): printed as styled text, never read as markup (issue 6 #16).
+    # rmbuild[onnx]): printed as styled text, never read as markup.
     platform_ = info["platform"]
     out.print(
         styled(

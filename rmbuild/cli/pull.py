@@ -1,4 +1,4 @@
-"""``rmbuild pull <id|alias|model:target> --remote URL``: fetch artifacts (issue 9).
+"""``rmbuild pull <id|alias|model:target> --remote URL``: fetch artifacts.
 
 Every object is checked against its digest before it enters the store; an artifact whose
 remote copy is damaged is refused whole (exit 10, ``remote-corrupt``).

@@ -1,4 +1,4 @@
-"""``rmbuild push <id|alias|--all> --remote URL``: upload artifacts to a remote cache (issue 9)."""
+"""``rmbuild push <id|alias|--all> --remote URL``: upload artifacts to a remote cache."""
 
 from __future__ import annotations
 

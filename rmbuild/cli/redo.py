@@ -1,4 +1,4 @@
-"""``rmbuild redo model.yaml -t X``: build targets again, replacing what is stored (issue 9).
+"""``rmbuild redo model.yaml -t X``: build targets again, replacing what is stored.
 
 The same as ``rmbuild compile --rebuild``: every stage's tool runs again (once per stage where
 targets share it) and its artifact replaces the stored one.

@@ -67,8 +67,8 @@ def command(
 
     t0 = time.perf_counter()
     options = {"device": device} if device else {}
-    # Read-only index: run works on a full disk (issue 6 #13); a damaged artifact is refused
-    # with exit 6 before any backend reads it (issue 6 #8).
+    # Read-only index: run works on a full disk; a damaged artifact is refused
+    # with exit 6 before any backend reads it.
     store = open_store(app.store_path, app.index_url, read_only=True)
     session = load(
         ref, store=store, verify=verify, max_model_len=max_model_len, trust=trust, **options

@@ -1,4 +1,4 @@
-"""``rmbuild toolchain install|ls|rm|path NAME``: provisioned toolchain environments (issue 7)."""
+"""``rmbuild toolchain install|ls|rm|path NAME``: provisioned toolchain environments."""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def command(
 
     root = _trust_root(signature, key_path, cert_path)
 
-    # Without --repair verify only reads, so it works on a full disk (issue 6 #13).
+    # Without --repair verify only reads, so it works on a full disk.
     store = open_store(app.store_path, app.index_url, read_only=not repair)
     records = [resolve(store, r) for r in refs] if refs else store.list()
     report: dict[str, list[str]] = {}

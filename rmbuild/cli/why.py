@@ -27,7 +27,7 @@ from rmbuild.cli._output import emit_json
 @click.option("--json", "as_json", is_flag=True, help="Print the target's plan as JSON.")
 @click.pass_obj
 def command(app: Any, spec: str, target: str, remote_url: str | None, as_json: bool) -> None:
-    """Diff the key factors of TARGET's stages against the nearest stored entry (issue 9).
+    """Diff the key factors of TARGET's stages against the nearest stored entry.
 
     For each stage: its key, whether it is stored, and for a miss which factors differ from
     the stored entry of the same model, target and profile that differs least (inputs, flags,

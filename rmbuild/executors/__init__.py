@@ -1,2 +1,2 @@
 """Where targets build: this machine's process pool (``-j N``, the default) or an existing
-Ray cluster (``--executor ray``, issue 9). Both run the same target build function."""
+Ray cluster (``--executor ray``). Both run the same target build function."""

@@ -7,7 +7,7 @@ text-generation-with-past`` and what the vendor compilers make of it): ``input_i
 What differs between models is the number of KV heads, the head dim, the cache dtype and the
 input order, and guessing them from ``config.json`` fails: Falcon spells the head count
 ``num_kv_heads`` and, with ``multi_query: true``, has one KV head whatever the config says
-elsewhere (issue 6 #22). So the layout is read from the graph's declared inputs, once:
+elsewhere. So the layout is read from the graph's declared inputs, once:
 
 * at build time, by each backend's ``prepare_outputs`` hook, into the sidecar ``kv_layout.json``
   (part of the artifact's manifest, so it is hashed and verified like every other file);
@@ -17,7 +17,7 @@ The config is consulted only for a dimension the graph leaves dynamic.
 
 A graph input can carry several names (``ovc`` gives bloom's mask both
 ``/transformer/Cast_2_output_0`` and ``attention_mask``): a port is matched on all of its names,
-never on "any" one of them (issue 6 #21). This module is vendor-neutral (stdlib; ``onnx`` only
+never on "any" one of them. This module is vendor-neutral (stdlib; ``onnx`` only
 inside :func:`from_onnx`): backends call it, it never imports a backend.
 """
 
@@ -49,7 +49,7 @@ class InputSpec:
     name: str
     dtype: str
     shape: tuple[int | None, ...]
-    names: tuple[str, ...] = ()  # every name the graph gives this input (issue 6 #21)
+    names: tuple[str, ...] = ()  # every name the graph gives this input
 
     def describe(self) -> str:
         dims = ", ".join("?" if d is None else str(d) for d in self.shape)

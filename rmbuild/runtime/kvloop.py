@@ -4,7 +4,7 @@ A runtime supplies one inference (:meth:`KVLoop._run`: feeds in, last logits and
 tensors out); the loop builds the feeds from the graph's :class:`KVLayout`, keeps the cache
 between steps and turns an input the artifact cannot take into
 :class:`~rmbuild.errors.ArtifactInputMismatch` (exit 6, expected and given shapes), whichever
-vendor refused it (issue 6 #23). Backends import this module; it imports no backend.
+vendor refused it. Backends import this module; it imports no backend.
 
 The per-step work is kept to what a hand-written loop on a vendor API does anyway (one dict of
 feeds, one mask), so a session runs at the vendor API's speed (bench/bench_backends.py).
@@ -96,7 +96,7 @@ class KVLoop:
             raise
         except Exception as exc:
             # A bounded dim (a static-shape NPU IR) can still refuse a later step: say which
-            # input, instead of the vendor's "general error" (issue 6 #23).
+            # input, instead of the vendor's "general error".
             self.check_feeds(feeds, cause=exc)
             refusal = self._refusal(exc, feeds)
             if refusal is not None:

@@ -31,7 +31,7 @@ def _rebuild_hint(record: ArtifactRecord) -> str:
 
 
 def _check_integrity(store: Store, record: ArtifactRecord, verify: bool) -> None:
-    """Refuse a damaged artifact before any backend reads it (issue 6 #8): exit 6.
+    """Refuse a damaged artifact before any backend reads it: exit 6.
 
     Always the store's cheap check (each blob's inode, mtime and size against what was
     recorded at ingest; only a blob that moved is re-hashed); ``verify`` re-hashes every blob.
@@ -107,7 +107,7 @@ def prepare(
     Load-time ``options`` (e.g. ``device``) override the recorded runtime flags for the check,
     so ``--device CPU`` can run an artifact whose profile defaults to an absent NPU.
     Where ``pins`` is given, the artifact is pinned before it is laid out (gc neither evicts
-    it nor removes its tree until the pin is released; issue 6 #9) and the pin appended.
+    it nor removes its tree until the pin is released) and the pin appended.
     Under a trust policy (``trust``: ``--trust``'s value; else ``RMBUILD_TRUST`` or the config
     files, see :mod:`rmbuild.trust.policy`) an artifact without a signature that holds is
     refused (exit 6) before its backend is imported or any file is laid out.
@@ -155,8 +155,8 @@ def load(
     """
     own = store is None or isinstance(store, str | os.PathLike)
     store = open_store(store, read_only=True) if own else store  # type: ignore[arg-type]
-    # While the session lives, gc neither evicts the artifact nor removes its tree (issue 6
-    # #9); the pin is a shared flock, so it dies with the process too.
+    # While the session lives, gc neither evicts the artifact nor removes its tree; the pin is
+    # a shared flock, so it dies with the process too.
     pins: list[Pin] = []
     session: BackendSession | None = None
     try:

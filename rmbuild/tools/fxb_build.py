@@ -1,4 +1,4 @@
-"""``fxb build`` for rmbuild, run by the furiosa toolchain's Python (issue 7).
+"""``fxb build`` for rmbuild, run by the furiosa toolchain's Python.
 
 Two checks the vendor's CLI makes only after minutes, or in words that do not say what to do:
 

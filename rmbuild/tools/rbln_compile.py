@@ -1,7 +1,7 @@
 """Compile an HF model for a Rebellions ATOM NPU with optimum-rbln, run by the ``rbln``
-toolchain's Python (issue 8). Compile only: no NPU is needed here.
+toolchain's Python. Compile only: no NPU is needed here.
 
-It calls optimum-rbln's documented API (0.12 names, shared/TOOLCHAINS.md)::
+It calls optimum-rbln's documented API (0.12 names, docs/toolchains.md)::
 
     RBLN<Arch>.from_pretrained(model, export=True, rbln_npu=SKU, rbln_create_runtimes=False,
                                rbln_num_devices=N, rbln_batch_size=B, rbln_max_seq_len=S)
@@ -10,7 +10,7 @@ It calls optimum-rbln's documented API (0.12 names, shared/TOOLCHAINS.md)::
 and leaves what vllm-rbln and ``from_pretrained(output, export=False)`` load without compiling
 again: ``prefill.rbln``, ``decoder_batch_<b>.rbln``, ``rbln_config.json``, the HF config and
 tokenizer. An explicit SKU and ``rbln_create_runtimes=False`` are what let a host without an
-NPU compile (USER-NEEDS 4). Exit codes: 3 a setup the compile cannot start with (the SDK's
+NPU compile. Exit codes: 3 a setup the compile cannot start with (the SDK's
 ``rebel`` missing, no RBLN class for the architecture), 4 the compile failed (the SDK's own
 message above it, verbatim). Standard library only at import: it runs in the vendor's env.
 """

@@ -1,4 +1,4 @@
-"""Load a compiled RBLN artifact and generate, run by the ``rbln`` toolchain's Python (issue 8).
+"""Load a compiled RBLN artifact and generate, run by the ``rbln`` toolchain's Python.
 
 ``rbln_run.py devices`` prints one JSON line: ``rebel.__version__``, ``rebel.device_count()``
 and ``rebel.get_npu_name(i)`` for each device (the facts rmbuild checks an artifact against

@@ -1,4 +1,4 @@
-"""The store's tests, each run on a SQLite index and on a PostgreSQL one (issue 9).
+"""The store's tests, each run on a SQLite index and on a PostgreSQL one.
 
 Every test gets the ``index_backend`` parameter: ``sqlite`` (the default index file inside the
 store) or ``postgres``, where every ``Store(root)`` the test opens without an index URL gets a

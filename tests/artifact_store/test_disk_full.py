@@ -1,4 +1,4 @@
-"""A full disk (issue 6 #13): every store write says DiskFull, reads keep working.
+"""A full disk: every store write says DiskFull, reads keep working.
 
 Where the test may mount a small tmpfs (root), the disk is really full; elsewhere those tests
 skip, and the monkeypatched ones still feed ENOSPC / SQLITE_FULL to each write path.

@@ -1,4 +1,4 @@
-"""Failed builds as data (issue 9): recorded, listed, never a hit, cleared by a success."""
+"""Failed builds as data: recorded, listed, never a hit, cleared by a success."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from artifact_store import Store, hashing, statcache
 KEY = "ab12cd34" + "0" * 56
 META = {"blobs": [], "nested": {"b": [1, 2.5, None, True]}, "text": "ünï ✓", "n": 10**15}
 
-# The sqlite3 fast path is SQLite itself (issue 9: the rest runs on PostgreSQL too).
+# The sqlite3 fast path is SQLite itself (the rest runs on PostgreSQL too).
 pytestmark = pytest.mark.sqlite_only("the sqlite3 fast path")
 
 

@@ -34,8 +34,8 @@ def test_gc_grace_protects_fresh_uncommitted_blobs(store: Store) -> None:
     d = store.put_bytes(b"just built, not yet committed")
     assert store.gc().blobs_removed == 0
     assert store.has_blob(d)
-    # Re-putting an old blob leaves it untouched: its stat is what the integrity check compares
-    # (issue 6 #8). A build re-using it is protected by the gc lock (Store.writing) instead;
+    # Re-putting an old blob leaves it untouched: its stat is what the integrity check
+    # compares. A build re-using it is protected by the gc lock (Store.writing) instead;
     # see test_gc_protocol.py.
     old = time.time() - 7200
     os.utime(store.blob_path(d), (old, old))

@@ -1,4 +1,4 @@
-"""gc against concurrent builds and loads (issue 6 #9) and what gc collects (issue 6 #10).
+"""gc against concurrent builds and loads and what gc collects.
 
 The interleavings are made deterministic with gc's ``on_snapshot`` hook (called between its
 snapshot and its sweep) and the lock module's wait seam, which tells the test the moment a
@@ -153,7 +153,7 @@ def test_gc_module_does_not_reach_into_the_store() -> None:
     assert private == []
 
 
-# ---- issue 6 #10: logs, locks, stat rows --------------------------------------------------------
+# ---- Logs, locks, stat rows --------------------------------------------------------
 
 
 def test_gc_collects_old_failure_logs_only(store: Store) -> None:

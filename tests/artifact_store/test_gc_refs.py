@@ -1,4 +1,4 @@
-"""gc's snapshot from ``artifact_blobs`` (issue 9), and artifacts committed before it."""
+"""gc's snapshot from ``artifact_blobs``, and artifacts committed before it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The integrity check (issue 6 #8): stat records, re-hash on a mismatch, quarantine, marks."""
+"""The integrity check: stat records, re-hash on a mismatch, quarantine, marks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Listing and id prefixes at scale (issue 9): limits and filters in SQL, prefixes as a key
+"""Listing and id prefixes at scale: limits and filters in SQL, prefixes as a key
 range, and the sqlite3 fast path answering exactly as SQLAlchemy does."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The index under concurrency (issue 9), on SQLite and on PostgreSQL.
+"""The index under concurrency, on SQLite and on PostgreSQL.
 
 On PostgreSQL writers are not serialized: 8 processes committing one key raised raw
 IntegrityErrors (``artifact_uses_pkey``) in 2-6 of 8, and 3 of 8 first-opens of a fresh

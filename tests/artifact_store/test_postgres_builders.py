@@ -1,4 +1,4 @@
-"""8 concurrent builders of one key with a PostgreSQL index: one compiler run (issue 9).
+"""8 concurrent builders of one key with a PostgreSQL index: one compiler run.
 
 Separate `rmbuild compile` processes, each with its own store handle, meeting at the key's
 lock and the shared index; the fake compiler counts its runs (``--counter``).

@@ -1,4 +1,4 @@
-"""artifact_store.remote on a real S3 protocol (moto server on loopback) and file:// (issue 9).
+"""artifact_store.remote on a real S3 protocol (moto server on loopback) and file://.
 
 The fault tests feed the faults a shared cache meets: the server gone mid-push, a blob damaged
 on the remote, wrong credentials; each checks the outcome and the message.

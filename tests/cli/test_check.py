@@ -1,4 +1,4 @@
-"""``rmbuild check <id>`` (issue 9): a graded verdict for this host from the metadata alone."""
+"""``rmbuild check <id>``: a graded verdict for this host from the metadata alone."""
 
 from __future__ import annotations
 

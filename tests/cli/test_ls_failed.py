@@ -1,4 +1,4 @@
-"""Failures as data (issue 9): `ls --failed`, retried by default, `--no-retry-failed`."""
+"""Failures as data: `ls --failed`, retried by default, `--no-retry-failed`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`rmbuild ls` on a big store (issue 9): newest 50 on a terminal, --limit, --all, filters."""
+"""`rmbuild ls` on a big store: newest 50 on a terminal, --limit, --all, filters."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every rich table and print shows user values literally (issue 6 #16).
+"""Every rich table and print shows user values literally.
 
 rich reads ``[word]`` as a style tag and drops it: ``pip install 'rmbuild[onnx]'`` printed as
 ``pip install 'rmbuild'``. Each test renders one command with a bracketed value where a user,

@@ -1,4 +1,4 @@
-"""`push`, `pull`, `ls --remote` and `compile --remote` against a real S3 protocol (issue 9).
+"""`push`, `pull`, `ls --remote` and `compile --remote` against a real S3 protocol.
 
 The S3 server is moto's, on loopback (tests/conftest.py: s3_server, s3_remote); the project is
 the stand-in compiler's, so a build takes milliseconds and its runs can be counted.

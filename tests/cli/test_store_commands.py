@@ -111,7 +111,7 @@ def test_an_artifact_whose_blobs_were_lost_is_rebuilt_not_served(project: Projec
     assert len(cli("ls", "--json").json()) == 1
 
 
-# ---- issue 6 #8: a corrupt artifact is never served ------------------------------------------
+# ---- A corrupt artifact is never served ------------------------------------------
 
 
 def _runs(counter: Path) -> int:
@@ -214,7 +214,7 @@ def test_compile_rebuild_runs_the_tool_again_and_replaces_the_blobs(project: Pro
     assert cli("compile", str(project.spec), "--json").json()[0]["hit"] is True
 
 
-# ---- issue 6 #13: a full disk -----------------------------------------------------------------
+# ---- A full disk -----------------------------------------------------------------
 
 
 def test_read_commands_work_and_writes_say_disk_full_on_a_full_disk(

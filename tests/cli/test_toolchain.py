@@ -1,4 +1,4 @@
-"""``rmbuild toolchain install|ls|rm|path`` (issue 7), on a bare provisioned toolchain."""
+"""``rmbuild toolchain install|ls|rm|path``, on a bare provisioned toolchain."""
 
 from __future__ import annotations
 

@@ -61,7 +61,7 @@ def test_gc_size_must_be_a_size(store_dir: Path, cli) -> None:  # noqa: ANN001
     assert r.code == EXIT_USAGE and "is not a size" in r.err
 
 
-# ------------------------------------------------------------- did-you-mean (issue 6 #17)
+# ------------------------------------------------------------- did-you-mean
 
 
 def test_misspelt_required_field_shows_the_unknown_field_first(project: Project, cli) -> None:  # noqa: ANN001
@@ -109,7 +109,7 @@ def test_unknown_command_far_from_all(cli) -> None:  # noqa: ANN001
     assert "Did you mean" not in r.err
 
 
-# ------------------------------------------------------------- flag values (issue 6 #18)
+# ------------------------------------------------------------- flag values
 
 
 @pytest.mark.parametrize("value", ["a\nb", "x\r", ["ok", "two\nlines"]])

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A stand-in tool that leaves stubborn grandchildren behind, for the process-cleanup tests.
 
-Like ``iree-compile``'s Python wrapper over its native binary (issue 6 #11), it starts
+Like ``iree-compile``'s Python wrapper over its native binary, it starts
 processes of its own: one plain child in its process group, and one daemon that left the group
 and the session (double fork + setsid), so only a subreaper can still find it. Both ignore
 SIGTERM, SIGINT and SIGHUP and hold the tool's stdout open. Tests only.
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
             f.write(b"forked")
         return 0
     if mode == "spew":
-        for i in range(10**9):  # a busy log when Ctrl-C lands (issue 6 #12)
+        for i in range(10**9):  # a busy log when Ctrl-C lands
             print(f"spew line {i}", flush=True)
             time.sleep(0.001)
     time.sleep(3600)

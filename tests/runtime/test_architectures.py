@@ -4,8 +4,8 @@ Each architecture is made here from a transformers config (2 layers, hidden 64, 
 Llama's tokenizer), built once through rmbuild's library (one ``onnx-export``, shared by the
 targets: ONNX Runtime runs the export itself, ``openvino-cpu`` at fp32, ``iree-cpu``) and
 generates 16 greedy tokens on each runtime, which must equal a PyTorch KV-cache greedy loop's.
-Issue 6 #21 (bloom's two-named mask on OpenVINO) and #22 (Falcon's one KV head under
-multi_query) were found this way. Architectures optimum itself cannot export must fail saying so.
+Bloom's two-named mask on OpenVINO and Falcon's one KV head under multi_query were found
+this way. Architectures optimum itself cannot export must fail saying so.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ ARCHS: dict[str, dict[str, Any]] = {
     },
     "gpt2": {"n_embd": 64, "n_layer": 2, "n_head": 4, "n_positions": 128},
     "bloom": {"hidden_size": 64, "n_layer": 2, "n_head": 4},
-    "falcon": {  # multi_query: one KV head, spelt num_kv_heads (issue 6 #22)
+    "falcon": {  # multi_query: one KV head, spelt num_kv_heads
         "hidden_size": 64,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,

@@ -30,7 +30,7 @@ OUTPUTS = [("logits",), ("present.0.key",), ("present.0.value",)]
 
 
 def test_falcon_multi_query_config_has_one_kv_head() -> None:
-    # issue 6 #22: Falcon spells it num_kv_heads, and multi_query means one KV head.
+    # Falcon spells it num_kv_heads, and multi_query means one KV head.
     assert kvlayout.config_kv_heads(FALCON_MQ) == 1
     assert kvlayout.config_kv_heads({"num_kv_heads": 2, "num_attention_heads": 8}) == 2
     assert kvlayout.config_kv_heads({"num_key_value_heads": 3, "num_attention_heads": 6}) == 3
@@ -49,7 +49,7 @@ def test_graph_dims_beat_the_config() -> None:
 
 
 def test_a_port_with_two_names_is_found_by_either() -> None:
-    # issue 6 #21: ovc gives bloom's mask an internal name too; "any name" picked that one.
+    # Ovc gives bloom's mask an internal name too; "any name" picked that one.
     names = ("/transformer/Cast_2_output_0", "attention_mask")
     layout = kvlayout.from_ports(_ports(2, mask_names=names), OUTPUTS)
     assert layout.input_names == [
@@ -95,7 +95,7 @@ def test_sidecar_round_trip(tmp_path: Path) -> None:
 
 
 def test_runtime_does_not_import_backends() -> None:
-    # The runtime defines the loop; backends plug into it, never the reverse (issue 6).
+    # The runtime defines the loop; backends plug into it, never the reverse.
     root = Path(kvlayout.__file__).parent
     for path in root.glob("*.py"):
         if path.name == "loader.py":

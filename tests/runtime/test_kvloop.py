@@ -66,7 +66,7 @@ def test_padding_slot_is_masked_out() -> None:
 
 
 def test_wrong_kv_heads_is_exit_6_with_expected_and_given_shapes() -> None:
-    # issue 6 #22/#23: a cache the graph cannot take is refused before the vendor sees it.
+    # A cache the graph cannot take is refused before the vendor sees it.
     layout = kvlayout.from_ports(PORTS, OUTPUTS)
     loop, np = _loop(layout)
     loop._empty = [np.zeros((1, 4, 0, 4), np.float32)] * 2  # what a config guess would feed

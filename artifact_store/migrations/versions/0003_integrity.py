@@ -1,4 +1,4 @@
-"""Integrity (issue 6 #8): blob stat records for the cheap check, artifact state.
+"""Integrity: blob stat records for the cheap check, artifact state.
 
 ``blob_stats`` holds each blob's (inode, mtime_ns, size) as recorded when it became part of an
 artifact; ``artifacts.state`` is "ok" or "corrupt" (with ``problem`` saying why). Existing

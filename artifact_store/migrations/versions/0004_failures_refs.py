@@ -1,4 +1,4 @@
-"""Failures as data and artifact blob references (issue 9).
+"""Failures as data and artifact blob references.
 
 ``build_failures`` holds the last failed build of each key (log, exit code, toolchain
 identity); ``artifact_blobs`` lists the blobs each artifact keeps alive, so gc need not re-read

@@ -1,4 +1,4 @@
-"""FuriosaAI RNGD backend: ``fxb build`` in the provisioned ``furiosa`` toolchain (issue 7).
+"""FuriosaAI RNGD backend: ``fxb build`` in the provisioned ``furiosa`` toolchain.
 
 One CLI stage, ``furiosa-rngd``: the HF folder -> ``model.fxb`` (a zip of EDF kernels and a
 ``manifest.json``; no weights) plus the HF files the server loads (config, tokenizer, weights,
@@ -8,7 +8,7 @@ checkout <artifact> DIR`` has laid it out.
 What keys an artifact: the toolchain's identity (lock digest, Python, furiosa-llm / tcc /
 kernels / torch versions, and the probe's revisions), the keyed flags, and the fingerprint
 below: the NPU target implied by TP, and the compiler revisions again, so that ``show`` says
-them. Not byte-reproducible (TOOLCHAINS.md: uuid/created_at in the manifest, one buffer in some
+them. Not byte-reproducible (docs/toolchains.md: uuid/created_at in the manifest, one buffer in some
 EDFs): the key, not the bytes, is what identifies a build.
 
 Running needs an RNGD card and its driver: ``check_compatible`` refuses here (exit 6) naming
@@ -152,7 +152,7 @@ class FuriosaBackend(BackendPlugin):
             "pp": pp,
         }
         if toolchain is not None:
-            # From the install marker: no process in the 7.7 GB environment on a hit (issue 7).
+            # From the install marker: no process in the 7.7 GB environment on a hit.
             ident = toolchain.identity()
             packages = ident.get("packages") or {}
             fp["furiosa_llm"] = packages.get(probe.LLM_DIST)

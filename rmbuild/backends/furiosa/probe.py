@@ -1,7 +1,7 @@
 """What FuriosaAI tooling and devices this machine has, found without importing the SDK.
 
-The SDK (furiosa-llm 2026.4, torch 2.10) lives only in the provisioned ``furiosa`` toolchain
-(issue 7); this module reads its install marker and the device nodes, and asks ``furiosa_smi``
+The SDK (furiosa-llm 2026.4, torch 2.10) lives only in the provisioned ``furiosa`` toolchain;
+this module reads its install marker and the device nodes, and asks ``furiosa_smi``
 through ``rmbuild.resources`` (a subprocess in that toolchain).
 """
 
@@ -28,7 +28,7 @@ def toolchain(start: Path | None = None) -> Any:
 def npu_target(tp: int, pp: int = 1) -> str:
     """The RNGD compile target implied by tensor parallelism (there is no target option).
 
-    Seen with furiosa-llm 2026.4 (issue 7): at ``-tp 1`` fxb runs ``furiosa-tcc --target-npu
+    Seen with furiosa-llm 2026.4: at ``-tp 1`` fxb runs ``furiosa-tcc --target-npu
     renegade-8pe``: a kernel occupies one whole chip (8 PEs) up to 8, and N chips
     (``renegade-8pe-{N}chip``) beyond. ``pp`` places pipeline stages on more devices of the
     same target. The target actually used is also read back from the .fxb (``rngd.json``).

@@ -10,7 +10,7 @@ feature list iree-compile derives for ``host`` on the building machine (two mach
 resolve alike share artifacts; an AVX-512 host and an AVX2 host do not). For cuda, the sm_XX arch
 and PTX version the target name resolves to. The compiler version is keyed through the toolchain.
 
-Compatibility at load (TOOLCHAINS.md): the same IREE release (the runtime's version equals the
+Compatibility at load (docs/toolchains.md): the same IREE release (the runtime's version equals the
 recorded compiler version: the bytecode is not stable across releases), host CPU features a
 superset of the compiled ones (llvm-cpu), and a CUDA device of the compiled arch or newer (cuda:
 kernels are embedded as PTX, which the driver JIT-compiles forward).
@@ -112,7 +112,7 @@ class IREEBackend(BackendPlugin):
         # exporters order them differently (Llama: input_ids, attention_mask, position_ids,
         # past...; GPT-2: input_ids, past..., attention_mask, position_ids). The import stage
         # records the ONNX graph's order next to the MLIR (io.json), and its KV layout (order,
-        # KV heads, head dim, dtype: kv_layout.json, issue 6 #22); the compile stages keep both.
+        # KV heads, head dim, dtype: kv_layout.json); the compile stages keep both.
         import json
         import shutil
 

@@ -152,7 +152,7 @@ class TargetNotKnown(ValueError):
 
 
 def _probe_cache_file(tool: Path, args: tuple[str, ...]) -> Path | None:
-    """Where the answer of ``tool`` for ``args`` on this CPU is kept (issue 9), or None.
+    """Where the answer of ``tool`` for ``args`` on this CPU is kept, or None.
 
     Keyed by the compiler's identity (path, inode, mtime, size: a new build of iree-compile
     is asked again) and the CPU (/proc/cpuinfo's flags and the machine: ``host`` means this

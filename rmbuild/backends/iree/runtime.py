@@ -19,7 +19,7 @@ records the ONNX graph's KV layout (names in order, KV heads, head dim, dtype) i
 ``kv_layout.json`` (see ``IREEBackend.prepare_outputs``; :mod:`rmbuild.runtime.kvlayout`), which
 the compile stages keep; it takes precedence over ``io.json`` (names only) and over the
 convention, which GPT-2's export (past before attention_mask) does not follow. Only artifacts
-built before the sidecar existed fall back to ``io.json`` and config.json (issue 6 #22).
+built before the sidecar existed fall back to ``io.json`` and config.json.
 
 A zero-length past (``[1, kv_heads, 0, head_dim]``) works on IREE's local (CPU) devices: the
 dims are dynamic in the module. On ``cuda`` it does not (IREE 3.13, seen on an H200): importing a
@@ -32,7 +32,7 @@ number of slots: 0 by default on local drivers, 1 elsewhere.
 The present tensors stay on the device (``DeviceArray``) and are fed back as the next past.
 The feed/keep loop is :class:`rmbuild.runtime.kvloop.KVLoop`, shared with the other runtimes:
 an argument the module refuses is reported as it is, naming the input and the expected and
-given shapes (exit 6), never retried with another dtype (issue 6 #23).
+given shapes (exit 6), never retried with another dtype.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class IREEDecoderStep(KVLoop):
 
     def _refusal(self, exc: Exception, feeds: dict[str, Any]) -> ArtifactInputMismatch | None:
         # The module checks its arguments (hal.buffer_view.assert) and says what it expected,
-        # not which argument: find it by what was given (issue 6 #23, no retry with fp16).
+        # not which argument: find it by what was given (no retry with fp16).
         text = str(exc)
         shapes = _SHAPE_MISMATCH.search(text)
         types = _TYPE_MISMATCH.search(text)

@@ -1,6 +1,6 @@
 """ONNX Runtime backend: runs exported and ORT-optimized ONNX graphs on the CPU.
 
-Compatibility (TOOLCHAINS.md): a graph optimized at level ``all`` may hold CPU-specific
+Compatibility (docs/toolchains.md): a graph optimized at level ``all`` may hold CPU-specific
 layouts and contrib ops of one release, so it needs the same ORT major.minor and a CPU with the
 ISA it was built on; at ``extended`` or lower, any ORT at least as new as the builder loads it.
 """
@@ -55,7 +55,7 @@ class OnnxRuntimeBackend(BackendPlugin):
         return {}
 
     def prepare_outputs(self, profile: BuildProfile, input_dir: Path, output_dir: Path) -> None:
-        # issue 6 #22: record the KV layout (heads, head dim, dtype, input order) from the graph
+        # Record the KV layout (heads, head dim, dtype, input order) from the graph
         # this stage wrote, so that no runtime has to guess it from config.json.
         from rmbuild.runtime import kvlayout
 
@@ -103,7 +103,7 @@ class OnnxRuntimeBackend(BackendPlugin):
                 f"the onnxruntime backend runs on the CPU here, not on {device!r}",
                 hint="drop --device, or build a target for that device",
             )
-        # Only now: the runtime needs numpy, an extra (issue 6 #20).
+        # Only now: the runtime needs numpy, an extra.
         from rmbuild.backends.onnxruntime.runtime import OnnxDecoderStep
         from rmbuild.runtime.session import BackendSession, eos_ids
         from rmbuild.runtime.tokenizer import Tokenizer

@@ -1,7 +1,7 @@
 """OpenVINO device names and compile properties: pure functions, no library, no numpy.
 
 Kept apart from the runtime so that the plugin and its tests can reason about devices on a
-machine without the openvino extra (issue 6 #20).
+machine without the openvino extra.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 both ``/transformer/Cast_2_output_0`` and ``attention_mask``) and the C API only offers "any"
 one of them (it has no ``ov_port_get_names``). The IR lists every name of a port, so the layout
 is read here, at build time (``OpenVINOBackend.prepare_outputs`` writes ``kv_layout.json``) and,
-for artifacts without that sidecar, at load (issue 6 #21, #22).
+for artifacts without that sidecar, at load.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """OpenVINO backend: ONNX -> IR with ``ovc``; generation through ``libopenvino_c`` (ctypes).
 
-Compatibility (TOOLCHAINS.md): an IR loads in the OpenVINO release that wrote it or a newer one,
-so an artifact converted by a newer ``ovc`` than the runtime here is refused. The IR itself is
-device-independent: the device (``CPU``, ``GPU``, ``NPU``) is a runtime flag, and a device this
-machine lacks is refused naming the ones it has (``rmbuild run --device`` overrides it).
+Compatibility (docs/toolchains.md): an IR loads in the OpenVINO release that wrote it or a
+newer one, so an artifact converted by a newer ``ovc`` than the runtime here is refused. The IR
+itself is device-independent: the device (``CPU``, ``GPU``, ``NPU``) is a runtime flag, and a
+device this machine lacks is refused naming the ones it has (``rmbuild run --device`` overrides
+it).
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ class OpenVINOBackend(BackendPlugin):
         return {}
 
     def prepare_outputs(self, profile: BuildProfile, input_dir: Path, output_dir: Path) -> None:
-        # issue 6 #21/#22: record the KV layout, with every name of every input port, from the
+        # Record the KV layout, with every name of every input port, from the
         # IR ovc wrote; the runtimes read it instead of guessing from config.json.
         from rmbuild.backends.openvino import irlayout
 

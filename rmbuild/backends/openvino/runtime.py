@@ -101,7 +101,7 @@ def available_devices() -> list[str]:
 
 
 def layout_of(xml_path: Path) -> kvlayout.KVLayout:
-    """The KV layout recorded at build time, else read from the IR itself (issue 6 #22)."""
+    """The KV layout recorded at build time, else read from the IR itself."""
     return kvlayout.read_sidecar(xml_path.parent) or irlayout.read(xml_path)
 
 
@@ -111,7 +111,7 @@ class OVCApiDecoderStep(KVLoop):
     Holds a core, the compiled model and one infer request; ``close()`` frees them (idempotent).
     Inputs are set by their canonical names (``attention_mask``), which OpenVINO matches against
     all of a port's names, so a port that ``ov_port_get_any_name`` reports by another of its
-    names is still found (issue 6 #21).
+    names is still found.
     """
 
     def __init__(self, xml_path: Path, options: dict[str, Any] | None = None) -> None:
@@ -192,7 +192,7 @@ class OVPythonDecoderStep(KVLoop):
                 f"loading {xml_path.name} on {self.device}: {exc}",
                 hint="the IR may be corrupt: run `rmbuild verify`",
             ) from exc
-        # Every name of every port (issue 6 #21): the IR's layout must name the same inputs.
+        # Every name of every port: the IR's layout must name the same inputs.
         names = {n for port in model.inputs for n in port.get_names()}
         if missing := [n for n in layout.input_names if n not in names]:
             raise OpenVINOError(f"{xml_path.name} has no inputs named {missing}")

@@ -1,18 +1,18 @@
-"""Rebellions ATOM backend: optimum-rbln 0.12 in the ``rbln`` toolchain (issue 8).
+"""Rebellions ATOM backend: optimum-rbln 0.12 in the ``rbln`` toolchain.
 
 One Python stage, ``rbln-ca25``: the HF folder -> ``rmbuild/tools/rbln_compile.py`` ->
 ``from_pretrained(export=True, rbln_npu=SKU, rbln_create_runtimes=False, rbln_num_devices=,
 rbln_batch_size=, rbln_max_seq_len=)`` + ``save_pretrained``: ``prefill.rbln``,
 ``decoder_batch_<b>.rbln``, ``rbln_config.json``, the HF config and tokenizer. Compile only,
-on any host: an explicit SKU and no runtimes (USER-NEEDS 4).
+on any host: an explicit SKU and no runtimes.
 
-What keys an artifact (USER-NEEDS 1, 3; vllm-rbln PR#653: no compiler version in its key gave
+What keys an artifact (vllm-rbln PR#653: no compiler version in its key gave
 stale hits after upgrades): the toolchain's identity (rebel-compiler, optimum-rbln, torch,
 transformers versions), the keyed flags, and the fingerprint below: the SKU, num_devices,
 batch size, max sequence length and the two SDK versions again, so that ``show`` and the load
 check read them from one place.
 
-Loading (USER-NEEDS 2): the SKU and the device count are checked first, against ``rebel``'s own
+Loading: the SKU and the device count are checked first, against ``rebel``'s own
 answer in the toolchain (``get_npu_name``, ``device_count``), exit 6 naming found vs needed;
 then optimum-rbln loads the folder with ``export=False`` (never a compile on load). vllm-rbln
 serves the same folder: ``show`` prints the command with ``max_num_seqs``/``max_model_len``
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from rmbuild.toolchains import Toolchain
 
 RBLN_FORMAT = "rbln-compiled"
-# optimum-rbln 0.12 renamed these (TOOLCHAINS.md); the old names are refused with the new one.
+# optimum-rbln 0.12 renamed these (docs/toolchains.md); the old names are refused with the new one.
 DEPRECATED_FLAGS = {"tensor_parallel_size": "num_devices"}
 
 

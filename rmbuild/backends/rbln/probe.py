@@ -1,7 +1,7 @@
 """What Rebellions tooling and devices this machine has, found without importing the SDK here.
 
 The SDK (rebel-compiler + optimum-rbln 0.12, which pins torch 2.13.0+cpu and transformers
-5.15.1) lives only in the ``rbln`` toolchain (issue 8): rmbuild's own environment cannot hold
+5.15.1) lives only in the ``rbln`` toolchain: rmbuild's own environment cannot hold
 it. Device facts for a load come from ``rebel`` itself, asked in that toolchain
 (``rmbuild/tools/rbln_run.py devices``: ``rebel.device_count()``, ``rebel.get_npu_name(i)``);
 ``/dev/rbln*`` and ``rbln-smi`` (``rmbuild.resources.rebellions``) where it cannot answer.
@@ -26,7 +26,7 @@ OPTIMUM_DIST = "optimum-rbln"
 COMPILER_DIST = "rebel-compiler"
 RUN_SCRIPT = PACKAGE_DIR / "tools" / "rbln_run.py"
 DEVICES_TIMEOUT_S = 60
-# SKUs rebel-compiler targets (TOOLCHAINS.md); a form-factor suffix is the same SKU.
+# SKUs rebel-compiler targets (docs/toolchains.md); a form-factor suffix is the same SKU.
 KNOWN_NPUS = ("RBLN-CA02", "RBLN-CA12", "RBLN-CA22", "RBLN-CA25", "RBLN-CR03")
 
 
@@ -44,7 +44,7 @@ def normalize_npu(npu: str) -> str:
 
 
 def tool_env(tc: Toolchain) -> dict[str, str]:
-    """The scrubbed environment rmbuild gives the toolchain's processes (issue 6 #2): the
+    """The scrubbed environment rmbuild gives the toolchain's processes: the
     same builder as a compile's, with no profile of its own."""
     from rmbuild.toolenv import tool_env as build_env
 

@@ -3,7 +3,7 @@
 The SDK cannot be imported into rmbuild's environment (optimum-rbln 0.12 pins torch 2.13.0+cpu
 and transformers 5.15.1), so ``rmbuild/tools/rbln_run.py serve`` runs in the toolchain and
 loads the folder with ``from_pretrained(folder, export=False, rbln_device=[...])``: the .rbln
-files as they are, never a compile on load (issue 8; the seed's predecessor recompiled on every
+files as they are, never a compile on load (the seed's predecessor recompiled on every
 start). Generation is optimum-rbln's own greedy ``generate`` (its runtimes hold the KV cache on
 the device); this side tokenizes, streams and stops at EOS like every other session.
 """
@@ -136,7 +136,7 @@ def make_session(
 ) -> Any:
     """Start the worker (the device call), then wrap it in a BackendSession."""
     worker = RBLNWorker(tc, artifact_dir, device_ids)
-    # Only now: the session module needs numpy, an extra (issue 6 #20).
+    # Only now: the session module needs numpy, an extra.
     from rmbuild.runtime.session import BackendSession, GenerationStats, eos_ids
     from rmbuild.runtime.tokenizer import Tokenizer
 

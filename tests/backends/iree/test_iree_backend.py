@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-# issue 6 #20: every import of an extra goes through importorskip, so the suite collects (and
+# Every import of an extra goes through importorskip, so the suite collects (and
 # skips here, saying why) with only the core and dev extras installed.
 pytest.importorskip("iree.runtime")
 pytest.importorskip("iree.compiler")
@@ -281,7 +281,7 @@ def _vmfb_copy(built: Built, tmp_path: Path) -> Path:
 
 
 def test_kv_layout_recorded_at_import_and_kept_by_the_compile(built: Built) -> None:
-    # issue 6 #22: the import stage reads the layout from the ONNX graph; the .vmfb keeps it.
+    # The import stage reads the layout from the ONNX graph; the .vmfb keeps it.
     from rmbuild.runtime import kvlayout
 
     files = built.store.get_manifest(built.cpu.artifact.manifest_digest).files
@@ -293,7 +293,7 @@ def test_kv_layout_recorded_at_import_and_kept_by_the_compile(built: Built) -> N
 
 
 def test_wrong_kv_heads_is_exit_6_not_an_internal_error(built: Built, tmp_path: Path) -> None:
-    # issue 6 #23: an artifact without the sidecar, whose config misstates the KV heads (Falcon
+    # An artifact without the sidecar, whose config misstates the KV heads (Falcon
     # multi_query), was fed 4 heads where the graph wants 2: the module's refusal was retried
     # with fp16 and reported as "element type mismatch ... f16", exit 1. Now: the first error,
     # exit 6, naming the input with the expected and given shapes.

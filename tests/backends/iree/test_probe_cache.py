@@ -1,4 +1,4 @@
-"""The IREE host probe is cached by the compiler's identity and the CPU (issue 9): a hit must
+"""The IREE host probe is cached by the compiler's identity and the CPU: a hit must
 not start iree-compile in every process."""
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-if TYPE_CHECKING:  # issue 6 #20: numpy comes with the extras; collection must not need it
+if TYPE_CHECKING:  # Numpy comes with the extras; collection must not need it
     import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parents[3]

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-# issue 6 #20: the binding needs numpy (an extra): skip, saying so, before importing it.
+# The binding needs numpy (an extra): skip, saying so, before importing it.
 np = pytest.importorskip("numpy")
 
 from rmbuild.backends.openvino import capi  # noqa: E402

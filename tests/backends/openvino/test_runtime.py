@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-# issue 6 #20: extras only through importorskip, so the module collects without them.
+# Extras only through importorskip, so the module collects without them.
 pytest.importorskip("openvino")
 np = pytest.importorskip("numpy")
 
@@ -156,7 +156,7 @@ def test_not_a_kv_cache_model_is_refused(built: Built, tmp_path: Path) -> None:
 
 
 def test_kv_layout_is_recorded_at_build_time(built: Built) -> None:
-    # issue 6 #22: the sidecar is in the artifact's manifest, read from the IR ovc wrote.
+    # The sidecar is in the artifact's manifest, read from the IR ovc wrote.
     import json
 
     files = built.store.get_manifest(built.results["ov"].artifact.manifest_digest).files
@@ -171,7 +171,7 @@ def test_kv_layout_is_recorded_at_build_time(built: Built) -> None:
 def test_layout_from_the_graph_not_the_config(
     built: Built, reference: Reference, tmp_path: Path, step_class: type
 ) -> None:
-    # issue 6 #22: an artifact without the sidecar whose config.json misstates the KV heads
+    # An artifact without the sidecar whose config.json misstates the KV heads
     # (as Falcon's multi_query does) still runs: the head count comes from the IR.
     import json
 
@@ -194,7 +194,7 @@ def test_layout_from_the_graph_not_the_config(
 def test_input_with_two_names_is_found(
     built: Built, reference: Reference, tmp_path: Path, step_class: type, sidecar: bool
 ) -> None:
-    # issue 6 #21: ovc gave bloom's mask two names, and "any name" returned the internal one,
+    # Ovc gave bloom's mask two names, and "any name" returned the internal one,
     # so the model was refused as "not a KV-cache LM". Give the tiny Llama's mask two names.
     from rmbuild.backends.openvino import irlayout
 

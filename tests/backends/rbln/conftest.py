@@ -1,4 +1,4 @@
-"""Fixtures of the RBLN contract tests (issue 8): the REAL optimum-rbln 0.12.0 from PyPI over a
+"""Fixtures of the RBLN contract tests: the REAL optimum-rbln 0.12.0 from PyPI over a
 STAND-IN ``rebel`` (tests/fakes/standin_rebel), registered as a project's ``rbln`` toolchain.
 
 rebel-compiler comes only from Rebellions' own index, so it cannot be installed here; optimum-rbln

@@ -1,4 +1,4 @@
-"""The RBLN backend without the SDK (issue 8): what keys an artifact, the refusals made before
+"""The RBLN backend without the SDK: what keys an artifact, the refusals made before
 any tool runs (deprecated names, no SKU), the load-time checks (SKU, device count, compiler
 version; rebel's answer stubbed), the vllm-rbln command, and the compile entry's own checks.
 These run everywhere, the light CI venv included."""

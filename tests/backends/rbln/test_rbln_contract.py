@@ -1,5 +1,5 @@
 """RBLN end to end through the CLI against the real optimum-rbln 0.12.0 over a STAND-IN rebel
-(conftest.py; issue 8): compile, key, store, show, the compatibility refusals, and the load
+(conftest.py): compile, key, store, show, the compatibility refusals, and the load
 path up to the device call. One compile is about five seconds (tiny-llama, 2 layers)."""
 
 from __future__ import annotations
