@@ -14,9 +14,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
-from artifact_store.errors import RemoteCorrupt
+from artifact_store.errors import AmbiguousRef, ArtifactNotFound, RemoteCorrupt
 from artifact_store.hashing import is_digest
-from artifact_store.names import NAME_RE
+from artifact_store.names import HEX_RE, MIN_PREFIX, NAME_RE
 from artifact_store.records import ArtifactRecord, canonical_json
 
 ENTRY_VERSION = 1
@@ -160,3 +160,24 @@ class RemoteEntry:
 def with_aliases(entry: RemoteEntry, aliases: tuple[str, ...]) -> RemoteEntry:
     """``entry`` naming the remote's current ``aliases`` (listing reads them separately)."""
     return replace(entry, aliases=aliases)
+
+
+def find_entry(entries: list[RemoteEntry], ref: str, where: str) -> RemoteEntry:
+    """The entry ``ref`` names among a remote's ``entries``: ``model:target`` (the newest
+    result of the target) or a unique key prefix. Raises ArtifactNotFound or AmbiguousRef;
+    ``where`` names the remote in the message."""
+    if ":" in ref:
+        model, target = ref.split(":", 1)
+        matches = [e for e in entries if (model, target) in {(e.model, e.target), *e.uses}]
+        if matches:
+            # The newest result of the target: the upstream stages it was built from (a
+            # shared export) serve the pair too, but are not what `model:target` names.
+            ups = {p for e in matches for p in e.metadata.get("parents", [])}
+            return next((e for e in matches if e.key not in ups), matches[0])
+    elif len(ref) >= MIN_PREFIX and HEX_RE.fullmatch(ref):
+        matches = [e for e in entries if e.key.startswith(ref.lower())]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise AmbiguousRef(ref, [e.to_record() for e in matches])
+    raise ArtifactNotFound(ref, f"not on the remote {where}")

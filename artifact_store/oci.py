@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from artifact_store import attachments, oci_client, oci_referrers, transfer
 from artifact_store import oci_layout as layout
-from artifact_store.entries import RemoteEntry, with_aliases
+from artifact_store.entries import RemoteEntry, find_entry, with_aliases
 from artifact_store.errors import (
     AmbiguousRef,
     ArtifactCorrupt,
@@ -51,7 +51,7 @@ from artifact_store.errors import (
     StoreError,
 )
 from artifact_store.hashing import hash_bytes, is_digest
-from artifact_store.names import HEX_RE, MIN_PREFIX, NAME_RE, check_key
+from artifact_store.names import HEX_RE, NAME_RE, check_key
 from artifact_store.oci_layout import EMPTY_DATA, TAG_RE
 from artifact_store.records import ArtifactRecord, Manifest
 from artifact_store.remote import Admit, OnProgress, TransferReport
@@ -246,21 +246,7 @@ class OCIRemote:
                 if read.entry.key == ref:
                     return read.entry
                 return with_aliases(read.entry, tuple(sorted({*read.entry.aliases, ref})))
-        entries = self.list()
-        if ":" in ref:
-            model, target = ref.split(":", 1)
-            matches = [e for e in entries if (model, target) in {(e.model, e.target), *e.uses}]
-            if matches:
-                # The newest final artifact: not an upstream stage another match was built from.
-                ups = {p for e in matches for p in e.metadata.get("parents", [])}
-                return next((e for e in matches if e.key not in ups), matches[0])
-        elif len(ref) >= MIN_PREFIX and HEX_RE.fullmatch(ref):
-            matches = [e for e in entries if e.key.startswith(ref.lower())]
-            if len(matches) == 1:
-                return matches[0]
-            if matches:
-                raise AmbiguousRef(ref, [e.to_record() for e in matches])
-        raise ArtifactNotFound(ref, f"not on the remote {self.display}")
+        return find_entry(self.list(), ref, self.display)
 
     # ---- push ----------------------------------------------------------------------------------
 

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 from artifact_store import attachments, remote_gc, transfer
 from artifact_store.attachments import Attachment
-from artifact_store.entries import RemoteEntry, redact_url, scrub, with_aliases
+from artifact_store.entries import RemoteEntry, find_entry, redact_url, scrub, with_aliases
 from artifact_store.errors import (
     AmbiguousRef,
     ArtifactCorrupt,
@@ -53,7 +53,7 @@ from artifact_store.errors import (
     StoreError,
 )
 from artifact_store.hashing import hash_bytes
-from artifact_store.names import HEX_RE, MIN_PREFIX, NAME_RE, check_key
+from artifact_store.names import NAME_RE, check_key
 from artifact_store.records import ArtifactRecord, Manifest
 
 if TYPE_CHECKING:
@@ -330,22 +330,7 @@ class Remote:
             if key and (entry := self.get(key)) is not None:
                 # The alias file is the truth; the entry names the aliases it had when written.
                 return with_aliases(entry, tuple(sorted({*entry.aliases, ref})))
-        entries = self.list()
-        if ":" in ref:
-            model, target = ref.split(":", 1)
-            matches = [e for e in entries if (model, target) in {(e.model, e.target), *e.uses}]
-            if matches:
-                # The newest result of the target: the upstream stages it was built from (a
-                # shared export) serve the pair too, but are not what `model:target` names.
-                ups = {p for e in matches for p in e.metadata.get("parents", [])}
-                return next((e for e in matches if e.key not in ups), matches[0])
-        elif len(ref) >= MIN_PREFIX and HEX_RE.fullmatch(ref):
-            matches = [e for e in entries if e.key.startswith(ref.lower())]
-            if len(matches) == 1:
-                return matches[0]
-            if matches:
-                raise AmbiguousRef(ref, [e.to_record() for e in matches])
-        raise ArtifactNotFound(ref, f"not on the remote {self.display}")
+        return find_entry(self.list(), ref, self.display)
 
     # ---- push ----------------------------------------------------------------------------------
 
