@@ -139,7 +139,81 @@ class Request:
             self.cancelled = True
 
 
-class Engine:
+class RequestQueue:
+    """The asyncio side every engine shares: a bounded waiting queue, the running list, and
+    moving requests between engines. A subclass runs them (:class:`Engine` on a loaded session,
+    the remote engine against an upstream server)."""
+
+    def __init__(
+        self,
+        *,
+        max_running: int = 8,
+        max_queue: int = 64,
+        observer: Callable[[Request, str], None] | None = None,
+        on_failure: Callable[[BaseException, list[Request]], list[Request]] | None = None,
+    ) -> None:
+        self.max_running = max(1, int(max_running))
+        self.max_queue = max(0, int(max_queue))
+        self.observer = observer
+        # Told of a backend failure with every request not yet ended; returns those it did
+        # not take over (they fail here). The served model moves them to its next candidate.
+        self.on_failure = on_failure
+        self._waiting: deque[Request] = deque()
+        self._running: list[Request] = []
+        self._cv = threading.Condition()
+        self._stopping = False
+        self.dead: BaseException | None = None
+        self._ids = itertools.count(1)
+
+    @property
+    def num_running(self) -> int:
+        return len(self._running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def healthy(self) -> bool:
+        return self.dead is None and not self._stopping
+
+    def submit(self, request: Request) -> Request:
+        """Queue ``request``; its events arrive on ``request.events`` (made here if unset)."""
+        if request.loop is None:
+            request.loop = asyncio.get_running_loop()
+        if request.events is None:
+            request.events = asyncio.Queue()
+        request.id = request.id or f"{next(self._ids)}"
+        with self._cv:
+            if self.dead is not None or self._stopping:
+                raise EngineStopped(str(self.dead or "the server is shutting down"))
+            if len(self._waiting) >= self.max_queue and len(self._running) >= self.max_running:
+                raise QueueFull(f"{len(self._waiting)} requests are already waiting")
+            self._waiting.append(request)
+            self._cv.notify_all()
+        return request
+
+    def hand_over(self) -> list[Request]:
+        """Take no new request and give back those still waiting (not started); the running
+        ones finish here. For moving a live model to another session."""
+        with self._cv:
+            self._stopping = True
+            waiting = list(self._waiting)
+            self._waiting.clear()
+            self._cv.notify_all()
+        return waiting
+
+    def adopt(self, requests: list[Request]) -> None:
+        """Queue requests another engine accepted (handed over or replayed), past the bound:
+        they were admitted once and must not be refused now."""
+        with self._cv:
+            if self.dead is not None or self._stopping:
+                raise EngineStopped(str(self.dead or "the engine is stopping"))
+            self._waiting.extend(requests)
+            self._cv.notify_all()
+
+
+class Engine(RequestQueue):
     """Runs requests against ``session`` in a worker thread.
 
     ``max_running`` requests decode together; up to ``max_queue`` more wait; beyond that
@@ -157,19 +231,13 @@ class Engine:
         on_failure: Callable[[BaseException, list[Request]], list[Request]] | None = None,
         batch: bool = True,
     ) -> None:
+        super().__init__(
+            max_running=max_running,
+            max_queue=max_queue,
+            observer=observer,
+            on_failure=on_failure,
+        )
         self.session = session
-        self.max_running = max(1, int(max_running))
-        self.max_queue = max(0, int(max_queue))
-        self.observer = observer
-        # Told of a backend failure with every request not yet ended; returns those it did
-        # not take over (they fail here). The served model moves them to its next candidate.
-        self.on_failure = on_failure
-        self._waiting: deque[Request] = deque()
-        self._running: list[Request] = []
-        self._cv = threading.Condition()
-        self._stopping = False
-        self.dead: BaseException | None = None
-        self._ids = itertools.count(1)
         step = session.step_fn
         self._swappable = isinstance(step, KVLoop)
         # Rows decode in one forward pass where the runtime takes a batch; elsewhere each
@@ -178,60 +246,15 @@ class Engine:
         self._thread = threading.Thread(target=self._work, name="rmbuild-engine", daemon=True)
         self._thread.start()
 
-    # ---- the asyncio side ------------------------------------------------------------------
-
-    @property
-    def num_running(self) -> int:
-        return len(self._running)
-
-    @property
-    def num_waiting(self) -> int:
-        return len(self._waiting)
-
     @property
     def healthy(self) -> bool:
-        return self.dead is None and not self._stopping and self._thread.is_alive()
-
-    def submit(self, request: Request) -> Request:
-        """Queue ``request``; its events arrive on ``request.events`` (made here if unset)."""
-        if request.loop is None:
-            request.loop = asyncio.get_running_loop()
-        if request.events is None:
-            request.events = asyncio.Queue()
-        request.id = request.id or f"{next(self._ids)}"
-        with self._cv:
-            if self.dead is not None or self._stopping:
-                raise EngineStopped(str(self.dead or "the server is shutting down"))
-            if len(self._waiting) >= self.max_queue and len(self._running) >= self.max_running:
-                raise QueueFull(f"{len(self._waiting)} requests are already waiting")
-            self._waiting.append(request)
-            self._cv.notify()
-        return request
-
-    def hand_over(self) -> list[Request]:
-        """Take no new request and give back those still waiting (not started); the running
-        ones finish here. For moving a live model to another session."""
-        with self._cv:
-            self._stopping = True
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            self._cv.notify()
-        return waiting
-
-    def adopt(self, requests: list[Request]) -> None:
-        """Queue requests another engine accepted (handed over or replayed), past the bound:
-        they were admitted once and must not be refused now."""
-        with self._cv:
-            if self.dead is not None or self._stopping:
-                raise EngineStopped(str(self.dead or "the engine is stopping"))
-            self._waiting.extend(requests)
-            self._cv.notify()
+        return super().healthy and self._thread.is_alive()
 
     def stop(self, timeout: float | None = None) -> None:
         """Finish what is running and waiting, then end the worker (at most ``timeout`` s)."""
         with self._cv:
             self._stopping = True
-            self._cv.notify()
+            self._cv.notify_all()
         self._thread.join(timeout)
 
     # ---- the worker ------------------------------------------------------------------------

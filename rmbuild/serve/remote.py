@@ -11,20 +11,17 @@ failure hook, so the served model falls back to its next candidate as for a loca
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from rmbuild.serve.engine import (
     REQUEST_ERRORS,
-    EngineStopped,
     Failed,
     Finished,
-    QueueFull,
     Request,
+    RequestQueue,
     Token,
 )
 
@@ -44,7 +41,7 @@ def _token_id(text: Any, session: RemoteSession) -> int:
     return -1
 
 
-class RemoteEngine:
+class RemoteEngine(RequestQueue):
     """Proxies requests to ``session``'s upstream; see the module docstring."""
 
     def __init__(
@@ -56,16 +53,13 @@ class RemoteEngine:
         observer: Callable[[Request, str], None] | None = None,
         on_failure: Callable[[BaseException, list[Request]], list[Request]] | None = None,
     ) -> None:
+        super().__init__(
+            max_running=max_running,
+            max_queue=max_queue,
+            observer=observer,
+            on_failure=on_failure,
+        )
         self.session = session
-        self.max_running = max(1, int(max_running))
-        self.max_queue = max(0, int(max_queue))
-        self.observer = observer
-        self.on_failure = on_failure
-        self._waiting: deque[Request] = deque()
-        self._running: list[Request] = []
-        self._cv = threading.Condition()
-        self._stopping = False
-        self.dead: BaseException | None = None
         self._threads = [
             threading.Thread(target=self._work, name=f"rmbuild-remote-{i}", daemon=True)
             for i in range(self.max_running)
@@ -74,50 +68,6 @@ class RemoteEngine:
             thread.start()
 
     # ---- the engine's interface ------------------------------------------------------------
-
-    @property
-    def num_running(self) -> int:
-        return len(self._running)
-
-    @property
-    def num_waiting(self) -> int:
-        return len(self._waiting)
-
-    @property
-    def healthy(self) -> bool:
-        return self.dead is None and not self._stopping
-
-    def submit(self, request: Request) -> Request:
-        """Queue ``request``; its events arrive on ``request.events``."""
-        if request.loop is None:
-            request.loop = asyncio.get_running_loop()
-        if request.events is None:
-            request.events = asyncio.Queue()
-        with self._cv:
-            if self.dead is not None or self._stopping:
-                raise EngineStopped(str(self.dead or "the server is shutting down"))
-            if len(self._waiting) >= self.max_queue and len(self._running) >= self.max_running:
-                raise QueueFull(f"{len(self._waiting)} requests are already waiting")
-            self._waiting.append(request)
-            self._cv.notify()
-        return request
-
-    def adopt(self, requests: list[Request]) -> None:
-        """Queue requests another engine accepted, past the bound."""
-        with self._cv:
-            if self.dead is not None or self._stopping:
-                raise EngineStopped(str(self.dead or "the engine is stopping"))
-            self._waiting.extend(requests)
-            self._cv.notify_all()
-
-    def hand_over(self) -> list[Request]:
-        """Take no new request and give back those still waiting; running ones finish."""
-        with self._cv:
-            self._stopping = True
-            waiting = list(self._waiting)
-            self._waiting.clear()
-            self._cv.notify_all()
-        return waiting
 
     def stop(self, timeout: float | None = None) -> None:
         """Finish what is running and waiting, then end the workers (at most ``timeout``)."""
