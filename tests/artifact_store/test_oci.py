@@ -9,6 +9,7 @@ token service in a proxy); each test checks the outcome and the message.
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import pickle
@@ -38,16 +39,20 @@ KEY = "ab12" * 16
 OTHER = "cd34" * 16
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """One registry for the session (each test uses its own repository in it)."""
+    """A registry of the test's own: the registry keeps one blob store for all repositories,
+    so a test that damages a blob there must not reach the next test's pushes."""
     yield from running(tmp_path_factory.mktemp("registry"))
 
 
 @pytest.fixture
 def repo(registry: Registry, request: pytest.FixtureRequest) -> str:
     name = "".join(c if c.isalnum() else "-" for c in request.node.name.lower()).strip("-")
-    return registry.url(f"t/{name[:60].strip('-')}")
+    # A repository per test and per parameter (the sqlite and postgres runs of one test push
+    # the same keys): the cut name, then a digest of the whole one.
+    tag = hashlib.sha256(request.node.name.encode()).hexdigest()[:8]
+    return registry.url(f"t/{name[:50].strip('-')}-{tag}")
 
 
 @pytest.fixture
