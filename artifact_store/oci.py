@@ -40,7 +40,6 @@ from artifact_store import attachments, oci_client, oci_referrers, transfer
 from artifact_store import oci_layout as layout
 from artifact_store.entries import RemoteEntry, find_entry, with_aliases
 from artifact_store.errors import (
-    AmbiguousRef,
     ArtifactCorrupt,
     ArtifactNotFound,
     CorruptManifest,
@@ -54,7 +53,7 @@ from artifact_store.hashing import hash_bytes, is_digest
 from artifact_store.names import HEX_RE, NAME_RE, check_key
 from artifact_store.oci_layout import EMPTY_DATA, TAG_RE
 from artifact_store.records import ArtifactRecord, Manifest
-from artifact_store.remote import Admit, OnProgress, TransferReport
+from artifact_store.remote import Admit, OnProgress, TransferReport, admit_pulled, adopt_names
 
 if TYPE_CHECKING:
     from artifact_store.results import ActionResult
@@ -416,38 +415,10 @@ class OCIRemote:
 
                 fetched = self._map(fetch, need)
                 found = oci_referrers.fetch(self, doc.digest, manifest.digest)
-                if admit is not None:
-                    held = {a.name: a for a in attachments.local(store, manifest.digest)}
-                    held.update((a.name, a) for a in found)
-                    admit(entry, manifest, list(held.values()))
-                # All verified (and admitted): only now does anything enter objects/.
-                for digest, path in fetched:
-                    transfer.install(path, store.blob_path(digest))
-                record = store.commit(
-                    entry.key,
-                    manifest,
-                    model=entry.model,
-                    target=entry.target,
-                    backend=entry.backend,
-                    metadata=entry.metadata,
-                    replace=False,
-                )
-                attachments.put_all(store, found)
+                record = admit_pulled(store, entry, manifest, fetched, found, admit)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        for model, target in entry.uses:
-            if (model, target) not in record.uses:
-                store.add_use(entry.key, model, target)
-        for alias in self.aliases_of(doc.digest):
-            if alias in record.aliases:
-                continue
-            try:
-                held_by = store.resolve(alias)
-            except (ArtifactNotFound, AmbiguousRef):
-                held_by = None
-            if held_by is None or alias not in held_by.aliases:
-                with contextlib.suppress(InvalidAlias):  # a name this store cannot hold
-                    store.tag(alias, entry.key)
+        adopt_names(store, entry, record, self.aliases_of(doc.digest))
         self._pull_results(store, entry)
         return store.get(entry.key) or record
 

@@ -57,6 +57,8 @@ from artifact_store.names import NAME_RE, check_key
 from artifact_store.records import ArtifactRecord, Manifest
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from artifact_store.store import Store
 
 # Importable from here too: the remote's public names.
@@ -544,41 +546,12 @@ class Remote:
 
                 fetched = self._map(fetch, need)
                 found = attachments.fetch(self, manifest.digest)
-                if admit is not None:
-                    held = {a.name: a for a in attachments.local(store, manifest.digest)}
-                    held.update((a.name, a) for a in found)
-                    admit(entry, manifest, list(held.values()))
-                # All verified (and admitted): only now does anything enter objects/.
-                for digest, path in fetched:
-                    transfer.install(path, store.blob_path(digest))
-                record = store.commit(
-                    entry.key,
-                    manifest,
-                    model=entry.model,
-                    target=entry.target,
-                    backend=entry.backend,
-                    metadata=entry.metadata,
-                    # The index row (maybe another store's, a shared index) stays; commit
-                    # keeps what was pulled as this store's copy where the row names other
-                    # bytes (a tool whose output differs from run to run).
-                    replace=False,
-                )
-                attachments.put_all(store, found)
+                record = admit_pulled(store, entry, manifest, fetched, found, admit)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
-        for model, target in entry.uses:
-            if (model, target) not in record.uses:
-                store.add_use(entry.key, model, target)
         with self._errors("reading aliases"):
             named = {a for a, k in self._aliases().items() if k == entry.key}
-        for alias in sorted(named - set(record.aliases)):
-            try:
-                held = store.resolve(alias)
-            except (ArtifactNotFound, AmbiguousRef):
-                held = None
-            if held is None or alias not in held.aliases:
-                with contextlib.suppress(InvalidAlias):  # a name this store cannot hold
-                    store.tag(alias, entry.key)
+        adopt_names(store, entry, record, named)
         self._pull_results(store, entry)
         return store.get(entry.key) or record
 
@@ -612,3 +585,54 @@ class Remote:
         except CorruptManifest as exc:
             raise RemoteCorrupt(self.display, str(exc)) from None
         return manifest  # Store.commit stores its bytes, after every file blob is in
+
+
+def admit_pulled(
+    store: Store,
+    entry: RemoteEntry,
+    manifest: Manifest,
+    fetched: list[tuple[str, Path]],
+    found: list[Any],
+    admit: Admit | None,
+) -> ArtifactRecord:
+    """The end of every remote's pull, once each blob arrived and matched its digest: the
+    caller's check (``admit``, e.g. a trust policy) sees the artifact with its attachments, and
+    only then does anything enter ``objects/`` and the index."""
+    if admit is not None:
+        held = {a.name: a for a in attachments.local(store, manifest.digest)}
+        held.update((a.name, a) for a in found)
+        admit(entry, manifest, list(held.values()))
+    for digest, path in fetched:
+        transfer.install(path, store.blob_path(digest))
+    record = store.commit(
+        entry.key,
+        manifest,
+        model=entry.model,
+        target=entry.target,
+        backend=entry.backend,
+        metadata=entry.metadata,
+        # The index row (maybe another store's, a shared index) stays; commit keeps what was
+        # pulled as this store's copy where the row names other bytes (a tool whose output
+        # differs from run to run).
+        replace=False,
+    )
+    attachments.put_all(store, found)
+    return record
+
+
+def adopt_names(
+    store: Store, entry: RemoteEntry, record: ArtifactRecord, aliases: Iterable[str]
+) -> None:
+    """The pulled artifact's uses and the remote's aliases for it, in the local index; an
+    alias this store gives another artifact stays that artifact's."""
+    for model, target in entry.uses:
+        if (model, target) not in record.uses:
+            store.add_use(entry.key, model, target)
+    for alias in sorted(set(aliases) - set(record.aliases)):
+        try:
+            held = store.resolve(alias)
+        except (ArtifactNotFound, AmbiguousRef):
+            held = None
+        if held is None or alias not in held.aliases:
+            with contextlib.suppress(InvalidAlias):  # a name this store cannot hold
+                store.tag(alias, entry.key)
