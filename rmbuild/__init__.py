@@ -14,13 +14,22 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from rmbuild.runtime.sampling import SamplingParams
-
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from artifact_store import Store
+    from rmbuild.runtime.sampling import SamplingParams
     from rmbuild.runtime.session import BackendSession
+
+
+def __getattr__(name: str) -> Any:
+    # ``rmbuild.SamplingParams`` without importing dataclasses and the sampler on every
+    # command's start-up (every CLI invocation imports this package).
+    if name == "SamplingParams":
+        from rmbuild.runtime.sampling import SamplingParams
+
+        return SamplingParams
+    raise AttributeError(f"module 'rmbuild' has no attribute {name!r}")
 
 
 def load(
