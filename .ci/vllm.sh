@@ -14,7 +14,7 @@
 # Env: RMBUILD_VLLM_VENV and RMBUILD_LMEVAL_VENV (where the environments live; default under
 # the data dir), RMBUILD_DATA_DIR, RMBUILD_VENV (rmbuild's own venv, made by .ci/venv.sh).
 set -euo pipefail
-# The same extras as tests/run.sh, so that after the suite no reinstall happens here.
+# Extras tests/run.sh installs too, so that after the suite no reinstall happens here.
 RMBUILD_EXTRAS="${RMBUILD_EXTRAS:-onnx,openvino,iree,ray,serve,dev}"
 export RMBUILD_EXTRAS
 source "$(dirname "$0")/venv.sh"   # makes/reuses .venv, cds to the repo root
