@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from rmbuild import __version__
 from rmbuild.errors import RmbuildError
@@ -33,12 +33,19 @@ from rmbuild.serve.engine import (
     QueueFull,
     Restarted,
     Token,
-    error_status,
 )
 from rmbuild.serve.engine import Request as GenRequest
 from rmbuild.serve.metrics import Metrics
 from rmbuild.serve.model import LogicalModel
 from rmbuild.serve.protocol import APIError, ChatRequest, CompletionRequest, parse
+from rmbuild.serve.responses import (
+    as_api_error,
+    chat_chunks,
+    chat_logprob,
+    completion_choice,
+    completion_chunks,
+    usage_of,
+)
 
 # A request body past this is refused before it is parsed (a 10 MB prompt is a mistake or an
 # attack, never a prompt this server can take).
@@ -142,7 +149,7 @@ def create_app(served: Served, *, api_key: str | None = None) -> FastAPI:
         except EngineStopped as exc:
             raise APIError(503, f"the server is not serving: {exc}", type_="server_error") from None
         except RmbuildError as exc:
-            error = _as_api_error(exc)
+            error = as_api_error(exc)
             error.param = "to"
             raise error from None
         return JSONResponse(status)
@@ -250,13 +257,13 @@ def create_app(served: Served, *, api_key: str | None = None) -> FastAPI:
         if req.stream:
             gen = _submit(served, gens[0])
             first = await _first_event(gen)
-            return _sse(_completion_chunks(served, rid, req, gen, first), request=request, gen=gen)
+            return _sse(completion_chunks(served, rid, req, gen, first), request=request, gen=gen)
         choices = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         submitted = [_submit(served, g) for g in gens]
         for index, gen in enumerate(submitted):
             tokens, end = await _collect(gen)
-            choices.append(_completion_choice(served, index, req, gen, tokens, end))
+            choices.append(completion_choice(served, index, req, gen, tokens, end))
             usage["prompt_tokens"] += end.prompt_tokens
             usage["completion_tokens"] += end.completion_tokens
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
@@ -293,12 +300,12 @@ def create_app(served: Served, *, api_key: str | None = None) -> FastAPI:
         gen = _submit(served, gen)
         if req.stream:
             first = await _first_event(gen)
-            return _sse(_chat_chunks(served, rid, req, gen, first), request=request, gen=gen)
+            return _sse(chat_chunks(served, rid, req, gen, first), request=request, gen=gen)
         tokens, end = await _collect(gen)
         text = "".join(t.text for t in tokens) + end.text
         logprobs = None
         if req.logprobs:
-            logprobs = {"content": [_chat_logprob(served, t) for t in tokens]}
+            logprobs = {"content": [chat_logprob(served, t) for t in tokens]}
         return JSONResponse(
             {
                 "id": rid,
@@ -313,7 +320,7 @@ def create_app(served: Served, *, api_key: str | None = None) -> FastAPI:
                         "finish_reason": end.reason,
                     }
                 ],
-                "usage": _usage(end),
+                "usage": usage_of(end),
             }
         )
 
@@ -395,25 +402,6 @@ def _submit(served: Served, gen: GenRequest) -> GenRequest:
         ) from None
 
 
-def _as_api_error(exc: BaseException) -> APIError:
-    status = error_status(exc)
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    context = getattr(exc, "context", None) or []
-    if context:
-        message += " (" + "; ".join(str(c) for c in context[:4]) + ")"
-    hint = getattr(exc, "hint", None)
-    if hint:
-        message += f"; {hint}"
-    param = "max_tokens" if type(exc).__name__ == "ContextTooLong" else None
-    return APIError(
-        status,
-        message,
-        param=param,
-        type_="invalid_request_error" if status < 500 else "server_error",
-        code=getattr(exc, "code", None),
-    )
-
-
 async def _first_event(gen: GenRequest) -> Any:
     """The first event, so a request refused before its first token is a plain HTTP error."""
     assert gen.events is not None
@@ -423,7 +411,7 @@ async def _first_event(gen: GenRequest) -> Any:
         gen.cancel()
         raise
     if isinstance(event, Failed):
-        raise _as_api_error(event.error)
+        raise as_api_error(event.error)
     return event
 
 
@@ -440,20 +428,10 @@ async def _collect(gen: GenRequest) -> tuple[list[Token], Finished]:
             elif isinstance(event, Finished):
                 return tokens, event
             elif isinstance(event, Failed):
-                raise _as_api_error(event.error)
+                raise as_api_error(event.error)
     except BaseException:
         gen.cancel()
         raise
-
-
-async def _events(gen: GenRequest, first: Any) -> AsyncIterator[Any]:
-    assert gen.events is not None
-    event = first
-    while True:
-        yield event
-        if isinstance(event, Finished | Failed):
-            return
-        event = await gen.events.get()
 
 
 def _sse(chunks: AsyncIterator[dict[str, Any]], *, request: Request, gen: GenRequest) -> Response:
@@ -471,162 +449,3 @@ def _sse(chunks: AsyncIterator[dict[str, Any]], *, request: Request, gen: GenReq
     return StreamingResponse(
         body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
     )
-
-
-def _usage(end: Finished) -> dict[str, int]:
-    return {
-        "prompt_tokens": end.prompt_tokens,
-        "completion_tokens": end.completion_tokens,
-        "total_tokens": end.prompt_tokens + end.completion_tokens,
-    }
-
-
-def _token_text(served: Served, token_id: int) -> str:
-    return served.session.tokenizer.decode([token_id])
-
-
-def _completion_logprobs(
-    served: Served, req: CompletionRequest, gen: GenRequest, tokens: list[Token], end: Finished
-) -> dict[str, Any] | None:
-    if req.logprobs is None:
-        return None
-    out: dict[str, list[Any]] = {
-        "tokens": [],
-        "token_logprobs": [],
-        "top_logprobs": [],
-        "text_offset": [],
-    }
-    offset = 0
-    if req.echo and end.prompt_logprobs is not None:
-        for token_id, lp, top in end.prompt_logprobs:
-            text = _token_text(served, token_id)
-            out["tokens"].append(text)
-            out["token_logprobs"].append(lp)
-            out["top_logprobs"].append(top)
-            out["text_offset"].append(offset)
-            offset += len(text)
-    for t in tokens:
-        text = _token_text(served, t.token_id)
-        out["tokens"].append(text)
-        out["token_logprobs"].append(t.logprob)
-        out["top_logprobs"].append(t.top_logprobs)
-        out["text_offset"].append(offset)
-        offset += len(text)
-    return out
-
-
-def _completion_choice(
-    served: Served,
-    index: int,
-    req: CompletionRequest,
-    gen: GenRequest,
-    tokens: list[Token],
-    end: Finished,
-) -> dict[str, Any]:
-    text = "".join(t.text for t in tokens) + end.text
-    if req.echo:
-        text = served.session.tokenizer.decode(gen.prompt_ids) + text
-    return {
-        "index": index,
-        "text": text,
-        "logprobs": _completion_logprobs(served, req, gen, tokens, end),
-        "finish_reason": end.reason,
-    }
-
-
-async def _completion_chunks(
-    served: Served, rid: str, req: CompletionRequest, gen: GenRequest, first: Any
-) -> AsyncIterator[dict[str, Any]]:
-    created = int(time.time())
-
-    def chunk(text: str, finish: str | None, logprobs: Any = None) -> dict[str, Any]:
-        return {
-            "id": rid,
-            "object": "text_completion",
-            "created": created,
-            "model": served.model.name,
-            "choices": [{"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish}],
-        }
-
-    if req.echo:
-        yield chunk(served.session.tokenizer.decode(gen.prompt_ids), None)
-    async for event in _events(gen, first):
-        if isinstance(event, Token):
-            lp = None
-            if req.logprobs is not None:
-                lp = {
-                    "tokens": [_token_text(served, event.token_id)],
-                    "token_logprobs": [event.logprob],
-                    "top_logprobs": [event.top_logprobs],
-                    "text_offset": [0],
-                }
-            if event.text or lp is not None:
-                yield chunk(event.text, None, lp)
-        elif isinstance(event, Finished):
-            yield chunk(event.text, event.reason)
-            if req.include_usage:
-                yield {
-                    "id": rid,
-                    "object": "text_completion",
-                    "created": created,
-                    "model": served.model.name,
-                    "choices": [],
-                    "usage": _usage(event),
-                }
-        elif isinstance(event, Failed):
-            raise _as_api_error(event.error)
-
-
-def _chat_logprob(served: Served, t: Token) -> dict[str, Any]:
-    text = _token_text(served, t.token_id)
-    return {
-        "token": text,
-        "logprob": t.logprob,
-        "bytes": list(text.encode()),
-        "top_logprobs": [
-            {"token": k, "logprob": v, "bytes": list(k.encode())}
-            for k, v in (t.top_logprobs or {}).items()
-        ],
-    }
-
-
-async def _chat_chunks(
-    served: Served, rid: str, req: ChatRequest, gen: GenRequest, first: Any
-) -> AsyncIterator[dict[str, Any]]:
-    created = int(time.time())
-
-    def chunk(delta: dict[str, Any], finish: str | None, logprobs: Any = None) -> dict[str, Any]:
-        return {
-            "id": rid,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": served.model.name,
-            "choices": [
-                {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
-            ],
-        }
-
-    yield chunk({"role": "assistant", "content": ""}, None)
-    async for event in _events(gen, first):
-        if isinstance(event, Token):
-            lp = {"content": [_chat_logprob(served, event)]} if req.logprobs else None
-            if event.text or lp is not None:
-                yield chunk({"content": event.text}, None, lp)
-        elif isinstance(event, Finished):
-            yield chunk({"content": event.text} if event.text else {}, event.reason)
-            if req.include_usage:
-                yield {
-                    "id": rid,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": served.model.name,
-                    "choices": [],
-                    "usage": _usage(event),
-                }
-        elif isinstance(event, Failed):
-            raise _as_api_error(event.error)
-
-
-def plain(text: str, status: int = 200) -> PlainTextResponse:
-    """A plain-text response (kept for probes that want no JSON)."""
-    return PlainTextResponse(text, status_code=status)
