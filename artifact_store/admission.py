@@ -71,3 +71,25 @@ def adopt_names(
         if held is None or alias not in held.aliases:
             with contextlib.suppress(InvalidAlias):  # a name this store cannot hold
                 store.tag(alias, entry.key)
+
+
+def admit_held(
+    store: Store, entry: RemoteEntry, local: ArtifactRecord, found: list[Any], admit: Admit | None
+) -> None:
+    """A pull of an artifact this store already holds intact: only the remote's attachments
+    (``found``) are new, and the caller's check still sees the artifact."""
+    attachments.put_all(store, found)
+    if admit is not None:
+        held = attachments.local(store, local.manifest_digest)
+        admit(entry, store.get_manifest(local.manifest_digest), held)
+
+
+def blobs_to_fetch(
+    store: Store, entry: RemoteEntry, manifest: Manifest
+) -> tuple[dict[str, int | None], list[str]]:
+    """Every blob of the artifact with its size where the manifest gives it (the entry's own
+    blobs, e.g. its log, have none), and those this store lacks."""
+    sizes: dict[str, int | None] = {e.digest: e.size for e in manifest.files.values()}
+    for digest in entry.blobs:
+        sizes.setdefault(digest, None)
+    return sizes, [d for d in sizes if not store.has_blob(d)]

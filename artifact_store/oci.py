@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from artifact_store import attachments, oci_client, oci_referrers, transfer
+from artifact_store import oci_client, oci_referrers, transfer
 from artifact_store import oci_layout as layout
+from artifact_store.admission import admit_held, admit_pulled, adopt_names, blobs_to_fetch
 from artifact_store.entries import RemoteEntry, find_entry, with_aliases
 from artifact_store.errors import (
     ArtifactCorrupt,
@@ -53,7 +54,7 @@ from artifact_store.hashing import hash_bytes, is_digest
 from artifact_store.names import HEX_RE, NAME_RE, check_key
 from artifact_store.oci_layout import EMPTY_DATA, TAG_RE
 from artifact_store.records import ArtifactRecord, Manifest
-from artifact_store.remote import Admit, OnProgress, TransferReport, admit_pulled, adopt_names
+from artifact_store.remote import Admit, OnProgress, TransferReport
 
 if TYPE_CHECKING:
     from artifact_store.results import ActionResult
@@ -380,20 +381,20 @@ class OCIRemote:
         doc = self._doc(entry)
         local = store.get(entry.key)
         if local is not None and not store.check(local):
-            attachments.put_all(store, oci_referrers.fetch(self, doc.digest, local.manifest_digest))
-            if admit is not None:
-                held = attachments.local(store, local.manifest_digest)
-                admit(entry, store.get_manifest(local.manifest_digest), held)
+            admit_held(
+                store,
+                entry,
+                local,
+                oci_referrers.fetch(self, doc.digest, local.manifest_digest),
+                admit,
+            )
             self._pull_results(store, entry)
             return local
         with store.writing():
             tmp = store.tmpdir("pull-")
             try:
                 manifest = self._pull_manifest(entry)
-                sizes: dict[str, int | None] = {e.digest: e.size for e in manifest.files.values()}
-                for digest in entry.blobs:
-                    sizes.setdefault(digest, None)
-                need = [d for d in sizes if not store.has_blob(d)]
+                sizes, need = blobs_to_fetch(store, entry, manifest)
                 counter = transfer.Counter(sum(sizes[d] or 0 for d in need), on_progress)
                 counter.advance(0)
 

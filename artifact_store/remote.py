@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from artifact_store import attachments, remote_gc, transfer
-from artifact_store.admission import Admit, admit_pulled, adopt_names
+from artifact_store.admission import Admit, admit_held, admit_pulled, adopt_names, blobs_to_fetch
 from artifact_store.entries import RemoteEntry, find_entry, redact_url, scrub, with_aliases
 from artifact_store.errors import (
     ArtifactCorrupt,
@@ -494,20 +494,14 @@ class Remote:
             entry = self.resolve(entry)
         local = store.get(entry.key)
         if local is not None and not store.check(local):
-            attachments.put_all(store, attachments.fetch(self, local.manifest_digest))
-            if admit is not None:
-                held = attachments.local(store, local.manifest_digest)
-                admit(entry, store.get_manifest(local.manifest_digest), held)
+            admit_held(store, entry, local, attachments.fetch(self, local.manifest_digest), admit)
             self._pull_results(store, entry)
             return local
         with store.writing():
             tmp = store.tmpdir("pull-")
             try:
                 manifest = self._pull_manifest(entry)
-                sizes: dict[str, int | None] = {e.digest: e.size for e in manifest.files.values()}
-                for digest in entry.blobs:
-                    sizes.setdefault(digest, None)
-                need = [d for d in sizes if not store.has_blob(d)]
+                sizes, need = blobs_to_fetch(store, entry, manifest)
                 counter = transfer.Counter(sum(sizes[d] or 0 for d in need), on_progress)
                 counter.advance(0)
 
