@@ -9,7 +9,6 @@ inside the methods. :meth:`Queries.iter_list` streams a listing in batches, in c
 from __future__ import annotations
 
 import builtins
-import json
 from collections.abc import Collection, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -28,8 +27,8 @@ from artifact_store.reader import (
     keys_with_prefix_fast,
     list_fast,
     prefix_upper,
+    record_of,
     summary_metadata,
-    utc_from_sqlite,
 )
 from artifact_store.reader import _filters as _fast_filters
 from artifact_store.records import ArtifactRecord
@@ -325,7 +324,6 @@ class Queries:
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
-        loads, when = json.loads, utc_from_sqlite
         cursor = conn.execute(sql, params)
         try:
             while rows := cursor.fetchmany(STREAM_BATCH):
@@ -342,21 +340,7 @@ class Queries:
                 ):
                     uses.setdefault(key, []).append((m, t))
                 for r in rows:
-                    yield ArtifactRecord(
-                        key=r[0],
-                        manifest_digest=r[1],
-                        model=r[2],
-                        target=r[3],
-                        backend=r[4],
-                        created_at=when(r[5]),
-                        last_used_at=when(r[6]),
-                        size=r[7],
-                        metadata=summary_metadata(loads(r[8])) if summary else loads(r[8]),
-                        aliases=tuple(sorted(names.get(r[0], ()))),
-                        uses=tuple(sorted(uses.get(r[0], ()))),
-                        state=r[9],
-                        problem=r[10],
-                    )
+                    yield record_of(r, names, uses, summary=summary)
         finally:
             cursor.close()
 

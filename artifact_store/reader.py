@@ -202,25 +202,7 @@ def list_fast(
         names.setdefault(key, []).append(alias)
     for m, t, key in use_rows:
         uses.setdefault(key, []).append((m, t))
-    loads, when = json.loads, utc_from_sqlite
-    return [
-        ArtifactRecord(
-            key=r[0],
-            manifest_digest=r[1],
-            model=r[2],
-            target=r[3],
-            backend=r[4],
-            created_at=when(r[5]),
-            last_used_at=when(r[6]),
-            size=r[7],
-            metadata=summary_metadata(loads(r[8])) if summary else loads(r[8]),
-            aliases=tuple(sorted(names.get(r[0], ()))),
-            uses=tuple(sorted(uses.get(r[0], ()))),
-            state=r[9],
-            problem=r[10],
-        )
-        for r in rows
-    ]
+    return [record_of(r, names, uses, summary=summary) for r in rows]
 
 
 def count_fast(
@@ -308,3 +290,29 @@ def utc_from_sqlite(value: str) -> datetime:
     """
     dt = datetime.fromisoformat(value)
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def record_of(
+    r: tuple[object, ...],
+    names: dict[str, list[str]],
+    uses: dict[str, list[tuple[str, str]]],
+    *,
+    summary: bool,
+) -> ArtifactRecord:
+    """One artifact from a row of :data:`ARTIFACT_COLUMNS` (key, manifest, model, target, backend,
+    created, last used, size, metadata JSON, state, problem) and its aliases and uses."""
+    return ArtifactRecord(
+        key=r[0],
+        manifest_digest=r[1],
+        model=r[2],
+        target=r[3],
+        backend=r[4],
+        created_at=utc_from_sqlite(r[5]),
+        last_used_at=utc_from_sqlite(r[6]),
+        size=r[7],
+        metadata=summary_metadata(json.loads(r[8])) if summary else json.loads(r[8]),
+        aliases=tuple(sorted(names.get(r[0], ()))),
+        uses=tuple(sorted(uses.get(r[0], ()))),
+        state=r[9],
+        problem=r[10],
+    )
