@@ -295,7 +295,7 @@ def _sweep(
     locks_removed = 0
     for entry in _children(locks):
         key, _, suffix = entry.name.rpartition(".")
-        if entry.name in FIXED_LOCKS or suffix not in ("lock", "pin") or key in live_keys:
+        if entry.name in FIXED_LOCKS or suffix not in ("lock", "pin", "tree") or key in live_keys:
             continue
         if dry_run:
             locks_removed += not is_held(entry)

@@ -5,6 +5,9 @@
 ``locks/<key>.pin``
     shared, held while a build reads the key's tree as its input or ``run`` serves it; gc
     neither evicts a pinned artifact nor removes its tree.
+``locks/<key>.tree``
+    exclusive while one caller lays out ``trees/<key>`` (``tree-<hash>.tree`` for a tree laid
+    out elsewhere), so two callers never take each other's fresh tree for a stale one.
 ``locks/gc.lock``
     store-wide. Shared by everything that makes blobs live or lays them out: the window from
     a build's first ingested blob to its index row (:meth:`Store.writing`), :meth:`Store.commit`

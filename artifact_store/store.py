@@ -393,20 +393,29 @@ class Store(Catalog, Queries, Integrity, Failures, Results):
         out = (self.root / "trees" / key) if dest is None else Path(dest).absolute()
         with self._gc_shared():
             if not tree_complete(out, manifest, self._blobs.path):
-                if os.path.lexists(out):
-                    if managed:
-                        remove_aside(out)
-                    elif out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
-                        out.rmdir()
-                    else:
-                        raise DestinationExists(
-                            f"{out} exists and is not artifact {key}; "
-                            "remove it or pick another dest"
-                        )
-                with disk_full_as(out, what="laying out artifact files in"):
-                    lay_out(manifest, out, self._blobs.path)
+                # One layer-out at a time per destination, and a second look once the lock is
+                # ours: without it a caller that saw no tree could take the one another caller
+                # has just renamed into place for an incomplete one, and remove it while that
+                # caller reads it.
+                name = key if managed else "tree-" + hashing.hash_bytes(os.fsencode(out))[:16]
+                with FileLock(self.root / "locks" / f"{name}.tree"):
+                    if not tree_complete(out, manifest, self._blobs.path):
+                        self._lay_out_anew(key, manifest, out, managed=managed)
         self._touch_quietly(key)
         return out
+
+    def _lay_out_anew(self, key: str, manifest: Manifest, out: Path, *, managed: bool) -> None:
+        if os.path.lexists(out):
+            if managed:
+                remove_aside(out)
+            elif out.is_dir() and not out.is_symlink() and not any(out.iterdir()):
+                out.rmdir()
+            else:
+                raise DestinationExists(
+                    f"{out} exists and is not artifact {key}; remove it or pick another dest"
+                )
+        with disk_full_as(out, what="laying out artifact files in"):
+            lay_out(manifest, out, self._blobs.path)
 
     def _touch_quietly(self, key: str) -> None:
         # Last use is bookkeeping for gc's LRU: a read must not fail for it (full disk,

@@ -367,6 +367,29 @@ def test_concurrent_put_and_commit_of_same_key_both_succeed(
     assert store.verify(KEY) == []
 
 
+def test_materialize_does_not_replace_a_tree_another_caller_just_laid_out(
+    store: Store, tmp_path: Path, build, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller whose first look found no tree, while another caller renamed a complete one into
+    place, must not take that fresh tree for a stale one and remove it under its reader."""
+    import artifact_store.store as store_mod
+
+    build(store, tmp_path, KEY, FILES)
+    tree = store.materialize(KEY)
+    os.chmod(tree, 0o755)
+    (tree / ".a-reader-is-here").write_bytes(b"")  # inode numbers are reused: mark this tree
+    real = store_mod.tree_complete
+    looks: list[bool] = []
+
+    def first_look_missed(*args: object) -> bool:
+        looks.append(True)
+        return False if len(looks) == 1 else real(*args)
+
+    monkeypatch.setattr(store_mod, "tree_complete", first_look_missed)
+    assert store.materialize(KEY) == tree
+    assert (tree / ".a-reader-is-here").exists(), "the complete tree was removed and laid anew"
+
+
 def _materialize(root: str, barrier: mp.Barrier, q: mp.Queue) -> None:  # type: ignore[valid-type]
     try:
         s = Store(root)
