@@ -69,7 +69,7 @@ def _build(store, target: str) -> tuple[Path, object]:  # noqa: ANN001
 
 
 def _session(store, record, **options):  # noqa: ANN001, ANN202
-    from rmbuild.runtime.loader import load
+    from rmbuild.loading import load
 
     session = load(record.key, store=store, **options)
     session.eos_token_ids = set()

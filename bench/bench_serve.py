@@ -47,7 +47,7 @@ def build(store_dir: Path) -> str:
 def in_process(store_dir: Path, key: str, tokens: int) -> float:
     """Seconds for one greedy generation of ``tokens`` tokens in this process."""
     from artifact_store import Store
-    from rmbuild.runtime.loader import load
+    from rmbuild.loading import load
 
     store = Store(store_dir)
     session = load(key, store=store)

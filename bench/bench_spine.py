@@ -178,7 +178,7 @@ def bench_tokens(work: Path, env: dict[str, str], tokens: int = 200) -> dict[str
 
     from artifact_store import Store
     from rmbuild.build import build
-    from rmbuild.runtime.loader import load
+    from rmbuild.loading import load
     from rmbuild.spec import load_model_spec
 
     store = Store(work / "tok-store")

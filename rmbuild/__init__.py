@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from rmbuild.version import __version__
 
 if TYPE_CHECKING:
     from artifact_store import Store
@@ -89,7 +89,7 @@ def load(
         rmbuild.errors.BackendUnavailable: its backend is not installed (exit 7).
     """
     from rmbuild.errors import ArtifactNotFound
-    from rmbuild.runtime.loader import load as _load
+    from rmbuild.loading import load as _load
 
     logical = dict(options, trust=trust) if trust is not None else dict(options)
     if ref.endswith((".yaml", ".yml")) and os.path.isfile(ref):

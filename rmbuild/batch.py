@@ -13,33 +13,24 @@ target (a cancel, a full disk, an unreachable store) stop it either way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmbuild.build import BuildResult, Reporter, build, plan
-from rmbuild.errors import BackendUnavailable, DiskFull, StoreUnavailable, ToolStopped
+from rmbuild.build import build
+from rmbuild.errors import DiskFull, StoreUnavailable, ToolStopped
+from rmbuild.running import (  # noqa: F401 - TargetFailure, finished: re-exported
+    BuildResult,
+    Reporter,
+    TargetFailure,
+    finished,
+)
 from rmbuild.spec import LoadedSpec, load_model_spec
+from rmbuild.stages import plan
 
 if TYPE_CHECKING:
     from artifact_store import Store
     from artifact_store.remote import Remote
-
-
-@dataclass(frozen=True)
-class TargetFailure:
-    """A target that did not build, and the error that says why."""
-
-    model: str
-    target: str
-    error: BaseException
-
-    @property
-    def skipped(self) -> bool:
-        """Something it needs is missing here (a toolchain, a system tool): none of its tools
-        ran for it and no failure was recorded."""
-        return isinstance(self.error, BackendUnavailable)
 
 
 Outcome = BuildResult | TargetFailure
@@ -292,14 +283,3 @@ def compile_spec(
             keep_going=parallel,
         )
     )
-
-
-def finished(outcomes: list[Any]) -> list[BuildResult]:
-    """The results of targets that all built, or the first failure among ``outcomes``
-    (:class:`TargetFailure` or a bare exception), raised now."""
-    for outcome in outcomes:
-        if isinstance(outcome, TargetFailure):
-            raise outcome.error
-        if isinstance(outcome, BaseException):
-            raise outcome
-    return [o for o in outcomes if isinstance(o, BuildResult)]

@@ -32,7 +32,7 @@ from rmbuild.keys import canonical_json
 if TYPE_CHECKING:
     from artifact_store import Store
     from rmbuild.backends.base import BackendPlugin
-    from rmbuild.build import PlannedStage
+    from rmbuild.stages import PlannedStage
 
 DIRNAME = "compiler-cache"
 KIND = "compiler-cache"

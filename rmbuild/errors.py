@@ -210,6 +210,10 @@ class AmbiguousArtifact(ArtifactNotFound):
     code = "artifact-ambiguous"
 
 
+class ReadOnlyMiss(ArtifactNotFound):
+    """``--cache-policy readonly`` and a stage is neither stored nor pullable (exit 5)."""
+
+
 class IncompatibleArtifact(RmbuildError):
     """An artifact cannot run on this machine; the message says why."""
 

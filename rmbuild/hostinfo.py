@@ -5,10 +5,9 @@ Read from /proc, /dev and vendor CLIs; no SDK is imported, so ``rmbuild info`` w
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
-import shutil
-import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,22 @@ RELEVANT_ISA = (
 )
 
 
+def host_digest() -> str:
+    """The first CPU's flags and model and the machine type: what an answer computed for this
+    CPU depends on (the plan cache's fast path, the IREE backend's probe cache)."""
+    flags = ""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith(("flags", "Features", "model name", "CPU part")):
+                    flags += line
+                if line.strip() == "":
+                    break  # the first CPU tells it
+    except OSError:
+        pass
+    return hashlib.sha256(f"{os.uname().machine}\n{flags}".encode()).hexdigest()
+
+
 @cache
 def cpu_info() -> dict[str, Any]:
     """CPU model, vendor, core count and the relevant ISA features."""
@@ -69,6 +84,11 @@ def cpu_info() -> dict[str, Any]:
 
 def gpus() -> list[dict[str, str]]:
     """NVIDIA GPUs through nvidia-smi (name, driver, compute capability), if present."""
+    # Imported here: the plan cache's hit path imports this module for host_digest and starts
+    # no process.
+    import shutil
+    import subprocess
+
     smi = shutil.which("nvidia-smi")
     if smi is None:
         return []

@@ -18,19 +18,15 @@ from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from rmbuild.errors import ArtifactNotFound, RmbuildError
+from rmbuild.errors import RmbuildError
 
 if TYPE_CHECKING:
-    from artifact_store import ArtifactRecord, Store
+    from artifact_store import Store
     from rmbuild.spec import LoadedSpec
 
 # 2: action "skip" (an upstream stage whose files no build here needs).
 PLAN_SCHEMA_VERSION = 2
 NOT_CONFIGURED = "not configured"
-
-
-class ReadOnlyMiss(ArtifactNotFound):
-    """``--cache-policy readonly`` and a stage is neither stored nor pullable (exit 5)."""
 
 
 @dataclass
@@ -155,18 +151,20 @@ def plan_target(
     explain_misses: bool = True,
 ) -> TargetPlan:
     """Plan one target: keys as far as they can be known, local/remote state, blockers."""
-    from rmbuild import build, policy, results, why
+    from rmbuild import policy, results, why
+    from rmbuild.stages import action_key, source_digest
+    from rmbuild.stages import plan as plan_chain
 
-    chain = build.plan(spec, target)
+    chain = plan_chain(spec, target)
     last = chain[-1].profile
     # "any" (a portable export) runs wherever its runtime does, like "cpu".
-    device_present = last.resource in ("cpu", "any") or policy._devices_present(
+    device_present = last.resource in ("cpu", "any") or policy.devices_present(
         last.backend, last.resource, devices
     )
     stages: list[StagePlan] = []
     notes: list[str] = []
     try:
-        inputs: dict[str, str] | None = {"model": build.source_digest(spec, store)}
+        inputs: dict[str, str] | None = {"model": source_digest(spec, store)}
     except RmbuildError as exc:
         inputs = None
         notes.append(f"model source: {exc.message}")
@@ -199,7 +197,7 @@ def plan_target(
             upstream = profile.name
             continue
         try:
-            key = build.action_key(stage, inputs, spec.root, hasher=store.hash_files)
+            key = action_key(stage, inputs, spec.root, hasher=store.hash_files)
         except RmbuildError as exc:
             if not gaps:  # else the key failed for what the gaps already say: once is enough
                 entry.blocked.append({"what": exc.message, "install": exc.hint or ""})
@@ -331,24 +329,25 @@ def _skip_unneeded(stages: list[StagePlan]) -> None:
             entry.blocked = []
 
 
-def stored_for(
-    store: Store, model: str, target: str, profile: str, remote: Any = None
-) -> list[ArtifactRecord]:
-    """Stored artifacts of ``profile`` used by (model, target), newest first, then the
-    remote's; else any of ``profile`` for the model (a renamed target keeps its kin)."""
-    found = store.list(model=model)
-    if remote is not None:
-        try:
-            found += [e.to_record() for e in remote.list() if e.model == model]
-        except Exception:  # noqa: BLE001 - the remote's view is a bonus in a why
-            pass
-    same = [r for r in found if _profile(r) == profile]
-    mine = [r for r in same if (model, target) in {(r.model, r.target), *r.uses}]
-    return mine or same
+def why_target(store: Store, spec: Any, target: str, *, remote: Any = None) -> Any:
+    """The plan of one target with a reason for every miss (``rmbuild why``)."""
+    return plan_spec(spec, [target], store, remote=remote).targets[0]
 
 
-def _profile(record: ArtifactRecord) -> str | None:
-    return (record.metadata or {}).get("profile")
+def why_targets(
+    store: Store, spec: Any, value: str, *, remote: Any = None
+) -> tuple[list[str], list[Any]]:
+    """``rmbuild why -t VALUE``, where VALUE is a target name or a resource class, as
+    ``compile --target`` takes it (:func:`rmbuild.policy.resolve`): the classes VALUE named
+    (empty for a name) and the plan of each target it means, those that cannot be built here
+    too (each says what it lacks)."""
+    from rmbuild import policy
+
+    resolution = policy.resolve(spec, [value], strict=False)
+    names = list(resolution.names)
+    names += [c.target for c in resolution.candidates if c.target not in names]
+    plans = plan_spec(resolution.spec, names, store, remote=remote).targets
+    return resolution.classes, plans
 
 
 def render_text(plan: Plan) -> list[str]:

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rmbuild.hostinfo import host_digest
+
 if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Store
 
@@ -75,29 +77,14 @@ def _stat(path: str) -> Stat:
     return (st.st_ino, st.st_mtime_ns, st.st_size)
 
 
-def host_digest() -> str:
-    """The CPU's flags and the machine type: what a fast-path fingerprint depends on."""
-    flags = ""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith(("flags", "Features", "model name", "CPU part")):
-                    flags += line
-                if line.strip() == "":
-                    break  # the first CPU tells it
-    except OSError:
-        pass
-    return hashlib.sha256(f"{os.uname().machine}\n{flags}".encode()).hexdigest()
-
-
 def _file_for(spec_path: Path, store_root: Path) -> Path:
     name = hashlib.sha256(str(spec_path).encode()).hexdigest()[:32]
     return store_root / "plancache" / f"{name}.json"
 
 
 def _header(spec_bytes: bytes) -> dict[str, Any]:
-    from rmbuild import __version__
     from rmbuild.keys import KEY_VERSION
+    from rmbuild.version import __version__
 
     return {
         "version": PLANCACHE_VERSION,
@@ -135,7 +122,7 @@ def _deps(spec: Any, chain: list[Any]) -> tuple[list[str], list[str]]:
 
     paths: list[Path] = [spec.path]
     source = sources.source_files(spec)
-    root = Path(spec.source_path)
+    root = Path(sources.source_path(spec))
     paths += source.values()
     paths += {p.parent for p in source.values()} | {root}
     for folder in [spec.root, *spec.root.parents]:  # where project_dir looks

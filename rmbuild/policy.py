@@ -152,7 +152,9 @@ def unavailable(what: str, gaps: list[dict[str, str]]) -> BackendUnavailable:
     )
 
 
-def _devices_present(backend: str, resource: str, devices: list[dict[str, Any]]) -> bool:
+def devices_present(backend: str, resource: str, devices: list[dict[str, Any]]) -> bool:
+    """Whether ``devices`` (:func:`rmbuild.resources.discover`'s) hold a device ``backend``
+    runs ``resource`` on; the class policy and the plan ask the same question."""
     # A remote server is no device of this machine: whether it answers is asked when its
     # target builds (its /v1/models) and when it loads, never while planning.
     if resource in ("cpu", "remote"):
@@ -195,7 +197,7 @@ def resolve(
 
     ``on_planned(spec, chains)`` is called once the candidates' chains are planned and before
     anything is checked (the plan cache stats what the decision depends on there)."""
-    from rmbuild.build import plan
+    from rmbuild.stages import plan
     from rmbuild.yamlio import did_you_mean
 
     targets = dict(spec.spec.targets)
@@ -262,7 +264,7 @@ def resolve(
         cand.toolchains = list(seen)
         cand.missing = chain_gaps(list(seen.values()))
         cand.toolchain_present = not cand.missing
-        cand.device_present = _devices_present(cand.backend, cand.resource, devices)
+        cand.device_present = devices_present(cand.backend, cand.resource, devices)
     candidates.sort(
         key=lambda c: (c.resource, not c.device_present, _priority(c.backend), c.target)
     )
@@ -316,7 +318,7 @@ def device_here(backend: str, resource: str, devices: list[dict[str, Any]]) -> b
     device of this machine: its reachability is asked when it loads (its ``/v1/models``)."""
     if resource == "any":
         return True
-    return _devices_present(backend, resource, devices)
+    return devices_present(backend, resource, devices)
 
 
 def rank_runnable(

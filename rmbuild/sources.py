@@ -179,6 +179,17 @@ def _where(spec: LoadedSpec, field: str | None = None) -> dict[str, Any]:
     }
 
 
+def source_path(spec: LoadedSpec) -> Path:
+    """The model folder ``spec`` builds from: its ``source.path``, or a hub source's snapshot
+    folder in the hub's cache (:func:`hub_snapshot`; building resolves, and refuses or fetches,
+    it before any tool reads it)."""
+    if spec.bundle_source is not None:
+        return spec.bundle_source
+    if spec.spec.source.hub is not None:
+        return hub_snapshot(spec, download=False, check_pinned=False).folder
+    return (spec.root / str(spec.spec.source.path)).resolve()
+
+
 def source_files(spec: LoadedSpec) -> dict[str, Path]:
     """The model source's files by relpath; refuses a source that is missing, empty or unsafe.
 
@@ -186,9 +197,9 @@ def source_files(spec: LoadedSpec) -> dict[str, Path]:
     cache (see :func:`hub_snapshot`), fetched there where it is missing and a network is allowed.
     """
     # A spec laid out from a Ray bundle (bundle_source) holds the files the driver resolved.
-    if getattr(spec.spec.source, "hub", None) and getattr(spec, "bundle_source", None) is None:
+    if getattr(spec.spec.source, "hub", None) and spec.bundle_source is None:
         hub_snapshot(spec)  # refuses a moving ref; downloads what the cache lacks
-    src = spec.source_path
+    src = source_path(spec)
     where = _where(spec)
     if src.is_file():
         raise ModelSourceError(

@@ -137,20 +137,13 @@ class LoadedSpec(BaseModel):
     spec: ModelSpec
     path: Path
     lines: dict[Any, int] = Field(default_factory=dict, repr=False)
+    # Where the model source was laid out when that is not where model.yaml says: a bundle
+    # unpacked on a Ray node (rmbuild.executors.shipping). rmbuild.sources.source_path reads it.
+    bundle_source: Path | None = Field(None, repr=False)
 
     @property
     def root(self) -> Path:
         return self.path.parent
-
-    @property
-    def source_path(self) -> Path:
-        if self.spec.source.hub is not None:
-            # The snapshot folder in the hub's cache (rmbuild.sources.hub_snapshot); building
-            # resolves (and refuses or fetches) it before any tool reads it.
-            from rmbuild.sources import hub_snapshot
-
-            return hub_snapshot(self, download=False, check_pinned=False).folder
-        return (self.root / str(self.spec.source.path)).resolve()
 
 
 def load_model_spec(path: str | Path) -> LoadedSpec:

@@ -2,7 +2,7 @@
 
 :func:`rmbuild.build.build` plans the chain and hands it to :class:`Walk`, which computes each
 stage's key from its upstream's action result, decides which stages' files are needed, and
-obtains those: stored, pulled from the remote, or built by :func:`rmbuild.build._run_stage`.
+obtains those: stored, pulled from the remote, or built by :func:`rmbuild.running.run_stage`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import contextlib
 import time
 from typing import TYPE_CHECKING
 
-from rmbuild import build, failures, plancache
+from rmbuild import failures, plancache, running, sources
 from rmbuild.results import known_output, on_remote, remember
 from rmbuild.stages import action_key
 
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
     from artifact_store import ArtifactRecord, Store
     from artifact_store.remote import Remote
-    from rmbuild.build import Reporter, StageResult
     from rmbuild.keys import ActionKey
+    from rmbuild.running import Reporter, StageResult
     from rmbuild.spec import LoadedSpec
     from rmbuild.stages import PlannedStage
 
@@ -44,11 +44,13 @@ class Nested:
         self.outer.stage_line(line)
 
     def stage_note(self, profile: str, key: str, message: str) -> None:
-        build._note(self.outer, self.profile, self.key, f"{profile}: {message}")
+        running.note(self.outer, self.profile, self.key, f"{profile}: {message}")
 
     def stage_done(self, profile: str, key: str, hit: bool, seconds: float) -> None:
         what = "cache hit" if hit else f"built in {seconds:.1f} s"
-        build._note(self.outer, self.profile, self.key, f"its input {profile} ({key[:12]}): {what}")
+        running.note(
+            self.outer, self.profile, self.key, f"its input {profile} ({key[:12]}): {what}"
+        )
 
 
 class Walk:
@@ -140,7 +142,7 @@ class Walk:
             return False  # never built here: a missing stage is refused by _obtain
         key_hex = self.keys[i][1]
         if key_hex not in self.looked:
-            self.looked[key_hex] = build._usable(self.store, key_hex)
+            self.looked[key_hex] = running.usable(self.store, key_hex)
         return self.looked[key_hex][0] is None and not on_remote(self.remote, key_hex)
 
     # ---- the walk ----------------------------------------------------------------------------
@@ -178,7 +180,7 @@ class Walk:
         seconds = time.monotonic() - t0
         self.reporter.stage_done(name, key_hex, True, seconds)
         output = self.outputs[i] or ""
-        self.results[i] = build.StageResult(name, key_hex, True, seconds, record, output)
+        self.results[i] = running.StageResult(name, key_hex, True, seconds, record, output)
 
     def _obtain(self, i: int, reporter: Reporter) -> ArtifactRecord:
         """Stage ``i``'s files here: stored, pulled from the remote, or built (its upstream's
@@ -188,30 +190,30 @@ class Walk:
         name, key_hex = stage.profile.name, self.keys[i][1]
         reporter.stage_start(self.target, i, len(self.chain), name, key_hex)
         looked = self.looked.pop(key_hex, None)
-        record, why = (None, None) if self.since else (looked or build._usable(store, key_hex))
+        record, why = (None, None) if self.since else (looked or running.usable(store, key_hex))
         if why:
-            build._note(reporter, name, key_hex, why)
+            running.note(reporter, name, key_hex, why)
         hit = True
         while record is None:
             parent = self.here.get(i - 1) if i > 0 else None
             # Two builders of one key run the tool once: the second waits, then hits. The lock
             # is an flock, so a SIGKILLed holder releases it with its death.
-            with build._key_lock(store, key_hex, name, reporter, stage.profile.timeout + 120):
-                record, why_now = build._usable(store, key_hex)
+            with running.key_lock(store, key_hex, name, reporter, stage.profile.timeout + 120):
+                record, why_now = running.usable(store, key_hex)
                 if self.since and record is not None and record.created_at < self.since:
                     record, why_now = None, "--rebuild: running the tool again"
                 if why_now and why_now != why:
-                    build._note(reporter, name, key_hex, why_now)
+                    running.note(reporter, name, key_hex, why_now)
                     why = why_now
                 if record is None and self.remote is not None and not self.since:
                     # The remote's copy of the key, pulled and verified, is a hit.
                     from rmbuild import remotes
 
                     record = remotes.fetch(
-                        self.remote, store, key_hex, build._notes(reporter, name, key_hex)
+                        self.remote, store, key_hex, running.notes(reporter, name, key_hex)
                     )
                 if record is None and self.readonly:
-                    from rmbuild.plan import ReadOnlyMiss
+                    from rmbuild.errors import ReadOnlyMiss
 
                     raise ReadOnlyMiss(
                         f"{spec.spec.name}:{self.target}: stage {name} ({key_hex[:12]}) is not "
@@ -225,13 +227,13 @@ class Walk:
                 # It must be built and its input's files are not here (it was expected from the
                 # remote, or its result was known without them): obtain them, then lock again.
                 upstream = self.chain[i - 1].profile.name
-                build._note(reporter, name, key_hex, f"building it needs the files of {upstream}")
+                running.note(reporter, name, key_hex, f"building it needs the files of {upstream}")
                 got = self._obtain(i - 1, Nested(reporter, name, key_hex))
                 if got.manifest_digest != self.fed[i]:
                     key_hex = self._rekey(i, got.manifest_digest)
                     said = f"{upstream}'s files differ from its recorded result: key now"
-                    build._note(reporter, name, key_hex, f"{said} {key_hex[:12]}")
-                    record, why = build._usable(store, key_hex)
+                    running.note(reporter, name, key_hex, f"{said} {key_hex[:12]}")
+                    record, why = running.usable(store, key_hex)
         if hit and not self.readonly:
             # Also when the hit was found only under the lock, because another job built it
             # meanwhile (`compile --all -j 2` lost those uses). Not under the
@@ -239,7 +241,7 @@ class Walk:
             plancache.record_hit(store, record, spec.spec.name, self.target)
         seconds = time.monotonic() - t0
         reporter.stage_done(name, key_hex, hit, seconds)
-        self.results[i] = build.StageResult(name, key_hex, hit, seconds, record)
+        self.results[i] = running.StageResult(name, key_hex, hit, seconds, record)
         self.here[i] = record
         self.outputs[i] = record.manifest_digest
         return record
@@ -254,15 +256,17 @@ class Walk:
             # Before the first tool runs: a missing system tool (the cross gcc an NPU
             # compiler links with) fails fast, not minutes later as the tool's own
             # error and a recorded failure. Only on a miss: each check is a process.
-            build._check_system_tools(spec, self.target, self.chain[i:])
+            running.check_system_tools(spec, self.target, self.chain[i:])
             self.tools_checked = True
         parents = [parent.key] if parent is not None else []
         # The upstream tree is pinned while the tool reads it: gc neither evicts it nor removes
         # its files meanwhile.
         with store.pin(parent.key) if parent is not None else contextlib.nullcontext():
             # Only a miss needs the upstream files; hardlinks make this cheap.
-            input_path = spec.source_path if parent is None else store.materialize(parent.key)
-            record = build._run_stage(
+            input_path = (
+                sources.source_path(spec) if parent is None else store.materialize(parent.key)
+            )
+            record = running.run_stage(
                 spec=spec,
                 target=self.target,
                 stage=stage,
@@ -284,6 +288,6 @@ class Walk:
         if self.remote is not None:  # Push what was built
             from rmbuild import remotes
 
-            notes = build._notes(reporter, stage.profile.name, key_hex)
+            notes = running.notes(reporter, stage.profile.name, key_hex)
             remotes.publish(self.remote, store, key_hex, notes)
         return record

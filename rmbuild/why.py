@@ -148,6 +148,26 @@ def nearest(
     return best
 
 
+def stored_for(
+    store: Store, model: str, target: str, profile: str, remote: Any = None
+) -> list[ArtifactRecord]:
+    """Stored artifacts of ``profile`` used by (model, target), newest first, then the
+    remote's; else any of ``profile`` for the model (a renamed target keeps its kin)."""
+    found = store.list(model=model)
+    if remote is not None:
+        try:
+            found += [e.to_record() for e in remote.list() if e.model == model]
+        except Exception:  # noqa: BLE001 - the remote's view is a bonus in a why
+            pass
+    same = [r for r in found if _profile(r) == profile]
+    mine = [r for r in same if (model, target) in {(r.model, r.target), *r.uses}]
+    return mine or same
+
+
+def _profile(record: ArtifactRecord) -> str | None:
+    return (record.metadata or {}).get("profile")
+
+
 def explain_miss(
     store: Store,
     model: str,
@@ -159,8 +179,6 @@ def explain_miss(
 ) -> str:
     """The ``reason`` of a planned miss: what changed since the nearest stored entry (local,
     or on ``remote``)."""
-    from rmbuild.plan import stored_for
-
     if stage.factors is None:
         return ""
     candidates = stored_for(store, model, target, stage.profile, remote)
@@ -169,30 +187,6 @@ def explain_miss(
         return f"nothing stored yet for {model}:{target} with profile {stage.profile}"
     record, same, lines = found
     return f"vs {record.key[:12]} ({record.created_at:%Y-%m-%d %H:%M}): {summary(same, lines)}"
-
-
-def why_target(store: Store, spec: Any, target: str, *, remote: Any = None) -> Any:
-    """The plan of one target with a reason for every miss (``rmbuild why``)."""
-    from rmbuild.plan import plan_spec
-
-    return plan_spec(spec, [target], store, remote=remote).targets[0]
-
-
-def why_targets(
-    store: Store, spec: Any, value: str, *, remote: Any = None
-) -> tuple[list[str], list[Any]]:
-    """``rmbuild why -t VALUE``, where VALUE is a target name or a resource class, as
-    ``compile --target`` takes it (:func:`rmbuild.policy.resolve`): the classes VALUE named
-    (empty for a name) and the plan of each target it means, those that cannot be built here
-    too (each says what it lacks)."""
-    from rmbuild import policy
-    from rmbuild.plan import plan_spec
-
-    resolution = policy.resolve(spec, [value], strict=False)
-    names = list(resolution.names)
-    names += [c.target for c in resolution.candidates if c.target not in names]
-    plans = plan_spec(resolution.spec, names, store, remote=remote).targets
-    return resolution.classes, plans
 
 
 # ----------------------------------------------------------------------------- check

@@ -223,13 +223,14 @@ def test_a_hit_found_while_waiting_for_the_lock_records_its_use(
 ) -> None:
     """Deterministic form of `compile --all -j 2`: the record appears while we wait."""
     from rmbuild import build as build_mod
+    from rmbuild import running
     from rmbuild.store import open_store
 
     counter = project.root / "runs.txt"
     _two_targets(project, counter)
     with open_store() as store:
         (first,) = build_mod.compile_spec(project.spec, ["fake"], store=store)
-        real = build_mod._usable
+        real = running.usable
         calls = []
 
         def not_yet_then_real(store, key_hex):  # noqa: ANN001, ANN202
@@ -237,7 +238,7 @@ def test_a_hit_found_while_waiting_for_the_lock_records_its_use(
             # Before the lock: "not built yet"; under the lock: the other job's record.
             return (None, None) if len(calls) == 1 else real(store, key_hex)
 
-        monkeypatch.setattr(build_mod, "_usable", not_yet_then_real)
+        monkeypatch.setattr(running, "usable", not_yet_then_real)
         (second,) = build_mod.compile_spec(project.spec, ["fake2"], store=store)
         assert len(calls) == 2 and second.hit and second.artifact.key == first.artifact.key
         assert [r.key for r in store.list(target="fake2")] == [first.artifact.key]

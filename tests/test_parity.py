@@ -90,7 +90,7 @@ def built(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: A
 
 @pytest.mark.parametrize("target", list(TARGETS))
 def test_backends_agree_with_pytorch(target: str, built, reference) -> None:  # noqa: ANN001
-    from rmbuild.runtime.loader import load
+    from rmbuild.loading import load
 
     store, keys = built
     prompt, tokens, first = reference
@@ -109,7 +109,7 @@ def test_batched_rows_decode_as_they_would_alone(target: str, built) -> None:  #
     """Continuous batching (what `rmbuild serve` runs) on every CPU runtime: sequences of
     different lengths, left-padded into one batch, give each its own greedy tokens."""
     from rmbuild.runtime.batching import Batch
-    from rmbuild.runtime.loader import load
+    from rmbuild.loading import load
 
     store, keys = built
     prompts = ["The future of AI is", "A", "Compilers are fast and", "The"]

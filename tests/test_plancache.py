@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rmbuild import plancache
+from rmbuild import hostinfo, plancache
 
 AGE_S = 60
 
@@ -187,15 +187,15 @@ def test_host_digest_follows_the_first_cpus_flags(monkeypatch: pytest.MonkeyPatc
         assert path == "/proc/cpuinfo"
         return io.StringIO(cpuinfo["text"])
 
-    monkeypatch.setattr(plancache, "open", fake_open, raising=False)
+    monkeypatch.setattr(hostinfo, "open", fake_open, raising=False)
     block = "processor\t: {n}\nmodel name\t: Xeon\nflags\t\t: fpu sse2 {extra}\n\n"
     cpuinfo["text"] = block.format(n=0, extra="avx2") + block.format(n=1, extra="avx2")
-    first = plancache.host_digest()
-    assert plancache.host_digest() == first
+    first = hostinfo.host_digest()
+    assert hostinfo.host_digest() == first
     cpuinfo["text"] = block.format(n=0, extra="avx2") + block.format(n=1, extra="avx512f")
-    assert plancache.host_digest() == first  # only the first CPU tells it
+    assert hostinfo.host_digest() == first  # only the first CPU tells it
     cpuinfo["text"] = block.format(n=0, extra="avx512f") + block.format(n=1, extra="avx2")
-    assert plancache.host_digest() != first
+    assert hostinfo.host_digest() != first
 
 
 # ---- a fast-path hit pushes what a configured remote lacks -----------------------------------

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from rmbuild.errors import SpecError
+from rmbuild.sources import source_path
 from rmbuild.spec import BuildProfile, ModelSpec, load_model_spec, load_profile
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ def test_loads_the_project_spec(project: Project) -> None:
     loaded = load_model_spec(project.spec)
     assert loaded.spec.name == "tiny"
     assert loaded.root == project.root
-    assert loaded.source_path == project.model
+    assert source_path(loaded) == project.model
     assert list(loaded.spec.targets) == ["fake"]
     assert loaded.spec.targets["fake"].profile == "fake-compile"
 

@@ -373,7 +373,7 @@ def _readonly_plan(
     exc: BaseException, loaded: Any, names: list[str], store: Any, remote: Any
 ) -> Any:
     """``exc`` to raise: a readonly miss gets the plan of what is missing; others as they are."""
-    from rmbuild.plan import ReadOnlyMiss
+    from rmbuild.errors import ReadOnlyMiss
 
     if isinstance(exc, ReadOnlyMiss):
         return _with_plan(exc, loaded, names, store, remote)
@@ -382,7 +382,8 @@ def _readonly_plan(
 
 def _with_plan(exc: Any, loaded: Any, names: list[str], store: Any, remote: Any) -> Any:
     """A readonly miss, with the plan of everything that is missing."""
-    from rmbuild.plan import ReadOnlyMiss, plan_spec
+    from rmbuild.errors import ReadOnlyMiss
+    from rmbuild.plan import plan_spec
 
     try:
         missing = plan_spec(loaded, names, store, remote=remote).missing()

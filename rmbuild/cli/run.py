@@ -61,7 +61,7 @@ def command(
     """
     import time
 
-    from rmbuild.runtime.loader import load
+    from rmbuild.loading import load
     from rmbuild.runtime.sampling import SamplingParams
     from rmbuild.store import open_store
 

@@ -36,9 +36,8 @@ def command(app: Any, spec: str, target: str, remote_url: str | None, as_json: b
     those that cannot be built here lack. With --json a class gives {"classes", "targets"}.
     """
     from rmbuild import remotes
-    from rmbuild.plan import blocked_reason
+    from rmbuild.plan import blocked_reason, why_targets
     from rmbuild.spec import load_model_spec
-    from rmbuild.why import why_targets
 
     loaded = load_model_spec(spec)
     store = app.store()

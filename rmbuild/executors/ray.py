@@ -36,7 +36,7 @@ from rmbuild.executors.shipping import ShippedSpec
 
 if TYPE_CHECKING:
     from artifact_store.remote import Remote
-    from rmbuild.build import BuildResult
+    from rmbuild.running import BuildResult
     from rmbuild.spec import LoadedSpec
 
 # Backends whose compiler runs on the device itself, so a task needs a GPU on its node.
@@ -45,7 +45,7 @@ BUILDS_ON_DEVICE = frozenset({"tensorrt"})
 
 def task_resources(spec: LoadedSpec, target: str) -> dict[str, float]:
     """Ray resources of the task that builds ``target`` (see the module docstring)."""
-    from rmbuild.build import plan
+    from rmbuild.stages import plan
 
     needs_gpu = any(
         s.profile.resource == "gpu" and s.profile.backend in BUILDS_ON_DEVICE
@@ -80,7 +80,7 @@ def compile_on_ray(
 ) -> list[BuildResult]:
     """Build ``names`` as Ray tasks; every task runs to its end, the first failure is raised
     after all have finished (as with ``-j N``)."""
-    from rmbuild.batch import finished
+    from rmbuild.running import finished
 
     return finished(
         run_on_ray(
@@ -229,7 +229,7 @@ def _bring_home(
     """Each built target's artifact, pulled from the remote into this machine's store; the
     result then names this store's record. A pull that fails is that target's outcome."""
     from rmbuild import remotes
-    from rmbuild.build import BuildResult
+    from rmbuild.running import BuildResult
     from rmbuild.store import open_store
 
     home: list[BuildResult | BaseException] = []

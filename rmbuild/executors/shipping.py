@@ -59,10 +59,6 @@ class BundledSpec(LoadedSpec):
     def root(self) -> Path:
         return self.bundle_root
 
-    @property
-    def source_path(self) -> Path:
-        return self.bundle_source
-
 
 def ship(spec: LoadedSpec, remote: Remote | None) -> ShippedSpec:
     """The model.yaml by value; with ``remote``, its project bundle pushed there too."""

@@ -20,6 +20,7 @@ from rmbuild.errors import IncompatibleArtifact, InternalError
 from rmbuild.handoff.artifact import Artifact, engines_for, only_one, precision, refuse
 from rmbuild.handoff.bundle import Command, Copy, ExportOptions, Plan, Rel
 from rmbuild.runtime import limits
+from rmbuild.sources import source_path
 
 ENGINE = "vllm"
 TITLE = "vLLM"
@@ -98,7 +99,7 @@ def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
     recorded = built_from(art)
     if recorded is not None and recorded != digest:
         raise IncompatibleArtifact(
-            f"the model folder {spec.source_path} is not what artifact {art.label} was built "
+            f"the model folder {source_path(spec)} is not what artifact {art.label} was built "
             f"from: its digest is {digest[:12]}, the build's was {recorded[:12]}",
             context=["a file of the folder changed (or was added or removed) since the build"],
             hint=f"rebuild (`rmbuild compile {spec.path} --target {art.target}`) and export "
@@ -167,7 +168,7 @@ def plan(artifacts: list[Artifact], options: ExportOptions) -> Plan:
             "## What is here",
             "",
             f"`{MODEL_DIR}/` is the Hugging Face folder artifact `{art.key[:12]}` was built "
-            f"from (`{spec.source_path}`), copied; `{SOURCE_PINS}` holds each file's sha256 "
+            f"from (`{source_path(spec)}`), copied; `{SOURCE_PINS}` holds each file's sha256 "
             f"and the folder's digest. {verified}.",
             "",
             "`vllm serve` loads it with the artifact's context limit and precision, so the "

@@ -347,7 +347,7 @@ def load_first(
     """Load the first candidate from index ``skip`` on that loads here; each one that does
     not gets its reason recorded (and ``on_failure(index, reason)`` is told). None loads:
     BackendUnavailable listing every reason."""
-    from rmbuild.runtime.loader import load
+    from rmbuild.loading import load
 
     for i, candidate in enumerate(model.candidates[skip:], start=skip):
         try:

@@ -227,7 +227,7 @@ class ServedModel:
         Raises UsageError when nothing named ``what`` can run here, MoveInProgress while
         another move runs, and the loader's error when the candidate does not load (the model
         stays where it was)."""
-        from rmbuild.runtime.loader import load
+        from rmbuild.loading import load
 
         with self._lock:
             if self._stopping or self.dead is not None:

@@ -110,7 +110,7 @@ class ModelSession:
         """Serve from the candidate ``what`` names (a target, a device class such as "cpu",
         a backend, an artifact id prefix) from now on; UsageError when none can run here.
         The old session is closed once the new one loaded (a failed load leaves it serving)."""
-        from rmbuild.runtime.loader import load
+        from rmbuild.loading import load
 
         index = self.model.find(what)
         if index == self.index:

@@ -347,7 +347,7 @@ def check_session(contract: BackendContract, built: Built) -> list[int]:
     can be called twice, and a closed session refuses with SessionClosed (exit 2)."""
     import numpy as np
 
-    from rmbuild.runtime.loader import load
+    from rmbuild.loading import load
 
     _runtime_here(contract)
     session = load(built.record.key, store=built.store)
@@ -386,7 +386,7 @@ def check_errors(contract: BackendContract, built: Built) -> None:
     plugin = plugin_of(contract)
     meta = built.record.metadata
     if contract.bad_options:
-        from rmbuild.runtime.loader import load
+        from rmbuild.loading import load
 
         try:
             load(built.record.key, store=built.store, **contract.bad_options).close()

@@ -130,7 +130,7 @@ class RmbuildModelForCausalLM(PreTrainedModel, GenerationMixin):
         cls, model: str, *args: Any, **kwargs: Any
     ) -> RmbuildModelForCausalLM:
         """See :meth:`rmbuild.transformers.AutoModelForCausalLM.from_pretrained`."""
-        from rmbuild.transformers.auto import load_model
+        from rmbuild.transformers.loading import load_model
 
         return load_model(cls, model, *args, **kwargs)
 

@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import rmbuild
+from rmbuild.version import __version__
 
 if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Manifest, Store
@@ -198,7 +198,7 @@ def statement(
                 "resolvedDependencies": deps,
             },
             "runDetails": {
-                "builder": {"id": BUILDER_ID, "version": {"rmbuild": rmbuild.__version__}},
+                "builder": {"id": BUILDER_ID, "version": {"rmbuild": __version__}},
                 "metadata": {
                     "invocationId": f"{key_hex}/{_rfc3339(started_at)}",
                     "startedOn": _rfc3339(started_at),

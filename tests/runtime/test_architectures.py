@@ -151,7 +151,7 @@ def arch_build(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 def test_runtime_gives_the_torch_tokens(arch_build, target: str) -> None:  # noqa: ANN001
     import numpy as np
 
-    from rmbuild.runtime.loader import load
+    from rmbuild.loading import load
 
     arch, expected, store, keys = arch_build
     with load(keys[target], store=store) as session:

@@ -126,7 +126,7 @@ def server(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 def session(built: Built) -> Iterator[object]:
     """The same artifact loaded in-process, the reference for what the server answers."""
     from artifact_store import Store
-    from rmbuild.runtime.loader import load
+    from rmbuild.loading import load
 
     store = Store(built.store)
     with load(built.key, store=store) as s:

@@ -108,7 +108,7 @@ def steps(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             info={"backend": "fake", "device": target, "artifact": key},
         )
 
-    monkeypatch.setattr("rmbuild.runtime.loader.load", load)
+    monkeypatch.setattr("rmbuild.loading.load", load)
     return table
 
 

@@ -308,7 +308,7 @@ def test_a_closed_model_refuses_to_run() -> None:
 
 def test_import_rmbuild_imports_neither_transformers_nor_torch() -> None:
     code = (
-        "import sys, rmbuild, rmbuild.runtime.loader, rmbuild.serve.model; "
+        "import sys, rmbuild, rmbuild.loading, rmbuild.serve.model; "
         "print(sorted(m for m in ('transformers', 'torch') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -160,7 +160,7 @@ def _probe_cache_file(tool: Path, args: tuple[str, ...]) -> Path | None:
     """
     try:
         from rmbuild.config import store_root
-        from rmbuild.plancache import host_digest
+        from rmbuild.hostinfo import host_digest
 
         st = os.stat(tool)
         ident = [str(tool), st.st_ino, st.st_mtime_ns, st.st_size, list(args), host_digest()]

@@ -26,7 +26,7 @@ from rmbuild.backends.iree import probe  # noqa: E402
 from rmbuild.backends.iree.plugin import IREEBackend  # noqa: E402
 from rmbuild.build import BuildResult, action_key, build, plan  # noqa: E402
 from rmbuild.errors import IncompatibleArtifact, SpecError, ToolError  # noqa: E402
-from rmbuild.runtime import loader  # noqa: E402
+from rmbuild import loading as loader  # noqa: E402
 from rmbuild.runtime.tokenizer import Tokenizer  # noqa: E402
 from rmbuild.spec import load_model_spec  # noqa: E402
 

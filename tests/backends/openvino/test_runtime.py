@@ -25,7 +25,7 @@ from rmbuild.backends.openvino.runtime import (  # noqa: E402
     load_api,
 )
 from rmbuild.errors import BackendUnavailable, IncompatibleArtifact, SessionClosed  # noqa: E402
-from rmbuild.runtime.loader import load  # noqa: E402
+from rmbuild.loading import load  # noqa: E402
 
 # Same as conftest.py (fixtures carry the data; conftest is not importable in importlib mode).
 PROMPT = "The future of AI is"

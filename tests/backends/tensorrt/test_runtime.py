@@ -145,7 +145,7 @@ def test_rmbuild_load_goes_through_compat_checks_to_the_device_call(
 ) -> None:  # noqa: ANN001
     pytest.importorskip("numpy")
     pytest.importorskip("tokenizers")
-    from rmbuild.runtime.loader import load
+    from rmbuild.loading import load
 
     tensorrt = standin_tensorrt("10.13.0.35")
     r = cli("compile", str(trt.spec), "-t", "fp16", "--json")

@@ -180,7 +180,7 @@ def test_run_refuses_another_compute_capability_unless_ampere_plus(
     kit, cli, trt, gpu, standin_tensorrt
 ) -> None:  # noqa: ANN001
     from rmbuild.errors import IncompatibleArtifact
-    from rmbuild.runtime.loader import prepare
+    from rmbuild.loading import prepare
 
     standin_tensorrt("10.13.0.35")
     key = _built(cli, trt, "fp16")["artifact"]
@@ -258,7 +258,7 @@ def test_a_version_compatible_plan_loads_on_a_later_tensorrt(
 ) -> None:  # noqa: ANN001
     pytest.importorskip("numpy")
     pytest.importorskip("tokenizers")
-    from rmbuild.runtime.loader import load
+    from rmbuild.loading import load
 
     trt.write_spec(fp16=VERSION_COMPATIBLE)
     built = _built(cli, trt, "fp16")["artifact"]

@@ -1,4 +1,9 @@
-"""The runtime loader: artifact reference -> compatible, materialized, loaded session."""
+"""The loader: artifact reference -> compatible, materialized, loaded session.
+
+It joins the store, the trust policy and the backend plugins to the runtime, so it lives a floor
+above all of them: the runtime (:mod:`rmbuild.runtime`) knows no plugin and no store, and a
+backend's runtime builds on it, never the other way round.
+"""
 
 from __future__ import annotations
 
