@@ -45,22 +45,31 @@ class Tokenizer:
 class StreamDecoder:
     """Turns a token stream into text pieces without splitting multi-byte characters.
 
-    Byte-level BPE tokens can end mid-character; decoding the whole sequence and emitting only the
-    new suffix (holding back a trailing U+FFFD) gives exactly the text a full decode would.
+    Each step decodes a short window, not the whole sequence: the text of the tokens since the
+    last piece with those of the piece before as context, minus that context's own text (a
+    token's text can depend on its neighbours, e.g. a leading space). A piece that ends inside
+    a multi-byte character (U+FFFD) waits for the next token. Joined, the pieces are the text a
+    full decode gives; :meth:`flush` adds what only a full decode has at the end (an incomplete
+    character). This is the incremental detokenization vLLM and TGI use.
     """
 
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tokenizer = tokenizer
         self._ids: list[int] = []
-        self._emitted = 0
+        self._prefix = 0  # where the context window starts
+        self._read = 0  # where the tokens not yet released start
+        self._emitted = 0  # characters released so far
 
     def push(self, token: int) -> str:
-        self._ids.append(token)
-        text = self._tokenizer.decode(self._ids)
-        if text.endswith("\ufffd"):
+        ids, decode = self._ids, self._tokenizer.decode
+        ids.append(token)
+        context = decode(ids[self._prefix : self._read]) if self._read > self._prefix else ""
+        text = decode(ids[self._prefix :])
+        if len(text) <= len(context) or text.endswith("\ufffd"):
             return ""
-        piece = text[self._emitted :]
-        self._emitted = len(text)
+        piece = text[len(context) :]
+        self._prefix, self._read = self._read, len(ids)
+        self._emitted += len(piece)
         return piece
 
     def flush(self) -> str:
