@@ -8,8 +8,8 @@ so a short request is not stuck behind a long one and a request joins or leaves 
 Where the step cannot be swapped (a runtime without the shared decode loop), requests run one
 after another.
 
-Events flow back to the asyncio side through ``loop.call_soon_threadsafe``; a request whose
-client went away is dropped at the next step boundary.
+Events flow back to the asyncio side through ``loop.call_soon_threadsafe``, several per wake-up
+when the loop is behind; a request whose client went away is dropped at the next step boundary.
 """
 
 from __future__ import annotations
@@ -107,6 +107,11 @@ class Request:
     _rng: Any = None
     _last: int | None = None
     _logits: Any = None
+    # Events not yet handed to the event loop, and whether a hand-over is already scheduled:
+    # a loop that falls behind the engine takes several events per wake-up, not one each.
+    _pending: deque[Any] = field(default_factory=deque, repr=False)
+    _handover: bool = False
+    _woken: asyncio.Future[None] | None = None  # see :meth:`pause`
 
     def cancel(self) -> None:
         """Stop generating for this request (its client went away)."""
@@ -131,12 +136,45 @@ class Request:
             self._emit(Restarted())
 
     def _emit(self, event: Any) -> None:
+        """Queue ``event`` for the request's consumer; callable from any thread."""
         if self.events is None or self.loop is None:
             return
+        self._pending.append(event)
+        if self._handover:  # the scheduled hand-over has not run yet: it takes this one too
+            return
+        self._handover = True
         try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+            self.loop.call_soon_threadsafe(self._hand_over)
         except RuntimeError:  # the event loop is closed: nobody is listening any more
             self.cancelled = True
+
+    def _hand_over(self) -> None:
+        # On the event loop. The flag drops first: an event appended after it is either
+        # drained below or schedules the next hand-over itself.
+        self._handover = False
+        assert self.events is not None
+        while self._pending:
+            event = self._pending.popleft()
+            self.events.put_nowait(event)
+            if not isinstance(event, Token) and self._woken is not None:
+                _resolve(self._woken)
+
+    async def pause(self, seconds: float) -> None:
+        """Wait ``seconds`` on the event loop, or less: until an event other than a token (the
+        end, a failure) is handed over, so that gathering tokens never delays the end."""
+        loop = asyncio.get_running_loop()
+        self._woken = woken = loop.create_future()
+        timer = loop.call_later(seconds, _resolve, woken)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            self._woken = None
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 class RequestQueue:

@@ -35,15 +35,45 @@ def as_api_error(exc: BaseException) -> APIError:
     )
 
 
-async def events(gen: GenRequest, first: Any) -> AsyncIterator[Any]:
-    """The request's events from ``first`` on, up to and including how it ended."""
-    assert gen.events is not None
-    event = first
+async def events(
+    gen: GenRequest, first: Any, *, merge: bool = False, interval: float = 0.0
+) -> AsyncIterator[Any]:
+    """The request's events from ``first`` on, up to and including how it ended.
+
+    With ``merge``, tokens already waiting are joined into one (their text, the last id), and
+    with ``interval`` too, those that come within ``interval`` seconds of the last one yielded:
+    a stream then costs the server and its client one chunk per interval instead of one per
+    token. The first token is never held back, nor the end (:meth:`GenRequest.pause` wakes on
+    it). Not for log-probabilities, which are per token.
+    """
+    queue = gen.events
+    assert queue is not None
+    event, held, sent = first, None, 0.0
     while True:
+        if merge and isinstance(event, Token):
+            pieces, last = [event.text], event
+            for paused in (False, True):
+                while held is None and not queue.empty():
+                    nxt = queue.get_nowait()
+                    if isinstance(nxt, Token):
+                        pieces.append(nxt.text)
+                        last = nxt
+                    else:
+                        held = nxt
+                wait = sent + interval - time.monotonic()
+                if paused or held is not None or not sent or wait <= 0:
+                    break
+                await gen.pause(wait)
+            if len(pieces) > 1:
+                event = Token(last.token_id, "".join(pieces))
         yield event
+        sent = time.monotonic()
         if isinstance(event, Finished | Failed):
             return
-        event = await gen.events.get()
+        if held is not None:
+            event, held = held, None
+        else:
+            event = await queue.get()
 
 
 def usage_of(end: Finished) -> dict[str, int]:
@@ -110,9 +140,15 @@ def completion_choice(
 
 
 async def completion_chunks(
-    served: Served, rid: str, req: CompletionRequest, gen: GenRequest, first: Any
+    served: Served,
+    rid: str,
+    req: CompletionRequest,
+    gen: GenRequest,
+    first: Any,
+    interval: float = 0.0,
 ) -> AsyncIterator[dict[str, Any]]:
-    """The streamed chunks of a completion (``text_completion`` objects), usage last."""
+    """The streamed chunks of a completion (``text_completion`` objects), usage last; the
+    tokens of each ``interval`` seconds share a chunk (see :func:`events`)."""
     created = int(time.time())
 
     def chunk(text: str, finish: str | None, logprobs: Any = None) -> dict[str, Any]:
@@ -126,7 +162,7 @@ async def completion_chunks(
 
     if req.echo:
         yield chunk(served.session.tokenizer.decode(gen.prompt_ids), None)
-    async for event in events(gen, first):
+    async for event in events(gen, first, merge=req.logprobs is None, interval=interval):
         if isinstance(event, Token):
             lp = None
             if req.logprobs is not None:
@@ -168,9 +204,15 @@ def chat_logprob(served: Served, t: Token) -> dict[str, Any]:
 
 
 async def chat_chunks(
-    served: Served, rid: str, req: ChatRequest, gen: GenRequest, first: Any
+    served: Served,
+    rid: str,
+    req: ChatRequest,
+    gen: GenRequest,
+    first: Any,
+    interval: float = 0.0,
 ) -> AsyncIterator[dict[str, Any]]:
-    """The streamed chunks of a chat completion: the role first, usage last."""
+    """The streamed chunks of a chat completion: the role first, usage last; the tokens of
+    each ``interval`` seconds share a chunk (see :func:`events`)."""
     created = int(time.time())
 
     def chunk(delta: dict[str, Any], finish: str | None, logprobs: Any = None) -> dict[str, Any]:
@@ -185,7 +227,7 @@ async def chat_chunks(
         }
 
     yield chunk({"role": "assistant", "content": ""}, None)
-    async for event in events(gen, first):
+    async for event in events(gen, first, merge=not req.logprobs, interval=interval):
         if isinstance(event, Token):
             lp = {"content": [chat_logprob(served, event)]} if req.logprobs else None
             if event.text or lp is not None:
