@@ -78,6 +78,20 @@ def _loopback(host: str) -> bool:
     type=click.FloatRange(0),
     help="On SIGTERM or Ctrl-C: seconds to let running requests finish before exiting.",
 )
+@click.option(
+    "--threads",
+    type=click.IntRange(1),
+    help="CPU threads of a runtime that takes a count (ONNX Runtime), where the artifact's "
+    "profile sets none. Default: every core but one, left to the HTTP front end.",
+)
+@click.option(
+    "--chunk-interval",
+    default=0.01,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds of generated text a stream sends as one chunk (the first token always at "
+    "once); 0 sends every token as its own chunk.",
+)
 @click.option("--verify", is_flag=True, help="Re-hash the artifact's files before loading.")
 @click.option(
     "--trust",
@@ -100,6 +114,8 @@ def command(
     max_running: int,
     max_queue: int,
     shutdown_timeout: float,
+    threads: int | None,
+    chunk_interval: float,
     verify: bool,
     trust: str | None,
 ) -> None:
@@ -145,5 +161,13 @@ def command(
         remote=remote,
         compile_missing=compile_missing,
         notes=lambda message: click.echo(f"serve: {message}", err=True),
+        threads=threads,
     )
-    run(served, host=host, port=port, api_key=api_key, shutdown_timeout=shutdown_timeout)
+    run(
+        served,
+        host=host,
+        port=port,
+        api_key=api_key,
+        shutdown_timeout=shutdown_timeout,
+        chunk_interval=chunk_interval,
+    )

@@ -4,6 +4,7 @@ it under uvicorn with a graceful shutdown."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -12,7 +13,7 @@ from typing import Any
 
 import uvicorn
 
-from rmbuild.serve.app import Served, create_app
+from rmbuild.serve.app import CHUNK_INTERVAL, Served, create_app
 
 
 def build(
@@ -29,6 +30,7 @@ def build(
     remote: str | None = None,
     compile_missing: bool = False,
     notes: Callable[[str], None] | None = None,
+    threads: int | None = None,
 ) -> Served:
     """Resolve ``ref`` to its candidates here, load the best one that loads and start its
     engine (see :mod:`rmbuild.serve.model` and :mod:`rmbuild.serve.router`).
@@ -38,11 +40,13 @@ def build(
     backend as its runtime device, as ``rmbuild run --device`` does. ``remote`` (a URL, or
     "" for the configured one, also used when None; "none": no remote) pulls the targets
     this store lacks; ``compile_missing`` (``--build``) compiles the best target this
-    machine runs when it is not stored."""
-    from rmbuild.remotes import open_remote
+    machine runs when it is not stored. ``threads`` is the CPU threads of a runtime that
+    takes a count (ONNX Runtime's intra-op threads), where the artifact's profile sets none;
+    default :func:`serving_threads`."""
+    from rmbuild.storage.remotes import open_remote
     from rmbuild.serve.model import resolve_model
     from rmbuild.serve.router import ServedModel
-    from rmbuild.store import open_store
+    from rmbuild.storage.store import open_store
 
     # A remote given, or configured (unless --remote none): what the store lacks is pulled.
     pulls = open_remote(remote or None, required=remote == "")
@@ -51,7 +55,11 @@ def build(
     store = open_store(store_path, index_url, read_only=pulls is None and not compile_missing)
     try:
         model = resolve_model(store, ref, notes=notes, remote=pulls, build=compile_missing)
-        options = {**(options or {}), "verify": verify}
+        options = {
+            **(options or {}),
+            "verify": verify,
+            "serve_threads": threads or serving_threads(),
+        }
         if device:
             if any(c.matches(device) for c in model.candidates):
                 model.pin(device)
@@ -71,6 +79,13 @@ def build(
     )
 
 
+def serving_threads() -> int:
+    """CPU threads for a served model's runtime by default: every core this process may use
+    but one, which the HTTP front end, the tokenizer and clients on the same host need (a
+    runtime that spins on every core starves them, and then itself); at least one."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 def run(
     served: Served,
     *,
@@ -78,10 +93,11 @@ def run(
     port: int = 8000,
     api_key: str | None = None,
     shutdown_timeout: float = 30.0,
+    chunk_interval: float = CHUNK_INTERVAL,
 ) -> None:
     """Serve until SIGTERM or Ctrl-C, then let running requests finish (at most
     ``shutdown_timeout`` s), stop the engine and close the session."""
-    app = create_app(served, api_key=api_key)
+    app = create_app(served, api_key=api_key, chunk_interval=chunk_interval)
     config = uvicorn.Config(
         app,
         host=host,

@@ -34,6 +34,13 @@ def session_layout(session: Any, folder: Path) -> kvlayout.KVLayout:
     )
 
 
+def session_threads(options: dict[str, Any]) -> int:
+    """The session's intra-op threads: the profile's ``intra_op_threads`` if it sets one, else
+    the count a server asks for (``serve_threads``: it leaves a core to its HTTP front end),
+    else 0, ONNX Runtime's own default (every core)."""
+    return int(options.get("intra_op_threads") or options.get("serve_threads") or 0)
+
+
 class OnnxDecoderStep(KVLoop):
     """Holds an ``InferenceSession``; the KV cache lives in the shared loop."""
 
@@ -42,7 +49,7 @@ class OnnxDecoderStep(KVLoop):
 
         options = options or {}
         so = ort.SessionOptions()
-        if threads := int(options.get("intra_op_threads") or 0):
+        if threads := session_threads(options):
             so.intra_op_num_threads = threads
         providers = options.get("providers") or ["CPUExecutionProvider"]
         self.session = ort.InferenceSession(str(model_path), so, providers=providers)
