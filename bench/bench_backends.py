@@ -62,7 +62,7 @@ def interleaved(
 
 def _build(store, target: str) -> tuple[Path, object]:  # noqa: ANN001
     from rmbuild.build import build
-    from rmbuild.spec import load_model_spec
+    from rmbuild.declare.spec import load_model_spec
 
     record = build(load_model_spec(SPEC), target, store=store).artifact
     return store.materialize(record.key), record
@@ -233,7 +233,7 @@ def bench_iree(store, tokens: int, reps: int) -> dict[str, float]:  # noqa: ANN0
 
 
 def bench_parallel(work: Path) -> dict[str, float]:
-    from rmbuild.spec import load_model_spec
+    from rmbuild.declare.spec import load_model_spec
 
     targets = list(load_model_spec(SPEC).spec.targets)
     env = {**os.environ, "RMBUILD_CONFIG_DIR": str(work / "config")}

@@ -178,8 +178,8 @@ def bench_tokens(work: Path, env: dict[str, str], tokens: int = 200) -> dict[str
 
     from artifact_store import Store
     from rmbuild.build import build
+    from rmbuild.declare.spec import load_model_spec
     from rmbuild.loading import load
-    from rmbuild.spec import load_model_spec
 
     store = Store(work / "tok-store")
     record = build(load_model_spec(EXAMPLE / "model.yaml"), "cpu", store=store).artifact

@@ -117,7 +117,7 @@ except Exception as exc:  # absent, or a stub wheel whose libraries never arrive
 major = int(str(tensorrt.__version__).split(".")[0])
 name = "tensorrt11" if major >= 11 else "tensorrt"
 try:
-    from rmbuild.toolchains import find_toolchain
+    from rmbuild.toolrun.toolchains import find_toolchain
 
     trtexec = find_toolchain(name).which("trtexec")
 except Exception as exc:  # noqa: BLE001 - said in the table

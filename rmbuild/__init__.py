@@ -113,7 +113,7 @@ def load(
 
 def _model_name(ref: str, store: Store | str | os.PathLike[str] | None) -> bool:
     """Whether the store holds artifacts of a model named ``ref``."""
-    from rmbuild.store import open_store
+    from rmbuild.storage.store import open_store
 
     own = store is None or isinstance(store, str | os.PathLike)
     opened = open_store(store, read_only=True) if own else store  # type: ignore[arg-type]
@@ -134,7 +134,7 @@ def _load_logical(
     **options: Any,
 ) -> Any:
     from rmbuild.serve.session import load_model
-    from rmbuild.store import open_store
+    from rmbuild.storage.store import open_store
 
     own = store is None or isinstance(store, str | os.PathLike)
     opened = open_store(store, read_only=True) if own else store  # type: ignore[arg-type]

@@ -4,8 +4,8 @@ Same key => same artifact => no rebuild. Everything that can change a stage's ou
 key, and nothing else is.
 
 The rule: bump ``KEY_VERSION`` on any change to the key's composition — a field added, removed
-or encoded differently, or a change in what ``rmbuild.stages.action_key()`` puts into a field
-(e.g. the tool identified by its digest instead of its name). Two tests enforce it:
+or encoded differently, or a change in what ``rmbuild.planning.stages.action_key()`` puts into
+a field (e.g. the tool identified by its digest instead of its name). Two tests enforce it:
 ``tests/test_keys.py`` pins the encoding of a hand-built key, and ``tests/test_keys_golden.py``
 pins the key of every built-in profile through ``action_key()`` with fixed environment facts, so
 a refactor cannot silently invalidate (or worse, alias) every user's cache.

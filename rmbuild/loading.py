@@ -19,7 +19,7 @@ from rmbuild.errors import (
     StoreCorrupt,
 )
 from rmbuild.plugins import require_available
-from rmbuild.store import open_store, resolve
+from rmbuild.storage.store import open_store, resolve
 
 if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Store
@@ -86,7 +86,7 @@ def _check_sizes(store: Store, record: ArtifactRecord, tree: Path) -> None:
 def _check_runnable(record: ArtifactRecord) -> None:
     """Refuse an internal artifact (a compiler's cache) before its backend takes it for a
     model and complains about missing model files."""
-    from rmbuild.compcache import KIND
+    from rmbuild.build.compcache import KIND
 
     if record.target == KIND or record.metadata.get("kind") == KIND:
         raise ArtifactNotRunnable(

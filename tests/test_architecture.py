@@ -33,26 +33,16 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("rmbuild", "artifact_store")
 
 # What the runtime floor may never import: the registry that joins plugins to the rest, the
-# backends themselves, and the wings that plan, build and store artifacts (the loader that joins
-# an artifact to a session lives a floor above the runtime for this reason).
+# backends themselves, the wings that plan, build and store artifacts, and the loader that joins
+# an artifact to a session (it lives a floor above the runtime for this reason).
 RUNTIME = "rmbuild.runtime"
 FORBIDDEN_FOR_RUNTIME = (
     "rmbuild.plugins",
     "rmbuild.backends",
+    "rmbuild.planning",
     "rmbuild.build",
-    "rmbuild.batch",
-    "rmbuild.compcache",
-    "rmbuild.executors",
-    "rmbuild.stages",
-    "rmbuild.walk",
-    "rmbuild.plan",
-    "rmbuild.policy",
-    "rmbuild.why",
-    "rmbuild.plancache",
-    "rmbuild.store",
-    "rmbuild.remotes",
-    "rmbuild.failures",
-    "rmbuild.results",
+    "rmbuild.storage",
+    "rmbuild.loading",
 )
 
 

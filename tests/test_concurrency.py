@@ -85,7 +85,7 @@ def test_sigkill_mid_compile_leaves_no_artifact_and_no_stuck_lock(
     cli_process,
     cli,
 ) -> None:
-    from rmbuild.store import open_store
+    from rmbuild.storage.store import open_store
 
     counter = project.root / "runs.txt"
     marker = project.root / "compiler.pid"

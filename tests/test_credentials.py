@@ -8,7 +8,7 @@ import pytest
 from rmbuild import credentials
 from rmbuild.config import builtin_dir
 from rmbuild.credentials import looks_like_credential
-from rmbuild.spec import load_profile
+from rmbuild.declare.spec import load_profile
 
 HF = "hf_" + "Zq8wXv3LmN7pRt2Ks9Yb4Jd6Fh1Gc5Aa"
 

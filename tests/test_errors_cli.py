@@ -243,7 +243,7 @@ def _commit(store, key: str, tmp_path: Path) -> None:  # noqa: ANN001
 
 
 def test_ambiguous_prefix_lists_candidates(project: Project, cli, tmp_path: Path) -> None:  # noqa: ANN001
-    from rmbuild.store import open_store
+    from rmbuild.storage.store import open_store
 
     a, b = "abcd1" + "0" * 59, "abcd2" + "0" * 59
     with open_store() as store:
@@ -262,7 +262,7 @@ def test_ambiguous_prefix_lists_candidates(project: Project, cli, tmp_path: Path
 
 def test_too_short_prefix_says_how_many_characters(project: Project, cli, tmp_path: Path) -> None:  # noqa: ANN001
     """A 2-character prefix of a real artifact must not look like 'no such artifact'."""
-    from rmbuild.store import open_store
+    from rmbuild.storage.store import open_store
 
     with open_store() as store:
         _commit(store, "ab" + "1" * 62, tmp_path)

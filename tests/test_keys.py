@@ -9,8 +9,8 @@ import pytest
 
 from rmbuild import keys
 from rmbuild.build import action_key, plan, source_digest
+from rmbuild.declare.spec import load_model_spec
 from rmbuild.keys import KEY_VERSION, ActionKey, canonical_json, tree_digest
-from rmbuild.spec import load_model_spec
 
 BASE = ActionKey(
     inputs={"model": "a" * 64},
@@ -130,7 +130,7 @@ def test_runtime_only_flags_do_not_change_keys(tmp_path: Path, store) -> None:  
 
 
 def test_level_all_keys_on_cpu_isa(tmp_path: Path, store, monkeypatch) -> None:  # noqa: ANN001
-    from rmbuild import hostinfo
+    from rmbuild.host import hostinfo
 
     spec = _project(tmp_path / "a", "opt_level: all")
     info = dict(hostinfo.cpu_info())
@@ -146,7 +146,7 @@ def test_level_all_keys_on_cpu_isa(tmp_path: Path, store, monkeypatch) -> None: 
 
 
 def test_toolchain_upgrade_changes_key(tmp_path: Path, store, monkeypatch) -> None:  # noqa: ANN001
-    from rmbuild import toolchains
+    from rmbuild.toolrun import toolchains
 
     spec = _project(tmp_path / "a")
     a = _keys(spec, store)

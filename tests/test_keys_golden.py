@@ -22,11 +22,13 @@ from typing import Any
 
 import pytest
 
-from rmbuild import keys, stages, toolchains, toolid
+from rmbuild import keys
 from rmbuild.build import PlannedStage, action_key
 from rmbuild.config import builtin_dir
-from rmbuild.spec import load_profile
-from rmbuild.toolchains import find_toolchain
+from rmbuild.declare.spec import load_profile
+from rmbuild.planning import stages
+from rmbuild.toolrun import toolchains, toolid
+from rmbuild.toolrun.toolchains import find_toolchain
 
 # Bump together with the table below when what enters a key changes (see the docstring).
 # 3: a key_env value enters as its sha256 digest (it may be a token); every key moved with the

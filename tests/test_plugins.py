@@ -244,9 +244,9 @@ def test_a_plugin_package_is_searched_after_the_user_and_before_the_builtins(
     assert [f.origin for f in found] == ["project", "user", "plugin", "built-in"]
     assert found[-2].path == (folder / "profiles").resolve() and found[-2].package == "vendor_a"
 
-    from rmbuild.profiles import find_profile, profile_origins
-    from rmbuild.templating import render_argv
-    from rmbuild.toolchains import find_toolchain
+    from rmbuild.declare.profiles import find_profile, profile_origins
+    from rmbuild.declare.templating import render_argv
+    from rmbuild.toolrun.toolchains import find_toolchain
 
     assert find_profile("vendor-a-npu", project).profile.output_format == "vendor-bin"
     assert profile_origins(project)["vendor-a-npu"].label == "vendor_a"

@@ -134,7 +134,7 @@ def test_missing_field_and_count_of_other_problems(tmp_path: Path) -> None:
 
 def test_unknown_field_comes_first_with_a_did_you_mean(tmp_path: Path) -> None:
     """`profil:` made 'profile' missing; the typo is what explains it."""
-    from rmbuild.spec import ModelSpec
+    from rmbuild.declare.spec import ModelSpec
 
     text = "name: t\nsource:\n  path: m\ntargets:\n  cpu:\n    profil: onnxruntime-cpu\n"
     path, data, lines = _load(tmp_path, text)
@@ -147,7 +147,7 @@ def test_unknown_field_comes_first_with_a_did_you_mean(tmp_path: Path) -> None:
 
 
 def test_unknown_top_level_field_suggests_and_far_ones_do_not(tmp_path: Path) -> None:
-    from rmbuild.spec import ModelSpec
+    from rmbuild.declare.spec import ModelSpec
 
     text = "name: t\nsorce:\n  path: m\ntargets:\n  cpu: {profile: p}\nzzz: 1\n"
     path, data, lines = _load(tmp_path, text)
@@ -229,7 +229,7 @@ def test_hostile_spec_through_the_cli(tmp_path: Path, store_dir: Path, cli) -> N
 
 def test_union_member_names_do_not_leak_into_the_field(tmp_path: Path) -> None:
     """``str | int | ...`` fields: pydantic appends 'str', 'int' to the path; they are not keys."""
-    from rmbuild.spec import ModelSpec
+    from rmbuild.declare.spec import ModelSpec
 
     text = (
         "name: t\nsource:\n  path: m\ntargets:\n  a:\n    profile: p\n    flags:\n"

@@ -37,9 +37,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from rmbuild.declare.spec import BuildProfile
     from rmbuild.runtime.session import BackendSession
-    from rmbuild.spec import BuildProfile
-    from rmbuild.toolchains import Toolchain
+    from rmbuild.toolrun.toolchains import Toolchain
 
 
 def version_tuple(version: str) -> tuple[int, ...]:

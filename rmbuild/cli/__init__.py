@@ -111,7 +111,7 @@ class AppContext:
 
     def store(self) -> Any:
         if self._store is None:
-            from rmbuild.store import open_store
+            from rmbuild.storage.store import open_store
 
             self._store = open_store(self.store_path, self.index_url)
         return self._store
@@ -216,7 +216,7 @@ def _print_error(exc: Any) -> None:
     from rich.console import Console
     from rich.markup import escape
 
-    from rmbuild.toolproc import strip_ansi
+    from rmbuild.toolrun.toolproc import strip_ansi
 
     # A vendor tool's colour codes inside a message are noise in a log or a CI page.
     clean = (lambda s: s) if sys.stderr.isatty() else strip_ansi
@@ -233,7 +233,7 @@ def _json_error(error: dict[str, Any]) -> None:
     """The failure as one JSON object on stdout, for a command given --json (never after the
     command's own JSON result: verify and check print theirs, then fail)."""
     from rmbuild.cli import _output
-    from rmbuild.toolproc import strip_ansi
+    from rmbuild.toolrun.toolproc import strip_ansi
 
     if _output.json_written():
         return
@@ -345,6 +345,6 @@ def _translate(exc: BaseException) -> Any:
     """artifact_store's own errors are about the store's state or the user's input, not bugs."""
     if "artifact_store" not in sys.modules or not isinstance(exc, Exception):
         return None
-    from rmbuild.store import translate
+    from rmbuild.storage.store import translate
 
     return translate(exc)

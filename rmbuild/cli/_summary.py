@@ -1,7 +1,7 @@
 """The end of a many-target ``compile``: what was built, found cached, skipped and failed.
 
 ``compile --all`` keeps going past a target that cannot be built here or fails
-(:func:`rmbuild.batch.compile_targets`), so its user needs one place that says how each target
+(:func:`rmbuild.build.batch.compile_targets`), so its user needs one place that says how each target
 ended: a summary on stderr (the result lines stay on stdout), and one row per target in
 ``--json``.
 """
@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from rmbuild.batch import TargetFailure
 from rmbuild.build import BuildResult
+from rmbuild.build.batch import TargetFailure
 
 BUILT, HIT, SKIPPED, FAILED, NOT_TRIED = "built", "hit", "skipped", "failed", "not tried"
 

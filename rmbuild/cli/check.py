@@ -33,15 +33,15 @@ def command(app: Any, ref: str, remote_url: str | None, as_json: bool) -> None:
     artifact's files.
     """
     from rmbuild.errors import IncompatibleArtifact
-    from rmbuild.why import grade_artifact
+    from rmbuild.planning.why import grade_artifact
 
     if remote_url:
-        from rmbuild import remotes
+        from rmbuild.storage import remotes
 
         remote = remotes.open_remote(remote_url, required=True)
         record = remotes.call(remote.resolve, ref).to_record()
     else:
-        from rmbuild.store import open_store, resolve
+        from rmbuild.storage.store import open_store, resolve
 
         store = open_store(app.store_path, app.index_url, read_only=True)
         record = resolve(store, ref)

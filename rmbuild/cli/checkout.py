@@ -35,7 +35,7 @@ def command(app: Any, ref: str, directory: Path, as_json: bool) -> None:
     is refused (exit 2), unless it already holds exactly this artifact.
     """
     from rmbuild.errors import DestinationNotEmpty, StoreCorrupt
-    from rmbuild.store import open_store, resolve, translate
+    from rmbuild.storage.store import open_store, resolve, translate
 
     # Read-only: a serving host may mount the store read-only; checkout writes only DIR.
     store = open_store(app.store_path, app.index_url, read_only=True)

@@ -19,7 +19,7 @@ def _allow_unpinned(value: bool) -> None:
     if value:
         import os
 
-        from rmbuild.sources import ALLOW_UNPINNED_ENV
+        from rmbuild.declare.sources import ALLOW_UNPINNED_ENV
 
         os.environ[ALLOW_UNPINNED_ENV] = "1"
 
@@ -154,7 +154,7 @@ def command(
         raise click.UsageError("--rebuild (redo) runs the tools; the cache policy is readonly")
     from pathlib import Path
 
-    from rmbuild import remotes
+    from rmbuild.storage import remotes
 
     # The remote first, whichever path serves the compile: flag > RMBUILD_REMOTE > rmbuild.toml
     # > user config. A fast-path hit pushes what the remote lacks, as the full path does.
@@ -166,7 +166,7 @@ def command(
         if _fast_hit(app, spec, wanted, as_json, remote, readonly=readonly):
             return
     from rmbuild.build import compile_targets
-    from rmbuild.spec import load_model_spec
+    from rmbuild.declare.spec import load_model_spec
 
     loaded = load_model_spec(spec)
     names = list(loaded.spec.targets) if all_targets or not targets else list(targets)
@@ -174,8 +174,8 @@ def command(
     # Every target (or a class's candidates): keep going past one that fails, by default.
     many = all_targets or not targets
     if targets and not all_targets:
-        # A target name or a resource class: rmbuild.policy decides.
-        from rmbuild import policy
+        # A target name or a resource class: rmbuild.planning.policy decides.
+        from rmbuild.planning import policy
 
         # A class's decision is recorded for the fast path; what it depends on is stat'ed
         # once the candidates are planned, before anything is checked.
@@ -183,7 +183,7 @@ def command(
         snaps: list[Any] = []
 
         def planned(spec_: Any, chains: list[list[Any]]) -> None:
-            from rmbuild import plancache
+            from rmbuild.planning import plancache
 
             snaps.append(plancache.class_snapshot(spec_, chains))
 
@@ -253,7 +253,7 @@ def command(
         reporter.close()  # the live line, or the plain heartbeat of a stage that failed
     results = [o for o in outcomes if not isinstance(o, TargetFailure)]
     if class_cache is not None and len(results) == len(names):
-        from rmbuild import plancache
+        from rmbuild.planning import plancache
 
         plancache.remember_class(class_cache[0], store, *class_cache[1:])
     if alias:
@@ -301,9 +301,9 @@ def _fast_hit(
     readonly: bool = False,
 ) -> bool:
     """Serve an all-hit compile from the plan cache; False: take the full path. With a
-    remote, what it lacks of the hits is pushed (:func:`rmbuild.remotes.share`), as every
+    remote, what it lacks of the hits is pushed (:func:`rmbuild.storage.remotes.share`), as every
     target's :func:`rmbuild.build.build` does."""
-    from rmbuild import plancache
+    from rmbuild.planning import plancache
 
     try:
         store = app.store()
@@ -312,7 +312,7 @@ def _fast_hit(
     notes: list[str] = []
     if targets:
         # A resource class (--target npu) as the policy last resolved it, if nothing it
-        # depended on changed since (rmbuild.plancache); else the full path decides again.
+        # depended on changed since (rmbuild.planning.plancache); else the full path decides again.
         expanded = plancache.expand_classes(spec, store.root, targets)
         if expanded is None:
             return False
@@ -323,7 +323,7 @@ def _fast_hit(
     for line in notes:  # what the class skipped and why, as the full path says it
         click.echo(line, err=True)
     if remote is not None:
-        from rmbuild import remotes
+        from rmbuild.storage import remotes
 
         pushed = set(remotes.share(remote, store, [r.stages[-1].key for r in results]))
         for r in results:
@@ -359,7 +359,7 @@ def _fast_hit(
 
 
 def _print_plan(loaded: Any, names: list[str], store: Any, remote: Any, as_json: bool) -> None:
-    from rmbuild.plan import plan_spec, render_text
+    from rmbuild.planning.plan import plan_spec, render_text
 
     result = plan_spec(loaded, names, store, remote=remote)
     if as_json:
@@ -383,7 +383,7 @@ def _readonly_plan(
 def _with_plan(exc: Any, loaded: Any, names: list[str], store: Any, remote: Any) -> Any:
     """A readonly miss, with the plan of everything that is missing."""
     from rmbuild.errors import ReadOnlyMiss
-    from rmbuild.plan import plan_spec
+    from rmbuild.planning.plan import plan_spec
 
     try:
         missing = plan_spec(loaded, names, store, remote=remote).missing()

@@ -64,7 +64,7 @@ def command(
     must run). Files from the store are read-only hard links into it: copy before editing.
     """
     from rmbuild.handoff import ExportOptions, engine_module, export
-    from rmbuild.store import open_store
+    from rmbuild.storage.store import open_store
 
     engine_module(engine)  # a refused or unknown engine fails before the store is opened
     store = open_store(app.store_path, app.index_url, read_only=True)

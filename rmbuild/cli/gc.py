@@ -135,7 +135,7 @@ def command(
 def _collect_remote(url: str, *, dry_run: bool, as_json: bool) -> None:
     """``gc --remote``: see :mod:`artifact_store.remote_gc`."""
     from artifact_store.remote_gc import collect_remote
-    from rmbuild import remotes
+    from rmbuild.storage import remotes
 
     remote = remotes.open_remote(url or None, required=True)
     assert remote is not None

@@ -13,12 +13,13 @@ from rmbuild.cli._output import console, emit_json, styled
 
 def machine_info() -> dict[str, Any]:
     """CPU, accelerators, toolchains and backends of this machine. The one SDK imported is
-    OpenVINO's, where installed: its device list is asked of it (rmbuild.resources)."""
-    from rmbuild import policy, provision
-    from rmbuild.hostinfo import cpu_info
+    OpenVINO's, where installed: its device list is asked of it (rmbuild.host.resources)."""
+    from rmbuild.host.hostinfo import cpu_info
+    from rmbuild.host.resources import discover
+    from rmbuild.planning import policy
     from rmbuild.plugins import registry
-    from rmbuild.resources import discover
-    from rmbuild.toolchains import list_toolchains
+    from rmbuild.toolrun import provision
+    from rmbuild.toolrun.toolchains import list_toolchains
 
     toolchains = []
     for tc in list_toolchains(Path.cwd()):  # the project's own toolchains too
@@ -63,7 +64,7 @@ def machine_info() -> dict[str, Any]:
             "python": platform.python_version(),
         },
         "cpu": cpu_info(),
-        # Every vendor asked its documented way (rmbuild.resources); gpus/npus keep
+        # Every vendor asked its documented way (rmbuild.host.resources); gpus/npus keep
         # their old shape for scripts that read them.
         "gpus": [d for d in found["devices"] if d["class"] == "gpu"],
         "npus": [{**d, "device": d["name"]} for d in found["devices"] if d["class"] == "npu"],
@@ -135,7 +136,7 @@ def command(as_json: bool) -> None:
         )
         if tc.get("provisioned"):
             out.print(styled((f"    provisioned at {tc['provisioned']}", "dim")))
-        if "missing" not in tc:  # an entry from before rmbuild.policy said what one lacks
+        if "missing" not in tc:  # an entry from before rmbuild.planning.policy said what one lacks
             absent = [k for k, v in tc["packages"].items() if not v]
             if absent:
                 out.print(styled((f"    not installed: {', '.join(absent)}", "dim")))

@@ -38,7 +38,7 @@ WRITE_BATCH = 1000
 
 def internal_targets() -> tuple[str, ...]:
     """Targets of internal artifacts: stored for rmbuild's own use, not built by a user."""
-    from rmbuild.compcache import KIND
+    from rmbuild.build.compcache import KIND
 
     return (KIND,)
 
@@ -95,7 +95,7 @@ def command(
     output is streamed. Internal artifacts (compiler caches) are shown with --all, or when
     --target names their target. Filters and the limit run in the index.
     """
-    from rmbuild.store import open_store
+    from rmbuild.storage.store import open_store
 
     terminal = sys.stdout.isatty() and not as_json
     if limit is None and not show_all and terminal:

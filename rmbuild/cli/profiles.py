@@ -20,9 +20,9 @@ from rmbuild.cli._output import console, emit_json, plain, styled
 def command(start: Path | None, as_json: bool) -> None:
     """List profiles: project profiles/ first, then user config, then plugin packages and
     built-ins; FROM says where each comes from (project, user, env, or the package)."""
+    from rmbuild.declare.profiles import list_profiles, profile_origins
     from rmbuild.errors import SpecError
     from rmbuild.plugins import registry
-    from rmbuild.profiles import list_profiles, profile_origins
 
     folder = (start or Path.cwd()).resolve()
     backends = registry()

@@ -32,7 +32,7 @@ def command(
     """Download REFS (full ids, unique prefixes, aliases, or MODEL:TARGET for the newest)
     from the remote cache into the local store. The remote's aliases of each artifact are set
     here too (an alias pulled by name moves here if it pointed elsewhere)."""
-    from rmbuild import remotes
+    from rmbuild.storage import remotes
     from rmbuild.trust.policy import pull_admission
 
     remote = remotes.open_remote(remote_url, required=True)
@@ -59,7 +59,7 @@ def command(
 
 def remote_records(remote_url: str | None, **filters: str | None) -> list[Any]:
     """``ls --remote``: what the remote holds, as records, filtered like ``ls``."""
-    from rmbuild import remotes
+    from rmbuild.storage import remotes
 
     remote = remotes.open_remote(remote_url or None, required=True)
     assert remote is not None

@@ -93,8 +93,8 @@ def command(
     go too, also of artifacts the remote already holds (an alias given after a push). A push
     that fails removes what it began; `rmbuild gc --remote` collects what a killed one left.
     """
-    from rmbuild import remotes
-    from rmbuild.store import resolve
+    from rmbuild.storage import remotes
+    from rmbuild.storage.store import resolve
 
     if push_all == bool(refs):
         raise click.UsageError("give artifact ids/aliases, or --all (not both)")

@@ -63,7 +63,7 @@ def command(
 
     from rmbuild.loading import load
     from rmbuild.runtime.sampling import SamplingParams
-    from rmbuild.store import open_store
+    from rmbuild.storage.store import open_store
 
     t0 = time.perf_counter()
     options = {"device": device} if device else {}

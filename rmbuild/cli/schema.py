@@ -11,7 +11,7 @@ from rmbuild.cli._output import emit_json
 @click.argument("kind", type=click.Choice(["model", "profile"]), default="model")
 def command(kind: str) -> None:
     """Print the JSON Schema of model.yaml (default) or of a build profile."""
-    from rmbuild.spec import BuildProfile, ModelSpec
+    from rmbuild.declare.spec import BuildProfile, ModelSpec
 
     model = ModelSpec if kind == "model" else BuildProfile
     schema = model.model_json_schema()

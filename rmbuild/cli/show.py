@@ -77,7 +77,7 @@ def command(app: Any, ref: str, slsa: bool, as_json: bool) -> None:
     """Show provenance of REF (id, unique prefix or alias)."""
     from rich.markup import escape
 
-    from rmbuild.store import open_store, resolve
+    from rmbuild.storage.store import open_store, resolve
 
     # Read-only index: show works on a full disk.
     store = open_store(app.store_path, app.index_url, read_only=True)

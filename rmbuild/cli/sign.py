@@ -78,7 +78,7 @@ def command(
     import os
 
     from rmbuild.errors import UsageError
-    from rmbuild.store import resolve
+    from rmbuild.storage.store import resolve
     from rmbuild.trust import oms, signatures
 
     if keyless == (key_path is not None):

@@ -14,7 +14,7 @@ import click
 @click.pass_obj
 def command(app: Any, ref: str, alias: str | None, delete: bool) -> None:
     """Point ALIAS at artifact REF (re-pointing it if it exists); -d REF removes alias REF."""
-    from rmbuild.store import resolve
+    from rmbuild.storage.store import resolve
 
     store = app.store()
     if delete:

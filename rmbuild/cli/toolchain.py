@@ -16,13 +16,14 @@ def describe(start: Path | None = None) -> list[dict[str, Any]]:
 
     ``installed``: its environment and the packages it declares are there; ``ready``: nothing
     is missing, system tools included; ``missing``: each gap with the command that gets it.
-    All three come from :func:`rmbuild.policy.toolchain_gaps`, the function ``compile``,
+    All three come from :func:`rmbuild.planning.policy.toolchain_gaps`, the function ``compile``,
     ``--plan``/``--explain`` and ``info`` ask too, so no two commands disagree.
     """
-    from rmbuild import policy, provision
+    from rmbuild.declare.profiles import list_profiles
     from rmbuild.keys import canonical_json
-    from rmbuild.profiles import list_profiles
-    from rmbuild.toolchains import list_toolchains
+    from rmbuild.planning import policy
+    from rmbuild.toolrun import provision
+    from rmbuild.toolrun.toolchains import list_toolchains
 
     users: dict[str, list[str]] = {}
     for loaded in list_profiles(start):
@@ -71,7 +72,7 @@ def command() -> None:
 
 
 def _find(name: str) -> Any:
-    from rmbuild.toolchains import find_toolchain
+    from rmbuild.toolrun.toolchains import find_toolchain
 
     return find_toolchain(name, Path.cwd())
 
@@ -95,7 +96,7 @@ def install_cmd(
     Every system tool the toolchain needs is checked first: one missing stops the install
     before anything is downloaded (exit 7), naming each with the command that installs it.
     """
-    from rmbuild import provision
+    from rmbuild.toolrun import provision
 
     tc = _find(name)
     if not without_system_tools and (force or not provision.status(tc).installed):
@@ -149,8 +150,9 @@ def install_cmd(
 
 def _require_system_tools(tc: Any) -> None:
     """Exit 7 naming every missing system tool of ``tc`` (see ``install``)."""
-    from rmbuild import policy, provision
     from rmbuild.errors import BackendUnavailable
+    from rmbuild.planning import policy
+    from rmbuild.toolrun import provision
 
     if not tc.provisioned:
         return  # not ours to install: `install` says so itself
@@ -206,7 +208,7 @@ def ls_cmd(as_json: bool) -> None:
 @click.argument("name")
 def rm_cmd(name: str) -> None:
     """Remove the environment of toolchain NAME."""
-    from rmbuild import provision
+    from rmbuild.toolrun import provision
 
     removed = provision.remove(_find(name))
     click.echo(f"{name}: {'removed' if removed else 'was not installed'}")
@@ -216,7 +218,7 @@ def rm_cmd(name: str) -> None:
 @click.argument("name")
 def path_cmd(name: str) -> None:
     """Print the environment folder of toolchain NAME (exit 7 when not installed)."""
-    from rmbuild import provision
+    from rmbuild.toolrun import provision
 
     tc = _find(name)
     if tc.provisioned:

@@ -50,7 +50,7 @@ def command(
     """Verify REFS (default: every artifact). Exits 6 if any is corrupt, or (--signature)
     has no signature that holds."""
     from rmbuild.errors import StoreCorrupt
-    from rmbuild.store import open_store, resolve
+    from rmbuild.storage.store import open_store, resolve
 
     root = _trust_root(signature, key_path, cert_path)
 

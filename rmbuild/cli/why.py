@@ -35,9 +35,9 @@ def command(app: Any, spec: str, target: str, remote_url: str | None, as_json: b
     resource class, as for `compile --target`: then every target of the class, with what
     those that cannot be built here lack. With --json a class gives {"classes", "targets"}.
     """
-    from rmbuild import remotes
-    from rmbuild.plan import blocked_reason, why_targets
-    from rmbuild.spec import load_model_spec
+    from rmbuild.declare.spec import load_model_spec
+    from rmbuild.planning.plan import blocked_reason, why_targets
+    from rmbuild.storage import remotes
 
     loaded = load_model_spec(spec)
     store = app.store()

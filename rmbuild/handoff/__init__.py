@@ -93,7 +93,7 @@ def export(
     ``engine`` into ``dest`` (new or empty); returns it. Each artifact is checked against its
     manifest first; ``dest`` is whole or absent afterwards."""
     from rmbuild.handoff import bundle as bundle_mod
-    from rmbuild.store import resolve
+    from rmbuild.storage.store import resolve
 
     module = engine_module(engine)
     options = options or ExportOptions()

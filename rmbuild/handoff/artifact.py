@@ -89,8 +89,8 @@ class Artifact:
 
     def resource(self) -> str:
         """The device class of the profile that made it (npu, gpu, cpu, ...; "any" unknown)."""
+        from rmbuild.declare.profiles import find_profile
         from rmbuild.errors import RmbuildError
-        from rmbuild.profiles import find_profile
 
         name = self.metadata.get("profile")
         spec = self.metadata.get("spec_file")

@@ -16,11 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rmbuild.declare.sources import source_path
 from rmbuild.errors import IncompatibleArtifact, InternalError
 from rmbuild.handoff.artifact import Artifact, engines_for, only_one, precision, refuse
 from rmbuild.handoff.bundle import Command, Copy, ExportOptions, Plan, Rel
 from rmbuild.runtime import limits
-from rmbuild.sources import source_path
 
 ENGINE = "vllm"
 TITLE = "vLLM"
@@ -49,9 +49,9 @@ def built_from(art: Artifact) -> str | None:
 
 def source_of(art: Artifact) -> tuple[Any, dict[str, Path], dict[str, str], str]:
     """The artifact's model.yaml, its source files, their digests and the folder digest."""
+    from rmbuild.declare.sources import source_file_digests, source_files
+    from rmbuild.declare.spec import load_model_spec
     from rmbuild.keys import tree_digest
-    from rmbuild.sources import source_file_digests, source_files
-    from rmbuild.spec import load_model_spec
 
     spec_file = art.metadata.get("spec_file")
     if not isinstance(spec_file, str):

@@ -24,8 +24,8 @@ from rmbuild.errors import ArtifactNotFound, BackendUnavailable, RmbuildError, U
 if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Store
     from artifact_store.remote import Remote
+    from rmbuild.declare.spec import LoadedSpec
     from rmbuild.runtime.session import BackendSession
-    from rmbuild.spec import LoadedSpec
 
 # Kept for callers that passed it; the order itself is the policy's (rmbuild.policy).
 DEFAULT_ORDER = ("npu", "gpu", "cpu", "any", "remote")
@@ -105,7 +105,7 @@ class LogicalModel:
 
 def _resource(record: ArtifactRecord, start: Path | None) -> str:
     """The device class of the profile that made ``record`` ("any" where it is unknown)."""
-    from rmbuild.profiles import find_profile
+    from rmbuild.declare.profiles import find_profile
 
     name = record.metadata.get("profile")
     if not name:
@@ -144,7 +144,7 @@ def _internal(record: ArtifactRecord) -> bool:
 def _spec_of(ref: str) -> LoadedSpec | None:
     path = Path(ref)
     if ref.endswith((".yaml", ".yml")) and path.is_file():
-        from rmbuild.spec import load_model_spec
+        from rmbuild.declare.spec import load_model_spec
 
         return load_model_spec(path)
     return None
@@ -178,7 +178,7 @@ def _records(store: Store, ref: str, spec: LoadedSpec | None) -> tuple[str, list
     records = [r for r in store.list(model=ref) if not _internal(r)]
     if records:
         return ref, records, set()
-    from rmbuild.store import resolve
+    from rmbuild.storage.store import resolve
 
     try:
         record = resolve(store, ref)  # an alias or an artifact id names one artifact
@@ -209,7 +209,7 @@ def resolve_model(
     first. ``build`` (a model.yaml only): the best target this machine can run, build and
     does not hold is compiled first. ``notes`` is told of each pull, build or failure to.
     """
-    from rmbuild import policy
+    from rmbuild.planning import policy
 
     say = notes or (lambda _message: None)
     spec = _spec_of(ref)
@@ -301,9 +301,9 @@ def build_best(
     stored, where it ranks ahead of every stored one and its toolchains are installed.
     Returns whether something was built. A build that fails is a note: what is stored still
     serves (and nothing stored at all is the caller's error)."""
-    from rmbuild import policy
     from rmbuild.build import build, plan
-    from rmbuild.profiles import find_profile
+    from rmbuild.declare.profiles import find_profile
+    from rmbuild.planning import policy
 
     @dataclass
     class _Target:

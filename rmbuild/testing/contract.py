@@ -24,7 +24,7 @@ from rmbuild.errors import IncompatibleArtifact, RmbuildError, SessionClosed
 
 if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Store
-    from rmbuild.spec import LoadedProfile, LoadedSpec
+    from rmbuild.declare.spec import LoadedProfile, LoadedSpec
 
 # A value no template may split or hand to a shell: if it reaches the argv, it is one argument.
 HOSTILE = "x; rm -rf ~ $(id) `id` | cat && echo"
@@ -154,7 +154,7 @@ def check_availability(contract: BackendContract) -> Availability:
 
 def backend_profiles(contract: BackendContract, start: Path | None = None) -> list[LoadedProfile]:
     """The profiles of this backend on the search path (its package's included)."""
-    from rmbuild.profiles import list_profiles
+    from rmbuild.declare.profiles import list_profiles
 
     found = []
     for loaded in list_profiles(start):
@@ -171,8 +171,8 @@ def check_templates(contract: BackendContract) -> None:
     """Every profile of the backend loads, names a toolchain that exists, declares outputs,
     and its template renders an argv that no shell runs: a list of arguments whose first is
     not a shell, in which a hostile flag value stays one literal argument."""
-    from rmbuild.adapter import BinaryCompilerAdapter
-    from rmbuild.toolchains import find_toolchain
+    from rmbuild.toolrun.adapter import BinaryCompilerAdapter
+    from rmbuild.toolrun.toolchains import find_toolchain
 
     start = contract.model_yaml.parent if contract.model_yaml else None
     profiles = backend_profiles(contract, start)
@@ -217,8 +217,8 @@ def _check_argv(profile: str, argv: list[str]) -> None:
 def _plan(contract: BackendContract) -> tuple[LoadedSpec, list[Any]]:
     if contract.model_yaml is None or contract.target is None:
         raise ContractSkip("no model_yaml/target given: the key and build checks need one")
-    from rmbuild.spec import load_model_spec
-    from rmbuild.stages import plan
+    from rmbuild.declare.spec import load_model_spec
+    from rmbuild.planning.stages import plan
 
     spec = load_model_spec(contract.model_yaml)
     chain = plan(spec, contract.target)
@@ -235,7 +235,7 @@ def check_probe_facts_in_key(contract: BackendContract) -> None:
     JSON, the same when asked twice, is what the stage's action key holds, and a different
     fact gives a different key."""
     from rmbuild.errors import ToolError
-    from rmbuild.stages import action_key
+    from rmbuild.planning.stages import action_key
 
     spec, chain = _plan(contract)
     plugin = plugin_of(contract)
@@ -308,7 +308,7 @@ def check_outputs_stored(contract: BackendContract, built: Built) -> None:
 
 
 def plan_last(built: Built) -> Any:
-    from rmbuild.stages import plan
+    from rmbuild.planning.stages import plan
 
     return plan(built.spec, built.record.target)[-1]
 

@@ -46,7 +46,7 @@ HF_ONLY = frozenset(
 def _open(store: Store | str | os.PathLike[str] | None) -> tuple[Store, bool]:
     """The store to read, and whether this call opened it (and closes it with the session)."""
     if store is None or isinstance(store, str | os.PathLike):
-        from rmbuild.store import open_store
+        from rmbuild.storage.store import open_store
 
         return open_store(store, read_only=True), True
     return store, False

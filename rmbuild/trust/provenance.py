@@ -34,9 +34,9 @@ from rmbuild.version import __version__
 
 if TYPE_CHECKING:
     from artifact_store import ArtifactRecord, Manifest, Store
+    from rmbuild.declare.spec import LoadedSpec
     from rmbuild.keys import ActionKey
-    from rmbuild.spec import LoadedSpec
-    from rmbuild.stages import PlannedStage
+    from rmbuild.planning.stages import PlannedStage
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 SLSA_PREDICATE = "https://slsa.dev/provenance/v1"
@@ -113,7 +113,7 @@ def source_deps(spec: LoadedSpec, store: Store) -> list[dict[str, Any]]:
     """The model folder's files as resolved dependencies. Read before the tool runs: the
     digests are then stat-cache hits of the key's own hashing, and nothing here needs the
     index once the tool's output waits to be recorded."""
-    from rmbuild import sources
+    from rmbuild.declare import sources
 
     deps: list[dict[str, Any]] = []
     hub = None

@@ -10,7 +10,7 @@ import pytest
 
 from artifact_store import ArtifactRecord
 from rmbuild.backends.base import Availability, BackendPlugin
-from rmbuild.why import grade_artifact
+from rmbuild.planning.why import grade_artifact
 
 
 def _built(cli, project) -> str:

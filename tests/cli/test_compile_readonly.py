@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def test_a_readonly_hit_records_no_use_and_no_last_use(
     cli, project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001
-    from rmbuild import plancache
+    from rmbuild.planning import plancache
 
     built = cli("compile", str(project.spec), "--json")
     assert built.code == 0, built.err

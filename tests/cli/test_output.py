@@ -135,7 +135,7 @@ def test_info(monkeypatch: pytest.MonkeyPatch, cli) -> None:  # noqa: ANN001
 def _bracketed_artifact(tmp_path: Path) -> str:
     """An artifact whose stored names and metadata hold brackets (built through the store API:
     names that model.yaml would refuse can still come from another tool's index)."""
-    from rmbuild.store import open_store
+    from rmbuild.storage.store import open_store
 
     tree = tmp_path / "tree"
     tree.mkdir()

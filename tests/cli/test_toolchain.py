@@ -67,7 +67,7 @@ def test_a_main_env_toolchain_is_not_installable(tiny: Path, cli) -> None:  # no
 def test_ls_and_info_agree_on_what_a_toolchain_lacks(tiny: Path, cli) -> None:  # noqa: ANN001
     # A toolchain of rmbuild's own environment whose package is not installed, and one whose
     # system tool is missing: `ls` called both "installed" while `info` listed the package
-    # as not installed. Both now ask rmbuild.policy.toolchain_gaps.
+    # as not installed. Both now ask rmbuild.planning.policy.toolchain_gaps.
     folder = tiny / "profiles" / "toolchains"
     (folder / "nopkg.yaml").write_text("name: nopkg\npython: null\npackages: [no-such-pkg-xyz]\n")
     (folder / "notool.yaml").write_text(

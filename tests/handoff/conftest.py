@@ -43,7 +43,7 @@ class Built:
 
 def _build(root: Path, targets: list[str]) -> dict[str, str]:
     from artifact_store import Store
-    from rmbuild.batch import compile_spec
+    from rmbuild.build.batch import compile_spec
 
     store = Store(root / "store")
     try:

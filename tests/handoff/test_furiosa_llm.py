@@ -143,8 +143,8 @@ def test_tensor_parallelism_past_one_chip_names_more_devices(tmp_path: Path) -> 
 
 def test_furiosa_llms_own_discovery_picks_the_bundles_fxb(tmp_path: Path) -> None:
     """With the provisioned furiosa toolchain, furiosa-llm's discover_fxb itself."""
-    from rmbuild import provision
     from rmbuild.backends.furiosa import probe
+    from rmbuild.toolrun import provision
 
     toolchain = probe.toolchain()
     if not provision.status(toolchain).installed:

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 import pytest
 
 from artifact_store import Store
-from rmbuild import policy
 from rmbuild.build import compile_spec
 from rmbuild.errors import ArtifactNotFound, BackendUnavailable, UsageError
+from rmbuild.planning import policy
 from rmbuild.serve.model import resolve_model
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def test_serve_order_default_and_declared() -> None:
 def test_target_remote_resolves_to_the_remote_targets_without_a_local_device(
     project: Project,
 ) -> None:
-    from rmbuild.spec import load_model_spec
+    from rmbuild.declare.spec import load_model_spec
 
     spec = _project(project)
     resolution = policy.resolve(load_model_spec(spec), ["remote"], devices=[])

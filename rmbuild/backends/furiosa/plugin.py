@@ -28,9 +28,9 @@ from rmbuild.backends.furiosa import probe
 from rmbuild.errors import IncompatibleArtifact
 
 if TYPE_CHECKING:
+    from rmbuild.declare.spec import BuildProfile
     from rmbuild.runtime.session import BackendSession
-    from rmbuild.spec import BuildProfile
-    from rmbuild.toolchains import Toolchain
+    from rmbuild.toolrun.toolchains import Toolchain
 
 FXB_FORMAT = "furiosa-fxb"
 FACTS = "rngd.json"  # sidecar: the .fxb manifest's facts, read without the SDK
@@ -110,7 +110,7 @@ class FuriosaBackend(BackendPlugin):
     description = "FuriosaAI RNGD: fxb build (furiosa-llm 2026.4) -> .fxb + HF files"
 
     def availability(self) -> Availability:
-        from rmbuild import provision
+        from rmbuild.toolrun import provision
 
         try:
             tc = probe.toolchain()
@@ -189,7 +189,7 @@ class FuriosaBackend(BackendPlugin):
     # ------------------------------------------------------------------ loading
 
     def check_compatible(self, metadata: dict[str, Any]) -> None:
-        from rmbuild.resources import discover
+        from rmbuild.host.resources import discover
 
         found = discover()
         rngd = found["furiosa"]["devices"]

@@ -2,7 +2,7 @@
 
 The SDK (furiosa-llm 2026.4, torch 2.10) lives only in the provisioned ``furiosa`` toolchain;
 this module reads its install marker and the device nodes, and asks ``furiosa_smi``
-through ``rmbuild.resources`` (a subprocess in that toolchain).
+through ``rmbuild.host.resources`` (a subprocess in that toolchain).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ PES_PER_CHIP = 8
 
 def toolchain(start: Path | None = None) -> Any:
     """The ``furiosa`` toolchain definition (installed or not)."""
-    from rmbuild.toolchains import find_toolchain
+    from rmbuild.toolrun.toolchains import find_toolchain
 
     return find_toolchain(TOOLCHAIN, start)
 
@@ -39,7 +39,7 @@ def npu_target(tp: int, pp: int = 1) -> str:
 
 def devices() -> list[Resource]:
     """RNGD devices here (furiosa_smi in the toolchain, else /dev/rngd*)."""
-    from rmbuild.resources import furiosa
+    from rmbuild.host.resources import furiosa
 
     return [
         Resource(type="npu", name=d["name"], vendor="furiosa", attributes={"driver": d["driver"]})

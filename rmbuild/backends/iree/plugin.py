@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING, Any
 from rmbuild.backends.base import Availability, BackendPlugin, Resource
 from rmbuild.backends.iree import probe
 from rmbuild.errors import IncompatibleArtifact, SpecError, ToolError, ToolNotFound
-from rmbuild.hostinfo import cpu_info
+from rmbuild.host.hostinfo import cpu_info
 
 if TYPE_CHECKING:
+    from rmbuild.declare.spec import BuildProfile
     from rmbuild.runtime.session import BackendSession
-    from rmbuild.spec import BuildProfile
-    from rmbuild.toolchains import Toolchain
+    from rmbuild.toolrun.toolchains import Toolchain
 
 VMFB_FORMAT = "iree-vmfb"
 

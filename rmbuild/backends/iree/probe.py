@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from rmbuild.backends.base import Resource
-from rmbuild.hostinfo import cpu_info, gpus
+from rmbuild.host.hostinfo import cpu_info, gpus
 
 RUNTIME_DIST = "iree-base-runtime"
 COMPILER_DIST = "iree-base-compiler"
@@ -135,7 +135,7 @@ def find_iree_compile(toolchain: str | None = None) -> Path | None:
     """``iree-compile`` of ``toolchain`` (its bin dir first), or next to this Python, or on PATH."""
     if toolchain:
         try:
-            from rmbuild.toolchains import find_toolchain
+            from rmbuild.toolrun.toolchains import find_toolchain
 
             return find_toolchain(toolchain).which("iree-compile")
         except Exception:  # an unknown toolchain or a missing tool: fall back below
@@ -160,7 +160,7 @@ def _probe_cache_file(tool: Path, args: tuple[str, ...]) -> Path | None:
     """
     try:
         from rmbuild.config import store_root
-        from rmbuild.hostinfo import host_digest
+        from rmbuild.host.hostinfo import host_digest
 
         st = os.stat(tool)
         ident = [str(tool), st.st_ino, st.st_mtime_ns, st.st_size, list(args), host_digest()]
@@ -193,7 +193,7 @@ def _resolve(tool: Path, args: tuple[str, ...]) -> str:
 
 
 def _ask(tool: Path, args: tuple[str, ...]) -> str:
-    from rmbuild.toolenv import base_env, run_probe
+    from rmbuild.toolrun.toolenv import base_env, run_probe
 
     # The compiler's own dir on PATH (its Python wrapper finds its native binary), nothing of
     # the caller's environment.

@@ -6,7 +6,7 @@ import importlib.metadata as md
 import importlib.util
 
 from rmbuild.backends.base import Resource
-from rmbuild.hostinfo import cpu_info
+from rmbuild.host.hostinfo import cpu_info
 
 # The distributions that provide the `onnxruntime` module (CPU, GPU, OpenVINO EP builds...).
 DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml")

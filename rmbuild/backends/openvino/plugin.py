@@ -17,9 +17,9 @@ from rmbuild.backends.openvino import probe
 from rmbuild.errors import IncompatibleArtifact
 
 if TYPE_CHECKING:
+    from rmbuild.declare.spec import BuildProfile
     from rmbuild.runtime.session import BackendSession
-    from rmbuild.spec import BuildProfile
-    from rmbuild.toolchains import Toolchain
+    from rmbuild.toolrun.toolchains import Toolchain
 
 IR_FILE = "openvino_model.xml"
 RUNTIMES = ("capi", "python")

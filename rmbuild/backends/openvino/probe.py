@@ -12,7 +12,7 @@ import importlib.util
 from pathlib import Path
 
 from rmbuild.backends.base import Resource
-from rmbuild.hostinfo import cpu_info
+from rmbuild.host.hostinfo import cpu_info
 
 # OpenVINO device name prefix -> rmbuild resource type.
 _DEVICE_TYPES = {"CPU": "cpu", "GPU": "gpu", "NPU": "npu"}

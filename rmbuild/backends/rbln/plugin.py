@@ -30,9 +30,9 @@ from rmbuild.backends.rbln import probe
 from rmbuild.errors import IncompatibleArtifact, SpecError
 
 if TYPE_CHECKING:
+    from rmbuild.declare.spec import BuildProfile
     from rmbuild.runtime.session import BackendSession
-    from rmbuild.spec import BuildProfile
-    from rmbuild.toolchains import Toolchain
+    from rmbuild.toolrun.toolchains import Toolchain
 
 RBLN_FORMAT = "rbln-compiled"
 # optimum-rbln 0.12 renamed these (docs/toolchains.md); the old names are refused with the new one.
@@ -80,7 +80,7 @@ class RBLNBackend(BackendPlugin):
         return probe.toolchain(start)
 
     def availability(self) -> Availability:
-        from rmbuild import provision
+        from rmbuild.toolrun import provision
 
         try:
             tc = self._toolchain(Path.cwd())
@@ -204,7 +204,7 @@ class RBLNBackend(BackendPlugin):
         except Exception as exc:  # noqa: BLE001 - no toolchain: the device nodes only
             facts = {"error": str(exc)}
         if "error" in facts:
-            from rmbuild.resources import rebellions
+            from rmbuild.host.resources import rebellions
 
             nodes = rebellions()["nodes"]
             facts = {"count": len(nodes), "names": [None] * len(nodes), "source": "/dev/rbln*"}

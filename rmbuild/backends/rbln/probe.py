@@ -4,7 +4,7 @@ The SDK (rebel-compiler + optimum-rbln 0.12, which pins torch 2.13.0+cpu and tra
 5.15.1) lives only in the ``rbln`` toolchain: rmbuild's own environment cannot hold
 it. Device facts for a load come from ``rebel`` itself, asked in that toolchain
 (``rmbuild/tools/rbln_run.py devices``: ``rebel.device_count()``, ``rebel.get_npu_name(i)``);
-``/dev/rbln*`` and ``rbln-smi`` (``rmbuild.resources.rebellions``) where it cannot answer.
+``/dev/rbln*`` and ``rbln-smi`` (``rmbuild.host.resources.rebellions``) where it cannot answer.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from rmbuild.backends.base import Resource
 from rmbuild.config import PACKAGE_DIR
 
 if TYPE_CHECKING:
-    from rmbuild.toolchains import Toolchain
+    from rmbuild.toolrun.toolchains import Toolchain
 
 TOOLCHAIN = "rbln"
 OPTIMUM_DIST = "optimum-rbln"
@@ -32,7 +32,7 @@ KNOWN_NPUS = ("RBLN-CA02", "RBLN-CA12", "RBLN-CA22", "RBLN-CA25", "RBLN-CR03")
 
 def toolchain(start: Path | None = None) -> Toolchain:
     """The ``rbln`` toolchain definition (installed or not): project, user, built-in."""
-    from rmbuild.toolchains import find_toolchain
+    from rmbuild.toolrun.toolchains import find_toolchain
 
     return find_toolchain(TOOLCHAIN, start)
 
@@ -46,7 +46,7 @@ def normalize_npu(npu: str) -> str:
 def tool_env(tc: Toolchain) -> dict[str, str]:
     """The scrubbed environment rmbuild gives the toolchain's processes: the
     same builder as a compile's, with no profile of its own."""
-    from rmbuild.toolenv import tool_env as build_env
+    from rmbuild.toolrun.toolenv import tool_env as build_env
 
     return build_env(None, tc, None)
 
@@ -77,7 +77,7 @@ def sdk_devices(tc: Toolchain) -> dict[str, Any]:
 
 def devices() -> list[Resource]:
     """ATOM devices here from /dev/rbln* and rbln-smi (no process in the toolchain)."""
-    from rmbuild.resources import rebellions
+    from rmbuild.host.resources import rebellions
 
     return [
         Resource(

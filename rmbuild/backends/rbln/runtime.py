@@ -24,7 +24,7 @@ from rmbuild.runtime.limits import Bound
 
 if TYPE_CHECKING:
     from rmbuild.runtime.sampling import SamplingParams
-    from rmbuild.toolchains import Toolchain
+    from rmbuild.toolrun.toolchains import Toolchain
 
 
 class RBLNWorker:

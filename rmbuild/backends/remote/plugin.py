@@ -22,9 +22,9 @@ from rmbuild.backends.remote import client
 from rmbuild.errors import IncompatibleArtifact, SpecError
 
 if TYPE_CHECKING:
+    from rmbuild.declare.spec import BuildProfile
     from rmbuild.runtime.session import BackendSession
-    from rmbuild.spec import BuildProfile
-    from rmbuild.toolchains import Toolchain
+    from rmbuild.toolrun.toolchains import Toolchain
 
 RECORD = "remote.json"
 

@@ -19,7 +19,7 @@ Loading: ``check_compatible`` compares the recorded facts with this host, then
 ``deserialize_cuda_engine``; a refusal (exit 6) names both versions or both compute
 capabilities and the ``rmbuild compile ... --rebuild`` that makes one for this machine.
 
-The timing cache is the compiler-cache artifact (:mod:`rmbuild.compcache`),
+The timing cache is the compiler-cache artifact (:mod:`rmbuild.build.compcache`),
 keyed by the toolchain plus TensorRT version and compute capability, passed to every build as
 ``--timingCacheFile``; a build that adds tactics stores a new one and the old one stays valid.
 """
@@ -36,9 +36,9 @@ from rmbuild.backends.tensorrt import planfile, probe
 from rmbuild.errors import BackendUnavailable, IncompatibleArtifact, SpecError, ToolError
 
 if TYPE_CHECKING:
+    from rmbuild.declare.spec import BuildProfile
     from rmbuild.runtime.session import BackendSession
-    from rmbuild.spec import BuildProfile
-    from rmbuild.toolchains import Toolchain
+    from rmbuild.toolrun.toolchains import Toolchain
 
 PLAN = "model.plan"
 FACTS = "trt.json"  # sidecar: the plan header's version, the build GPU, the timing cache

@@ -6,7 +6,7 @@
   stub that is found but does not import: :func:`runtime_version` imports it only on demand;
 * a CUDA array library for device buffers: ``cuda-python`` (``cuda.bindings``/``cuda.cudart``)
   or ``torch`` with CUDA;
-* NVIDIA GPUs with name, driver and compute capability: :func:`rmbuild.resources.nvidia`
+* NVIDIA GPUs with name, driver and compute capability: :func:`rmbuild.host.resources.nvidia`
   (NVML, else ``nvidia-smi --query-gpu=name,driver_version,compute_cap``);
 * the TensorRT version of a toolchain's ``trtexec``: its banner (``--help``), else the
   toolchain's ``tensorrt`` package.
@@ -23,8 +23,8 @@ from rmbuild.backends.base import Resource
 from rmbuild.backends.tensorrt import planfile
 
 if TYPE_CHECKING:
-    from rmbuild.spec import BuildProfile
-    from rmbuild.toolchains import Toolchain
+    from rmbuild.declare.spec import BuildProfile
+    from rmbuild.toolrun.toolchains import Toolchain
 
 DISTRIBUTIONS = ("tensorrt", "tensorrt-cu13", "tensorrt-cu12", "tensorrt-cu11")
 
@@ -81,7 +81,7 @@ def gpus() -> list[dict[str, Any]]:
 
 @functools.cache
 def _nvidia() -> tuple[dict[str, Any], ...]:
-    from rmbuild.resources import nvidia
+    from rmbuild.host.resources import nvidia
 
     return tuple(nvidia())
 
@@ -114,7 +114,7 @@ def toolchain_version(profile: BuildProfile, toolchain: Toolchain) -> str | None
     package otherwise.
     """
     if profile.tool.version_command:
-        from rmbuild.toolid import version_output
+        from rmbuild.toolrun.toolid import version_output
 
         found = planfile.banner_version(version_output(profile, toolchain))
         if found:

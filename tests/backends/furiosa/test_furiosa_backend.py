@@ -105,7 +105,7 @@ def test_fxb_facts_read_the_manifest_and_find_missing_kernels(tmp_path: Path) ->
 def test_run_is_refused_here_naming_devices_and_the_serve_command(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import rmbuild.resources as resources
+    import rmbuild.host.resources as resources
 
     found = {
         "furiosa": {"devices": []},
@@ -186,9 +186,9 @@ def test_backend_is_registered_and_says_how_to_install(
 
 def test_the_profile_runs_the_wrapper_these_tests_check() -> None:
     """The fxb wrapper tested above is the very script the furiosa-rngd profile runs."""
-    from rmbuild.adapter import BinaryCompilerAdapter
-    from rmbuild.profiles import find_profile
-    from rmbuild.toolchains import find_toolchain
+    from rmbuild.declare.profiles import find_profile
+    from rmbuild.toolrun.adapter import BinaryCompilerAdapter
+    from rmbuild.toolrun.toolchains import find_toolchain
 
     profile = find_profile("furiosa-rngd").profile
     adapter = BinaryCompilerAdapter(profile, find_toolchain(profile.toolchain), None)

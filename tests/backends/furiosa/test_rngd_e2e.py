@@ -34,8 +34,8 @@ TEST_BOUND_S = BUILD_BOUND_S + 15 * 60
 
 @pytest.fixture
 def furiosa_ready() -> None:
-    from rmbuild import provision
-    from rmbuild.toolchains import find_toolchain
+    from rmbuild.toolrun import provision
+    from rmbuild.toolrun.toolchains import find_toolchain
 
     st = provision.status(find_toolchain("furiosa"))
     if not st.installed:
@@ -59,7 +59,7 @@ def bounded_profile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> int:
         text.replace(lines[0], f"timeout: {BUILD_BOUND_S}"), encoding="utf-8"
     )
     monkeypatch.setenv("RMBUILD_PROFILES_PATH", str(folder))
-    from rmbuild.profiles import find_profile
+    from rmbuild.declare.profiles import find_profile
 
     assert find_profile("furiosa-rngd").profile.timeout == BUILD_BOUND_S
     return BUILD_BOUND_S

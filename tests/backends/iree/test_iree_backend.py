@@ -22,13 +22,13 @@ pytest.importorskip("optimum.exporters.onnx")
 np = pytest.importorskip("numpy")
 
 from artifact_store import Store  # noqa: E402
+from rmbuild import loading as loader  # noqa: E402
 from rmbuild.backends.iree import probe  # noqa: E402
 from rmbuild.backends.iree.plugin import IREEBackend  # noqa: E402
 from rmbuild.build import BuildResult, action_key, build, plan  # noqa: E402
+from rmbuild.declare.spec import load_model_spec  # noqa: E402
 from rmbuild.errors import IncompatibleArtifact, SpecError, ToolError  # noqa: E402
-from rmbuild import loading as loader  # noqa: E402
 from rmbuild.runtime.tokenizer import Tokenizer  # noqa: E402
-from rmbuild.spec import load_model_spec  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

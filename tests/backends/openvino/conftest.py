@@ -61,7 +61,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
         pytest.skip("optimum-onnx is not installed (pip install 'rmbuild[onnx]')")
     from artifact_store import Store
     from rmbuild.build import build
-    from rmbuild.spec import load_model_spec
+    from rmbuild.declare.spec import load_model_spec
 
     root = tmp_path_factory.mktemp("ov_build")
     spec_path = root / "model.yaml"

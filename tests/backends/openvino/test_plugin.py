@@ -14,9 +14,9 @@ from rmbuild.backends.openvino import probe
 from rmbuild.backends.openvino.devices import compile_properties, device_present
 from rmbuild.backends.openvino.plugin import OpenVINOBackend
 from rmbuild.build import action_key, plan
+from rmbuild.declare.profiles import find_profile
+from rmbuild.declare.spec import load_model_spec
 from rmbuild.plugins import get_backend
-from rmbuild.profiles import find_profile
-from rmbuild.spec import load_model_spec
 
 PROFILES = ("openvino-cpu", "openvino-gpu", "openvino-npu")
 RUNTIME_ONLY = {"device", "inference_precision", "runtime", "num_threads"}
@@ -115,7 +115,7 @@ def test_fingerprint_adds_nothing_beyond_toolchain_and_flags() -> None:
 
 
 def test_toolchain_keys_the_openvino_version() -> None:
-    from rmbuild.toolchains import find_toolchain
+    from rmbuild.toolrun.toolchains import find_toolchain
 
     toolchain = find_toolchain("openvino")
     assert toolchain.python is None and toolchain.extra == "openvino"

@@ -161,7 +161,7 @@ def test_without_the_toolchain_device_nodes_decide(monkeypatch: pytest.MonkeyPat
         raise SpecError("no toolchain named 'rbln'")
 
     monkeypatch.setattr(probe, "toolchain", broken)
-    from rmbuild import resources
+    from rmbuild.host import resources
 
     monkeypatch.setattr(resources, "rebellions", lambda: {"nodes": [], "devices": []})
     with pytest.raises(IncompatibleArtifact) as err:

@@ -14,8 +14,8 @@ pytest.importorskip("httpx")
 
 
 def test_registered_with_its_profile_of_class_remote() -> None:
+    from rmbuild.declare.profiles import find_profile
     from rmbuild.plugins import get_backend
-    from rmbuild.profiles import find_profile
 
     plugin = get_backend("remote-openai")
     assert plugin.availability().ok
@@ -68,8 +68,8 @@ def test_api_key_env_takes_a_variable_name_only(value: object) -> None:
 
 
 def test_check_stage_names_the_flag() -> None:
+    from rmbuild.declare.profiles import find_profile
     from rmbuild.plugins import get_backend
-    from rmbuild.profiles import find_profile
 
     plugin = get_backend("remote-openai")
     profile = find_profile("remote-openai").profile

@@ -24,7 +24,7 @@ def _real_tensorrt() -> str:
         pytest.skip("the stand-in tensorrt module is on the path, not TensorRT")
     from rmbuild.backends.tensorrt import probe
     from rmbuild.errors import ToolError
-    from rmbuild.toolchains import find_toolchain
+    from rmbuild.toolrun.toolchains import find_toolchain
 
     if not probe.gpus():
         pytest.skip("no NVIDIA GPU (NVML/nvidia-smi)")

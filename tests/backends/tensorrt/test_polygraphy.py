@@ -3,11 +3,11 @@ derived shapes as trtexec's. Contract-checked by rendering only."""
 
 from __future__ import annotations
 
-from rmbuild.templating import render_argv
+from rmbuild.declare.templating import render_argv
 
 
 def test_polygraphy_convert_gets_polygraphy_shapes_and_the_timing_cache() -> None:
-    from rmbuild.profiles import find_profile
+    from rmbuild.declare.profiles import find_profile
 
     profile = find_profile("polygraphy-trt").profile
     flags = {

@@ -328,7 +328,7 @@ def test_a_strict_fp32_plan_renders_no_tf32(cli, trt) -> None:  # noqa: ANN001
 def test_gpus_are_asked_once_per_process(monkeypatch):
     """A plan stage reads the GPUs for its key, timing-cache key and facts: one NVML or
     nvidia-smi ask serves them all, and a caller's edits do not leak into the next answer."""
-    import rmbuild.resources
+    import rmbuild.host.resources
     from rmbuild.backends.tensorrt import probe as trt_probe
 
     calls = []
@@ -337,7 +337,7 @@ def test_gpus_are_asked_once_per_process(monkeypatch):
         calls.append(1)
         return [{"name": "NVIDIA L4", "compute_capability": "8.9", "driver": "580.1"}]
 
-    monkeypatch.setattr(rmbuild.resources, "nvidia", fake_nvidia)
+    monkeypatch.setattr(rmbuild.host.resources, "nvidia", fake_nvidia)
     trt_probe._nvidia.cache_clear()
     try:
         first = trt_probe.gpus()

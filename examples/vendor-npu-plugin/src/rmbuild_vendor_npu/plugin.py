@@ -20,9 +20,9 @@ from rmbuild.backends.base import Availability, BackendPlugin, Resource
 from rmbuild.errors import IncompatibleArtifact
 
 if TYPE_CHECKING:
+    from rmbuild.declare.spec import BuildProfile
     from rmbuild.runtime.session import BackendSession
-    from rmbuild.spec import BuildProfile
-    from rmbuild.toolchains import Toolchain
+    from rmbuild.toolrun.toolchains import Toolchain
 
 DEFAULT_SKU = "VN-1"  # what vnpuc targets where no device says otherwise
 INSTALL = (
