@@ -12,7 +12,7 @@ from rmbuild.declare.spec import load_model_spec
 from rmbuild.errors import BackendUnavailable, SpecError
 from rmbuild.planning import policy
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "tiny-llama" / "model.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tiny-llama" / "model.yaml"
 
 NPU_PROFILE = """\
 name: vendor-npu

@@ -25,7 +25,7 @@ from rmbuild.toolrun import toolproc
 if TYPE_CHECKING:
     from conftest import Project
 
-FAKES = Path(__file__).resolve().parent / "fakes"
+FAKES = Path(__file__).resolve().parents[1] / "fakes"
 GONE_WITHIN_S = 20.0
 LIBRARY_BUILD = (
     "import sys\n"

@@ -106,7 +106,7 @@ def test_a_tool_cannot_read_rmbuilds_environ(tmp_path: Path) -> None:
         folder.chmod(0o777)
         (folder / "peek.py").write_text(PEEKING_TOOL)
         (folder / "scenario.py").write_text(SCENARIO)
-        repo = Path(__file__).resolve().parents[1]
+        repo = Path(__file__).resolve().parents[2]
         env = {
             "PATH": "/usr/bin:/bin",
             "PYTHONPATH": str(repo),
