@@ -142,6 +142,11 @@ class Request:
         self._pending.append(event)
         if self._handover:  # the scheduled hand-over has not run yet: it takes this one too
             return
+        if self._woken is not None and isinstance(event, Token):
+            # The consumer is gathering tokens (:meth:`pause`) and takes them itself when it
+            # wakes: waking the loop for each would cost a thread switch per token. Were the
+            # pause just over, the token goes with the next event, which always wakes it.
+            return
         self._handover = True
         try:
             self.loop.call_soon_threadsafe(self._hand_over)
@@ -161,7 +166,8 @@ class Request:
 
     async def pause(self, seconds: float) -> None:
         """Wait ``seconds`` on the event loop, or less: until an event other than a token (the
-        end, a failure) is handed over, so that gathering tokens never delays the end."""
+        end, a failure) is handed over, so that gathering tokens never delays the end. The
+        tokens emitted meanwhile are in :attr:`events` when it returns."""
         loop = asyncio.get_running_loop()
         self._woken = woken = loop.create_future()
         timer = loop.call_later(seconds, _resolve, woken)
@@ -170,6 +176,7 @@ class Request:
         finally:
             timer.cancel()
             self._woken = None
+            self._hand_over()
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
