@@ -24,6 +24,7 @@ from rmbuild.build.running import (  # noqa: F401 - TargetFailure, finished: re-
     finished,
 )
 from rmbuild.build.target import build
+from rmbuild.declare.profiles import read_once
 from rmbuild.declare.spec import LoadedSpec, load_model_spec
 from rmbuild.errors import DiskFull, StoreUnavailable, ToolStopped
 from rmbuild.planning.stages import plan
@@ -87,6 +88,7 @@ def _build_worker(
         )
 
 
+@read_once()  # every target's plan, twice each, reads a profile file once
 def compile_targets(
     spec: LoadedSpec | str | Path,
     targets: list[str] | None = None,

@@ -44,9 +44,7 @@ def enabled(stage: PlannedStage) -> bool:
 
 
 def _plugin(stage: PlannedStage) -> BackendPlugin:
-    from rmbuild.plugins import get_backend
-
-    return get_backend(stage.profile.backend)
+    return stage.plugin
 
 
 def cache_facts(stage: PlannedStage) -> dict[str, Any]:

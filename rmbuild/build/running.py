@@ -29,7 +29,6 @@ from rmbuild.declare.spec import FlagValue, LoadedSpec
 from rmbuild.errors import BackendUnavailable, ToolError, UnsafeToolOutput
 from rmbuild.keys import ActionKey
 from rmbuild.planning.stages import PlannedStage
-from rmbuild.plugins import get_backend
 from rmbuild.storage import failures
 from rmbuild.toolrun.adapter import BinaryCompilerAdapter
 from rmbuild.trust import provenance
@@ -129,8 +128,7 @@ def _derived_flags(stage: PlannedStage, input_path: Path) -> dict[str, FlagValue
     (:meth:`~rmbuild.backends.base.BackendPlugin.stage_flags`); only flags the profile
     declares and leaves null are filled, so a value the user set always wins.
     """
-    plugin = get_backend(stage.profile.backend)
-    derived = plugin.stage_flags(stage.profile, dict(stage.flags), input_path) or {}
+    derived = stage.plugin.stage_flags(stage.profile, dict(stage.flags), input_path) or {}
     return {k: v for k, v in derived.items() if k in stage.flags and stage.flags[k] is None}
 
 
@@ -180,7 +178,7 @@ def run_stage(
             failures.record(store, spec, target, stage, key, key_hex, exc, log_path)
             raise
         _carry(profile.carry, input_path, out)
-        get_backend(profile.backend).prepare_outputs(profile, input_path, out)
+        stage.plugin.prepare_outputs(profile, input_path, out)
         cache_stored = compcache.safely(compcache.update, store, stage, tmp, spec.spec.name)
         t1 = time.monotonic()
         # From the first stored blob to the index row, gc cannot sweep.

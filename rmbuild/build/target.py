@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 
 from rmbuild.build.running import BuildResult, Reporter, SilentReporter, check_installed, note
 from rmbuild.build.walk import Walk
+from rmbuild.declare.profiles import read_once
 from rmbuild.planning import plancache
 from rmbuild.planning.stages import plan, source_digest
-from rmbuild.plugins import get_backend
 
 if TYPE_CHECKING:
     from artifact_store import Store
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from rmbuild.declare.spec import LoadedSpec
 
 
+@read_once()  # a library caller's build reads each profile once, as compile does
 def build(
     spec: LoadedSpec,
     target: str,
@@ -59,9 +60,7 @@ def build(
     # (TensorRT 11 with TensorRT 10's precision flags is exit 3, not a trtexec failure after
     # the export): BackendPlugin.check_stage.
     for stage in chain:
-        get_backend(stage.profile.backend).check_stage(
-            stage.profile, dict(stage.flags), stage.toolchain
-        )
+        stage.plugin.check_stage(stage.profile, dict(stage.flags), stage.toolchain)
     check_installed(spec, target, chain)
     # What the key depends on, stat'ed before the keys are computed (the plan cache).
     snapshot = plancache.snapshot(spec, target, chain)

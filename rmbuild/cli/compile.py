@@ -165,6 +165,52 @@ def command(
         wanted = None if all_targets else list(targets)
         if _fast_hit(app, spec, wanted, as_json, remote, readonly=readonly):
             return
+    # The full path reads each profile file once (policy.resolve, then every target's plan).
+    from rmbuild.declare.profiles import read_once
+
+    with read_once():
+        _full_path(
+            app,
+            spec,
+            targets,
+            all_targets=all_targets,
+            jobs=jobs,
+            alias=alias,
+            rebuild=rebuild,
+            explain=explain,
+            no_retry_failed=no_retry_failed,
+            show_plan=show_plan,
+            executor=executor,
+            ray_address=ray_address,
+            as_json=as_json,
+            keep_going=keep_going,
+            strict=strict,
+            readonly=readonly,
+            remote=remote,
+        )
+
+
+def _full_path(
+    app: Any,
+    spec: str,
+    targets: tuple[str, ...],
+    *,
+    all_targets: bool,
+    jobs: int,
+    alias: str | None,
+    rebuild: bool,
+    explain: bool,
+    no_retry_failed: bool,
+    show_plan: bool,
+    executor: str,
+    ray_address: str | None,
+    as_json: bool,
+    keep_going: bool | None,
+    strict: bool,
+    readonly: bool,
+    remote: Any,
+) -> None:
+    """``compile`` past the plan cache: load the spec, resolve classes, build."""
     from rmbuild.build import compile_targets
     from rmbuild.declare.spec import load_model_spec
 

@@ -11,6 +11,7 @@ artifact's manifest digest chains the keys, Merkle-style). Running the stages is
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from rmbuild.yamlio import did_you_mean, line_of, load_yaml
 
 if TYPE_CHECKING:
     from artifact_store import Store
+    from rmbuild.backends.base import BackendPlugin
 
 MAX_CHAIN = 16
 
@@ -45,6 +47,13 @@ class PlannedStage:
     @property
     def profile(self) -> BuildProfile:
         return self.loaded.profile
+
+    @cached_property
+    def plugin(self) -> BackendPlugin:
+        """The stage's backend plugin, asked of the registry once: its fingerprint (the key),
+        the checks before the chain runs, the flags it derives and the outputs it prepares all
+        go through this one."""
+        return get_backend(self.profile.backend)
 
     def keyed_flags(self) -> dict[str, FlagValue]:
         return {k: v for k, v in self.flags.items() if k not in self.profile.runtime_flags}
@@ -209,9 +218,7 @@ def action_key(
     toolchain_id = stage.toolchain.identity()
     # What runs, by content: executable, interpreter, declared files, version.
     tool = tool_identity(profile, stage.toolchain, script=adapter.script_path(), hasher=hasher)
-    fingerprint = get_backend(profile.backend).fingerprint(
-        profile, dict(stage.flags), stage.toolchain
-    )
+    fingerprint = stage.plugin.fingerprint(profile, dict(stage.flags), stage.toolchain)
     return ActionKey(
         inputs=inputs,
         stage=profile.stage,
