@@ -427,9 +427,13 @@ class Engine(RequestQueue):
             for request in members:
                 self._advance(request, decode=True)
             return
+        # Greedy rows take their tokens from one argmax over the batch (what ``sample`` picks
+        # for each, without a call per row).
+        greedy = np.asarray(logits).argmax(axis=1).tolist()
         for i, request in enumerate(members):
             request._logits = logits[i]
-            self._advance(request, decode=False)
+            picked = greedy[i] if request.params.temperature == 0 else None
+            self._advance(request, decode=False, picked=picked)
 
     def _unbatch(self) -> None:
         """Give every row its own cache back and stop batching (the runtime refused a batch)."""
@@ -440,7 +444,9 @@ class Engine(RequestQueue):
                 request._row = None
         self._batch = None
 
-    def _advance(self, request: Request, *, decode: bool) -> None:
+    def _advance(self, request: Request, *, decode: bool, picked: int | None = None) -> None:
+        """One token for ``request``: decode a step first (``decode``) or use the logits it
+        holds; ``picked`` is the token where it was already chosen (a greedy batch row)."""
         step = self.session.step_fn
         try:
             if decode:
@@ -449,7 +455,11 @@ class Engine(RequestQueue):
                 request._logits = step.step(np.asarray([request._last], dtype=np.int64))
                 if self._swappable:
                     request._state = step.snapshot()
-            token = sample(request._logits, request.params, request._rng)
+            token = (
+                picked
+                if picked is not None
+                else sample(request._logits, request.params, request._rng)
+            )
         except REQUEST_ERRORS as exc:
             self._end(request, Failed(exc), "error")
             return
