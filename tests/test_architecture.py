@@ -207,6 +207,9 @@ def test_the_import_graph_sees_function_level_and_relative_imports() -> None:
     # package imports its commands relatively.
     assert any(target.startswith("rmbuild.") for target in edges["rmbuild"])
     assert any(target.startswith("rmbuild.cli.") for target in edges["rmbuild.cli"])
+    # rmbuild.build re-exports its children's names on first use: edges to them, none back.
+    assert {"rmbuild.build.target", "rmbuild.build.batch"} <= set(edges["rmbuild.build"])
+    assert not [m for m in edges if m.startswith("rmbuild.build.") and "rmbuild.build" in edges[m]]
 
 
 def test_type_checking_imports_are_left_out_and_the_rest_kept() -> None:
