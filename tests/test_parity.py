@@ -108,8 +108,8 @@ def test_backends_agree_with_pytorch(target: str, built, reference) -> None:  # 
 def test_batched_rows_decode_as_they_would_alone(target: str, built) -> None:  # noqa: ANN001
     """Continuous batching (what `rmbuild serve` runs) on every CPU runtime: sequences of
     different lengths, left-padded into one batch, give each its own greedy tokens."""
-    from rmbuild.runtime.batching import Batch
     from rmbuild.loading import load
+    from rmbuild.runtime.batching import Batch
 
     store, keys = built
     prompts = ["The future of AI is", "A", "Compilers are fast and", "The"]

@@ -388,11 +388,11 @@ def fast_compile(
 # `compile --target npu` resolves the class through rmbuild.planning.policy: the model's
 # targets whose profile serves it, each built if its toolchains and system tools are here. A
 # class entry records that decision (the targets chosen, in order, and the lines saying what
-# was skipped and why) with the stat of everything it depends on: each candidate's chain as for a target
-# entry (profiles, toolchain files, install markers, site-packages), and each place a system
-# tool of their toolchains would be found. Devices only order the candidates, they choose
-# none, so they are not among them. A class whose candidates are defaults (the model has no
-# target for it) or include a backend outside FAST_BACKENDS is never recorded.
+# was skipped and why) with the stat of everything it depends on: each candidate's chain as
+# for a target entry (profiles, toolchain files, install markers, site-packages), and each
+# place a system tool of their toolchains would be found. Devices only order the candidates,
+# they choose none, so they are not among them. A class whose candidates are defaults (the
+# model has no target for it) or include a backend outside FAST_BACKENDS is never recorded.
 
 
 @dataclass

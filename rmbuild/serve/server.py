@@ -43,9 +43,9 @@ def build(
     machine runs when it is not stored. ``threads`` is the CPU threads of a runtime that
     takes a count (ONNX Runtime's intra-op threads), where the artifact's profile sets none;
     default :func:`serving_threads`."""
-    from rmbuild.storage.remotes import open_remote
     from rmbuild.serve.model import resolve_model
     from rmbuild.serve.router import ServedModel
+    from rmbuild.storage.remotes import open_remote
     from rmbuild.storage.store import open_store
 
     # A remote given, or configured (unless --remote none): what the store lacks is pulled.
