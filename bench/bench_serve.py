@@ -116,6 +116,40 @@ class Served:
         }
 
 
+def _thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) of process ``pid``: its main thread (the event loop and
+    HTTP) and its other threads (the engine, the runtime's own)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"main thread (HTTP)": 0.0, "other threads (engine)": 0.0}
+    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
+        text = stat.read_text()
+        fields = text[text.rindex(")") + 2 :].split()
+        name = "main thread (HTTP)" if stat.parent.name == str(pid) else "other threads (engine)"
+        out[name] += (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+async def cpu_per_request(served: Served, pid: int, tokens: int, n: int = 20) -> None:
+    """Where one stream's CPU goes: the server's threads and this client, per request."""
+    import resource
+
+    def own() -> float:
+        r = resource.getrusage(resource.RUSAGE_SELF)
+        return r.ru_utime + r.ru_stime
+
+    before, mine, t0 = _thread_cpu(pid), own(), time.perf_counter()
+    for _ in range(n):
+        await served.concurrent(1, tokens)
+    wall = (time.perf_counter() - t0) / n
+    after, mine = _thread_cpu(pid), (own() - mine) / n
+    server = {k: (after[k] - before.get(k, 0.0)) / n for k in after}
+    parts = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in server.items())
+    print(
+        f"one stream, per request: wall {wall * 1e3:.1f} ms; CPU: server {parts}; "
+        f"client {mine * 1e3:.1f} ms"
+    )
+
+
 def start_server(store_dir: Path, key: str) -> tuple[subprocess.Popen[str], str]:
     env = {**os.environ, "RMBUILD_STORE": str(store_dir)}
     log = store_dir.parent / "serve.log"
@@ -152,7 +186,7 @@ def model_of(url: str) -> str:
     return httpx.get(f"{url}/models", timeout=30).json()["data"][0]["id"]
 
 
-async def measure(args: argparse.Namespace, store_dir: Path, key: str, url: str) -> None:
+async def measure(args: argparse.Namespace, store_dir: Path, key: str, url: str, pid: int) -> None:
     from rmbuild.serve.server import serving_threads
 
     # The baseline is the faster of the two ways this process can run the artifact: the
@@ -198,6 +232,7 @@ async def measure(args: argparse.Namespace, store_dir: Path, key: str, url: str)
     )
     for n, r in rows.items():
         print(f"  {n:2d} streams      {r['ttft_p50']:8.4f} {r['ttft_p99']:8.4f}")
+    await cpu_per_request(served, pid, args.tokens)
     await served.client.close()
     if args.vllm_url:
         vllm = Served(args.vllm_url)
@@ -233,7 +268,7 @@ def main() -> None:
         key = build(store_dir)
         proc, url = start_server(store_dir, key)
         try:
-            asyncio.run(measure(args, store_dir, key, url))
+            asyncio.run(measure(args, store_dir, key, url, proc.pid))
         finally:
             proc.terminate()
             proc.wait(60)
