@@ -23,6 +23,7 @@ class Row:
     def __init__(self, length: int, start: int) -> None:
         self.length = length  # real tokens (positions) so far
         self.start = start  # first unpadded slot on the cache's sequence axis
+        self.owner: Any = None  # what the caller runs in this row (a served request)
 
 
 class Batch:
@@ -95,7 +96,7 @@ class Batch:
             "input_ids": np.asarray(tokens, dtype=np.int64).reshape(n, 1),
             "attention_mask": mask,
         }
-        if self.loop.layout.spec("position_ids") is not None:
+        if self.loop._has_position_ids:
             feeds["position_ids"] = np.asarray(
                 [r.length for r in self.rows], dtype=np.int64
             ).reshape(n, 1)

@@ -6,6 +6,7 @@ whole pipeline (normalizer, pre-tokenizer, model, post-processor adding BOS).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from rmbuild.errors import StoreCorrupt
@@ -61,8 +62,13 @@ class StreamDecoder:
         self._emitted = 0  # characters released so far
 
     def push(self, token: int) -> str:
+        """The text that ``token`` completes ("" while a character is still incomplete)."""
+        return self.push_many((token,))
+
+    def push_many(self, tokens: Sequence[int]) -> str:
+        """The text that ``tokens`` complete, with one decode of the window for all of them."""
         ids, decode = self._ids, self._tokenizer.decode
-        ids.append(token)
+        ids.extend(tokens)
         context = decode(ids[self._prefix : self._read]) if self._read > self._prefix else ""
         text = decode(ids[self._prefix :])
         if len(text) <= len(context) or text.endswith("\ufffd"):

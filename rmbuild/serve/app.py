@@ -443,11 +443,20 @@ async def _first_event(gen: GenRequest) -> Any:
     return event
 
 
+# How long a collected request's tokens may wait on the engine's side before the event loop takes
+# them (the end always wakes it at once).
+COLLECT_WAKE = 1.0
+
+
 async def _collect(gen: GenRequest) -> tuple[list[Token], Finished]:
     assert gen.events is not None
     tokens: list[Token] = []
     try:
         while True:
+            if gen.events.empty():
+                # Nothing is sent before the end: take the tokens when it comes, instead of
+                # waking the event loop (and taking the engine's GIL) for each one.
+                await gen.pause(COLLECT_WAKE)
             event = await gen.events.get()
             if isinstance(event, Token):
                 tokens.append(event)

@@ -47,10 +47,13 @@ class EngineStopped(Exception):
 
 @dataclass
 class Token:
-    """One generated token: its id, the text now safe to send, and its log-probabilities."""
+    """One generated token: its id, the text now safe to send, and its log-probabilities.
+
+    The engine leaves ``text`` None where the consumer's side decodes it (see
+    :meth:`Request.decodes_on_handover`); the consumer always receives it filled in."""
 
     token_id: int
-    text: str
+    text: str | None
     logprob: float | None = None
     top_logprobs: dict[str, float] | None = None
 
@@ -60,7 +63,7 @@ class Finished:
     """The request ended: why, token counts, and prompt log-probabilities where asked."""
 
     reason: str  # stop | length | cancelled
-    text: str  # text left to send (held back until the end)
+    text: str | None  # text left to send (held back until the end); None: as for Token
     prompt_tokens: int
     completion_tokens: int
     prompt_logprobs: list[tuple[int, float | None, dict[str, float] | None]] | None = None
@@ -103,7 +106,9 @@ class Request:
     completion_tokens: int = 0
     _state: Any = None  # its cache while it steps alone (KVLoop.snapshot)
     _row: Any = None  # its row while it is in the batch
-    _text: TextStream | None = None
+    _text: TextStream | None = None  # the engine's decoder (stop strings, log-probabilities)
+    _tokenizer: Any = None  # the serving session's, for the consumer side's decoder
+    _out: TextStream | None = None  # the consumer side's decoder (on the event loop)
     _rng: Any = None
     _last: int | None = None
     _logits: Any = None
@@ -116,6 +121,14 @@ class Request:
     def cancel(self) -> None:
         """Stop generating for this request (its client went away)."""
         self.cancelled = True
+
+    @property
+    def decodes_on_handover(self) -> bool:
+        """Whether token ids become text on the event loop, several per decode, instead of one
+        by one in the engine's thread: where nothing in the engine needs the text (no stop
+        strings to find) and tokens are not sent one by one (no log-probabilities). The
+        engine's thread is the one every running request waits for."""
+        return not self.params.stop and self.logprobs is None
 
     @property
     def replayable(self) -> bool:
@@ -158,10 +171,30 @@ class Request:
         # drained below or schedules the next hand-over itself.
         self._handover = False
         assert self.events is not None
-        while self._pending:
-            event = self._pending.popleft()
-            self.events.put_nowait(event)
-            if not isinstance(event, Token) and self._woken is not None:
+        pending, put = self._pending, self.events.put_nowait
+        while pending:
+            event = pending.popleft()
+            if type(event) is Token and event.text is None:
+                # The tokens waiting together are decoded together; the run's text goes with
+                # its last token (joined, the texts are the same).
+                run = [event]
+                while pending and type(pending[0]) is Token and pending[0].text is None:
+                    run.append(pending.popleft())
+                if self._out is None:
+                    self._out = TextStream(self._tokenizer)
+                text = self._out.push_many([t.token_id for t in run])
+                for t in run:
+                    t.text = ""
+                run[-1].text = text
+                for t in run:
+                    put(t)
+                continue
+            if type(event) is Finished and event.text is None:
+                event.text = self._out.finish() if self._out is not None else ""
+            elif type(event) is Restarted:
+                self._out = None  # its tokens come again, from the start
+            put(event)
+            if type(event) is not Token and self._woken is not None:
                 _resolve(self._woken)
 
     async def pause(self, seconds: float) -> None:
@@ -308,17 +341,20 @@ class Engine(RequestQueue):
         admitted: list[Request] = []
         try:
             while True:
-                with self._cv:
-                    while not self._waiting and not self._running and not self._stopping:
-                        self._cv.wait()
-                    if self._stopping and not self._waiting and not self._running:
-                        return
-                    admitted.clear()
-                    # A request counts as running from here: its prefill is device work too.
-                    while self._waiting and not self._running_full():
-                        request = self._waiting.popleft()
-                        self._running.append(request)
-                        admitted.append(request)
+                admitted.clear()
+                # Between the steps of running requests with none waiting (most rounds), the
+                # lock is not needed: a request queued meanwhile is admitted next round.
+                if self._waiting or not self._running or self._stopping:
+                    with self._cv:
+                        while not self._waiting and not self._running and not self._stopping:
+                            self._cv.wait()
+                        if self._stopping and not self._waiting and not self._running:
+                            return
+                        # A request counts as running from here: its prefill is device work.
+                        while self._waiting and not self._running_full():
+                            request = self._waiting.popleft()
+                            self._running.append(request)
+                            admitted.append(request)
                 for request in admitted:
                     self._start(request)
                 self._round(skip=admitted)
@@ -358,7 +394,9 @@ class Engine(RequestQueue):
             self._end(request, Failed(exc), "error")
             return
         request.prompt_ids = ids
-        request._text = TextStream(session.tokenizer, request.params.stop)
+        request._tokenizer = session.tokenizer
+        if not request.decodes_on_handover:
+            request._text = TextStream(session.tokenizer, request.params.stop)
         request._rng = np.random.default_rng(request.params.seed)
         step = session.step_fn
         step.reset()
@@ -409,13 +447,13 @@ class Engine(RequestQueue):
             for request in skip:
                 if request.finished_at is None and request._state is not None:
                     request._row = self._batch.add(request._state)
+                    request._row.owner = request
                     request._state = None
 
     def _batch_round(self) -> None:
         assert self._batch is not None
         batch = self._batch
-        rows = {id(r._row): r for r in self._running if r._row is not None}
-        members = [rows[id(row)] for row in batch.rows if id(row) in rows]
+        members = [row.owner for row in batch.rows]  # a request leaves the batch as it ends
         if not members:
             return
         try:
@@ -471,18 +509,19 @@ class Engine(RequestQueue):
             lp, top = self._logprobs(request._logits, token, request.logprobs)
         request._last = token
         request.completion_tokens += 1
-        assert request._text is not None
-        piece = request._text.push(token)
+        text = request._text
+        piece = text.push(token) if text is not None else None
         if request.first_token is None:
             request.first_token = time.monotonic()
         request._emit(Token(token, piece, lp, top))
-        if request._text.stopped:
+        if text is not None and text.stopped:
             self._end(request, self._finished(request, "stop"), "stop")
         elif request.completion_tokens >= request.max_tokens:
             self._end(request, self._finished(request, "length"), "length")
 
     def _finished(self, request: Request, reason: str) -> Finished:
-        tail = request._text.finish() if request._text is not None else ""
+        text = request._text
+        tail = text.finish() if text is not None else None if request.decodes_on_handover else ""
         return Finished(
             reason=reason,
             text=tail,

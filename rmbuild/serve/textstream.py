@@ -26,6 +26,11 @@ class TextStream:
         self.text += self._decoder.push(token)
         return self._release()
 
+    def push_many(self, tokens: list[int]) -> str:
+        """:meth:`push` for several tokens at once, one decode for all of them."""
+        self.text += self._decoder.push_many(tokens)
+        return self._release()
+
     def finish(self) -> str:
         """What is left to send once generation ended."""
         if not self.stopped:

@@ -48,3 +48,23 @@ def test_a_multibyte_character_is_held_until_whole(tmp_path: Path) -> None:
     assert None not in byte_ids
     decoder = StreamDecoder(tok)
     assert [decoder.push(i) for i in byte_ids] == ["", "", "", "🤖"]
+
+
+@pytest.mark.parametrize("kind", ["byte-level", "metaspace"])
+def test_pushing_several_tokens_at_once_gives_the_same_text(tmp_path: Path, kind: str) -> None:
+    # A served stream decodes the tokens that waited together in one call: cut anywhere, the
+    # pieces still join to the full decode and no split character is released.
+    tok = _saved(tmp_path, kind)
+    rng = random.Random(1)
+    vocab = tok.vocab_size()
+    for _ in range(200):
+        ids = [rng.randrange(vocab) for _ in range(rng.randrange(1, 80))]
+        decoder, pieces, i = StreamDecoder(tok), [], 0
+        while i < len(ids):
+            n = rng.randrange(1, 9)
+            pieces.append(decoder.push_many(ids[i : i + n]))
+            i += n
+        full = tok.decode(ids)
+        assert "".join(pieces) + decoder.flush() == full, ids
+        if "\ufffd" not in full:
+            assert not any("\ufffd" in p for p in pieces), "a split character was released"

@@ -217,3 +217,52 @@ def test_a_client_that_disconnects_mid_stream_stops_within_a_step() -> None:
         server.should_exit = True
         thread.join(10)
         engine.stop(5)
+
+
+def test_text_decoded_on_hand_over_joins_to_the_full_decode_and_a_collect_wakes_rarely(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Without stop strings or log-probabilities the engine's thread sends ids only; the event
+    # loop decodes what waited together. A collected request is not handed its tokens one by
+    # one (each hand-over wakes the loop and takes the GIL from the engine).
+    tokenizer = Tokenizer(EXAMPLE_MODEL)
+    engine = Engine(_session(CountingLoop()), max_running=4)
+    handovers = 0
+    real = Request._hand_over
+
+    def counted(self: Request) -> None:
+        nonlocal handovers
+        handovers += 1
+        real(self)
+
+    monkeypatch.setattr(Request, "_hand_over", counted)
+    app = create_app(_served(engine))
+
+    async def main() -> tuple[list[Token], Finished, str]:
+        request = engine.submit(Request(prompt_ids=[3, 4], max_tokens=40, stream=True))
+        tokens: list[Token] = []
+        while True:
+            event = await request.events.get()  # type: ignore[union-attr]
+            if isinstance(event, Token):
+                tokens.append(event)
+            else:
+                assert isinstance(event, Finished)
+                break
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            before = handovers
+            body = {"prompt": [3, 4], "max_tokens": 40, "temperature": 0}
+            r = await c.post("/v1/completions", json=body)
+            assert handovers - before <= 3, handovers - before
+        return tokens, event, r.json()["choices"][0]["text"]
+
+    try:
+        tokens, end, collected = asyncio.run(main())
+    finally:
+        engine.stop(5)
+    ids = [t.token_id for t in tokens]
+    assert len(ids) == 40
+    assert all(t.text is not None for t in tokens) and end.text is not None
+    full = tokenizer.decode(ids)
+    assert "".join(t.text for t in tokens) + end.text == full  # type: ignore[misc]
+    assert collected == full
