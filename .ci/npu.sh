@@ -27,5 +27,8 @@ rmbuild toolchain install furiosa
 echo "npu.sh: toolchain ready in $(( $(date +%s) - start )) s" >&2
 
 start=$(date +%s)
-RMBUILD_NPU_E2E=1 python -m pytest -p no:cacheprovider -rs -q tests/backends/furiosa
+# With the toolchain here, the furiosa-llm handoff checks its bundle with furiosa-llm's own code
+# too (those tests skip in the main suite, which runs before this step provisions it).
+RMBUILD_NPU_E2E=1 python -m pytest -p no:cacheprovider -rs -q tests/backends/furiosa \
+  tests/handoff/test_furiosa_llm.py
 echo "npu.sh: RNGD tests in $(( $(date +%s) - start )) s" >&2

@@ -274,12 +274,15 @@ async def measure(args: argparse.Namespace, store_dir: Path, key: str, url: str,
     if args.vllm_url:
         vllm = Served(args.vllm_url)
         await vllm.concurrent(1, args.tokens)
-        v1 = statistics.median(
-            [(await vllm.concurrent(1, args.tokens))["tok_s"] for _ in range(args.reps)]
-        )
+        v1_runs = [await vllm.concurrent(1, args.tokens) for _ in range(args.reps)]
+        v1 = statistics.median(r["tok_s"] for r in v1_runs)
         vn = await vllm.concurrent(args.streams, args.tokens)
         v32 = await vllm.concurrent(32, args.tokens)
-        print(f"vLLM, 1 stream               : {v1:8.0f} tok/s; rmbuild = {one / v1:.2f}x")
+        print(
+            f"vLLM, 1 stream               : {v1:8.0f} tok/s; rmbuild = {one / v1:.2f}x; TTFT p50 "
+            f"{statistics.median(r['ttft_p50'] for r in v1_runs):.4f} "
+            f"p99 {max(r['ttft_p50'] for r in v1_runs):.4f}"
+        )
         print(
             f"vLLM, {args.streams} streams              : {vn['tok_s']:8.0f} tok/s; "
             f"rmbuild = {agg / vn['tok_s']:.2f}x; TTFT p50 {vn['ttft_p50']:.4f} "
