@@ -12,11 +12,19 @@ revision of the toolchain that built it (the artifact's fingerprint records it),
 timestamp of the build in a form that sorts: a folder holding bundles of several builds picks
 the newest one the installed furiosa-llm can run. The name part may hold dashes; the revisions
 and the timestamp may not (the split would move).
+
+Where the ``furiosa`` toolchain is provisioned, the bundle is also checked with furiosa's own
+tools, offline and without a device: ``fxb check`` (given a throwaway cache holding only the
+bundle's ``.fxb``) must find it compatible with the bundle's ``config.json`` and the installed
+compiler, and furiosa-llm's ``discover_fxb`` must pick it. (furiosa-llm 2026.4's ``serve`` has
+a hidden ``--use-mock-backend`` option; nothing in the release reads it, so it cannot serve on a
+host without a card, and no serve is tried here.)
 """
 
 from __future__ import annotations
 
 import re
+import tempfile
 import zipfile
 from datetime import UTC
 from pathlib import Path
@@ -195,9 +203,85 @@ def check(root: Path) -> list[str]:
             raise InternalError(f"bundle lacks {needed}, which furiosa-llm serve loads")
     json.loads((root / "config.json").read_text(encoding="utf-8"))
     return [
+        *_checked_by_furiosa(root, fxbs[0]),
         f"{fxbs[0].name} splits into name, npu-tools revision {parts[1]}, runtime revision "
         f"{parts[2]} and timestamp {parts[3]}, and is the file discovery picks ({SOURCE})",
         f".fxb manifest format {facts['format_version']}: "
         f"{len(facts['edf_files'])} kernel file(s), none missing",
         "config.json and tokenizer.json beside it (the Hugging Face files serve loads)",
     ]
+
+
+_COMPATIBLE = re.compile(r"Compatible cached FXB \((\d+)\)")  # fxb check's table heading
+_INSPECTED = re.compile(r"^\S.* \(.+\):$", re.MULTILINE)  # fxb inspect: "kernel (bucket):"
+_DISCOVER = (
+    "import sys; from furiosa_llm.utils import discover_fxb; print(discover_fxb(sys.argv[1]))"
+)
+
+
+def _checked_by_furiosa(root: Path, fxb: Path) -> list[str]:
+    """furiosa's own tools on the bundle, where the toolchain is provisioned (see the module
+    docstring); each runs in the toolchain's scrubbed environment, offline."""
+    from rmbuild.backends.furiosa import probe
+    from rmbuild.toolrun import provision
+    from rmbuild.toolrun.toolenv import python_argv, run_probe, tool_env
+
+    toolchain = probe.toolchain()
+    state = provision.status(toolchain)
+    if not state.installed:
+        return [
+            "not checked with furiosa's own tools (fxb check, fxb inspect, discover_fxb): the "
+            f"furiosa toolchain is {state.reason} (`rmbuild toolchain install furiosa`)"
+        ]
+    with tempfile.TemporaryDirectory(prefix="rmbuild-fxb-") as tmp:
+        env = {**tool_env(None, toolchain, Path(tmp)), "HF_HUB_OFFLINE": "1"}
+        cache = str(Path(tmp) / "cache")
+        fxb_tool = str(toolchain.bin_dir / "fxb")
+        done = None
+        for argv in (
+            [fxb_tool, "add", "--cache-dir", cache, str(fxb)],
+            [fxb_tool, "check", "--cache-dir", cache, str(root)],
+        ):
+            done = run_probe(argv, env, timeout=600)
+            if done.returncode != 0:
+                raise IncompatibleArtifact(
+                    f"`fxb {argv[1]}` refuses {fxb.name} (exit {done.returncode})",
+                    context=_tail(done),
+                )
+        assert done is not None
+        found = _COMPATIBLE.search(done.stdout)
+        check_out = done
+        if found is None or int(found.group(1)) < 1:
+            raise IncompatibleArtifact(
+                f"`fxb check` finds {fxb.name} incompatible with the bundle's config.json or the "
+                "installed furiosa compiler",
+                context=_tail(check_out),
+            )
+        inspected = run_probe([fxb_tool, "inspect", str(fxb)], env, timeout=600)
+        kernels = len(_INSPECTED.findall(inspected.stdout))
+        if inspected.returncode != 0 or kernels == 0:
+            raise IncompatibleArtifact(
+                f"`fxb inspect` cannot read the kernels of {fxb.name} "
+                f"(exit {inspected.returncode})",
+                context=_tail(inspected),
+            )
+        picked = run_probe(
+            python_argv(toolchain.python_path, _DISCOVER, str(root)), env, timeout=600
+        )
+        if picked.returncode != 0 or Path(picked.stdout.strip()) != fxb:
+            raise InternalError(
+                f"furiosa-llm's own discover_fxb does not pick {fxb.name}: "
+                + (picked.stdout.strip() or " ".join(_tail(picked)))
+            )
+    version = provision.installed_version(toolchain, "furiosa-llm") or "?"
+    return [
+        f"`fxb check` (furiosa-llm {version}) finds {fxb.name} compatible with config.json and "
+        "the installed compiler, offline",
+        f"`fxb inspect` reads the input and output signatures of its {kernels} kernel entries",
+        f"furiosa-llm {version}'s own discover_fxb picks {fxb.name}",
+    ]
+
+
+def _tail(done: Any, lines: int = 8) -> list[str]:
+    text = f"{done.stdout}\n{done.stderr}".strip().splitlines()
+    return text[-lines:]

@@ -28,6 +28,16 @@ from rmbuild.handoff.artifact import Artifact
 from rmbuild.handoff.bundle import ExportOptions, write
 
 IR_REV = "3c1f2a9e7"
+# furiosa's own tools, which the export runs where the toolchain is provisioned; the tests of
+# the contract on a stand-in .fxb replace them (fxb refuses a stand-in, as the last test shows).
+FURIOSAS_OWN = furiosa_llm._checked_by_furiosa
+
+
+@pytest.fixture(autouse=True)
+def _contract_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(furiosa_llm, "_checked_by_furiosa", lambda root, fxb: [])
+
+
 MANIFEST = {
     "format_version": 2,
     "versions": {
@@ -172,3 +182,27 @@ def test_max_model_len_may_lower_the_fxbs_limit_never_raise_it(tmp_path: Path) -
     assert lower.command.flags()["--max-model-len"] == "128"
     with pytest.raises(IncompatibleArtifact, match="compiled limit of 256"):
         furiosa_llm.plan([art], ExportOptions(max_model_len=512))
+
+
+def test_without_the_toolchain_the_export_says_furiosas_tools_did_not_check_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _bundle(tmp_path)
+    monkeypatch.setenv("RMBUILD_DATA_DIR", str(tmp_path / "no-toolchains"))
+    (line,) = FURIOSAS_OWN(root, next(root.glob("*.fxb")))
+    assert line.startswith("not checked with furiosa's own tools")
+    assert "rmbuild toolchain install furiosa" in line
+
+
+def test_with_the_toolchain_fxb_itself_refuses_a_stand_in_fxb(tmp_path: Path) -> None:
+    """Where the furiosa toolchain is provisioned (.ci/npu.sh): fxb's own reading of a .fxb
+    fails the export, with fxb's words (the real build's bundle passes: test_rngd_e2e.py)."""
+    from rmbuild.backends.furiosa import probe
+    from rmbuild.toolrun import provision
+
+    if not provision.status(probe.toolchain()).installed:
+        pytest.skip("the furiosa toolchain is not provisioned: rmbuild toolchain install furiosa")
+    root = _bundle(tmp_path)
+    with pytest.raises(IncompatibleArtifact, match=r"`fxb (add|check|inspect)`") as refused:
+        FURIOSAS_OWN(root, next(root.glob("*.fxb")))
+    assert refused.value.context  # the tool's last lines

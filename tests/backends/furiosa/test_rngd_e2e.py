@@ -72,6 +72,7 @@ def test_rngd_build_through_the_cli(
     store_dir: Path,
     cli,  # noqa: ANN001
     capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
 ) -> None:
     t0 = time.monotonic()
     r = cli("compile", str(EXAMPLE), "--target", "npu", "--json")
@@ -123,3 +124,13 @@ def test_rngd_build_through_the_cli(
     r = cli("run", "--artifact", rngd["artifact"], "--max-tokens", "4")
     r.assert_failure(6)
     assert "no RNGD device" in r.err and "furiosa-llm serve" in r.err
+
+    # The furiosa-llm bundle of the real .fxb passes furiosa's own tools, offline, without a
+    # card: fxb check (compatible with config.json and the installed compiler), fxb inspect
+    # (every kernel's signatures readable) and furiosa-llm's discover_fxb.
+    r = cli("export", rngd["artifact"], "--to", "furiosa-llm", str(tmp_path / "bundle"))
+    assert r.code == 0, r.err
+    said = r.out + r.err
+    assert "`fxb check` (furiosa-llm 2026.4.0) finds" in said
+    assert f"`fxb inspect` reads the input and output signatures of its {len(edfs)} kernel" in said
+    assert "2026.4.0's own discover_fxb picks" in said

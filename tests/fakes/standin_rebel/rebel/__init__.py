@@ -2,8 +2,8 @@
 
 rebel-compiler comes only from Rebellions' own index, so the tests put this module on the
 PYTHONPATH of an RBLN test toolchain, under the real optimum-rbln from PyPI
-(tests/backends/rbln/conftest.py builds that toolchain). It imitates the surface optimum-rbln 0.12 and
-rmbuild use (docs/toolchains.md, Rebellions paragraph), not the compiler:
+(tests/backends/rbln/conftest.py builds that toolchain). It imitates the surface optimum-rbln
+0.12 and rmbuild use (docs/toolchains.md, Rebellions paragraph), not the compiler:
 
 * ``compile_from_torch(model, input_info, npu=, num_devices=, ...)`` checks its arguments the
   way the real one documents (a known SKU; no ``tensor_parallel_size`` beside
