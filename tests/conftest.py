@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -238,6 +239,13 @@ def cli(capsys: pytest.CaptureFixture[str]):  # noqa: ANN201 - Callable[..., Cli
     return run
 
 
+def _as_in_a_terminal() -> None:
+    # A suite started in the background of a non-interactive shell (`cmd &`) inherits SIGINT
+    # ignored, and so would every CLI it starts: Ctrl-C would not reach it, as it should not
+    # reach a background job. The CLI under test runs as a user's foreground command does.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def cli_process():  # noqa: ANN201 - Callable[..., subprocess.Popen]
     """Start ``rmbuild ARGS`` as its own process (for kill and concurrency tests)."""
@@ -249,6 +257,7 @@ def cli_process():  # noqa: ANN201 - Callable[..., subprocess.Popen]
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_as_in_a_terminal,
         )
 
     return start
