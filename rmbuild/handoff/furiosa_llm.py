@@ -16,9 +16,10 @@ and the timestamp may not (the split would move).
 Where the ``furiosa`` toolchain is provisioned, the bundle is also checked with furiosa's own
 tools, offline and without a device: ``fxb check`` (given a throwaway cache holding only the
 bundle's ``.fxb``) must find it compatible with the bundle's ``config.json`` and the installed
-compiler, and furiosa-llm's ``discover_fxb`` must pick it. (furiosa-llm 2026.4's ``serve`` has
-a hidden ``--use-mock-backend`` option; nothing in the release reads it, so it cannot serve on a
-host without a card, and no serve is tried here.)
+compiler, ``fxb inspect`` must read every kernel's signatures, and furiosa-llm's
+``discover_fxb`` must pick it. (furiosa-llm 2026.4's ``serve`` has a hidden
+``--use-mock-backend`` option; nothing in the release reads it, so it cannot serve on a host
+without a card, and no serve is tried here.)
 """
 
 from __future__ import annotations
@@ -250,12 +251,11 @@ def _checked_by_furiosa(root: Path, fxb: Path) -> list[str]:
                 )
         assert done is not None
         found = _COMPATIBLE.search(done.stdout)
-        check_out = done
         if found is None or int(found.group(1)) < 1:
             raise IncompatibleArtifact(
                 f"`fxb check` finds {fxb.name} incompatible with the bundle's config.json or the "
                 "installed furiosa compiler",
-                context=_tail(check_out),
+                context=_tail(done),
             )
         inspected = run_probe([fxb_tool, "inspect", str(fxb)], env, timeout=600)
         kernels = len(_INSPECTED.findall(inspected.stdout))

@@ -520,8 +520,8 @@ class Engine(RequestQueue):
             self._end(request, self._finished(request, "length"), "length")
 
     def _finished(self, request: Request, reason: str) -> Finished:
-        text = request._text
-        tail = text.finish() if text is not None else None if request.decodes_on_handover else ""
+        # Without the engine's decoder, the consumer's side fills the tail in (see _hand_over).
+        tail = request._text.finish() if request._text is not None else None
         return Finished(
             reason=reason,
             text=tail,
