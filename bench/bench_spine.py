@@ -1,6 +1,7 @@
 """Benchmarks of the build spine, each against a baseline measured in the same run.
 
-    python bench/bench_spine.py [--only hit,noop,help,bigfile,tokens] [--big-gib 2] [--runs 11]
+    python bench/bench_spine.py [--only hit,noop,help,bigfile,tokens,classhit] [--big-gib 2]
+                                [--runs 11] [--class-store DIR]
 
 * hit:     `rmbuild compile --target cpu` cache hit (median of --runs whole-process runs,
            interleaved with the baselines of the same run: `python -c pass`, `rmbuild --help`,
@@ -12,6 +13,12 @@
 * bigfile: a 2 GiB weights file in the model folder: first-time hashing by the store vs a plain
            hashlib sha256 loop over the same file, then the cache-hit time with it present.
 * tokens:  tokens/s of an rmbuild session vs a plain onnxruntime greedy loop on the same files.
+* classhit: `rmbuild compile --target npu` (a resource class: the example's rngd and
+           openvino-npu targets) cache hit, interleaved with the hit of the named target
+           `--target rngd`, the class with the plan cache off, and `python -c pass`. Needs the
+           furiosa toolchain (`rmbuild toolchain install furiosa`); not in the default set. With
+           `--class-store DIR` (a store that holds the class's build) it starts at the hits;
+           otherwise it first builds cold (minutes: a real RNGD compile).
 
 Prints a table; timings are wall-clock on this machine and noisy, so read the ratios.
 """
@@ -95,6 +102,32 @@ def bench_hit(work: Path, env: dict[str, str], runs: int = 11) -> dict[str, floa
         "cold_build_s": cold,
         **got,
         "hit_over_full_path": got["cache_hit_s"] / got["cache_hit_full_path_s"],
+    }
+
+
+def bench_classhit(
+    work: Path, env: dict[str, str], runs: int, store: Path | None
+) -> dict[str, float]:
+    spec = str(EXAMPLE / "model.yaml")
+    env = {**env, "RMBUILD_STORE": str(store or work / "class-store")}
+    cls = [RMBUILD, "compile", spec, "--target", "npu"]
+    first = subprocess.run(cls, env=env, capture_output=True, text=True)
+    if first.returncode != 0:
+        raise SystemExit(f"classhit: `--target npu` cannot be built here:\n{first.stderr}")
+    wall(cls, env)  # the first hit goes through the full path and writes the plan cache
+    got = interleaved(
+        {
+            "python_pass_s": ([sys.executable, "-c", "pass"], env),
+            "class_hit_s": (cls, env),
+            "named_hit_s": ([RMBUILD, "compile", spec, "--target", "rngd"], env),
+            "class_hit_full_path_s": (cls, {**env, "RMBUILD_NO_PLAN_CACHE": "1"}),
+        },
+        runs,
+    )
+    return {
+        **got,
+        "class_over_named": got["class_hit_s"] / got["named_hit_s"],
+        "class_over_full_path": got["class_hit_s"] / got["class_hit_full_path_s"],
     }
 
 
@@ -244,6 +277,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=11, help="whole-process runs per figure")
     parser.add_argument("--big-gib", type=float, default=2.0)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--class-store", type=Path, help="classhit: a store holding the build")
     args = parser.parse_args()
     wanted = set(args.only.split(","))
     env = {k: v for k, v in os.environ.items() if k != "RMBUILD_STORE"}
@@ -261,6 +295,8 @@ def main() -> int:
             results["bigfile"] = bench_bigfile(work, env, args.big_gib)
         if "tokens" in wanted:
             results["tokens"] = bench_tokens(work, env)
+        if "classhit" in wanted:
+            results["classhit"] = bench_classhit(work, env, args.runs, args.class_store)
     for name, values in results.items():
         print(f"[{name}]")
         for key, value in values.items():
