@@ -134,3 +134,18 @@ def test_rngd_build_through_the_cli(
     assert "`fxb check` (furiosa-llm 2026.4.0) finds" in said
     assert f"`fxb inspect` reads the input and output signatures of its {len(edfs)} kernel" in said
     assert "2026.4.0's own discover_fxb picks" in said
+
+    # The same .fxb beside a config.json it was not built for: fxb check refuses it (exit 6).
+    from rmbuild.errors import IncompatibleArtifact
+    from rmbuild.handoff import furiosa_llm
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in (tmp_path / "bundle").iterdir():
+        if f.is_file():
+            shutil.copyfile(f, other / f.name)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 4}))
+    with pytest.raises(IncompatibleArtifact, match="`fxb check`") as refused:
+        furiosa_llm._checked_by_furiosa(other, next(other.glob("*.fxb")))
+    assert any("No compatible cached FXB" in line for line in refused.value.context)
