@@ -136,7 +136,8 @@ def main() -> None:
         if fed:
             sys.exit(f"not a cold build: it was fed {fed} compiler-cache files")
         results["cold_s"] = round(cold, 1)
-        rows = json.loads(_timed([RMBUILD, "ls", "--json"], env)[1])
+        # Internal artifacts (the compiler cache) are listed with --target naming theirs.
+        rows = json.loads(_timed([RMBUILD, "ls", "--json", "--target", "compiler-cache"], env)[1])
         caches = [r for r in rows if r.get("target") == "compiler-cache"]
         results["compiler_cache_bytes"] = caches[0]["size"] if caches else 0
         warm, out = _timed([*build, "--rebuild"], env)
