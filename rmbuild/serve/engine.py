@@ -180,9 +180,19 @@ class Request:
                 run = [event]
                 while pending and type(pending[0]) is Token and pending[0].text is None:
                     run.append(pending.popleft())
-                if self._out is None:
-                    self._out = TextStream(self._tokenizer)
-                text = self._out.push_many([t.token_id for t in run])
+                try:
+                    if self._out is None:
+                        self._out = TextStream(self._tokenizer)
+                    text = self._out.push_many([t.token_id for t in run])
+                except Exception as exc:  # noqa: BLE001 - raised here, no consumer would hear it
+                    # A callback's exception only reaches asyncio's log: the consumer would wait
+                    # for ever. It is told instead, and the engine drops the request.
+                    pending.clear()
+                    self.cancelled = True
+                    put(Failed(exc))
+                    if self._woken is not None:
+                        _resolve(self._woken)
+                    return
                 for t in run:
                     t.text = ""
                 run[-1].text = text

@@ -21,6 +21,7 @@ from rmbuild.serve.app import Served, create_app  # noqa: E402
 from rmbuild.serve.engine import Engine, Failed, Finished, QueueFull, Request, Token  # noqa: E402
 from rmbuild.serve.metrics import Labels, Metrics  # noqa: E402
 from rmbuild.serve.model import LogicalModel  # noqa: E402
+from rmbuild.serve.textstream import TextStream  # noqa: E402
 
 EXAMPLE_MODEL = Path(__file__).resolve().parents[2] / "examples" / "tiny-llama" / "model"
 VOCAB = 1000
@@ -285,3 +286,32 @@ def test_text_decoded_on_hand_over_joins_to_the_full_decode_and_a_collect_wakes_
     full = tokenizer.decode(ids)
     assert "".join(t.text for t in tokens) + end.text == full  # type: ignore[misc]
     assert collected == full
+
+
+def test_a_decode_that_fails_on_the_event_loop_fails_the_request_not_hangs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The text of a request without stop strings is decoded on the event loop, in a callback
+    # whose exception would only be logged: the consumer is told, and the engine drops it.
+    def broken(self: TextStream, tokens: list[int]) -> str:
+        raise RuntimeError("tokenizer exploded")
+
+    monkeypatch.setattr(TextStream, "push_many", broken)
+    engine = Engine(_session(CountingLoop()), max_running=2)
+
+    async def main() -> list[object]:
+        request = engine.submit(Request(prompt_ids=[3, 4], max_tokens=1000))
+        got: list[object] = []
+        while not got or isinstance(got[-1], Token):
+            got.append(await asyncio.wait_for(request.events.get(), 30))  # type: ignore[union-attr]
+        return got
+
+    try:
+        got = asyncio.run(main())
+        deadline = time.monotonic() + 30
+        while engine.num_running and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.num_running == 0  # dropped, not generating its 1000 tokens
+    finally:
+        engine.stop(5)
+    assert isinstance(got[-1], Failed) and "tokenizer exploded" in str(got[-1].error)
