@@ -4,9 +4,10 @@ artifact, in the same process: what the engine's own per-token work costs.
     python bench/bench_engine.py [--tokens 128] [--reps 31] [--streams 8]
 
 Each rep runs, back to back: the in-process session's greedy generation, one request through
-the engine (consumed as a served stream consumes it: gathering tokens for ``--chunk-interval``),
-and ``--streams`` requests through it at once. Printed: tokens/s, the engine's extra time per
-token against the in-process loop (median of the reps' own differences), and the ratios.
+the engine (consumed as a served stream consumes it: gathering tokens for the server's default
+chunk interval), and ``--streams`` requests through it at once. Printed: tokens/s, the engine's
+extra time per token against the in-process loop (median of the reps' own differences), and the
+ratios.
 The example model is built into a temporary store first.
 """
 
