@@ -90,7 +90,8 @@ def _loopback(host: str) -> bool:
     show_default=True,
     type=click.FloatRange(0),
     help="Seconds of generated text a stream sends as one chunk (the first token always at "
-    "once); 0 sends every token as its own chunk.",
+    "once), times the number of streams running, up to 0.05 s; 0 sends every token as its "
+    "own chunk.",
 )
 @click.option("--verify", is_flag=True, help="Re-hash the artifact's files before loading.")
 @click.option(

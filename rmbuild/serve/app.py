@@ -14,12 +14,11 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from rmbuild import __version__
 from rmbuild.errors import RmbuildError
@@ -46,14 +45,17 @@ from rmbuild.serve.responses import (
     completion_chunks,
     usage_of,
 )
+from rmbuild.serve.sse import EventStream
+from rmbuild.serve.sse import chunk_interval as stream_interval
 
 # A request body past this is refused before it is parsed (a 10 MB prompt is a mistake or an
 # attack, never a prompt this server can take).
 MAX_BODY_BYTES = 8 * 1024 * 1024
-# A stream's tokens are sent in chunks of this many seconds: the per-chunk work of the server
-# and its client (a JSON event, a write, the client's parsing) is then paid ~100 times a second
-# rather than once per token, which on a small host takes cores from generation; a reader sees
-# no difference at this rate (a screen refreshes every 16 ms).
+# A stream's tokens are sent in chunks of this many seconds (longer while several streams run,
+# see rmbuild.serve.sse): the per-chunk work of the server and its client (a JSON event, a
+# write, the client's parsing) is then paid ~100 times a second rather than once per token,
+# which on a small host takes cores from generation; a reader sees no difference at this rate
+# (a screen refreshes every 16 ms).
 CHUNK_INTERVAL = 0.01
 
 
@@ -80,10 +82,14 @@ def create_app(
     served: Served, *, api_key: str | None = None, chunk_interval: float = CHUNK_INTERVAL
 ) -> FastAPI:
     """The application over ``served``; with ``api_key``, every request must bear it. A
-    stream sends the text of each ``chunk_interval`` seconds as one chunk (0: each token)."""
+    stream sends the text of each ``chunk_interval`` seconds as one chunk (0: each token),
+    longer while several streams run (:func:`~rmbuild.serve.sse.chunk_interval`)."""
     app = FastAPI(title="rmbuild", version=__version__, docs_url=None, redoc_url=None)
     app.state.served = served
     template = ChatTemplate.from_artifact(served.info.get("path"), served.session.tokenizer)
+
+    def pace() -> float:
+        return stream_interval(chunk_interval, served.engine.num_running)
 
     app.add_middleware(_Guard, api_key=api_key)
 
@@ -248,11 +254,7 @@ def create_app(
         if req.stream:
             gen = _submit(served, gens[0])
             first = await _first_event(gen)
-            return _sse(
-                completion_chunks(served, rid, req, gen, first, chunk_interval),
-                request=request,
-                gen=gen,
-            )
+            return EventStream(completion_chunks(served, rid, req, gen, first, pace), gen)
         choices = []
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         submitted = [_submit(served, g) for g in gens]
@@ -295,9 +297,7 @@ def create_app(
         gen = _submit(served, gen)
         if req.stream:
             first = await _first_event(gen)
-            return _sse(
-                chat_chunks(served, rid, req, gen, first, chunk_interval), request=request, gen=gen
-            )
+            return EventStream(chat_chunks(served, rid, req, gen, first, pace), gen)
         tokens, end = await _collect(gen)
         text = "".join(t.text for t in tokens) + end.text
         logprobs = None
@@ -469,20 +469,3 @@ async def _collect(gen: GenRequest) -> tuple[list[Token], Finished]:
     except BaseException:
         gen.cancel()
         raise
-
-
-def _sse(chunks: AsyncIterator[dict[str, Any]], *, request: Request, gen: GenRequest) -> Response:
-    async def body() -> AsyncIterator[bytes]:
-        try:
-            async for chunk in chunks:
-                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode()
-        except APIError as exc:
-            yield f"data: {json.dumps(exc.body())}\n\n".encode()
-        finally:
-            # Disconnected or done: the engine drops the request at its next step.
-            gen.cancel()
-        yield b"data: [DONE]\n\n"
-
-    return StreamingResponse(
-        body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )

@@ -47,6 +47,10 @@ class Restarted:
     """The request starts over on another session: drop the tokens received so far."""
 
 
+class ClientGone(Exception):
+    """The client of a request hung up: nobody reads what would follow."""
+
+
 @dataclass
 class Failed:
     """The request failed; ``error`` says why (an RmbuildError for known causes)."""
@@ -94,6 +98,13 @@ class Request:
     def cancel(self) -> None:
         """Stop generating for this request (its client went away)."""
         self.cancelled = True
+
+    def abandon(self) -> None:
+        """The consumer went away: stop generating, and end the event stream at once (a
+        consumer waiting for its next event gets :class:`ClientGone`), not at the engine's
+        next step."""
+        self.cancel()
+        self._emit(Failed(ClientGone()))
 
     @property
     def decodes_on_handover(self) -> bool:

@@ -4,7 +4,7 @@ streamed chunks, log-probabilities and usage, and an engine failure as OpenAI's 
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from rmbuild.serve.engine import Failed, Finished, Token, error_status
@@ -36,22 +36,30 @@ def as_api_error(exc: BaseException) -> APIError:
 
 
 async def events(
-    gen: GenRequest, first: Any, *, merge: bool = False, interval: float = 0.0
+    gen: GenRequest,
+    first: Any,
+    *,
+    merge: bool = False,
+    interval: float | Callable[[], float] = 0.0,
 ) -> AsyncIterator[Any]:
     """The request's events from ``first`` on, up to and including how it ended.
 
     With ``merge``, tokens already waiting are joined into one (their text, the last id), and
-    with ``interval`` too, those that come within ``interval`` seconds of the last one yielded:
-    a stream then costs the server and its client one chunk per interval instead of one per
-    token. The first token is never held back, nor the end (:meth:`GenRequest.pause` wakes on
-    it). Not for log-probabilities, which are per token.
+    with ``interval`` too, those that come within ``interval`` seconds of the last one yielded
+    (a callable is asked before each chunk: the pace can follow the server's load): a stream
+    then costs the server and its client one chunk per interval instead of one per token. The
+    first token is never held back, nor the end (:meth:`GenRequest.pause` wakes on it); tokens
+    gathered when the end comes go with it, as its text, so a stream ends in one chunk. Not
+    for log-probabilities, which are per token.
     """
     queue = gen.events
     assert queue is not None
+    pace = interval if callable(interval) else None
     event, held, sent = first, None, 0.0
     while True:
         if merge and isinstance(event, Token):
             pieces, last = [event.text], event
+            gap = pace() if pace is not None else interval
             for paused in (False, True):
                 while held is None and not queue.empty():
                     nxt = queue.get_nowait()
@@ -60,11 +68,15 @@ async def events(
                         last = nxt
                     else:
                         held = nxt
-                wait = sent + interval - time.monotonic()
+                wait = sent + gap - time.monotonic()
                 if paused or held is not None or not sent or wait <= 0:
                     break
                 await gen.pause(wait)
-            if len(pieces) > 1:
+            if sent and isinstance(held, Finished):
+                # The end came while tokens gathered: one chunk says both.
+                held.text = "".join(pieces) + (held.text or "")
+                event, held = held, None
+            elif len(pieces) > 1:
                 event = Token(last.token_id, "".join(pieces))
         yield event
         sent = time.monotonic()
@@ -145,7 +157,7 @@ async def completion_chunks(
     req: CompletionRequest,
     gen: GenRequest,
     first: Any,
-    interval: float = 0.0,
+    interval: float | Callable[[], float] = 0.0,
 ) -> AsyncIterator[dict[str, Any]]:
     """The streamed chunks of a completion (``text_completion`` objects), usage last; the
     tokens of each ``interval`` seconds share a chunk (see :func:`events`)."""
@@ -209,7 +221,7 @@ async def chat_chunks(
     req: ChatRequest,
     gen: GenRequest,
     first: Any,
-    interval: float = 0.0,
+    interval: float | Callable[[], float] = 0.0,
 ) -> AsyncIterator[dict[str, Any]]:
     """The streamed chunks of a chat completion: the role first, usage last; the tokens of
     each ``interval`` seconds share a chunk (see :func:`events`)."""

@@ -65,7 +65,7 @@ def test_tokens_within_the_interval_share_a_chunk_and_the_end_is_not_held() -> N
         first_out = asyncio.Event()
 
         async def consume() -> None:
-            async for event in events(gen, Token(1, "a"), merge=True, interval=3600):
+            async for event in events(gen, Token(1, "a"), merge=True, interval=interval):
                 got.append(event)
                 first_out.set()
 
@@ -80,4 +80,38 @@ def test_tokens_within_the_interval_share_a_chunk_and_the_end_is_not_held() -> N
         await asyncio.wait_for(task, 30)
         return got
 
-    assert _texts(asyncio.run(main())) == ["a", "bc", "Finished"]
+    asked: list[int] = []
+
+    def interval() -> float:  # a pace the server sets per chunk: asked before each one
+        asked.append(1)
+        return 3600
+
+    got = asyncio.run(main())
+    # The tokens gathered when the end came go with it: the stream ends in one chunk.
+    assert _texts(got) == ["a", "Finished"]
+    assert got[-1].text == "bc"
+    assert len(asked) == 2
+
+
+def test_the_tokens_gathered_before_an_end_with_text_come_first() -> None:
+    async def main() -> list[Any]:
+        gen = await _request()
+        got: list[Any] = []
+        first_out = asyncio.Event()
+
+        async def consume() -> None:
+            async for event in events(gen, Token(1, "a"), merge=True, interval=3600):
+                got.append(event)
+                first_out.set()
+
+        task = asyncio.create_task(consume())
+        await first_out.wait()
+        gen._emit(Token(2, "b"))
+        await asyncio.sleep(0.01)
+        gen._emit(Finished(reason="stop", text="!", prompt_tokens=1, completion_tokens=2))
+        await asyncio.wait_for(task, 30)
+        return got
+
+    got = asyncio.run(main())
+    assert _texts(got) == ["a", "Finished"]
+    assert got[-1].text == "b!"  # the held-back tail follows the tokens, in order
