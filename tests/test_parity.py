@@ -104,10 +104,13 @@ def test_backends_agree_with_pytorch(target: str, built, reference) -> None:  # 
     assert np.abs(logits.astype(np.float64) - first).max() < tolerance
 
 
+@pytest.mark.parametrize("together", [False, True], ids=["prefilled-alone", "prefilled-together"])
 @pytest.mark.parametrize("target", list(TARGETS))
-def test_batched_rows_decode_as_they_would_alone(target: str, built) -> None:  # noqa: ANN001
+def test_batched_rows_decode_as_they_would_alone(target: str, together: bool, built) -> None:  # noqa: ANN001
     """Continuous batching (what `rmbuild serve` runs) on every CPU runtime: sequences of
-    different lengths, left-padded into one batch, give each its own greedy tokens."""
+    different lengths, left-padded into one batch, give each its own greedy tokens, whether
+    each prompt ran alone or all of them in one left-padded pass (requests that arrive
+    together)."""
     from rmbuild.loading import load
     from rmbuild.runtime.batching import Batch
 
@@ -121,7 +124,12 @@ def test_batched_rows_decode_as_they_would_alone(target: str, built) -> None:  #
             session.eos_token_ids = set()
             alone.append(list(session.generate_ids(session.tokenizer.encode(p), 8)))
         batch, rows, out = Batch(step), [], []
-        for p in prompts:
+        if together:
+            first, states = batch.prefill([session.tokenizer.encode(p) for p in prompts])
+            for logits, state in zip(first, states, strict=True):
+                out.append([int(np.argmax(logits))])
+                rows.append(batch.add(state))
+        for p in prompts if not together else []:
             step.reset()
             logits = step.step(np.asarray(session.tokenizer.encode(p), dtype=np.int64))
             out.append([int(np.argmax(logits))])

@@ -85,6 +85,46 @@ class Batch:
         past = [np.ascontiguousarray(p[i : i + 1, :, keep:, :]) for p in self.past]
         return (past, row.length, True)
 
+    def prefill(self, prompts: list[list[int]]) -> tuple[np.ndarray, list[tuple[Any, ...]]]:
+        """Several prompts' prefills in one forward pass: each one's last-position logits
+        ``[rows, vocab]`` and its cache as a :meth:`KVLoop.snapshot` (to :meth:`add`, or to run
+        alone). Prompts of different lengths are left-padded to the longest, the padding
+        masked out and each row's positions its own, so every row computes what it would
+        alone. The batch's rows and the loop's own sequence are not touched."""
+        loop = self.loop
+        rows, longest = len(prompts), max(len(p) for p in prompts)
+        if not loop._has_position_ids and any(len(p) != longest for p in prompts):
+            # Without position ids the graph counts positions from the first slot, padding
+            # included: only prompts of one length can share a pass.
+            raise ValueError(f"{loop.what} takes no position_ids: prompts must be one length")
+        ids = np.zeros((rows, longest), dtype=np.int64)
+        mask = np.zeros((rows, loop.pad + longest), dtype=np.int64)
+        positions = np.zeros((rows, longest), dtype=np.int64)
+        for i, prompt in enumerate(prompts):
+            lead = longest - len(prompt)
+            ids[i, lead:] = prompt
+            mask[i, loop.pad + lead :] = 1
+            positions[i, lead:] = np.arange(len(prompt))
+        feeds: dict[str, Any] = {"input_ids": ids, "attention_mask": mask}
+        if loop._has_position_ids:
+            feeds["position_ids"] = positions
+        feeds.update(
+            (name, np.repeat(empty, rows, axis=0))
+            for name, empty in zip(loop.past_names, loop._empty, strict=True)
+        )
+        logits, presents = loop.run_positions(feeds)
+        states = []
+        for i, prompt in enumerate(prompts):
+            # The row alone: the loop's pad slots, then its own tokens (the padding dropped).
+            # The pad slots hold zeros, as after a prefill alone.
+            past = []
+            for tensor in presents:
+                own = np.array(np.asarray(tensor)[i : i + 1, :, longest - len(prompt) :, :])
+                own[:, :, : loop.pad] = 0
+                past.append(own)
+            states.append((past, len(prompt), True))
+        return np.asarray(logits)[:, -1], states
+
     def step(self, tokens: list[int]) -> np.ndarray:
         """Feed one token per row (in row order); each row's next-token logits ``[rows, vocab]``."""
         n = len(self.rows)

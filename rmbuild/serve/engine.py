@@ -199,8 +199,7 @@ class Engine(RequestQueue):
                             request = self._waiting.popleft()
                             self._running.append(request)
                             admitted.append(request)
-                for request in admitted:
-                    self._start(request)
+                self._start_all(admitted)
                 self._round(skip=admitted)
         except BaseException as exc:  # noqa: BLE001 - a dead engine fails every request, says why
             self.dead = exc
@@ -225,25 +224,53 @@ class Engine(RequestQueue):
         limit = self.max_running if self._swappable else 1
         return len(self._running) >= limit
 
-    def _start(self, request: Request) -> None:
-        """Admit and prefill ``request``; a request-level refusal fails only it."""
+    def _start_all(self, admitted: list[Request]) -> None:
+        """Admit and prefill the requests taken this round. Where the runtime takes a batch,
+        their prompts run in one forward pass (a burst of arrivals waits for one prefill, not
+        one after another); a pass the runtime refuses is run again one prompt at a time,
+        which names the request at fault."""
+        ready = [request for request in admitted if self._admit(request)]
+        together = [r for r in ready if self._batch is not None and not r.prompt_logprobs]
+        if len(together) > 1:
+            assert self._batch is not None
+            try:
+                logits, states = self._batch.prefill([r.prompt_ids for r in together])
+            except Exception:  # noqa: BLE001 - each prompt alone, below, says which failed
+                together = []
+            else:
+                for request, row_logits, state in zip(together, logits, states, strict=True):
+                    self._first(request, row_logits, None, state)
+        else:
+            together = []
+        for request in ready:
+            if not any(request is r for r in together):
+                self._prefill(request)
+
+    def _admit(self, request: Request) -> bool:
+        """Check ``request`` against the session and set it up; False where it ended here (a
+        request-level refusal fails only it)."""
         session = self.session
         request.started = time.monotonic()
         if request.cancelled:
             self._end(request, self._finished(request, "cancelled"), "cancelled")
-            return
+            return False
         try:
             ids = session.admit(request.prompt_ids, request.max_tokens, request.params)
         except REQUEST_ERRORS as exc:
             self._end(request, Failed(exc), "error")
-            return
+            return False
         request.prompt_ids = ids
         request._tokenizer = session.tokenizer
         if not request.decodes_on_handover:
             request._text = TextStream(session.tokenizer, request.params.stop)
         request._rng = np.random.default_rng(request.params.seed)
-        step = session.step_fn
+        return True
+
+    def _prefill(self, request: Request) -> None:
+        """Run ``request``'s prompt alone."""
+        step = self.session.step_fn
         step.reset()
+        ids = request.prompt_ids
         try:
             if request.prompt_logprobs:
                 prompt_lps, logits = self._prefill_scored(ids)
@@ -252,14 +279,17 @@ class Engine(RequestQueue):
         except REQUEST_ERRORS as exc:
             self._end(request, Failed(exc), "error")
             return
+        self._first(request, logits, prompt_lps, step.snapshot() if self._swappable else None)
+
+    def _first(self, request: Request, logits: Any, prompt_lps: Any, state: Any) -> None:
+        """Its prompt ran: the first token comes from the prefill's logits, sent now (time to
+        first token); ``state`` is its cache, to join the batch or step alone."""
         request._logits = logits
         request._prompt_lps = prompt_lps  # type: ignore[attr-defined]
         if request.max_tokens == 0:
             self._end(request, self._finished(request, "length"), "length")
             return
-        if self._swappable:
-            request._state = step.snapshot()
-        # The first token comes from the prefill's logits: send it now (time to first token).
+        request._state = state
         self._advance(request, decode=False)
 
     def _prefill_scored(self, ids: list[int]) -> tuple[list[Any], Any]:

@@ -116,3 +116,32 @@ def test_a_static_batch_dimension_is_not_batchable() -> None:
     assert not FakeGraph(batch=1).batchable
     with pytest.raises(ValueError, match="batch"):
         Batch(FakeGraph(batch=1))
+
+
+@pytest.mark.parametrize("pad", [0, 1])
+def test_prompts_prefilled_together_get_what_they_would_alone(pad: int) -> None:
+    prompts = [[5, 9, 2], [400], [1, 2, 3, 4, 5, 6, 7], [33, 44]]
+    expected = [_alone(p, 6, pad) for p in prompts]
+    loop = FakeGraph(pad=pad)
+    batch = Batch(loop)
+    logits, states = batch.prefill(prompts)
+    assert logits.shape == (len(prompts), VOCAB)
+    out = [[int(np.argmax(row))] for row in logits]
+    # Each state is a sequence's own, as after a prefill alone: it runs alone too.
+    loop.restore(states[2])
+    alone = int(np.argmax(loop.step(np.asarray([out[2][0]], dtype=np.int64))))
+    assert alone == expected[2][1]
+    for state in states:
+        batch.add(state)
+    for _ in range(5):
+        step = batch.step([o[-1] for o in out])
+        for i, o in enumerate(out):
+            o.append(int(np.argmax(step[i])))
+    assert out == expected
+
+
+def test_prompts_of_several_lengths_need_position_ids_to_share_a_prefill() -> None:
+    loop = FakeGraph()
+    loop._has_position_ids = False
+    with pytest.raises(ValueError, match="position_ids"):
+        Batch(loop).prefill([[1, 2], [3]])

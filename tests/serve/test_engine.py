@@ -146,6 +146,59 @@ def test_interleaved_requests_keep_their_own_cache() -> None:
         engine.stop(5)
 
 
+def test_requests_that_arrive_together_share_one_prefill_and_get_their_own_tokens() -> None:
+    from tests.runtime.test_batching import FakeGraph, _alone
+
+    class Recorded(FakeGraph):
+        """Records each pass's (rows, tokens); the first pass waits for ``gate``."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.passes: list[tuple[int, int]] = []
+            self.gate = threading.Event()
+
+        def _run_batch(self, feeds):  # noqa: ANN001, ANN202
+            self.gate.wait(30)
+            self.passes.append(feeds["input_ids"].shape)
+            return super()._run_batch(feeds)
+
+    step = Recorded()
+    engine = Engine(_session(step), max_running=8, max_queue=8)
+    first, burst = [7, 7], [[5, 9, 2], [400], [1, 2, 3, 4, 5, 6, 7]]
+
+    async def run(prompt: list[int]) -> list[int]:
+        request = engine.submit(Request(prompt_ids=prompt, max_tokens=5, ignore_eos=True))
+        out = []
+        while True:
+            event = await request.events.get()  # type: ignore[union-attr]
+            if isinstance(event, Token):
+                out.append(event.token_id)
+            elif isinstance(event, Finished):
+                return out
+            elif isinstance(event, Failed):
+                raise event.error
+
+    async def main() -> list[list[int]]:
+        held = asyncio.ensure_future(run(first))  # its prefill waits at the gate
+        while not step.passes and not engine.num_running:
+            await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(run(p)) for p in burst]
+        while engine.num_waiting < len(burst):
+            await asyncio.sleep(0.01)
+        step.gate.set()
+        return await asyncio.gather(held, *rest)
+
+    try:
+        got = asyncio.run(main())
+    finally:
+        step.gate.set()
+        engine.stop(5)
+    assert got == [_alone(p, 5) for p in [first, *burst]]
+    # The three that waited together: one pass, left-padded to the longest prompt.
+    assert (3, 7) in step.passes
+    assert sum(1 for rows, tokens in step.passes if tokens > 1) == 2  # first's, the burst's
+
+
 def test_a_backend_failure_fails_the_running_request_and_marks_the_engine_dead() -> None:
     step = GatedStep()
     engine = Engine(_session(step), max_running=1, max_queue=4)
