@@ -5,7 +5,8 @@ the same artifact, measured in the same run.
 
 * one stream: served tokens/s (openai client, streaming) vs the in-process session's, run
   interleaved; the baseline is the faster of the runtime's default threads and the server's
-  thread count; target >= 0.9x;
+  thread count; target >= 0.9x; and the same through a minimal HTTP client (no SDK), which
+  shows the server's own cost apart from the openai client's;
 * N concurrent streams: aggregate tokens/s vs one stream's; target >= 4x at 8;
 
 Each rep runs the baselines, one stream and N streams back to back, and each ratio is the median
@@ -138,6 +139,63 @@ class Served:
         }
 
 
+class MinimalClient:
+    """One stream over one kept-alive HTTP/1.1 connection, read with asyncio's streams and
+    ``json.loads`` per event: no SDK. The openai client's own work per request (building it,
+    its pydantic objects per chunk) runs on the same two cores as the server; this client
+    shows what is left when that is taken out, i.e. the server's own cost."""
+
+    def __init__(self, url: str, model: str) -> None:
+        found = re.match(r"http://\[?([^\]/]+?)\]?:(\d+)(/.*)$", url)
+        assert found, url
+        self.host, self.port, self.base = found.group(1), int(found.group(2)), found.group(3)
+        self.model = model
+        self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    async def stream(self, tokens: int) -> float:
+        """Tokens/s of one streamed completion of ``tokens`` tokens."""
+        import json
+
+        if self.conn is None:
+            self.conn = await asyncio.open_connection(self.host, self.port)
+        reader, writer = self.conn
+        body = json.dumps(
+            {
+                "model": self.model,
+                "prompt": PROMPT,
+                "max_tokens": tokens,
+                "temperature": 0,
+                "stream": True,
+                "stream_options": {"include_usage": True},
+                "ignore_eos": True,
+            }
+        ).encode()
+        t0 = time.perf_counter()
+        writer.write(
+            f"POST {self.base}/completions HTTP/1.1\r\nHost: {self.host}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200"), head[:200]
+        assert b"transfer-encoding: chunked" in head.lower(), head
+        buffer, n = b"", 0
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            data = await reader.readexactly(size + 2)
+            if size == 0:
+                break
+            buffer += data[:-2]
+            *events, buffer = buffer.split(b"\n\n")
+            for event in events:
+                if event.startswith(b"data: {"):
+                    usage = json.loads(event[6:]).get("usage")
+                    if usage:
+                        n = usage["completion_tokens"]
+        assert n == tokens, n
+        return n / (time.perf_counter() - t0)
+
+
 def _thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds (user + system) of process ``pid``: its main thread (the event loop and
     HTTP) and its other threads (the engine, the runtime's own)."""
@@ -224,14 +282,17 @@ async def measure(args: argparse.Namespace, store_dir: Path, key: str, url: str,
     }
     served = Served(url)
     await served.concurrent(1, args.tokens)  # warm up: the connection, the first request
+    minimal = MinimalClient(url, served.model)
+    await minimal.stream(args.tokens)
     # Each rep measures the in-process baselines, one served stream and N served streams back
     # to back, and the ratios are taken within the rep: on a shared machine whose speed drifts
     # from minute to minute, a ratio of two medians taken minutes apart measures the drift.
     rates: dict[str, list[float]] = {name: [] for name in local}
-    one_runs, many_runs, vs_local, vs_one, bound = [], [], [], [], []
+    one_runs, many_runs, vs_local, vs_one, bound, bare = [], [], [], [], [], []
     for _ in range(args.reps):
         here = {name: baseline.once() for name, baseline in local.items()}
         one = (await served.concurrent(1, args.tokens))["tok_s"]
+        bare.append(await minimal.stream(args.tokens) / max(here.values()))
         many = await served.concurrent(args.streams, args.tokens)
         runtime = local[f"{serving_threads()} thread(s), as served"]
         bound.append(runtime.batched(args.streams) / runtime.batched(1))
@@ -248,6 +309,10 @@ async def measure(args: argparse.Namespace, store_dir: Path, key: str, url: str,
     print(
         f"rmbuild serve, 1 stream      : {one:8.0f} tok/s  = {statistics.median(vs_local):.2f}x "
         f"in-process (median of {args.reps} same-rep ratios, the faster baseline of each rep)"
+    )
+    print(
+        f"rmbuild serve, 1 stream, minimal HTTP client (no SDK): "
+        f"{statistics.median(bare):.2f}x in-process (median of same-rep ratios)"
     )
     rows = {args.streams: {k: statistics.median(r[k] for r in many_runs) for k in many_runs[0]}}
     runs = [await served.concurrent(32, args.tokens) for _ in range(3)]
