@@ -2,9 +2,10 @@
 
 Vendor runtimes are not safe to call from several threads at once, and a session holds one KV
 cache, so one thread owns the session. Requests wait in a bounded queue; the worker admits them
-at step boundaries, runs each one's prefill, then decodes one token for every running request
-per round. Each request keeps its own KV cache (the decode loop's state is swapped in and out),
-so a short request is not stuck behind a long one and a request joins or leaves between steps.
+at step boundaries, runs their prefills (in one pass where the runtime takes a batch), then
+decodes one token for every running request per round. Each request keeps its own KV cache
+(the decode loop's state is swapped in and out), so a short request is not stuck behind a long
+one and a request joins or leaves between steps.
 Where the step cannot be swapped (a runtime without the shared decode loop), requests run one
 after another.
 
