@@ -1,18 +1,23 @@
 """File digests cached by (absolute path, inode, mtime_ns, size, HASH_VERSION).
 
 The same trick as dvc-data's ``state`` table: an unchanged multi-GB model file is hashed
-once, then recognised by ``stat()`` alone.
+once, then recognised by ``stat()`` alone. :class:`Hashing` gives the store its ``hash_file``
+and ``hash_files`` through it.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from artifact_store import hashing
+from artifact_store.errors import DiskFull, InvalidArgument, is_disk_full
 from artifact_store.hashing import HASH_VERSION
 
 # SQLAlchemy (and index.py, which needs it) is imported inside the functions that use it: a
@@ -145,3 +150,64 @@ def prune(engine: Engine, *, dry_run: bool = False) -> int:
             for i in range(0, len(stale), _CHUNK):
                 conn.execute(t.delete().where(t.c.path.in_(stale[i : i + _CHUNK])))
     return len(stale)
+
+
+class Hashing:
+    """File digests of :class:`~artifact_store.store.Store` through this cache (a mixin)."""
+
+    if TYPE_CHECKING:
+        _reader: sqlite3.Connection | None
+        _index_where: str
+
+        @property
+        def _engine(self) -> Engine: ...
+
+    def hash_file(self, path: str | os.PathLike[str]) -> str:
+        """SHA-256 of the file at ``path``, from the stat cache when the file is unchanged."""
+        return next(iter(self.hash_files([path]).values()))
+
+    def hash_files(self, paths: Iterable[str | os.PathLike[str]]) -> dict[Path, str]:
+        """Digests of several files, keyed by the paths as given.
+
+        Cache lookups are one batched query; only files whose (inode, mtime, size) changed
+        are read. Files younger than a couple of seconds are hashed but not cached, since
+        their mtime may not yet reflect a write that is still landing.
+        """
+        given = [Path(p) for p in paths]
+        keys: list[StatKey] = []
+        for p in given:
+            st = os.stat(p)
+            if not stat.S_ISREG(st.st_mode):
+                raise InvalidArgument(f"{p} is not a regular file")
+            keys.append(StatKey.of(os.path.abspath(p), st))
+        cached = lookup(self._reader or self._engine, keys)
+        result: dict[Path, str] = {}
+        fresh: dict[str, tuple[StatKey, str]] = {}
+        for p, k in zip(given, keys, strict=False):
+            digest = cached.get(k.path) or (fresh[k.path][1] if k.path in fresh else None)
+            if digest is None:
+                digest = hashing.hash_path(k.path)
+                # Only cache if the file did not change while it was being read.
+                if StatKey.of(k.path, os.stat(k.path)) == k:
+                    fresh[k.path] = (k, digest)
+            result[p] = digest
+        self._remember(fresh.values())
+        return result
+
+    def prune_stat_cache(self, *, dry_run: bool = False) -> int:
+        """Drop stat-cache rows of files gone or changed since; returns how many (for gc)."""
+        return prune(self._engine, dry_run=dry_run)
+
+    def _remember(self, fresh: Iterable[tuple[StatKey, str]]) -> None:
+        # Filtered here too so that a run whose new digests are all too young to cache does
+        # not create the engine (and import SQLAlchemy) only for store() to skip them.
+        entries = [(k, d) for k, d in fresh if k.cacheable()]
+        if entries:
+            # A cache: on a full disk it is simply not updated.
+            try:
+                store(self._engine, entries)
+            except DiskFull:
+                pass
+            except Exception as exc:
+                if not is_disk_full(exc, self._index_where):
+                    raise

@@ -15,7 +15,8 @@ The class is assembled from mixins along the store's seams: :class:`~artifact_st
 Catalog` (index rows), :class:`~artifact_store.queries.Queries` (listing, resolution),
 :class:`~artifact_store.failures.Failures` (failed builds),
 :class:`~artifact_store.results.Results` (action results: a key's output without its files),
-:class:`~artifact_store.integrity.Integrity` (checks, quarantine); the
+:class:`~artifact_store.integrity.Integrity` (checks, quarantine),
+:class:`~artifact_store.statcache.Hashing` (file digests through the stat cache); the
 fast read path is :mod:`artifact_store.reader`, trees are :mod:`artifact_store.trees`, locks
 :mod:`artifact_store.locks`, gc :mod:`artifact_store.gc`.
 
@@ -28,9 +29,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import stat
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +56,7 @@ from artifact_store.queries import Queries
 from artifact_store.reader import open_reader, sqlite_path
 from artifact_store.records import FileEntry, GcReport, Manifest
 from artifact_store.results import Results
+from artifact_store.statcache import Hashing
 from artifact_store.trees import lay_out, remove_aside, tree_complete, walk_tree
 
 # sqlalchemy and artifact_store.index (which imports it) are imported inside the methods that
@@ -100,7 +101,7 @@ class Pin:
         self.release()
 
 
-class Store(Catalog, Queries, Integrity, Failures, Results):
+class Store(Catalog, Queries, Integrity, Failures, Results, Hashing):
     """A local artifact store; see the module docstring for the layout.
 
     One ``Store`` per process or thread is the intended use; open it with a context manager
@@ -276,58 +277,6 @@ class Store(Catalog, Queries, Integrity, Failures, Results):
                 fresh.append((k, digest))
         self._remember(fresh)
         return out
-
-    # ---- hashing ---------------------------------------------------------------------------
-
-    def hash_file(self, path: str | os.PathLike[str]) -> str:
-        """SHA-256 of the file at ``path``, from the stat cache when the file is unchanged."""
-        return next(iter(self.hash_files([path]).values()))
-
-    def hash_files(self, paths: Iterable[str | os.PathLike[str]]) -> dict[Path, str]:
-        """Digests of several files, keyed by the paths as given.
-
-        Cache lookups are one batched query; only files whose (inode, mtime, size) changed
-        are read. Files younger than a couple of seconds are hashed but not cached, since
-        their mtime may not yet reflect a write that is still landing.
-        """
-        given = [Path(p) for p in paths]
-        keys: list[statcache.StatKey] = []
-        for p in given:
-            st = os.stat(p)
-            if not stat.S_ISREG(st.st_mode):
-                raise InvalidArgument(f"{p} is not a regular file")
-            keys.append(statcache.StatKey.of(os.path.abspath(p), st))
-        cached = statcache.lookup(self._reader or self._engine, keys)
-        result: dict[Path, str] = {}
-        fresh: dict[str, tuple[statcache.StatKey, str]] = {}
-        for p, k in zip(given, keys, strict=False):
-            digest = cached.get(k.path) or (fresh[k.path][1] if k.path in fresh else None)
-            if digest is None:
-                digest = hashing.hash_path(k.path)
-                # Only cache if the file did not change while it was being read.
-                if statcache.StatKey.of(k.path, os.stat(k.path)) == k:
-                    fresh[k.path] = (k, digest)
-            result[p] = digest
-        self._remember(fresh.values())
-        return result
-
-    def prune_stat_cache(self, *, dry_run: bool = False) -> int:
-        """Drop stat-cache rows of files gone or changed since; returns how many (for gc)."""
-        return statcache.prune(self._engine, dry_run=dry_run)
-
-    def _remember(self, fresh: Iterable[tuple[statcache.StatKey, str]]) -> None:
-        # Filtered here too so that a run whose new digests are all too young to cache does
-        # not create the engine (and import SQLAlchemy) only for statcache.store to skip them.
-        entries = [(k, d) for k, d in fresh if k.cacheable()]
-        if entries:
-            # A cache: on a full disk it is simply not updated.
-            try:
-                statcache.store(self._engine, entries)
-            except DiskFull:
-                pass
-            except Exception as exc:
-                if not is_disk_full(exc, self._index_where):
-                    raise
 
     # ---- trees -----------------------------------------------------------------------------
 
