@@ -44,9 +44,10 @@ def _ends(chunk: dict[str, Any]) -> bool:
 class EventStream(Response):
     """An ASGI response sending ``chunks`` as ``data: {json}`` events, ``data: [DONE]`` last.
 
-    An :class:`APIError` raised by ``chunks`` after the stream started becomes a ``data:
-    {"error": ...}`` event. The chunk that ends the choice, the usage chunk and ``[DONE]`` go
-    out in one write: the client's wait for the end is one round trip, not four.
+    An error raised by ``chunks`` after the stream started becomes a ``data: {"error": ...}``
+    event (an :class:`APIError` as it is, anything else as a server error). The chunk that ends
+    the choice, the usage chunk and ``[DONE]`` go out in one write: the client's wait for the
+    end is one round trip, not four.
     """
 
     media_type = "text/event-stream"
@@ -87,9 +88,13 @@ class EventStream(Response):
                 if not _ends(chunk):
                     yield b"".join(held), False
                     held.clear()
-        except APIError as exc:
+        except Exception as exc:  # noqa: BLE001 - the stream still ends as the protocol says
             if self.gone:
                 return
+            if not isinstance(exc, APIError):
+                exc = APIError(
+                    500, f"internal error: {type(exc).__name__}: {exc}", type_="server_error"
+                )
             held.append(b"data: " + json.dumps(exc.body()).encode() + b"\n\n")
         held.append(DONE)
         yield b"".join(held), True

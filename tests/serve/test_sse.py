@@ -91,6 +91,22 @@ def test_an_error_mid_stream_is_an_error_event_then_done() -> None:
     assert last.endswith("data: [DONE]\n\n")
 
 
+def test_an_unexpected_exception_mid_stream_still_ends_with_an_error_event_and_done() -> None:
+    async def chunks() -> AsyncIterator[dict[str, Any]]:
+        yield _chunk("a")
+        raise KeyError("oops")
+
+    async def main() -> list[dict[str, Any]]:
+        return await _run(EventStream(chunks(), await _gen()))
+
+    last = asyncio.run(main())[-1]
+    assert last["more_body"] is False
+    error = json.loads(last["body"].decode().split("\n\n")[0].removeprefix("data: "))
+    assert error["error"]["type"] == "server_error"
+    assert "KeyError" in error["error"]["message"]
+    assert last["body"].endswith(b"data: [DONE]\n\n")
+
+
 def test_a_client_that_hangs_up_ends_a_waiting_stream_at_once() -> None:
     from rmbuild.serve.request import Failed, Token
     from rmbuild.serve.responses import as_api_error, events
