@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from artifact_store.remote import Remote
+    from artifact_store.remote_fs import RemoteFS
     from artifact_store.store import Store
     from artifact_store.transfer import UploadJournal
 
@@ -132,7 +133,7 @@ def before_push(remote: Remote, store: Store) -> UploadJournal | None:
     return journal
 
 
-def abort_upload(remote: Remote, bucket: str, key: str, upload_id: str) -> bool:
+def abort_upload(remote: RemoteFS, bucket: str, key: str, upload_id: str) -> bool:
     """Abort an S3 multipart upload; True once S3 no longer holds it (aborted now, or completed
     or aborted before), False if the remote could not be reached (the caller keeps it)."""
     try:

@@ -157,10 +157,11 @@ class Hashing:
 
     if TYPE_CHECKING:
         _reader: sqlite3.Connection | None
-        _index_where: str
 
         @property
         def _engine(self) -> Engine: ...
+        @property
+        def _index_where(self) -> str: ...
 
     def hash_file(self, path: str | os.PathLike[str]) -> str:
         """SHA-256 of the file at ``path``, from the stat cache when the file is unchanged."""
