@@ -17,15 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from bench_serve import InProcess, Served, build
+from bench_serve import InProcess, Served, announced, build
 
 
 def start(tree: Path, store_dir: Path, key: str, log: Path) -> tuple[subprocess.Popen[str], str]:
@@ -39,14 +37,7 @@ def start(tree: Path, store_dir: Path, key: str, log: Path) -> tuple[subprocess.
         cwd=store_dir.parent,  # not a tree: the tree on PYTHONPATH is the one imported
         text=True,
     )
-    for _ in range(1200):
-        found = re.search(r"at (http://\S+/v1)", log.read_text())
-        if found:
-            return proc, found.group(1)
-        if proc.poll() is not None:
-            raise SystemExit(f"rmbuild serve ({tree}) exited:\n{log.read_text()}")
-        time.sleep(0.1)
-    raise SystemExit(f"rmbuild serve ({tree}) did not start")
+    return proc, announced(proc, log, f"rmbuild serve ({tree})")
 
 
 async def measure(args: argparse.Namespace, store_dir: Path, key: str, urls: list[str]) -> None:

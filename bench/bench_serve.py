@@ -253,14 +253,19 @@ def start_server(
         env=env,
         text=True,
     )
+    return proc, announced(proc, log, "rmbuild serve")
+
+
+def announced(proc: subprocess.Popen[str], log: Path, what: str) -> str:
+    """The base URL a starting server prints to ``log`` (a SystemExit if it never does)."""
     for _ in range(1200):
         found = re.search(r"at (http://\S+/v1)", log.read_text())
         if found:
-            return proc, found.group(1)
+            return found.group(1)
         if proc.poll() is not None:
-            raise SystemExit(f"rmbuild serve exited:\n{log.read_text()}")
+            raise SystemExit(f"{what} exited:\n{log.read_text()}")
         time.sleep(0.1)
-    raise SystemExit("rmbuild serve did not start")
+    raise SystemExit(f"{what} did not start")
 
 
 def model_of(url: str) -> str:

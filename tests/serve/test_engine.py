@@ -7,6 +7,7 @@ import asyncio
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,8 +81,8 @@ def _served(engine: Engine) -> Served:
     return Served(model=LogicalModel(name="m"), engine=engine, metrics=metrics, info={})
 
 
-async def _run(engine: Engine, prompt: list[int], n: int) -> list[int]:
-    request = engine.submit(Request(prompt_ids=prompt, max_tokens=n))
+async def _run(engine: Engine, prompt: list[int], n: int, **fields: Any) -> list[int]:
+    request = engine.submit(Request(prompt_ids=prompt, max_tokens=n, **fields))
     out = []
     while True:
         event = await request.events.get()  # type: ignore[union-attr]
@@ -166,17 +167,8 @@ def test_requests_that_arrive_together_share_one_prefill_and_get_their_own_token
     engine = Engine(_session(step), max_running=8, max_queue=8)
     first, burst = [7, 7], [[5, 9, 2], [400], [1, 2, 3, 4, 5, 6, 7]]
 
-    async def run(prompt: list[int]) -> list[int]:
-        request = engine.submit(Request(prompt_ids=prompt, max_tokens=5, ignore_eos=True))
-        out = []
-        while True:
-            event = await request.events.get()  # type: ignore[union-attr]
-            if isinstance(event, Token):
-                out.append(event.token_id)
-            elif isinstance(event, Finished):
-                return out
-            elif isinstance(event, Failed):
-                raise event.error
+    def run(prompt: list[int]) -> Any:
+        return _run(engine, prompt, 5, ignore_eos=True)
 
     async def main() -> list[list[int]]:
         held = asyncio.ensure_future(run(first))  # its prefill waits at the gate
