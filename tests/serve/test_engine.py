@@ -147,7 +147,12 @@ def test_interleaved_requests_keep_their_own_cache() -> None:
         engine.stop(5)
 
 
-def test_requests_that_arrive_together_share_one_prefill_and_get_their_own_tokens() -> None:
+@pytest.mark.parametrize("refused", [False, True], ids=["one-pass", "runtime-refuses-it"])
+def test_requests_that_arrive_together_share_one_prefill_and_get_their_own_tokens(
+    refused: bool,
+) -> None:
+    """Three requests waiting together run their prompts in one left-padded pass; where the
+    runtime refuses such a pass, each prompt runs alone and still gets its own tokens."""
     from tests.runtime.test_batching import FakeGraph, _alone
 
     class Recorded(FakeGraph):
@@ -160,7 +165,10 @@ def test_requests_that_arrive_together_share_one_prefill_and_get_their_own_token
 
         def _run_batch(self, feeds):  # noqa: ANN001, ANN202
             self.gate.wait(30)
-            self.passes.append(feeds["input_ids"].shape)
+            rows, tokens = feeds["input_ids"].shape
+            if refused and rows > 1 and tokens > 1:
+                raise RuntimeError("this runtime takes one prompt per pass")
+            self.passes.append((rows, tokens))
             return super()._run_batch(feeds)
 
     step = Recorded()
@@ -186,9 +194,13 @@ def test_requests_that_arrive_together_share_one_prefill_and_get_their_own_token
         step.gate.set()
         engine.stop(5)
     assert got == [_alone(p, 5) for p in [first, *burst]]
-    # The three that waited together: one pass, left-padded to the longest prompt.
-    assert (3, 7) in step.passes
-    assert sum(1 for rows, tokens in step.passes if tokens > 1) == 2  # first's, the burst's
+    assert engine.dead is None
+    prefills = [shape for shape in step.passes if shape[1] > 1]
+    if refused:  # each prompt of the burst alone ([400] is one token: a one-token pass)
+        assert prefills == [(1, 2), (1, 3), (1, 7)]
+        assert (1, 1) in step.passes
+    else:  # first's, then the burst's: one pass, left-padded to the longest prompt
+        assert prefills == [(1, 2), (3, 7)]
 
 
 def test_a_backend_failure_fails_the_running_request_and_marks_the_engine_dead() -> None:
