@@ -232,20 +232,22 @@ class Engine(RequestQueue):
         which names the request at fault."""
         ready = [request for request in admitted if self._admit(request)]
         together = [r for r in ready if self._batch is not None and not r.prompt_logprobs]
-        if len(together) > 1:
-            assert self._batch is not None
-            try:
-                logits, states = self._batch.prefill([r.prompt_ids for r in together])
-            except Exception:  # noqa: BLE001 - each prompt alone, below, says which failed
-                together = []
-            else:
-                for request, row_logits, state in zip(together, logits, states, strict=True):
-                    self._first(request, row_logits, None, state)
-        else:
-            together = []
+        if len(together) > 1 and self._prefill_together(together):
+            ready = [r for r in ready if not any(r is t for t in together)]
         for request in ready:
-            if not any(request is r for r in together):
-                self._prefill(request)
+            self._prefill(request)
+
+    def _prefill_together(self, requests: list[Request]) -> bool:
+        """Run ``requests``' prompts in one batched pass; False where the runtime refused it
+        (each is then run alone, which says which one failed)."""
+        assert self._batch is not None
+        try:
+            logits, states = self._batch.prefill([r.prompt_ids for r in requests])
+        except Exception:  # noqa: BLE001 - run alone, each prompt's own error names it
+            return False
+        for request, row_logits, state in zip(requests, logits, states, strict=True):
+            self._first(request, row_logits, None, state)
+        return True
 
     def _admit(self, request: Request) -> bool:
         """Check ``request`` against the session and set it up; False where it ended here (a

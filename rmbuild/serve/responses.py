@@ -54,13 +54,11 @@ async def events(
     """
     queue = gen.events
     assert queue is not None
-    fixed = 0.0 if callable(interval) else interval
-    pace = interval if callable(interval) else None
     event, held, sent = first, None, 0.0
     while True:
         if merge and isinstance(event, Token):
             pieces, last = [event.text], event
-            gap = pace() if pace is not None else fixed
+            gap = interval() if callable(interval) else interval
             for paused in (False, True):
                 while held is None and not queue.empty():
                     nxt = queue.get_nowait()

@@ -3,8 +3,9 @@
 Starlette's ``StreamingResponse`` (on uvicorn, whose ASGI spec version is 2.3) runs every
 response in an anyio task group with a second task listening for the client going away: two
 tasks, a task group and its cancel scopes per request, and a cancellation to end them. Here the
-body is sent from the request's own task, and a watcher task marks the request cancelled when
-the client hangs up, so the engine drops it at its next step; the stream then ends on its own.
+body is sent from the request's own task, and a watcher task, when the client hangs up,
+abandons the request (:meth:`~rmbuild.serve.request.Request.abandon`): its stream ends at once
+and the engine drops it at its next step.
 """
 
 from __future__ import annotations
